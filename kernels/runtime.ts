@@ -1,0 +1,289 @@
+/**
+ * The GPU runtime: pipelines, pooled buffers, batched dispatches, readback.
+ *
+ * This is the numeric hot path, so it is plain TypeScript, not Effect. Kernel wrappers call
+ * `dispatch`, which records into one compute pass; nothing is submitted until `flush` (or a read).
+ * Launching costs ~30 µs per dispatch on llvmpipe but ~100 µs more per submit, so batching matters.
+ */
+import { type DType, type Tensor, numel } from "./tensor.ts"
+
+/** Kernel variants are chosen per adapter: llvmpipe wants the opposite shapes of a real GPU. */
+export type AdapterProfile = "cpu" | "gpu"
+
+export interface AdapterDescription {
+  readonly backend: string
+  readonly vendor: string
+  readonly architecture: string
+  readonly device: string
+  readonly description: string
+  readonly profile: AdapterProfile
+}
+
+export type Binding = Tensor | GPUBuffer | GPUTextureView | { readonly buffer: GPUBuffer; readonly offset?: number; readonly size?: number }
+
+/** Uniform slots are 256 bytes apart (minUniformBufferOffsetAlignment); each holds ≤ 256 bytes of params. */
+const UNIFORM_SLOT = 256
+const UNIFORM_SLOTS = 512
+
+export interface MemoryStats {
+  /** Bytes in buffers that exist now (in use or pooled). */
+  readonly liveBytes: number
+  /** The most `liveBytes` has been since the last `resetPeak`. */
+  readonly peakBytes: number
+  readonly dispatches: number
+  readonly submits: number
+}
+
+export class GpuRuntime {
+  private readonly pipelines = new Map<string, GPUComputePipeline>()
+  private readonly pool = new Map<string, GPUBuffer[]>()
+  private readonly sizes = new WeakMap<GPUBuffer, number>()
+  private encoder: GPUCommandEncoder | undefined
+  private pass: GPUComputePassEncoder | undefined
+  private uniformBuffer: GPUBuffer
+  private readonly uniformData = new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS)
+  private uniformUsed = 0
+  private error: GPUError | undefined
+  private live = 0
+  private peak = 0
+  private dispatchCount = 0
+  private submitCount = 0
+
+  constructor(
+    readonly device: GPUDevice,
+    readonly adapter: AdapterDescription,
+  ) {
+    this.uniformBuffer = this.createUniformArena()
+    device.addEventListener("uncapturederror", (e) => {
+      this.error ??= (e as GPUUncapturedErrorEvent).error
+    })
+  }
+
+  get limits(): GPUSupportedLimits {
+    return this.device.limits
+  }
+
+  /** Compiles once per (label, source); later calls return the cached pipeline. */
+  pipeline(label: string, code: string, entryPoint = "main"): GPUComputePipeline {
+    const key = `${label}\u0000${entryPoint}\u0000${code}`
+    let p = this.pipelines.get(key)
+    if (p === undefined) {
+      const module = this.device.createShaderModule({ label, code })
+      p = this.device.createComputePipeline({ label, layout: "auto", compute: { module, entryPoint } })
+      this.pipelines.set(key, p)
+    }
+    return p
+  }
+
+  // ---- buffers ------------------------------------------------------------------------------
+
+  /** A storage buffer of at least `bytes` bytes, reused from the pool when one of that size is free. */
+  allocBuffer(bytes: number, usage: GPUBufferUsageFlags = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST): GPUBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16)
+    const key = `${size}:${usage}`
+    const free = this.pool.get(key)
+    const reused = free?.pop()
+    if (reused !== undefined) return reused
+    const buffer = this.device.createBuffer({ size, usage })
+    this.sizes.set(buffer, size)
+    this.live += size
+    if (this.live > this.peak) this.peak = this.live
+    return buffer
+  }
+
+  /** Returns a buffer to the pool. Safe mid-batch: dispatches run in recorded order. */
+  releaseBuffer(buffer: GPUBuffer): void {
+    const key = `${buffer.size}:${buffer.usage}`
+    let free = this.pool.get(key)
+    if (free === undefined) this.pool.set(key, (free = []))
+    free.push(buffer)
+  }
+
+  tensor(shape: readonly number[], dtype: DType = "f32"): Tensor {
+    return { buffer: this.allocBuffer(numel(shape) * 4), shape: [...shape], dtype }
+  }
+
+  release(...tensors: readonly (Tensor | undefined)[]): void {
+    for (const t of tensors) if (t !== undefined) this.releaseBuffer(t.buffer)
+  }
+
+  /** Uploads host data into a new tensor. Flushes pending work first, since queue writes bypass the batch order. */
+  upload(data: Float32Array | Uint32Array | Int32Array, shape: readonly number[] = [data.length]): Tensor {
+    if (numel(shape) !== data.length) throw new Error(`upload: ${data.length} values do not fill shape [${shape.join("×")}]`)
+    const dtype: DType = data instanceof Float32Array ? "f32" : data instanceof Uint32Array ? "u32" : "i32"
+    const t = this.tensor(shape, dtype)
+    this.write(t, data)
+    return t
+  }
+
+  write(t: Tensor | GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
+    this.flush()
+    const buffer = "buffer" in t && !(t instanceof GPUBuffer) ? t.buffer : (t as GPUBuffer)
+    this.device.queue.writeBuffer(buffer, byteOffset, data.buffer, data.byteOffset, data.byteLength)
+  }
+
+  /** Frees pooled buffers (not ones in use) and resets the peak to what is live now. */
+  trim(): void {
+    for (const free of this.pool.values()) for (const b of free) {
+      this.live -= this.sizes.get(b) ?? b.size
+      b.destroy()
+    }
+    this.pool.clear()
+  }
+
+  destroyBuffer(buffer: GPUBuffer): void {
+    this.live -= this.sizes.get(buffer) ?? buffer.size
+    buffer.destroy()
+  }
+
+  resetPeak(): void {
+    this.peak = this.live
+  }
+
+  get stats(): MemoryStats {
+    return { liveBytes: this.live, peakBytes: this.peak, dispatches: this.dispatchCount, submits: this.submitCount }
+  }
+
+  // ---- dispatch -----------------------------------------------------------------------------
+
+  /**
+   * Records one dispatch. `uniforms` (≤ 256 bytes) binds at @binding(0); `bindings` follow at 1, 2, ….
+   * Without uniforms, bindings start at @binding(0).
+   */
+  dispatch(
+    pipeline: GPUComputePipeline,
+    bindings: readonly Binding[],
+    groups: readonly [number, number?, number?],
+    uniforms?: ArrayBufferView,
+  ): void {
+    const [x, y = 1, z = 1] = groups
+    if (x === 0 || y === 0 || z === 0) return
+    const maxGroups = this.device.limits.maxComputeWorkgroupsPerDimension
+    if (x > maxGroups || y > maxGroups || z > maxGroups) {
+      throw new Error(`dispatch ${pipeline.label}: ${x}×${y}×${z} workgroups exceeds the limit of ${maxGroups} per dimension`)
+    }
+    const entries: GPUBindGroupEntry[] = []
+    let next = 0
+    if (uniforms !== undefined) {
+      if (uniforms.byteLength > UNIFORM_SLOT) throw new Error(`dispatch ${pipeline.label}: uniforms exceed ${UNIFORM_SLOT} bytes`)
+      if (this.uniformUsed === UNIFORM_SLOTS) this.flush()
+      const offset = this.uniformUsed * UNIFORM_SLOT
+      new Uint8Array(this.uniformData, offset, uniforms.byteLength).set(new Uint8Array(uniforms.buffer, uniforms.byteOffset, uniforms.byteLength))
+      this.uniformUsed++
+      entries.push({ binding: next++, resource: { buffer: this.uniformBuffer, offset, size: UNIFORM_SLOT } })
+    }
+    for (const b of bindings) entries.push({ binding: next++, resource: bindingResource(b) })
+    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries })
+    const pass = this.currentPass()
+    pass.setPipeline(pipeline)
+    pass.setBindGroup(0, bindGroup)
+    pass.dispatchWorkgroups(x, y, z)
+    this.dispatchCount++
+  }
+
+  /** Records a buffer copy in order with the dispatches around it. */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.endPass()
+    this.currentEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes)
+  }
+
+  /** Records a buffer → texture copy (rows of `bytesPerRow`, a multiple of 256) in batch order. */
+  copyToTexture(src: GPUBuffer, bytesPerRow: number, texture: GPUTexture, width: number, height: number): void {
+    this.endPass()
+    this.currentEncoder().copyBufferToTexture({ buffer: src, bytesPerRow }, { texture }, { width, height })
+  }
+
+  /** Submits everything recorded so far. */
+  flush(): void {
+    if (this.encoder === undefined) return
+    this.endPass()
+    if (this.uniformUsed > 0) {
+      this.device.queue.writeBuffer(this.uniformBuffer, 0, this.uniformData, 0, this.uniformUsed * UNIFORM_SLOT)
+      this.uniformUsed = 0
+    }
+    this.device.queue.submit([this.encoder.finish()])
+    this.encoder = undefined
+    this.submitCount++
+  }
+
+  /** Waits for all submitted work; rethrows the first GPU validation error seen. */
+  async sync(): Promise<void> {
+    this.flush()
+    await this.device.queue.onSubmittedWorkDone()
+    this.throwIfError()
+  }
+
+  /** Reads a tensor (or a byte range of a buffer) back to the host. */
+  async read(t: Tensor): Promise<Float32Array>
+  async read(t: Tensor, as: "u32"): Promise<Uint32Array>
+  async read(t: Tensor, as?: "u32"): Promise<Float32Array | Uint32Array> {
+    const bytes = numel(t.shape) * 4
+    const bytesAligned = Math.ceil(bytes / 4) * 4
+    const staging = this.allocBuffer(bytesAligned, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST)
+    this.copy(t.buffer, 0, staging, 0, bytesAligned)
+    this.flush()
+    await staging.mapAsync(GPUMapMode.READ, 0, bytesAligned)
+    const copyOut = staging.getMappedRange(0, bytesAligned).slice(0)
+    staging.unmap()
+    this.releaseBuffer(staging)
+    this.throwIfError()
+    return as === "u32" ? new Uint32Array(copyOut) : new Float32Array(copyOut)
+  }
+
+  destroy(): void {
+    this.flush()
+    this.trim()
+    this.uniformBuffer.destroy()
+    this.pipelines.clear()
+    this.device.destroy()
+  }
+
+  private throwIfError(): void {
+    const e = this.error
+    if (e !== undefined) {
+      this.error = undefined
+      throw new Error(`GPU error: ${e.message}`)
+    }
+  }
+
+  private createUniformArena(): GPUBuffer {
+    return this.device.createBuffer({ size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST })
+  }
+
+  private currentEncoder(): GPUCommandEncoder {
+    return (this.encoder ??= this.device.createCommandEncoder())
+  }
+
+  private currentPass(): GPUComputePassEncoder {
+    return (this.pass ??= this.currentEncoder().beginComputePass())
+  }
+
+  private endPass(): void {
+    if (this.pass !== undefined) {
+      this.pass.end()
+      this.pass = undefined
+    }
+  }
+}
+
+function bindingResource(b: Binding): GPUBindingResource {
+  if (b instanceof GPUBuffer) return { buffer: b }
+  if (b instanceof GPUTextureView) return b
+  if ("shape" in b) return { buffer: b.buffer }
+  const r: GPUBufferBinding = { buffer: b.buffer }
+  if (b.offset !== undefined) r.offset = b.offset
+  if (b.size !== undefined) r.size = b.size
+  return r
+}
+
+/** Packs uniform params. WGSL structs of u32/i32/f32 scalars only, in declaration order. */
+export function uniforms(values: readonly (readonly ["u32" | "i32" | "f32", number])[]): Uint32Array {
+  const out = new ArrayBuffer(Math.max(16, Math.ceil((values.length * 4) / 16) * 16))
+  const view = new DataView(out)
+  values.forEach(([kind, v], i) => {
+    if (kind === "f32") view.setFloat32(i * 4, v, true)
+    else if (kind === "i32") view.setInt32(i * 4, v, true)
+    else view.setUint32(i * 4, v, true)
+  })
+  return new Uint32Array(out)
+}

@@ -1,0 +1,14 @@
+// Preloaded by bunfig.toml: one Dawn device shared by every test file, destroyed after the last.
+import { afterAll } from "bun:test"
+import { acquireRuntime } from "../kernels/device.ts"
+import type { GpuRuntime } from "../kernels/runtime.ts"
+
+let runtime: Promise<GpuRuntime> | undefined
+
+/** The shared runtime, acquired on first use. */
+export const gpu = (): Promise<GpuRuntime> => (runtime ??= acquireRuntime())
+
+afterAll(async () => {
+  if (runtime !== undefined) (await runtime).destroy()
+  runtime = undefined
+})
