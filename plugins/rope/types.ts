@@ -18,6 +18,8 @@ export interface RopeSpec {
   readonly numLayers: number
   /** The HF rope_scaling / rope_parameters object, or undefined for plain RoPE. */
   readonly scaling: Readonly<Record<string, unknown>> | undefined
+  /** Where `scaling` came from, for error messages: "rope_scaling" (the default), "rope_parameters", "--rope-scaling". */
+  readonly scalingKey?: string
 }
 
 export interface ChosenTable extends RopeTable {

@@ -1,0 +1,52 @@
+/**
+ * llama.cpp (CPU build, through the devDependency node-llama-cpp) as a reference runtime: scores token ids
+ * in a GGUF file, for speed comparisons and cross-runtime conformance tests.
+ */
+import { getLlama, LlamaLogLevel } from "node-llama-cpp"
+
+export interface LlamaCppOptions {
+  /** Flash attention in llama.cpp (its fast path); off for exact comparisons. */
+  readonly flashAttention: boolean
+  /** KV cache element type: "F16" is llama.cpp's default, "F32" for exact comparisons. */
+  readonly kvType: "F16" | "F32"
+  readonly threads?: number
+}
+
+export interface LlamaCppScore {
+  /** ln p(tokens[i+1] | tokens[0..i]) for i < n−1. */
+  readonly logprobs: Float64Array
+  /** Wall time of the evaluation alone (model loading excluded). */
+  readonly seconds: number
+}
+
+/** Scores `tokens` with probabilities at every position, as `ropeway score` does. */
+export async function scoreWithLlamaCpp(ggufPath: string, tokens: readonly number[], options: LlamaCppOptions): Promise<LlamaCppScore> {
+  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error })
+  const model = await llama.loadModel({ modelPath: ggufPath })
+  const contextSize = Math.max(256, tokens.length + 1)
+  const context = await model.createContext({
+    contextSize,
+    batchSize: Math.min(contextSize, 2048),
+    flashAttention: options.flashAttention,
+    threads: options.threads ?? 2,
+    experimentalKvCacheKeyType: options.kvType,
+    experimentalKvCacheValueType: options.kvType,
+  })
+  try {
+    const sequence = context.getSequence()
+    const input = tokens.map((t) => [t, { generateNext: { probabilities: true } }] as [number, { generateNext: { probabilities: true } }])
+    const t0 = performance.now()
+    const out = await sequence.controlledEvaluate(input as never)
+    const seconds = (performance.now() - t0) / 1000
+    const logprobs = new Float64Array(tokens.length - 1)
+    for (let i = 0; i + 1 < tokens.length; i++) {
+      const p = out[i]?.next.probabilities?.get(tokens[i + 1] as never)
+      if (p === undefined) throw new Error(`llama.cpp gave no probability for position ${i}`)
+      logprobs[i] = Math.log(p)
+    }
+    return { logprobs, seconds }
+  } finally {
+    await context.dispose()
+    await model.dispose()
+  }
+}
