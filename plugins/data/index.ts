@@ -1,0 +1,8 @@
+/** Data for training and evaluation: tokenizers, corpora, packing, synthetic tasks, evaluation prompts. */
+export * from "./rng.ts"
+export * from "./tokenizer.ts"
+export * from "./corpus.ts"
+export * from "./pack.ts"
+export * from "./text.ts"
+export * from "./synthetic.ts"
+export * from "./prompts.ts"
