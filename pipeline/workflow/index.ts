@@ -1,0 +1,31 @@
+/**
+ * The workflow engine's public API: stages, plugins, workflow files, plan, runner, progress.
+ *
+ *   export const double = defineStage({
+ *     name: "double", version: "1",
+ *     params: Schema.Struct({ times: Schema.Int }),
+ *     inputs: { x: "number" }, outputs: { out: "number" },
+ *     run: (ctx) => Effect.gen(function* () {                 // ctx: params, seed, inputs, outputs, checkpointDir, progress
+ *       const x = Number(readFileSync(ctx.inputs.x, "utf8"))
+ *       writeFileSync(ctx.outputs.out, `${x * 2 ** ctx.params.times}`)
+ *       yield* ctx.progress.report(1)
+ *     }),
+ *   })
+ *   export default definePlugin({ name: "my-plugin", version: "1.0.0", stages: [double] })
+ *
+ *   const wf = yield* loadWorkflow("workflows/x.yaml")          // WorkflowInvalid with positioned diagnostics
+ *   console.log(formatPlan(yield* planWorkflow(wf, { store: "runs" })))
+ *   const { runDir, manifest } = yield* runWorkflow(wf, { store: "runs" })  // needs Progress (layerConsole)
+ */
+export { type AnyStage, type ArtifactKind, defineStage, type Json, type Stage, type StageContext, StageError, type StageProgress } from "./stage.ts"
+export {
+  type Contribution, type Dataset, definePlugin, type FitnessFunction, isPlugin, type Kind, type ModelContribution, type Plugin,
+  type PluginDefinition, type PluginInfo, PluginRegistry, Registry, type SearchStrategy,
+} from "./plugin.ts"
+export { type Diagnostic, formatDiagnostic, WorkflowInvalid } from "./diagnostics.ts"
+export { type InputSource, loadWorkflow, type LoadOptions, MODEL_STEP, type ModelRef, type ResolvedStep, type Workflow } from "./loader.ts"
+export { AdapterInfo, type Manifest, RunError, type RunOptions, type RunResult, runWorkflow, type StepManifest } from "./runner.ts"
+export { formatPlan, type Plan, type PlanStatus, type PlanStep, planWorkflow } from "./plan.ts"
+export { layerCollect, layerConsole, layerSilent, makeConsoleProgress, Progress, type ProgressEvent } from "./progress.ts"
+export { cacheKey, RunStore } from "./store.ts"
+export { canonicalJson, hashPath } from "./hash.ts"

@@ -1,0 +1,273 @@
+/**
+ * The runner: steps in order; a step whose cache key is stored is reused, otherwise its stage runs into a
+ * temp folder that is renamed into the store only on success. Interruption (Ctrl-C, Fiber.interrupt)
+ * removes the running step's temp folder and keeps its checkpoint folder, so a re-run resumes.
+ */
+import { Cause, Context, Data, Effect, Exit, Option } from "effect"
+import { existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs"
+import { join } from "node:path"
+import { hashPath } from "./hash.ts"
+import type { InputSource, ResolvedStep, Workflow } from "./loader.ts"
+import { PluginRegistry } from "./plugin.ts"
+import { Progress } from "./progress.ts"
+import type { Json, StageContext, StageError } from "./stage.ts"
+import { cacheKey, type EntryMeta, type OutputRecord, RunStore, writeFileAtomic } from "./store.ts"
+
+/** The GPU adapter (or any other machine description) for the manifest, when a service provides one. */
+export class AdapterInfo extends Context.Service<AdapterInfo, { readonly adapter: string }>()("ropeway/AdapterInfo") {}
+
+export class RunError extends Data.TaggedError("RunError")<{
+  readonly message: string
+  readonly runDir: string | undefined
+}> {}
+
+export type StepStatus = "pending" | "running" | "done" | "cached" | "failed" | "interrupted"
+
+export interface StepManifest {
+  readonly name: string
+  readonly stage: string
+  readonly version: string
+  readonly params: unknown
+  readonly seed: number
+  key: string | null
+  /** Input name -> where from and its content hash. */
+  inputs: Record<string, { readonly from: string; readonly hash: string }>
+  outputs: Record<string, OutputRecord & { readonly path: string }>
+  status: StepStatus
+  startedAt: string | null
+  finishedAt: string | null
+  seconds: number | null
+  result: Json | null
+  error: string | null
+}
+
+export interface Manifest {
+  readonly format: 1
+  readonly workflow: { readonly name: string; readonly file: string; readonly hash: string }
+  readonly seed: number
+  readonly model: { readonly spec: string; readonly kind: string; hash: string | null } | null
+  readonly plugins: ReadonlyArray<{ readonly name: string; readonly version: string; readonly source: string }>
+  readonly adapter: string | null
+  readonly store: string
+  status: "running" | "done" | "failed" | "interrupted"
+  readonly startedAt: string
+  finishedAt: string | null
+  readonly steps: StepManifest[]
+}
+
+export interface RunOptions {
+  /** The store folder; `runs` by default. */
+  readonly store?: string
+  /** Print the run folder as the last line on stdout (default true). */
+  readonly printRunDir?: boolean
+}
+
+export interface RunResult {
+  readonly runDir: string
+  readonly manifest: Manifest
+}
+
+export const describeSource = (s: InputSource): string => (s.kind === "step" ? `${s.step}.${s.output}` : s.path)
+
+/** Input hashes of a step from what earlier steps made; undefined where a maker has not run yet. */
+export const inputHashes = (
+  step: ResolvedStep,
+  made: ReadonlyMap<string, OutputRecord & { readonly path: string }>,
+  external: (path: string) => string,
+): Record<string, { from: string; hash: string; path: string }> | undefined => {
+  const out: Record<string, { from: string; hash: string; path: string }> = {}
+  for (const [name, src] of Object.entries(step.inputs)) {
+    if (src.kind === "path") out[name] = { from: src.path, hash: external(src.path), path: src.path }
+    else {
+      const m = made.get(`${src.step}.${src.output}`)
+      if (m === undefined) return undefined
+      out[name] = { from: `${src.step}.${src.output}`, hash: m.hash, path: m.path }
+    }
+  }
+  return out
+}
+
+export const stepKey = (step: ResolvedStep, hashes: Record<string, { hash: string }>): string =>
+  cacheKey({
+    stage: step.stage.name,
+    version: step.stage.version,
+    params: step.paramsJson,
+    seed: step.seed,
+    inputs: Object.fromEntries(Object.entries(hashes).map(([k, v]) => [k, v.hash])),
+  })
+
+const stamp = (d: Date): string => d.toISOString().replace(/[-:]/g, "").replace(/\.(\d+)Z$/, "-$1Z").replace("T", "-")
+
+const errorText = (cause: Cause.Cause<unknown>): string => {
+  const e = Cause.squash(cause)
+  return e instanceof Error ? e.message : String(e)
+}
+
+export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effect<RunResult, RunError, Progress> =>
+  Effect.gen(function* () {
+    const store = new RunStore(options.store ?? "runs")
+    if (wf.model.kind === "path" && !wf.model.exists) {
+      return yield* new RunError({ message: `${wf.file}: model folder not found: ${wf.model.path}`, runDir: undefined })
+    }
+    const progress = yield* Progress
+    const adapter = yield* Effect.serviceOption(AdapterInfo)
+    store.sweepTemp()
+
+    const started = new Date()
+    let runDir = join(store.root, wf.name, stamp(started))
+    for (let n = 2; existsSync(runDir); n++) runDir = join(store.root, wf.name, `${stamp(started)}-${n}`)
+    mkdirSync(runDir, { recursive: true })
+
+    const manifest: Manifest = {
+      format: 1,
+      workflow: { name: wf.name, file: wf.file, hash: wf.hash },
+      seed: wf.seed,
+      model: wf.model.kind === "none" ? null : { spec: wf.model.kind === "path" ? wf.model.spec : wf.model.name, kind: wf.model.kind, hash: null },
+      plugins: wf.plugins,
+      adapter: Option.match(adapter, { onNone: () => null, onSome: (a) => a.adapter }),
+      store: store.root,
+      status: "running",
+      startedAt: started.toISOString(),
+      finishedAt: null,
+      steps: wf.steps.map((s) => ({
+        name: s.name, stage: s.stage.name, version: s.stage.version, params: s.paramsJson, seed: s.seed,
+        key: null, inputs: {}, outputs: {}, status: "pending", startedAt: null, finishedAt: null, seconds: null, result: null, error: null,
+      })),
+    }
+    const save = Effect.sync(() => writeFileAtomic(join(runDir, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`))
+    yield* save
+
+    const external = (path: string): string => {
+      const h = store.hashExternal(path)
+      if (manifest.model !== null && wf.model.kind === "path" && path === wf.model.path) manifest.model.hash = h
+      return h
+    }
+    const made = new Map<string, OutputRecord & { readonly path: string }>()
+    const total = wf.steps.length
+
+    const runStep = (step: ResolvedStep, index: number, m: StepManifest) =>
+      Effect.gen(function* () {
+        const hashes = yield* Effect.sync(() => inputHashes(step, made, external))
+        if (hashes === undefined) return yield* Effect.die(new Error(`inputs of ${step.name} not made`)) // the loader's order prevents it
+        const key = stepKey(step, hashes)
+        m.key = key
+        m.inputs = Object.fromEntries(Object.entries(hashes).map(([k, v]) => [k, { from: v.from, hash: v.hash }]))
+        const record = (meta: EntryMeta) => {
+          for (const [name, o] of Object.entries(meta.outputs)) {
+            const rec = { ...o, path: store.outputPath(key, name) }
+            made.set(`${step.name}.${name}`, rec)
+            m.outputs[name] = rec
+          }
+          m.result = meta.result
+          // a convenience view of this run's artifacts: <run>/steps/<step> -> the store entry's outputs
+          try {
+            mkdirSync(join(runDir, "steps"), { recursive: true })
+            symlinkSync(join(store.entryDir(key), "out"), join(runDir, "steps", step.name), "dir")
+          } catch {
+            // a file system without links: the manifest still has every path
+          }
+        }
+        const cached = store.lookup(key)
+        if (cached !== undefined) {
+          record(cached)
+          m.status = "cached"
+          yield* progress.emit({ _tag: "StepCached", index, total, step: step.name })
+          return yield* save
+        }
+
+        m.status = "running"
+        m.startedAt = new Date().toISOString()
+        yield* save
+        yield* progress.emit({ _tag: "StepStart", index, total, step: step.name, stage: step.stage.name })
+        const t0 = performance.now()
+        const holder = store.lock(key)
+        if (holder !== undefined) {
+          return yield* Effect.fail(new Error(`another run (process ${holder}) is running this step now; re-run when it is done to reuse its result`))
+        }
+        const meta = yield* Effect.acquireUseRelease(
+          Effect.sync(() => store.makeTemp(key)),
+          (tmp) =>
+            Effect.gen(function* () {
+              const outDir = join(tmp, "out")
+              const checkpointDir = store.checkpointDir(key)
+              mkdirSync(checkpointDir, { recursive: true })
+              const outputs = Object.fromEntries(Object.keys(step.stage.outputs).map((o) => [o, join(outDir, o)]))
+              const ctx: StageContext<unknown, string, string> = {
+                step: step.name,
+                params: step.params,
+                seed: step.seed,
+                key,
+                inputs: Object.fromEntries(Object.entries(hashes).map(([k, v]) => [k, v.path])),
+                outputs,
+                outDir,
+                checkpointDir,
+                progress: {
+                  report: (fraction, note) => progress.emit({ _tag: "StepProgress", step: step.name, fraction, note }),
+                  log: (line) => progress.emit({ _tag: "Log", step: step.name, line }),
+                },
+              }
+              const result = yield* (step.stage.run(ctx) as Effect.Effect<Json | void, StageError>)
+              const missing = Object.entries(outputs).filter(([, p]) => !existsSync(p)).map(([o]) => o)
+              if (missing.length > 0) {
+                return yield* Effect.fail(new Error(`stage ${step.stage.name} did not write its output(s): ${missing.join(", ")}`))
+              }
+              const outRecords = Object.fromEntries(
+                Object.entries(outputs).map(([o, p]) => [o, { kind: (step.stage.outputs as Record<string, string>)[o]!, hash: hashPath(p) }]),
+              )
+              return store.commit(tmp, {
+                key, stage: step.stage.name, version: step.stage.version, step: step.name, params: step.paramsJson, seed: step.seed,
+                inputs: Object.fromEntries(Object.entries(hashes).map(([k, v]) => [k, v.hash])),
+                outputs: outRecords, result: result ?? null, seconds: (performance.now() - t0) / 1000, createdAt: new Date().toISOString(),
+              })
+            }),
+          // after a commit the temp folder is gone; otherwise (failure, interruption) the partial output goes
+          (tmp) =>
+            Effect.sync(() => {
+              rmSync(tmp, { recursive: true, force: true })
+              store.unlock(key)
+            }),
+        )
+        record(meta)
+        m.status = "done"
+        m.finishedAt = new Date().toISOString()
+        m.seconds = (performance.now() - t0) / 1000
+        yield* progress.emit({ _tag: "StepDone", index, total, step: step.name, seconds: m.seconds })
+        yield* save
+      }).pipe(
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit)
+            ? Effect.void
+            : Effect.suspend(() => {
+                m.status = Cause.hasInterruptsOnly(exit.cause) ? "interrupted" : "failed"
+                m.finishedAt = new Date().toISOString()
+                if (m.status === "failed") m.error = errorText(exit.cause)
+                return save
+              }),
+        ),
+      )
+
+    const end = (status: "done" | "failed" | "interrupted") =>
+      Effect.suspend(() => {
+        manifest.status = status
+        manifest.finishedAt = new Date().toISOString()
+        const count = (st: StepStatus) => manifest.steps.filter((s) => s.status === st).length
+        return save.pipe(Effect.andThen(progress.emit({ _tag: "RunEnd", status, ran: count("done"), cached: count("cached") })))
+      })
+    const all = Effect.forEach(wf.steps, (step, i) => runStep(step, i, manifest.steps[i]!), { discard: true }).pipe(
+      // an interrupted fiber runs no more ordinary code, only finalizers: record it here
+      Effect.onInterrupt(() => end("interrupted")),
+    )
+    const exit = yield* Effect.exit(all)
+    if (Exit.isSuccess(exit)) {
+      yield* end("done")
+      if (options.printRunDir ?? true) yield* Effect.sync(() => process.stdout.write(`${runDir}\n`))
+      return { runDir, manifest }
+    }
+    if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
+    yield* end("failed")
+    const failed = manifest.steps.find((s) => s.status === "failed")
+    return yield* new RunError({
+      message: `step "${failed?.name ?? "?"}" (stage ${failed?.stage ?? "?"}) failed: ${errorText(exit.cause)}\nrun folder: ${runDir}`,
+      runDir,
+    })
+  }).pipe(Effect.provideService(PluginRegistry, wf.registry))

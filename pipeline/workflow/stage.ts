@@ -1,0 +1,76 @@
+/**
+ * The stage contract: a named, versioned unit of work with a params schema, the artifacts it reads and
+ * writes, and an Effect. The runner gives it a context (params, seed, input paths, output and checkpoint
+ * directories, a progress reporter); everything else it needs comes as Effect services.
+ */
+import { Data, type Effect, type Schema } from "effect"
+
+/** A stage failed in a way the user should see (bad data, diverged search, missing weights, ...). */
+export class StageError extends Data.TaggedError("StageError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+/** An artifact kind is a free label ("checkpoint", "rope-table", "json", ...); "any" accepts every kind. */
+export type ArtifactKind = string
+
+/** JSON a stage may return; it is stored with the step's artifacts and copied into the manifest. */
+export type Json = null | boolean | number | string | readonly Json[] | { readonly [k: string]: Json }
+
+export interface StageProgress {
+  /** Fraction done in [0, 1] plus an optional short note ("generation 3/10"); gives the ETA. */
+  readonly report: (fraction: number, note?: string) => Effect.Effect<void>
+  /** A line of text for the log, printed above the progress line. */
+  readonly log: (line: string) => Effect.Effect<void>
+}
+
+export interface StageContext<P, I extends string, O extends string> {
+  readonly step: string
+  readonly params: P
+  readonly seed: number
+  /** The cache key of this step (hex), e.g. to name things deterministically. */
+  readonly key: string
+  /** Input artifacts: absolute paths (a file or a folder), already in the run store. */
+  readonly inputs: { readonly [K in I]: string }
+  /**
+   * Where each output goes: `<outDir>/<name>`. Write a file or a folder there. The folder is a
+   * temporary one, renamed into the store only when `run` succeeds.
+   */
+  readonly outputs: { readonly [K in O]: string }
+  readonly outDir: string
+  /**
+   * Kept per cache key across killed or interrupted runs, deleted once the step is committed: save inner
+   * progress (a search generation, a training step) here and resume from it.
+   */
+  readonly checkpointDir: string
+  readonly progress: StageProgress
+}
+
+export interface Stage<P = any, I extends string = string, O extends string = string, R = any> {
+  readonly _tag: "Stage"
+  readonly name: string
+  /** Bump it when the stage's behaviour changes: it is part of every cache key. */
+  readonly version: string
+  readonly description?: string
+  readonly params: Schema.Codec<P, any, never, never>
+  readonly inputs: { readonly [K in I]: ArtifactKind }
+  readonly outputs: { readonly [K in O]: ArtifactKind }
+  readonly run: (ctx: StageContext<P, I, O>) => Effect.Effect<Json | void, StageError, R>
+}
+
+export type AnyStage = Stage<any, string, string, any>
+
+/** Typed constructor; returns the definition unchanged (plus a tag the plugin loader checks). */
+export const defineStage = <P, const I extends string = never, const O extends string = never, R = never>(def: {
+  readonly name: string
+  readonly version: string
+  readonly description?: string
+  readonly params: Schema.Codec<P, any, never, never>
+  readonly inputs?: { readonly [K in I]: ArtifactKind }
+  readonly outputs: { readonly [K in O]: ArtifactKind }
+  readonly run: (ctx: StageContext<P, I, O>) => Effect.Effect<Json | void, StageError, R>
+}): Stage<P, I, O, R> => ({
+  _tag: "Stage",
+  ...def,
+  inputs: def.inputs ?? ({} as { readonly [K in I]: ArtifactKind }),
+})
