@@ -78,11 +78,10 @@ export async function acquireRuntime(options: { readonly backend?: "default" | "
       reasons.push("native: no Vulkan loader (libvulkan.so.1)")
       continue
     }
-    let gpu: GPU | undefined = create(attempt.flags)
+    const gpu: GPU = create(attempt.flags)
     const adapter = await gpu.requestAdapter(attempt.options).catch(() => null)
     if (adapter === null) {
       reasons.push(`${attempt.backend}: no adapter`)
-      gpu = undefined
       continue
     }
     const requiredLimits: Record<string, number> = {}
@@ -100,8 +99,7 @@ export async function acquireRuntime(options: { readonly backend?: "default" | "
       description: info.description,
       profile: profileOf(info, attempt.backend),
     }
-    gpu = undefined // dropping the GPU object lets the process exit once the device is destroyed
-    return new GpuRuntime(device, description)
+    return new GpuRuntime(device, description, gpu)
   }
   throw new GpuUnavailable({ message: unavailableMessage(reasons) })
 }

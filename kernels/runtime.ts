@@ -49,9 +49,14 @@ export class GpuRuntime {
   private dispatchCount = 0
   private submitCount = 0
 
+  /**
+   * `instance` is the object `create()` returned: Dawn frees its instance when that is collected, even
+   * with a device alive (a crash at the next dispatch), so it is held until `destroy`.
+   */
   constructor(
     readonly device: GPUDevice,
     readonly adapter: AdapterDescription,
+    private instance: GPU | undefined = undefined,
   ) {
     this.uniformBuffer = this.createUniformArena()
     device.addEventListener("uncapturederror", (e) => {
@@ -236,6 +241,7 @@ export class GpuRuntime {
     this.uniformBuffer.destroy()
     this.pipelines.clear()
     this.device.destroy()
+    this.instance = undefined // lets the process exit
   }
 
   private throwIfError(): void {

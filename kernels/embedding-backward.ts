@@ -1,0 +1,63 @@
+/** Embedding backward: scatter-add of output-row gradients into the table gradient, deterministic. */
+import { vtPrelude } from "./rmsnorm-backward.ts"
+import type { GpuRuntime } from "./runtime.ts"
+import { uniforms } from "./runtime.ts"
+import { type Tensor, expectShape, shapeString } from "./tensor.ts"
+import src from "./embedding-backward.wgsl" with { type: "text" }
+
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b))
+
+/** Columns (VT units) per scatter invocation. */
+const BLOCK = 16
+
+/**
+ * dTable [V, D] += rows of dOut [T, D] by ids (u32 [T]); repeated ids accumulate in token order, ids ≥ V
+ * are skipped. `maxBindingBytes` (default: the device's storage binding limit) splits a large table into
+ * row ranges bound at offsets, as the forward does.
+ */
+export function embeddingBackward(
+  rt: GpuRuntime,
+  dTable: Tensor,
+  ids: Tensor,
+  dOut: Tensor,
+  options: { readonly maxBindingBytes?: number } = {},
+): void {
+  const [V, D] = dTable.shape
+  if (dTable.shape.length !== 2 || V === undefined || D === undefined || V < 1 || D < 1) {
+    throw new Error(`embeddingBackward: dTable has shape ${shapeString(dTable.shape)}, expected [V, D]`)
+  }
+  if (ids.shape.length !== 1 || ids.dtype !== "u32") throw new Error(`embeddingBackward: ids must be u32 [T], got ${ids.dtype} ${shapeString(ids.shape)}`)
+  const T = ids.shape[0]!
+  expectShape("embeddingBackward", "dOut", dOut, [T, D])
+  if (T === 0) return
+  const vec = D % 4 === 0
+  const cols = vec ? D / 4 : D
+  const rowBytes = D * 4
+  const align = rt.limits.minStorageBufferOffsetAlignment
+  const rowStep = align / gcd(rowBytes, align)
+  const maxBytes = Math.min(options.maxBindingBytes ?? Infinity, rt.limits.maxStorageBufferBindingSize)
+  let rowsPerChunk = Math.floor(maxBytes / rowBytes / rowStep) * rowStep
+  if (rowsPerChunk < 1) throw new Error(`embeddingBackward: one aligned group of ${rowStep} rows of ${rowBytes} bytes exceeds the ${maxBytes}-byte binding limit`)
+  rowsPerChunk = Math.min(rowsPerChunk, V)
+  const code = vtPrelude(vec) + src
+  const label = `embedding-backward-${vec ? 4 : 1}`
+  const groups = Math.ceil(T / 64)
+  if (groups > rt.limits.maxComputeWorkgroupsPerDimension) throw new Error(`embeddingBackward: ${T} tokens exceed ${64 * rt.limits.maxComputeWorkgroupsPerDimension}`)
+  const chain = rt.tensor([2 * T], "u32")
+  const params = (start: number, end: number): Uint32Array =>
+    uniforms([
+      ["u32", T],
+      ["u32", cols],
+      ["u32", start],
+      ["u32", end],
+      ["u32", BLOCK],
+    ])
+  rt.dispatch(rt.pipeline(label, code, "links"), [ids, chain], [groups], params(0, V))
+  const scatter = rt.pipeline(label, code, "scatter")
+  for (let start = 0; start < V; start += rowsPerChunk) {
+    const end = Math.min(V, start + rowsPerChunk)
+    const binding = { buffer: dTable.buffer, offset: start * rowBytes, size: (end - start) * rowBytes }
+    rt.dispatch(scatter, [ids, chain, dOut, binding], [groups, Math.ceil(cols / BLOCK)], params(start, end))
+  }
+  rt.release(chain)
+}

@@ -1,0 +1,58 @@
+// Token embedding lookup: out[t, :] = table[ids[t], :].
+// The table may be larger than one storage binding (128 MiB on llvmpipe: a 32000×4096 f32 table is
+// 500 MiB), so the host dispatches once per row range [rowStart, rowEnd) bound at an offset, and each
+// dispatch writes only the tokens whose id falls in its range. Ids ≥ vocab give a zero row.
+// An invocation copies a block of BLOCK elements of one row, so the id is loaded once per block and
+// invocations of tokens outside the dispatch's range leave after that one load.
+struct Params {
+  n: u32,        // T·blocks
+  cols: u32,     // D in units of the entry's element (vec4 or f32)
+  blocks: u32,   // ceil(cols / BLOCK)
+  rowStart: u32,
+  rowEnd: u32,
+  vocab: u32,
+  last: u32,     // 1 on the dispatch that zeroes out-of-vocabulary rows
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read> table4: array<vec4f>;
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4f>;
+@group(0) @binding(2) var<storage, read> table1: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out1: array<f32>;
+
+const BLOCK = 8u;
+
+@compute @workgroup_size(64)
+fn main4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  for (var e = gid.x; e < p.n; e += nwg.x * 64u) {
+    let t = e / p.blocks;
+    let c0 = (e - t * p.blocks) * BLOCK;
+    let c1 = min(c0 + BLOCK, p.cols);
+    let id = ids[t];
+    let dst = t * p.cols;
+    if (id >= p.rowStart && id < p.rowEnd) {
+      let src = (id - p.rowStart) * p.cols;
+      for (var c = c0; c < c1; c++) { out4[dst + c] = table4[src + c]; }
+    } else if (id >= p.vocab && p.last == 1u) {
+      for (var c = c0; c < c1; c++) { out4[dst + c] = vec4f(0.0); }
+    }
+  }
+}
+
+@compute @workgroup_size(64)
+fn main1(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  for (var e = gid.x; e < p.n; e += nwg.x * 64u) {
+    let t = e / p.blocks;
+    let c0 = (e - t * p.blocks) * BLOCK;
+    let c1 = min(c0 + BLOCK, p.cols);
+    let id = ids[t];
+    let dst = t * p.cols;
+    if (id >= p.rowStart && id < p.rowEnd) {
+      let src = (id - p.rowStart) * p.cols;
+      for (var c = c0; c < c1; c++) { out1[dst + c] = table1[src + c]; }
+    } else if (id >= p.vocab && p.last == 1u) {
+      for (var c = c0; c < c1; c++) { out1[dst + c] = 0.0; }
+    }
+  }
+}

@@ -1,0 +1,91 @@
+// RMSNorm backward. y = x·r·w with r = (mean(x²) + eps)^−½, so per row
+//   dx = r·(w∘dy) − x·r³·Σ(w∘dy∘x)/D,   dw = Σ_rows dy∘x·r.
+// dw is reduced over rows without atomics, in a fixed order (deterministic): `dwPartial` sums chunks of
+// CHUNK rows per column, `dwReduce` sums the chunks in order.
+// The wrapper prepends `alias VT = vec4f|f32;` and `fn hsum(v: VT) -> f32` (vec4 when D % 4 == 0).
+struct Params {
+  rows: u32,
+  cols: u32,   // D in units of VT
+  dim: u32,    // D in scalars
+  eps: f32,
+  chunks: u32, // ceil(rows / CHUNK)
+}
+
+const WG = 64u;
+const CHUNK = 32u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+// rowGrad
+@group(0) @binding(1) var<storage, read> x: array<VT>;
+@group(0) @binding(2) var<storage, read> w: array<VT>;
+@group(0) @binding(3) var<storage, read> dy: array<VT>;
+@group(0) @binding(4) var<storage, read_write> dx: array<VT>;
+@group(0) @binding(5) var<storage, read_write> rinv: array<f32>;
+// dwPartial (x at 1)
+@group(0) @binding(2) var<storage, read> pdy: array<VT>;
+@group(0) @binding(3) var<storage, read> pr: array<f32>;
+@group(0) @binding(4) var<storage, read_write> partial: array<VT>;
+// dwReduce
+@group(0) @binding(1) var<storage, read> rpartial: array<VT>;
+@group(0) @binding(2) var<storage, read_write> dw: array<VT>;
+
+var<workgroup> part: array<vec2f, WG>;
+
+// Workgroup sums of (Σx², Σ w·dy·x); every invocation gets both.
+fn workgroupSum2(li: u32, v: vec2f) -> vec2f {
+  part[li] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (li < s) { part[li] += part[li + s]; }
+    workgroupBarrier();
+  }
+  let total = part[0];
+  workgroupBarrier(); // part is reused by the next row
+  return total;
+}
+
+// One workgroup per row (grid-stride over rows).
+@compute @workgroup_size(WG)
+fn rowGrad(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32, @builtin(num_workgroups) nwg: vec3u) {
+  for (var row = wid.x; row < p.rows; row += nwg.x) {
+    let base = row * p.cols;
+    var ss = 0.0;
+    var sd = 0.0;
+    for (var c = li; c < p.cols; c += WG) {
+      let xv = x[base + c];
+      ss += hsum(xv * xv);
+      sd += hsum(w[c] * dy[base + c] * xv);
+    }
+    let tot = workgroupSum2(li, vec2f(ss, sd));
+    let r = inverseSqrt(tot.x / f32(p.dim) + p.eps);
+    let k = r * r * r * tot.y / f32(p.dim);
+    for (var c = li; c < p.cols; c += WG) {
+      dx[base + c] = r * (w[c] * dy[base + c]) - x[base + c] * k;
+    }
+    if (li == 0u) { rinv[row] = r; }
+  }
+}
+
+// One invocation per (column, chunk of rows).
+@compute @workgroup_size(WG)
+fn dwPartial(@builtin(global_invocation_id) gid: vec3u) {
+  let c = gid.x;
+  let chunk = gid.y;
+  if (c >= p.cols) { return; }
+  let end = min(p.rows, (chunk + 1u) * CHUNK);
+  var acc = VT(0.0);
+  for (var row = chunk * CHUNK; row < end; row++) {
+    acc += pdy[row * p.cols + c] * x[row * p.cols + c] * pr[row];
+  }
+  partial[chunk * p.cols + c] = acc;
+}
+
+// One invocation per column: chunks summed in order.
+@compute @workgroup_size(WG)
+fn dwReduce(@builtin(global_invocation_id) gid: vec3u) {
+  let c = gid.x;
+  if (c >= p.cols) { return; }
+  var acc = VT(0.0);
+  for (var k = 0u; k < p.chunks; k++) { acc += rpartial[k * p.cols + c]; }
+  dw[c] = acc;
+}
