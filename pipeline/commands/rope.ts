@@ -1,7 +1,8 @@
 /**
- * `ropeway rope --model DIR [--rope-scaling JSON] --length L [--json]`: the effective RoPE table for an
+ * `ropeway rope --model DIR [--rope-scaling JSON] --length L [--json] [--plot FILE]`: the effective RoPE table for an
  * input of L tokens: per-dimension divisors λ_i = θ_i/θ'_i, start tokens n̂, attention scale, and which
- * factor set the method chose and why.
+ * factor set the method chose and why. `--plot FILE` also writes an SVG of λ_i against PI, NTK and YaRN at
+ * the same scale.
  */
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
@@ -99,10 +100,18 @@ export const rope = Command.make(
     ),
     length: Flag.Int("length").pipe(Flag.withDescription("input length in tokens")),
     json: Flag.Boolean("json").pipe(Flag.withDescription("print JSON instead of a table"), Flag.withDefault(false)),
+    plot: Flag.String("plot").pipe(Flag.withDescription("also write an SVG of the factor curve against PI, NTK and YaRN at the same scale"), Flag.optional),
   },
   (o) =>
     Effect.gen(function* () {
       const report = ropeReport(o.model, o.length, Option.getOrUndefined(o.ropeScaling))
       yield* Console.log(o.json ? JSON.stringify(report, null, 2) : formatRopeReport(report).trimEnd())
+      const plot = Option.getOrUndefined(o.plot)
+      if (plot !== undefined) {
+        // loaded only when asked: vega adds ~100 ms to every start otherwise
+        const { writeRopePlot } = yield* Effect.promise(() => import("../../plugins/report/rope-plot.ts"))
+        yield* Effect.tryPromise({ try: () => writeRopePlot(plot, report), catch: (e) => inputError("--plot", `cannot write ${plot}: ${e instanceof Error ? e.message : String(e)}`) })
+        yield* Console.error(`plot: ${plot}`)
+      }
     }),
 ).pipe(Command.withDescription("Print the effective RoPE table (divisors, n̂, attention scale, chosen set) for an input length"))

@@ -1,0 +1,103 @@
+/**
+ * `report` and `report-search`: the run report (report.md, charts/*.svg, charts/*.png) as a step's output
+ * folder, from a metrics.json artifact and, for `report-search`, a search step's log folder and factor set.
+ * (Step inputs are all required, so the optional ones are a second stage, as `search-factors` does.)
+ *
+ * A stage sees only its inputs, not the run's manifest; after a run, plugins/report `writeRunReport`
+ * writes `<run>/report.md` from the merged metrics.json and the manifest (steps, seed, hashes).
+ */
+import { Effect, Schema } from "effect"
+import { existsSync, readFileSync } from "node:fs"
+import { join } from "node:path"
+import { definePlugin } from "../pipeline/workflow/plugin.ts"
+import { defineStage, type StageContext, StageError } from "../pipeline/workflow/stage.ts"
+import { loadExtras, type ReportExtras } from "../plugins/report/inputs.ts"
+import { buildReport, type ManifestLike, type MetricsInput, writeReport, writeRunReport } from "../plugins/report/report.ts"
+import { METRICS_KIND, parseMetrics } from "./metrics.ts"
+
+export const REPORT_KIND = "report"
+
+export const ReportParams = Schema.Struct({
+  /** The report's heading; default "ropeway run report". */
+  title: Schema.optionalKey(Schema.NonEmptyString),
+})
+export type ReportParams = typeof ReportParams.Type
+
+const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+const attempt = <A>(what: string, f: () => A): Effect.Effect<A, StageError> =>
+  Effect.try({ try: f, catch: (e) => new StageError({ message: `${what}: ${errText(e)}`, cause: e }) })
+
+/**
+ * Reads metrics.json: validated by the metrics schema, but the report keeps the file's own objects, so
+ * fields the schema does not name (a passkey row's `depth`, a short-context row's KL) still show.
+ */
+export function readMetricsForReport(path: string): MetricsInput {
+  const raw: unknown = JSON.parse(readFileSync(path, "utf8"))
+  parseMetrics(raw, path)
+  return raw as MetricsInput
+}
+
+/**
+ * After a run (next to `writeRunMetrics`): `<runDir>/report.md` and `<runDir>/charts/` from the run's
+ * merged metrics.json, its manifest, and the search logs / factor sets among the steps' outputs.
+ * Returns the report's path, or undefined when the run measured nothing (no metrics.json).
+ */
+export async function writeRunReportFromDir(runDir: string, manifest: ManifestLike): Promise<string | undefined> {
+  const path = join(runDir, "metrics.json")
+  if (!existsSync(path)) return undefined
+  return writeRunReport(runDir, manifest, readMetricsForReport(path))
+}
+
+function runReport(ctx: StageContext<ReportParams, string, "report">, extraInputs: readonly string[]) {
+  return Effect.gen(function* () {
+    const inputs = ctx.inputs as Readonly<Record<string, string>>
+    const metricsPath = inputs["metrics"]
+    if (metricsPath === undefined) return yield* Effect.fail(new StageError({ message: "report: input `metrics` (a metrics.json) is required" }))
+    const metrics = yield* attempt("metrics.json", () => readMetricsForReport(metricsPath))
+    const paths = extraInputs.map((k) => inputs[k]).filter((p): p is string => p !== undefined)
+    const extras: ReportExtras = yield* attempt("search log / factors", () => loadExtras(paths))
+    yield* ctx.progress.report(0.1, "rendering charts")
+    const report = yield* Effect.tryPromise({
+      try: () =>
+        buildReport({
+          metrics,
+          extras,
+          run: { seed: ctx.seed, reportStep: { name: ctx.step, key: ctx.key, seed: ctx.seed, inputs } },
+          ...(ctx.params.title === undefined ? {} : { title: ctx.params.title }),
+        }),
+      catch: (e) => new StageError({ message: `report: rendering failed: ${errText(e)}`, cause: e }),
+    })
+    yield* attempt("writing the report", () => writeReport(ctx.outputs.report, report))
+    yield* ctx.progress.log(`report.md with ${report.charts.length} chart(s)`)
+    return { charts: report.charts.map((c) => c.name), perplexity: metrics.perplexity.length, passkey: metrics.passkey.length, searches: extras.searches.length }
+  })
+}
+
+const description = "report.md with charts (SVG and PNG): perplexity by length per method and protocol, passkey accuracy, short-context table"
+
+export const reportStage = defineStage({
+  name: "report",
+  version: "1",
+  description,
+  params: ReportParams,
+  inputs: { metrics: METRICS_KIND },
+  outputs: { report: REPORT_KIND },
+  run: (ctx) => runReport(ctx, []),
+})
+
+export const reportSearchStage = defineStage({
+  name: "report-search",
+  version: "1",
+  description: `${description}; plus search convergence and the factor curves against PI/NTK/YaRN`,
+  params: ReportParams,
+  inputs: { metrics: METRICS_KIND, log: "search-log", factors: "rope-factors" },
+  outputs: { report: REPORT_KIND },
+  run: (ctx) => runReport(ctx, ["log", "factors"]),
+})
+
+export const reportPlugin = definePlugin({
+  name: "ropeway-report",
+  version: "0.1.0",
+  description: "the run report stages",
+  stages: [reportStage, reportSearchStage],
+})

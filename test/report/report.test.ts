@@ -1,0 +1,236 @@
+// report.md from a fixture metrics.json (+ a search log and a factor set): the tables carry the right
+// numbers, the charts it links exist, and the `report` stages and writeRunReport put files where they say.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test"
+import { Effect, Exit } from "effect"
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import type { StageContext } from "../../pipeline/workflow/stage.ts"
+import { loadExtras } from "../../plugins/report/inputs.ts"
+import { buildReport, factorSetSeries, type MetricsInput, type Report, writeReport, writeRunReport } from "../../plugins/report/report.ts"
+import { parseMetrics } from "../../stages/metrics.ts"
+import { readMetricsForReport, reportSearchStage, reportStage, type ReportParams } from "../../stages/report.ts"
+import { factorSetFixture, metricsFixture, searchLogFixture } from "./fixtures.ts"
+import { assertWellFormedSvg, pngSize } from "./svg.ts"
+
+const dir = mkdtempSync(join(tmpdir(), "ropeway-report-"))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+// a search step's output as stages/search.ts writes it: a log folder (ours + LongRoPE's + CSV) and rope.json
+const logDir = join(dir, "search-log")
+mkdirSync(logDir)
+writeFileSync(join(logDir, "search-log.json"), JSON.stringify(searchLogFixture))
+writeFileSync(join(logDir, "longrope-log.json"), JSON.stringify({ iteration: 3, population: [[[1, 2], 14]], history: [[[1, 2], 20], [[1, 3], 14]] }))
+writeFileSync(join(logDir, "result_final.csv"), "1\n2\n")
+const factorsFile = join(dir, "rope.json")
+writeFileSync(factorsFile, JSON.stringify(factorSetFixture))
+const metricsFile = join(dir, "metrics.json")
+writeFileSync(metricsFile, JSON.stringify(metricsFixture))
+
+const metrics = metricsFixture as unknown as MetricsInput
+let report: Report
+beforeAll(async () => {
+  report = await buildReport({
+    metrics,
+    extras: loadExtras([logDir, factorsFile]),
+    run: { workflow: { name: "default", file: "workflows/default.yaml", hash: "0123456789abcdef0123" }, seed: 7, model: { spec: "tiny", kind: "builtin", hash: null } },
+  })
+})
+
+describe("the fixture", () => {
+  test("is a valid metrics.json by the metrics schema", () => {
+    expect(() => parseMetrics(metricsFixture)).not.toThrow()
+    // the report keeps fields the schema does not name (depth drives the passkey grid)
+    expect((readMetricsForReport(metricsFile).passkey[0] as Record<string, unknown>)["depth"]).toBe(0)
+  })
+})
+
+describe("report.md", () => {
+  test("says what was run: workflow, model, seed, methods, lengths, search result", () => {
+    const md = report.markdown
+    expect(md).toStartWith("# ropeway run report: default\n")
+    expect(md).toContain("- **Workflow**: `default` (`workflows/default.yaml`")
+    expect(md).toContain("- **Model**: `tiny` (builtin)")
+    expect(md).toContain("- **Seed**: 7")
+    expect(md).toContain("- **RoPE settings compared**: `model`, `none`, `pi`, `yarn`")
+    expect(md).toContain("- **Lengths**: 256, 512, 1024, 2048 tokens")
+    expect(md).toContain("best fitness 14 after 48 evaluations in 4 generations")
+  })
+
+  test("perplexity: one table per protocol, methods × lengths, best in bold, protocol and samples stated", () => {
+    const md = report.markdown
+    expect(md).toContain(
+      [
+        "| method | 256 | 512 | 1024 | 2048 |",
+        "| :--- | ---: | ---: | ---: | ---: |",
+        "| model | **12.35** | **12.90** | **13.40** | **14.75** |",
+        "| none | **12.35** | 40.20 | 310.50 | 1802.25 |",
+        "| pi | **12.35** | 14.10 | 16.80 | 21.05 |",
+        "| yarn | **12.35** | 13.20 | 14.30 | 16.13 |",
+      ].join("\n"),
+    )
+    expect(md).toContain("### Protocol `truncate`")
+    expect(md).toContain("Protocol **truncate**; samples: 3 document(s) per number (synthetic(seed=7)#0, synthetic(seed=7)#1, synthetic(seed=7)#2)")
+    expect(md).toContain("### Protocol `sliding`")
+    expect(md).toContain("| model | 11.50 | 13.90 |")
+    expect(md).toContain("stride: 128")
+    // protocols are never mixed in one table
+    const sliding = md.slice(md.indexOf("### Protocol `sliding`"))
+    expect(sliding.slice(0, sliding.indexOf("## Passkey"))).not.toContain("1802.25")
+  })
+
+  test("passkey: accuracy by length with trials; short-context and search tables", () => {
+    const md = report.markdown
+    expect(md).toContain("| method | 256 | 1024 | 2048 |")
+    expect(md).toContain("| model | 98.1% (n=30) | 92.5% (n=30) | 85% (n=30) |")
+    expect(md).toContain("| pi | 100% (n=30) | 15% (n=30) | 15% (n=30) |")
+    expect(md).toContain("| method | model | length | perplexity | base_perplexity | kl |")
+    expect(md).toContain("| model | finetune | 256 | 12.61 | 12.35 | 0.0123 |")
+    expect(md).toContain("| search-log.json | evolutionary | 4 | 48 | 14 | 4 values in [1, 4], n̂ = 4 | 42 |")
+    expect(md).toContain("| search | longrope | 2048 | 13.87 | 48 |")
+    expect(md).toContain("| 1 | 2048 | 8 | 1 | 8.396 | – | – |")
+  })
+
+  test("embeds every chart by relative path, SVG and PNG", () => {
+    const names = report.charts.map((c) => c.name)
+    expect(names).toEqual(["search", "factors", "perplexity-truncate", "perplexity-sliding", "passkey-grid-model", "passkey-grid-pi", "passkey"])
+    for (const n of names) {
+      expect(report.markdown).toContain(`](charts/${n}.svg)`)
+      expect(report.markdown).toContain(`[PNG](charts/${n}.png)`)
+    }
+    expect(report.markdown).not.toContain("{{chart:")
+    expect(report.markdown).toContain("## How to reproduce")
+    expect(report.markdown).toContain("bun run workflow workflows/default.yaml")
+  })
+
+  test("writeReport writes charts and report.md, no temp files left", () => {
+    const out = join(dir, "written")
+    const path = writeReport(out, report)
+    expect(path).toBe(join(out, "report.md"))
+    expect(readFileSync(path, "utf8")).toBe(report.markdown)
+    const files = readdirSync(join(out, "charts")).sort()
+    expect(files).toEqual(report.charts.flatMap((c) => [`${c.name}.png`, `${c.name}.svg`]).sort())
+    for (const link of report.markdown.matchAll(/\]\((charts\/[^)]+)\)/g)) expect(existsSync(join(out, link[1]!))).toBe(true)
+    for (const c of report.charts) {
+      assertWellFormedSvg(readFileSync(join(out, "charts", `${c.name}.svg`), "utf8"))
+      expect(pngSize(readFileSync(join(out, "charts", `${c.name}.png`))).width).toBeGreaterThan(300)
+    }
+  })
+
+  test("a run without search, passkey or short-context numbers says so", async () => {
+    const r = await buildReport({ metrics: { ...metrics, passkey: [], short: [], search: [] } })
+    expect(r.markdown).toContain("No passkey retrieval was measured in this run.")
+    expect(r.markdown).toContain("No short-context measurement in this run.")
+    expect(r.markdown).not.toContain("## Search")
+    expect(r.charts.map((c) => c.name)).toEqual(["perplexity-truncate", "perplexity-sliding"])
+  })
+})
+
+describe("passkey and factor sets, other shapes", () => {
+  test("without depths the grid is method × length", async () => {
+    const passkey = [256, 1024].flatMap((length) => ["model", "pi"].map((method) => ({ method, model: "base", length, accuracy: method === "pi" && length > 256 ? 0.2 : 1, trials: 10 })))
+    const r = await buildReport({ metrics: { perplexity: [], passkey, short: [], search: [] } })
+    expect(r.charts.map((c) => c.name)).toEqual(["passkey-grid", "passkey"])
+    expect(r.markdown).toContain("| pi | 100% (n=10) | 20% (n=10) |")
+    expect(r.markdown).toContain("- **Passkey accuracy at 1024 tokens**: model 100%, pi 20%")
+    expect(r.charts[0]!.svg).toContain(">method<")
+  })
+  test("per-layer factors plot layer 0; baselines at the file's scale", () => {
+    const rows = [0, 1].map(() => factorSetFixture.sets[1]!.factors)
+    const { series, scale, perLayer } = factorSetSeries({ name: "rope.json", file: { ...factorSetFixture, sets: [{ max_length: 2048, factors: rows }] } as never })
+    expect([scale, perLayer]).toEqual([8, true])
+    expect(series.map((s) => s.name)).toEqual(["search, length ≤ 2048 (s=8)", "PI (s=8)", "NTK (s=8)", "YaRN (s=8)"])
+    expect(Array.from(series[0]!.factors)).toEqual(rows[0]!)
+  })
+})
+
+describe("inputs", () => {
+  test("a search folder gives our log (not also LongRoPE's copy); a factor set is validated", () => {
+    const x = loadExtras([logDir, factorsFile])
+    expect(x.searches.map((s) => [s.name, s.strategy, s.evaluations, s.bestFitness])).toEqual([["search-log.json", "evolutionary", 48, 14]])
+    expect(x.factorSets.map((f) => f.name)).toEqual(["rope.json"])
+    // failures (Number.MAX_VALUE) are kept in the data; the chart drops them
+    expect(x.searches[0]!.population.length).toBe(20)
+  })
+  test("a LongRoPE log alone: every evaluation a point, best so far the running minimum", () => {
+    const only = join(dir, "longrope-only.json")
+    writeFileSync(only, '{"iteration": 1, "population": [], "history": [[[1], 30], [[2], Infinity], [[3], 25], [[4], 27]]}')
+    const s = loadExtras([only]).searches[0]!
+    expect(s.best).toEqual([{ evaluations: 1, fitness: 30 }, { evaluations: 3, fitness: 25 }, { evaluations: 4, fitness: 25 }])
+    expect(s.bestFitness).toBe(25)
+    expect(s.population.length).toBe(3)
+  })
+  test("errors name the file", () => {
+    const bad = join(dir, "bad-rope.json")
+    writeFileSync(bad, JSON.stringify({ ...factorSetFixture, sets: [] }))
+    expect(() => loadExtras([bad])).toThrow("bad-rope.json (not a valid factor-set file)")
+    writeFileSync(bad, JSON.stringify({ ...factorSetFixture, sets: [{ max_length: 256, factors: [1, 2] }] }))
+    expect(() => loadExtras([bad])).toThrow("bad-rope.json (not a valid factor-set file): sets[0].factors")
+    const text = join(dir, "notes.txt")
+    writeFileSync(text, "hello")
+    expect(() => loadExtras([text])).toThrow("notes.txt: expected a search log or factor-set JSON file")
+    expect(loadExtras([text], { strict: false }).searches).toEqual([])
+    expect(() => loadExtras([join(dir, "missing")])).toThrow("no such file or folder")
+  })
+})
+
+const ctxFor = (out: string, inputs: Record<string, string>): StageContext<ReportParams, string, "report"> => ({
+  step: "report",
+  params: { title: "tiny run" },
+  seed: 3,
+  key: "abcdef0123456789",
+  inputs,
+  outputs: { report: join(out, "report") },
+  outDir: out,
+  checkpointDir: join(out, "ckpt"),
+  progress: { report: () => Effect.void, log: () => Effect.void },
+})
+
+describe("stages", () => {
+  test("report-search writes report.md and charts into its output folder", async () => {
+    const out = join(dir, "stage")
+    const result = await Effect.runPromise(reportSearchStage.run(ctxFor(out, { metrics: metricsFile, log: logDir, factors: factorsFile })))
+    expect(result).toMatchObject({ perplexity: 18, passkey: 18, searches: 1 })
+    const md = readFileSync(join(out, "report", "report.md"), "utf8")
+    expect(md).toStartWith("# tiny run\n")
+    expect(md).toContain("This report was made by step `report` (cache key `abcdef012345`, seed 3)")
+    expect(existsSync(join(out, "report", "charts", "factors.svg"))).toBe(true)
+    expect(existsSync(join(out, "report", "charts", "search.png"))).toBe(true)
+    expect(Object.keys(reportStage.inputs)).toEqual(["metrics"])
+  })
+  test("an invalid metrics.json fails the stage with the file named", async () => {
+    const bad = join(dir, "bad-metrics.json")
+    writeFileSync(bad, JSON.stringify({ perplexity: [{ method: "pi" }], passkey: [], short: [], search: [] }))
+    const exit = await Effect.runPromiseExit(reportStage.run(ctxFor(join(dir, "stage-bad"), { metrics: bad })))
+    expect(Exit.isFailure(exit)).toBe(true)
+    expect(JSON.stringify(exit)).toContain("bad-metrics.json: not a valid metrics file")
+    expect(existsSync(join(dir, "stage-bad", "report", "report.md"))).toBe(false)
+  })
+})
+
+describe("writeRunReport", () => {
+  test("reads the logs and factor sets among the steps' outputs and lists the steps", async () => {
+    const run = join(dir, "run")
+    mkdirSync(run)
+    const manifest = {
+      workflow: { name: "default", file: "workflows/default.yaml", hash: "feedfacefeedface0000" },
+      seed: 1,
+      model: { spec: "tiny", kind: "builtin", hash: "1234567890abcdef1234" },
+      plugins: [{ name: "ropeway", version: "0.1.0", source: "builtin" }],
+      adapter: null,
+      steps: [
+        { name: "search", stage: "search", version: "1", status: "done", seconds: 12.34, key: "aaaabbbbccccdddd", outputs: { factors: { kind: "rope-factors", path: factorsFile }, log: { kind: "search-log", path: logDir } } },
+        { name: "evaluate", stage: "evaluate", version: "1", status: "cached", seconds: null, key: "eeeeffff00001111", outputs: { metrics: { kind: "metrics", path: metricsFile } } },
+      ],
+    }
+    const path = await writeRunReport(run, manifest, readMetricsForReport(metricsFile))
+    const md = readFileSync(path, "utf8")
+    expect(path).toBe(join(run, "report.md"))
+    expect(md).toContain("| search | search | 1 | done | 12.3 | `aaaabbbbcccc` |")
+    expect(md).toContain("| evaluate | evaluate | 1 | cached | – | `eeeeffff0000` |")
+    expect(md).toContain(`(\`${join(run, "manifest.json")}\`)`)
+    expect(md).toContain("Plugins: ropeway@0.1.0 (builtin).")
+    expect(existsSync(join(run, "charts", "search.svg"))).toBe(true)
+    expect(existsSync(join(run, "charts", "factors.svg"))).toBe(true)
+  })
+})
