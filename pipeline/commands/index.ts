@@ -1,7 +1,8 @@
 // The CLI's subcommands, in the order `--help` lists them. Add a command: one file here, one line below.
+import { list } from "./list.ts"
 import { plan } from "./plan.ts"
 import { rope } from "./rope.ts"
 import { run } from "./run.ts"
 import { score } from "./score.ts"
 
-export const commands = [run, plan, score, rope] as const
+export const commands = [run, plan, list, score, rope] as const

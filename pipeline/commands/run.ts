@@ -5,8 +5,11 @@
  */
 import { Effect } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
+import { acquireRuntime, describeAdapter, Gpu } from "../../kernels/device.ts"
+import { writeRunMetrics } from "../../stages/metrics.ts"
+import { writeRunReportFromDir } from "../../stages/report.ts"
 import { UserError } from "../errors.ts"
-import { layerConsole, layerSilent, loadWorkflow, runWorkflow } from "../workflow/index.ts"
+import { AdapterInfo, layerConsole, layerSilent, loadWorkflow, runWorkflow } from "../workflow/index.ts"
 
 export const DEFAULT_WORKFLOW = "workflows/default.yaml"
 
@@ -19,6 +22,23 @@ export const storeFlag = Flag.String("store").pipe(
   Flag.withDefault("runs"),
 )
 
+/**
+ * One GPU device for the whole run (Gpu) and its description for the manifest (AdapterInfo). Without a
+ * usable adapter the run still starts: steps that need no GPU run, and a stage that needs one acquires it
+ * itself and fails saying why.
+ */
+export const provideGpu = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const rt = yield* Effect.acquireRelease(
+        Effect.promise(() => acquireRuntime().catch(() => undefined)),
+        (r) => Effect.sync(() => r?.destroy()),
+      )
+      if (rt === undefined) return yield* self
+      return yield* self.pipe(Effect.provideService(Gpu, rt), Effect.provideService(AdapterInfo, { adapter: describeAdapter(rt.adapter) }))
+    }),
+  )
+
 export const run = Command.make(
   "run",
   {
@@ -28,7 +48,17 @@ export const run = Command.make(
   },
   ({ file, store, quiet }) =>
     loadWorkflow(file).pipe(
-      Effect.flatMap((wf) => runWorkflow(wf, { store })),
+      Effect.flatMap((wf) => provideGpu(runWorkflow(wf, { store }))),
+      // <run>/metrics.json (every step's metrics merged) and <run>/report.md; the steps' own files stay in the store
+      Effect.tap(({ runDir, manifest }) =>
+        Effect.promise(async () => {
+          try {
+            writeRunMetrics(runDir, manifest)
+            await writeRunReportFromDir(runDir, manifest)
+          } catch (e) {
+            process.stderr.write(`warning: ${runDir}: metrics.json or report.md not written: ${e instanceof Error ? e.message : String(e)}\n`)
+          }
+        })),
       Effect.provide(quiet ? layerSilent : layerConsole),
       Effect.catchTags({
         WorkflowInvalid: (e) => Effect.fail(new UserError({ message: e.message })),

@@ -99,7 +99,7 @@ export const score = Command.make(
     if (chunk < 1) return yield* Effect.fail(inputError("--chunk", `must be ≥ 1, got ${chunk}`))
     const override = Option.isSome(ropeScaling) ? yield* attempt(() => parseRopeScalingFlag(ropeScaling.value)) : undefined
     const inspected: InspectedLlama = yield* attempt(() =>
-      inspectLlama(model, override === undefined ? {} : { ropeScaling: override, ropeSource: "--rope-scaling" }),
+      inspectLlama(model, override === undefined ? {} : { ropeScaling: override }),
     )
     let ids: number[]
     let source: string

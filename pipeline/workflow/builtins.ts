@@ -3,6 +3,9 @@
  * Add a built-in: export a `definePlugin(...)` from its module and list it here.
  * (Built-in RoPE methods register themselves in plugins/rope/index.ts.)
  */
+import { builtinPlugin } from "../../plugins/builtin.ts"
+import { reportPlugin } from "../../stages/report.ts"
 import type { Plugin } from "./plugin.ts"
+import { searchPlugin } from "../../stages/search.ts"
 
-export const builtinPlugins = (): readonly Plugin[] => []
+export const builtinPlugins = (): readonly Plugin[] => [builtinPlugin, searchPlugin, reportPlugin]

@@ -1,0 +1,450 @@
+/**
+ * `evaluate`: perplexity by length of a model under RoPE settings (its own and the PI / NTK / YaRN /
+ * plain-RoPE baselines at the same scale), by the protocols of longrope-method.md §5.1 and peers.md §4:
+ *
+ *   truncate  one window of L tokens per document (BOS + its first L−1 tokens), every token scored;
+ *             PPL = exp(mean over windows of the window's mean NLL)      (LongRoPE / YaRN `--truncate`)
+ *   sliding   windows of L starting every `stride` tokens, BOS first, only tokens no earlier window
+ *             scored; PPL = exp(mean of window mean NLLs)                 (LongRoPE / YaRN default)
+ *   chunked   non-overlapping chunks of L, BOS replacing each chunk's first token, the second half
+ *             scored; PPL = exp(token-weighted mean NLL)                  (llama.cpp llama-perplexity)
+ *
+ * Forward passes are shared where the numbers allow: a pass over BOS + doc[from..to) under one RoPE table
+ * gives every window with the same start and table that ends earlier (attention is causal). So truncate
+ * comes free with sliding's first window, and a length-independent table (plain RoPE; every method at
+ * scale 1) serves all lengths from one pass at the longest. Each pass's log-probs go to the checkpoint
+ * folder, so an interrupted evaluation resumes where it stopped; passes are uninterruptible, the gaps
+ * between them are not.
+ *
+ * Writes metrics.json (stages/metrics.ts) with the protocol, sample ids and BOS handling beside every value.
+ */
+import { Context, Effect, Option, Schema } from "effect"
+import { createHash } from "node:crypto"
+import { existsSync, readFileSync, writeFileSync, renameSync } from "node:fs"
+import { join, resolve } from "node:path"
+import { acquireRuntime, Gpu, GpuUnavailable } from "../kernels/device.ts"
+import type { RopeTable } from "../kernels/rope-table.ts"
+import type { GpuRuntime } from "../kernels/runtime.ts"
+import { defineStage, StageError } from "../pipeline/workflow/stage.ts"
+import { byteTokenizer, loadTokenizer, type TextTokenizer } from "../plugins/data/tokenizer.ts"
+import { openCorpus } from "../plugins/data/corpus.ts"
+import { Rng } from "../plugins/data/rng.ts"
+import { syntheticDocument } from "../plugins/data/synthetic.ts"
+import { loadLlama } from "../plugins/models/llama/model.ts"
+import { type ChosenTable, resolveRope, type RopeSpec } from "../plugins/rope/index.ts"
+import { emptyMetrics, METRICS_KIND, type PerplexityEntry, writeMetrics } from "./metrics.ts"
+
+// ---- protocols: windows and labels (plain arithmetic, unit-tested) -------------------------------
+
+export const PROTOCOLS = ["truncate", "sliding", "chunked"] as const
+export type Protocol = (typeof PROTOCOLS)[number]
+
+/**
+ * One forward window over a document: the model sees `[BOS] + doc[from, to)` (no BOS when the tokenizer
+ * has none) and the NLL of doc tokens `[scoreFrom, scoreTo)` counts, each predicted from everything before
+ * it in the window.
+ */
+export interface Window {
+  readonly from: number
+  readonly to: number
+  readonly scoreFrom: number
+  readonly scoreTo: number
+}
+
+/** Index into a window's log-probs (length `to − from + bos − 1`) of doc token `t`'s log-prob. */
+export const logprobIndex = (w: Pick<Window, "from">, t: number, bos: boolean): number => t - w.from - 1 + (bos ? 1 : 0)
+
+/**
+ * The windows a protocol scores on a document of `n` tokens at evaluation length `L` (tokens per window,
+ * BOS included). `stride` is for sliding.
+ */
+export function protocolWindows(protocol: Protocol, n: number, L: number, bos: boolean, stride = 256): Window[] {
+  const b = bos ? 1 : 0
+  const cap = L - b // document tokens per window
+  if (cap < 1 + (1 - b)) throw new RangeError(`length ${L} leaves no token to score`)
+  switch (protocol) {
+    case "truncate": {
+      const to = Math.min(n, cap)
+      return to - (1 - b) > 0 ? [{ from: 0, to, scoreFrom: 1 - b, scoreTo: to }] : []
+    }
+    case "sliding": {
+      if (!Number.isInteger(stride) || stride < 1) throw new RangeError(`stride must be an integer ≥ 1, got ${stride}`)
+      const out: Window[] = []
+      let prevEnd = 0
+      for (let begin = 0; begin < n; begin += stride) {
+        const end = Math.min(begin + cap, n)
+        // only tokens no earlier window scored; without BOS a window's first token has no context
+        const scoreFrom = Math.max(prevEnd, begin + 1 - b)
+        if (end > scoreFrom) out.push({ from: begin, to: end, scoreFrom, scoreTo: end })
+        prevEnd = end
+        if (end === n) break
+      }
+      return out
+    }
+    case "chunked": {
+      // llama.cpp: n/L whole chunks; BOS overwrites the chunk's first token; logits from position L/2 on
+      const first = Math.floor(L / 2)
+      const out: Window[] = []
+      for (let c = 0; (c + 1) * L <= n; c++) out.push({ from: c * L + b, to: (c + 1) * L, scoreFrom: c * L + first + 1, scoreTo: (c + 1) * L })
+      return out
+    }
+  }
+}
+
+export const BOS_NOTE: Record<Protocol, (bos: boolean) => string> = {
+  truncate: (bos) => (bos ? "BOS prepended to the window; the document's first L−1 tokens" : "no BOS (tokenizer has none); the document's first L tokens"),
+  sliding: (bos) => (bos ? "BOS prepended to every window" : "no BOS (tokenizer has none)"),
+  chunked: (bos) => (bos ? "BOS replaces the first token of each chunk (llama.cpp)" : "no BOS (tokenizer has none)"),
+}
+
+export const AGGREGATION: Record<Protocol, string> = {
+  truncate: "exp(mean over documents of the window's mean NLL)",
+  sliding: "exp(mean over all windows of the window's mean NLL)",
+  chunked: "exp(token-weighted mean NLL over all chunks' second halves)",
+}
+
+/** NLL sum and count of a window, from the log-probs of a pass that starts where the window does. */
+export function windowNll(w: Window, lp: ArrayLike<number>, bos: boolean): { sum: number; count: number } {
+  let sum = 0
+  for (let t = w.scoreFrom; t < w.scoreTo; t++) {
+    const i = logprobIndex(w, t, bos)
+    const v = lp[i]
+    if (v === undefined) throw new RangeError(`log-prob ${i} missing (pass too short for window ${JSON.stringify(w)})`)
+    sum -= v
+  }
+  return { sum, count: w.scoreTo - w.scoreFrom }
+}
+
+/** Perplexity from windows' NLLs by the protocol's aggregation. */
+export function aggregate(protocol: Protocol, windows: ReadonlyArray<{ sum: number; count: number }>): number {
+  if (windows.length === 0) return Number.NaN
+  if (protocol === "chunked") {
+    let s = 0
+    let c = 0
+    for (const w of windows) {
+      s += w.sum
+      c += w.count
+    }
+    return Math.exp(s / c)
+  }
+  let m = 0
+  for (const w of windows) m += w.sum / w.count
+  return Math.exp(m / windows.length)
+}
+
+// ---- RoPE settings compared ----------------------------------------------------------------------
+
+export const METHODS = ["model", "none", "pi", "ntk", "yarn"] as const
+export type Method = (typeof METHODS)[number]
+
+/**
+ * The HF rope_scaling a baseline uses at scale s = max(1, L/L0) (below the original context nothing is
+ * interpolated); undefined = plain RoPE; "model" = the checkpoint's own.
+ */
+export function methodScaling(method: Method, s: number, L0: number): Record<string, unknown> | undefined | "model" {
+  switch (method) {
+    case "model":
+      return "model"
+    case "none":
+      return undefined
+    case "pi":
+      return { rope_type: "linear", factor: s }
+    case "ntk":
+      return { rope_type: "ntk", factor: s }
+    case "yarn":
+      return { rope_type: "yarn", factor: s, original_max_position_embeddings: L0 }
+  }
+}
+
+/** Content hash of a table: equal tables (e.g. every method at scale 1) share forward passes. */
+export function tableKey(t: RopeTable): string {
+  const h = createHash("sha256")
+  const f64 = (a: Float64Array) => h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength))
+  h.update(`${t.rotaryDim}|${t.startTokens}|${t.attentionScale}|`)
+  if (t.invFreq instanceof Float64Array) f64(t.invFreq)
+  else for (const a of t.invFreq) (h.update("|layer|"), f64(a))
+  h.update("|orig|")
+  f64(t.originalInvFreq)
+  return h.digest("hex").slice(0, 24)
+}
+
+// ---- the plan: which passes, which windows ---------------------------------------------------------
+
+export interface Doc {
+  readonly id: string
+  readonly ids: readonly number[]
+}
+
+export interface Measurement {
+  readonly method: Method
+  readonly length: number
+  readonly protocol: Protocol
+  readonly table: ChosenTable
+  readonly stride: number | undefined
+  /** Per document: its windows, each with the pass that serves it. */
+  readonly windows: ReadonlyArray<{ readonly doc: number; readonly window: Window; readonly pass: number }>
+}
+
+export interface Pass {
+  readonly key: string
+  readonly table: ChosenTable
+  readonly doc: number
+  readonly from: number
+  to: number
+  /** For progress notes. */
+  readonly label: string
+}
+
+/** Groups every window of every measurement into passes: one per (table, document, start), to the furthest end. */
+export function planPasses(
+  requests: ReadonlyArray<{ method: Method; length: number; protocol: Protocol; table: ChosenTable; stride: number | undefined }>,
+  docs: readonly Doc[],
+  bos: boolean,
+): { passes: Pass[]; measurements: Measurement[] } {
+  const passes: Pass[] = []
+  const byKey = new Map<string, number>()
+  const measurements = requests.map((r) => {
+    const tk = tableKey(r.table)
+    const windows = docs.flatMap((d, di) =>
+      protocolWindows(r.protocol, d.ids.length, r.length, bos, r.stride).map((window) => {
+        const key = `${tk}:${di}:${window.from}`
+        let pi = byKey.get(key)
+        if (pi === undefined) {
+          pi = passes.length
+          byKey.set(key, pi)
+          passes.push({ key, table: r.table, doc: di, from: window.from, to: window.to, label: `${r.method}@${r.length}` })
+        } else {
+          const p = passes[pi]!
+          p.to = Math.max(p.to, window.to)
+        }
+        return { doc: di, window, pass: pi }
+      }),
+    )
+    return { ...r, windows }
+  })
+  return { passes, measurements }
+}
+
+// ---- what the stage scores with -------------------------------------------------------------------
+
+/** What evaluation needs of a model (LlamaModel has it). */
+export interface ScoringModel {
+  readonly config: { readonly vocabSize: number; readonly rope: RopeSpec }
+  readonly rope: (length: number) => ChosenTable
+  logprobs(tokens: Uint32Array, options: { readonly rope: RopeTable; readonly chunk?: number }): Promise<Float64Array>
+  dispose(): void
+}
+
+/**
+ * Replaces how the stage loads a model folder (tests, other backends). Absent: the llama-family
+ * model on the Gpu service's device (or a device acquired for this step when no Gpu is provided).
+ */
+export class ModelLoader extends Context.Service<ModelLoader, { readonly load: (dir: string) => Promise<ScoringModel> }>()("ropeway/ModelLoader") {}
+
+// ---- params ----------------------------------------------------------------------------------------
+
+const PosInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+const withDefault = <S extends Schema.Top>(value: S["Encoded"]) => (s: S) => s.pipe(Schema.withDecodingDefaultKey(Effect.succeed(value)))
+/** The description `ropeway list` shows. */
+const doc = (description: string) => <S extends Schema.Top>(s: S) => s.annotate({ description }) as S
+
+const Synthetic = Schema.Struct({ source: Schema.Literal("synthetic") })
+const Corpus = Schema.Struct({
+  source: Schema.Literal("corpus"),
+  path: Schema.NonEmptyString.pipe(doc("a folder of .txt / .jsonl, or one file (relative to the working directory)")),
+  field: Schema.optionalKey(Schema.NonEmptyString.pipe(doc('JSONL field holding the text (default "text")'))),
+})
+
+export const EvaluateParams = Schema.Struct({
+  lengths: Schema.NonEmptyArray(Schema.Int.check(Schema.isGreaterThanOrEqualTo(2))).pipe(doc("evaluation lengths in tokens, BOS included")),
+  methods: Schema.NonEmptyArray(Schema.Literals(METHODS)).pipe(
+    doc("RoPE settings compared, each at scale max(1, length/L0); model = the checkpoint's own rope_scaling (default none, pi, ntk, yarn)"),
+    withDefault(["none", "pi", "ntk", "yarn"] as const),
+  ),
+  protocols: Schema.NonEmptyArray(Schema.Literals(PROTOCOLS)).pipe(doc("perplexity protocols (default truncate)"), withDefault(["truncate"] as const)),
+  stride: Schema.optionalKey(PosInt.pipe(doc("sliding protocol's stride (default min(256, length − 1))"))),
+  samples: PosInt.pipe(doc("documents scored, the same for every method and length (default 4)"), withDefault(4)),
+  seed: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(doc("data seed (default the step's seed)"))),
+  tokens: Schema.optionalKey(PosInt.pipe(doc("tokens per document: documents are cut to it, shorter corpus documents skipped (default the longest length)"))),
+  data: Schema.Union([Synthetic, Corpus]).pipe(doc("where documents come from (default synthetic)"), withDefault({ source: "synthetic" } as const)),
+  tokenizer: Schema.optionalKey(Schema.NonEmptyString.pipe(doc('"byte" or a folder with tokenizer.json (default the model folder\'s, else "byte")'))),
+  originalLength: Schema.optionalKey(PosInt.pipe(doc("L0 for the scale (default config.json's original_max_position_embeddings, else max_position_embeddings)"))),
+  label: Schema.NonEmptyString.pipe(doc('what metrics.json calls the checkpoint: "base" or the step that made it (default "base")'), withDefault("base")),
+  chunk: Schema.optionalKey(PosInt.pipe(doc("tokens per forward chunk (memory only)"))),
+})
+export type EvaluateParams = typeof EvaluateParams.Type
+
+// ---- the stage ---------------------------------------------------------------------------------------
+
+const fail = (message: string, cause?: unknown) => new StageError({ message, ...(cause === undefined ? {} : { cause }) })
+const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+
+/** Runs plain code that may throw, failing the stage with its message. */
+const attempt = <A>(what: string, f: () => A): Effect.Effect<A, StageError> =>
+  Effect.try({ try: f, catch: (e) => fail(`${what}: ${errText(e)}`, e) })
+
+const loadDocs = (p: EvaluateParams, seed: number, tokens: number, tok: TextTokenizer): { docs: Doc[]; data: string } => {
+  if (p.data.source === "synthetic") {
+    const opts = { tokenizer: tok, seed, length: tokens }
+    const docs = Array.from({ length: p.samples }, (_, i) => ({ id: `synthetic(seed=${seed},tokens=${tokens})#${i}`, ids: syntheticDocument(opts, i).ids }))
+    return { docs, data: `synthetic long-range documents (plugins/data), seed ${seed}, ${tokens} tokens each, tokenizer ${tok.name}` }
+  }
+  const path = resolve(p.data.path)
+  const corpus = openCorpus(path, p.data.field === undefined ? {} : { field: p.data.field })
+  // a seeded order, then the first documents long enough: the same samples for every method and length
+  const order = Rng.seeded(seed, 0xe7a1).permutation(corpus.size)
+  const docs: Doc[] = []
+  for (const i of order) {
+    const ids = tok.encode(corpus.text(i))
+    if (ids.length >= tokens) docs.push({ id: corpus.where(i), ids: ids.slice(0, tokens) })
+    if (docs.length === p.samples) break
+  }
+  if (docs.length < p.samples) {
+    throw new Error(`only ${docs.length} of ${corpus.size} documents in ${path} have ≥ ${tokens} tokens (${tok.name}); need ${p.samples}`)
+  }
+  return { docs, data: `corpus ${path}, seeded order (seed ${seed}), first ${p.samples} documents with ≥ ${tokens} tokens, cut to ${tokens}, tokenizer ${tok.name}` }
+}
+
+const writeJsonAtomic = (path: string, value: unknown): void => {
+  const tmp = `${path}.${process.pid}.tmp`
+  writeFileSync(tmp, JSON.stringify(value))
+  renameSync(tmp, path)
+}
+
+/** The model to score with: the override service, else llama on the shared (or a fresh) device. */
+const acquireModel = (dir: string) =>
+  Effect.gen(function* () {
+    const loader = yield* Effect.serviceOption(ModelLoader)
+    if (Option.isSome(loader)) {
+      return yield* Effect.acquireRelease(
+        Effect.tryPromise({ try: () => loader.value.load(dir), catch: (e) => fail(`cannot load the model ${dir}: ${errText(e)}`, e) }),
+        (m) => Effect.sync(() => m.dispose()),
+      )
+    }
+    const shared = yield* Effect.serviceOption(Gpu)
+    const rt: GpuRuntime = Option.isSome(shared)
+      ? shared.value
+      : yield* Effect.acquireRelease(
+          Effect.tryPromise({ try: () => acquireRuntime(), catch: (e) => fail(e instanceof GpuUnavailable ? e.message : `no GPU: ${errText(e)}`, e) }),
+          (r) => Effect.sync(() => r.destroy()),
+        )
+    const model: ScoringModel = yield* Effect.acquireRelease(
+      Effect.tryPromise({ try: () => loadLlama(rt, dir), catch: (e) => fail(`cannot load the model ${dir}: ${errText(e)}`, e) }),
+      (m) => Effect.sync(() => m.dispose()),
+    )
+    return model
+  })
+
+export const evaluateStage = defineStage({
+  name: "evaluate",
+  version: "1",
+  description:
+    "Perplexity by length under the model's RoPE and the none/PI/NTK/YaRN baselines at the same scale; protocols truncate, sliding, chunked (recorded beside every number); writes metrics.json",
+  params: EvaluateParams,
+  inputs: { model: "model" },
+  outputs: { metrics: METRICS_KIND },
+  run: (ctx) =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const p = ctx.params
+        const seed = p.seed ?? ctx.seed
+        const lengths = [...new Set(p.lengths)].sort((a, b) => a - b)
+        const longest = lengths[lengths.length - 1]!
+        const tokens = p.tokens ?? longest
+        const dir = ctx.inputs.model
+
+        const tok = yield* attempt("tokenizer", () =>
+          p.tokenizer !== undefined ? loadTokenizer(p.tokenizer) : existsSync(join(dir, "tokenizer.json")) ? loadTokenizer(dir) : byteTokenizer())
+        const bos = tok.bos !== undefined
+        // a window shorter than L would be reported as L: refuse instead
+        if (tokens < longest - (bos ? 1 : 0)) {
+          return yield* fail(`tokens ${tokens}: documents must fill a window of the longest length ${longest} (${longest - (bos ? 1 : 0)} tokens after BOS)`)
+        }
+        const { docs, data } = yield* attempt("data", () => loadDocs(p, seed, tokens, tok))
+
+        const model = yield* acquireModel(dir)
+        if (tok.vocabSize > model.config.vocabSize) {
+          return yield* fail(`tokenizer ${tok.name} has ${tok.vocabSize} ids but the model's vocab_size is ${model.config.vocabSize}`)
+        }
+        const spec = model.config.rope
+        const L0 = p.originalLength ?? spec.originalMaxPositions ?? spec.maxPositions
+
+        // every (method, length, protocol) with its table; tables are built once per (method, length)
+        const requests: Array<{ method: Method; length: number; protocol: Protocol; table: ChosenTable; stride: number | undefined }> = []
+        for (const method of p.methods) {
+          for (const L of lengths) {
+            const s = Math.max(1, L / L0)
+            const scaling = methodScaling(method, s, L0)
+            const table = yield* attempt(`RoPE ${method} at ${L}`, () =>
+              scaling === "model" ? model.rope(L) : resolveRope({ ...spec, originalMaxPositions: L0, scaling }, `evaluate ${method}`)(L))
+            for (const protocol of p.protocols) {
+              const stride = protocol === "sliding" ? p.stride ?? Math.min(256, L - 1) : undefined
+              if (stride !== undefined && stride > L - (bos ? 1 : 0)) return yield* fail(`stride ${stride} is longer than a window at length ${L}: tokens between windows would never be scored`)
+              requests.push({ method, length: L, protocol, table, stride })
+            }
+          }
+        }
+        const { passes, measurements } = planPasses(requests, docs, bos)
+        for (const m of measurements) {
+          if (m.windows.length === 0) {
+            return yield* fail(`${m.protocol} at length ${m.length}: no window fits the ${tokens}-token documents (chunked needs documents of ≥ L tokens; raise \`tokens\`)`)
+          }
+        }
+        yield* ctx.progress.log(
+          `${requests.length} measurements on ${docs.length} documents from ${passes.length} forward passes (${data}); L0 ${L0}`,
+        )
+
+        // the passes, one at a time; each is saved so a re-run resumes after the last one finished
+        const logprobs: Float64Array[] = []
+        for (const [i, pass] of passes.entries()) {
+          const doc = docs[pass.doc]!
+          const file = join(ctx.checkpointDir, `pass-${createHash("sha256").update(`${pass.key}:${doc.id}:${pass.to}:${p.chunk ?? 0}`).digest("hex").slice(0, 24)}.json`)
+          let lp: Float64Array
+          if (existsSync(file)) lp = Float64Array.from(JSON.parse(readFileSync(file, "utf8")) as number[])
+          else {
+            const input = Uint32Array.from(bos ? [tok.bos!, ...doc.ids.slice(pass.from, pass.to)] : doc.ids.slice(pass.from, pass.to))
+            const options = { rope: pass.table, ...(p.chunk === undefined ? {} : { chunk: p.chunk }) }
+            // the pass and its checkpoint together: an interrupt lands before or after both, never between
+            lp = yield* Effect.uninterruptible(
+              Effect.tryPromise({ try: () => model.logprobs(input, options), catch: (e) => fail(`forward pass ${pass.label} on ${doc.id}: ${errText(e)}`, e) }).pipe(
+                Effect.tap((v) => attempt("checkpoint", () => writeJsonAtomic(file, Array.from(v)))),
+              ),
+            )
+          }
+          logprobs.push(lp)
+          yield* ctx.progress.report((i + 1) / passes.length, `pass ${i + 1}/${passes.length} (${pass.label})`)
+        }
+
+        const perplexity: PerplexityEntry[] = []
+        for (const m of measurements) {
+          const nll = m.windows.map((w) => windowNll(w.window, logprobs[w.pass]!, bos))
+          const value = aggregate(m.protocol, nll)
+          if (!Number.isFinite(value)) {
+            return yield* fail(`${m.method} at ${m.length} (${m.protocol}): perplexity is ${value} (the forward pass gave non-finite log-probs)`)
+          }
+          perplexity.push({
+            method: m.method,
+            model: p.label,
+            length: m.length,
+            value,
+            protocol: m.protocol,
+            samples: [...new Set(m.windows.map((w) => docs[w.doc]!.id))],
+            bos: BOS_NOTE[m.protocol](bos),
+            aggregation: AGGREGATION[m.protocol],
+            ...(m.stride === undefined ? {} : { stride: m.stride }),
+            windows: nll.length,
+            tokens: nll.reduce((a, w) => a + w.count, 0),
+            scale: m.length / L0,
+            rope: `${m.table.method}: ${m.table.reason}`,
+            data,
+          })
+          yield* ctx.progress.log(`${m.method.padEnd(5)} L=${String(m.length).padStart(6)} ${m.protocol.padEnd(8)} ppl ${value.toFixed(3)}`)
+        }
+        yield* attempt("metrics.json", () => writeMetrics(ctx.outputs.metrics, { ...emptyMetrics(), perplexity }))
+        return {
+          passes: passes.length,
+          perplexity: perplexity.map((e) => ({ method: e.method, length: e.length, protocol: e.protocol, value: e.value })),
+        }
+      }),
+    ),
+})
