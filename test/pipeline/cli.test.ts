@@ -4,7 +4,7 @@ import { Effect } from "effect"
 import { existsSync } from "node:fs"
 import { join } from "node:path"
 import { formatPlan, makeConsoleProgress, planWorkflow } from "../../pipeline/workflow/index.ts"
-import { fixture, load, run, tempDir } from "./helpers.ts"
+import { fixture, load, run, tempDir, withBuiltins } from "./helpers.ts"
 
 const root = join(import.meta.dir, "../..")
 const workflowMain = async (...args: string[]) => {
@@ -29,7 +29,9 @@ describe("bun run workflow", () => {
   test("an invalid workflow: exit 1, one error line with file:line:col, no stack trace", async () => {
     const r = await workflowMain(fixture("unknown-stage.yaml"), "--store", tempDir())
     expect(r.code).toBe(1)
-    expect(r.stderr).toBe(`error: ${fixture("unknown-stage.yaml")}:9:12: steps.b.stage: unknown stage "konst"; available: chain, const, sum (did you mean \"const\"?)\n`)
+    const available = withBuiltins("stages", "chain", "const", "sum").join(", ")
+    expect(available).toContain("evaluate")
+    expect(r.stderr).toBe(`error: ${fixture("unknown-stage.yaml")}:9:12: steps.b.stage: unknown stage "konst"; available: ${available} (did you mean \"const\"?)\n`)
     expect(r.stdout).toBe("")
   })
 })

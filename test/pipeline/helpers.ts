@@ -4,7 +4,10 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll } from "bun:test"
-import { layerSilent, loadWorkflow, type LoadOptions, type Manifest, runWorkflow, WorkflowInvalid, type Workflow } from "../../pipeline/workflow/index.ts"
+import { builtinPlugins } from "../../pipeline/workflow/builtins.ts"
+import {
+  type Kind, layerSilent, loadWorkflow, type LoadOptions, type Manifest, type PluginInfo, runWorkflow, WorkflowInvalid, type Workflow,
+} from "../../pipeline/workflow/index.ts"
 
 export const FIXTURES = resolve(import.meta.dir, "../fixtures/workflows")
 export const fixture = (name: string): string => join(FIXTURES, name)
@@ -25,6 +28,15 @@ export const yamlFile = (yaml: string, dir = tempDir()): string => {
   writeFileSync(f, yaml.replaceAll("TOY_PLUGIN", fixture("toy-plugin.ts")))
   return f
 }
+
+/** The built-in plugins as a workflow's plugin list (and manifest) records them: first, before any other plugin. */
+export const builtinPluginInfos = (): PluginInfo[] => builtinPlugins().map((p) => ({ name: p.name, version: p.version, source: "builtin" }))
+
+/** The names of one kind that the built-in plugins alone register: every workflow registry's baseline. */
+export const builtinNames = (kind: Kind): string[] => builtinPlugins().flatMap((p) => (p[kind] ?? []).map((x) => x.name)).sort()
+
+/** A registry listing (sorted names) of the built-ins plus `extra`. */
+export const withBuiltins = (kind: Kind, ...extra: string[]): string[] => [...builtinNames(kind), ...extra].sort()
 
 export const load = (file: string, options: LoadOptions = {}): Promise<Workflow> => Effect.runPromise(loadWorkflow(file, options))
 

@@ -7,13 +7,18 @@ import { getRopeMethod, ropeMethodNames } from "../../plugins/rope/index.ts"
 import {
   defineStage, definePlugin, isPlugin, PluginRegistry, type SearchStrategy, StageError,
 } from "../../pipeline/workflow/index.ts"
-import { fixture, load, loadError, readManifest, run, tempDir, yamlFile } from "./helpers.ts"
+import {
+  builtinNames, builtinPluginInfos, fixture, load, loadError, readManifest, run, tempDir, withBuiltins, yamlFile,
+} from "./helpers.ts"
 
 describe("plugins", () => {
   test("a plugin loaded from a TS file contributes stages that run", async () => {
     const wf = await load(fixture("good.yaml"))
-    expect(wf.plugins).toEqual([{ name: "toy", version: "0.3.1", source: fixture("toy-plugin.ts") }])
-    expect(wf.registry.names("stages")).toEqual(["chain", "const", "sum"])
+    // the built-ins come first, then the file's plugins
+    expect(builtinPluginInfos().length).toBeGreaterThan(0)
+    expect(wf.plugins).toEqual([...builtinPluginInfos(), { name: "toy", version: "0.3.1", source: fixture("toy-plugin.ts") }])
+    expect(builtinNames("stages")).toContain("evaluate")
+    expect(wf.registry.names("stages")).toEqual(withBuiltins("stages", "chain", "const", "sum"))
     expect(wf.registry.stages.get("chain")!.plugin).toBe("toy")
     const r = await run(wf, tempDir())
     const m = readManifest(r.runDir)
@@ -39,7 +44,7 @@ describe("plugins", () => {
       })] })
     `)
     const wf = await load(yamlFile("name: h\nseed: 0\nplugins: [ropeway-plugin-hello]\nsteps:\n  g: { stage: hello, params: { who: bun } }\n", dir))
-    expect(wf.plugins).toEqual([{ name: "hello", version: "1.2.3", source: "ropeway-plugin-hello@1.2.3" }])
+    expect(wf.plugins).toEqual([...builtinPluginInfos(), { name: "hello", version: "1.2.3", source: "ropeway-plugin-hello@1.2.3" }])
     const r = await run(wf, tempDir())
     expect(readFileSync(r.manifest.steps[0]!.outputs["greeting"]!.path, "utf8")).toBe("hello bun")
 
@@ -97,8 +102,16 @@ describe("plugins", () => {
       { plugins: [p] },
     )
     expect(ropeMethodNames()).toContain("test-identity-rope")
-    for (const kind of ["fitness", "datasets", "searchStrategies"] as const) expect(wf.registry.names(kind).length).toBe(1)
-    expect(wf.registry.names("models")).toEqual(["llama", "toy-model"])
+    expect(wf.plugins.filter((x) => x.source !== "builtin")).toEqual([{ name: "kinds", version: "0.1.0", source: "embedded" }])
+    // each kind: the built-in baseline plus exactly this plugin's contribution
+    expect(wf.registry.names("fitness")).toEqual(withBuiltins("fitness", "ppl"))
+    expect(wf.registry.names("datasets")).toEqual(withBuiltins("datasets", "pg19-mini"))
+    expect(wf.registry.names("searchStrategies")).toEqual(withBuiltins("searchStrategies", "coin-flip"))
+    expect(wf.registry.names("stages")).toEqual(withBuiltins("stages", "read-model", "uses-strategy"))
+    expect(wf.registry.names("models")).toEqual(withBuiltins("models", "llama", "toy-model"))
+    expect(wf.registry.fitness.get("ppl")!.plugin).toBe("kinds")
+    expect(wf.registry.datasets.get("pg19-mini")!.plugin).toBe("kinds")
+    expect(wf.registry.searchStrategies.get("coin-flip")!.plugin).toBe("kinds")
     // the built-in model is made by a step of its own, cached like any other
     expect(wf.steps.map((s) => s.name)).toEqual(["model", "u", "r"])
     expect(wf.steps[0]).toMatchObject({ synthetic: true, stage: { name: "model:toy-model", version: "kinds@0.1.0/3" } })

@@ -6,7 +6,7 @@ import { join } from "node:path"
 import {
   AdapterInfo, cacheKey, defineStage, definePlugin, layerCollect, layerSilent, planWorkflow, type ProgressEvent, runWorkflow, StageError,
 } from "../../pipeline/workflow/index.ts"
-import { artifactBytes, artifactHashes, fixture, load, readManifest, run, tempDir, yamlFile } from "./helpers.ts"
+import { artifactBytes, artifactHashes, builtinPluginInfos, fixture, load, readManifest, run, tempDir, yamlFile } from "./helpers.ts"
 
 // Toy stages defined here: `emit` writes a file from its params, `add` sums its inputs. Counters show reuse.
 const counts = { emit: 0, add: 0 }
@@ -153,11 +153,12 @@ describe("runs", () => {
       workflow: { name: "sums", file, hash: fileHash },
       seed: 3,
       model: null,
-      plugins: [{ name: "local", version: "2.0.0", source: "embedded" }],
       adapter: "test adapter (fake)",
       store,
       status: "done",
     })
+    // the built-ins first, then the caller's plugin
+    expect(m.plugins).toEqual([...builtinPluginInfos(), { name: "local", version: "2.0.0", source: "embedded" }])
     expect(r.runDir.startsWith(join(store, "sums"))).toBe(true)
     const [a, b, s] = m.steps
     expect(a).toMatchObject({ name: "a", stage: "emit", version: "1", params: { label: "x", n: 1 }, seed: 3, status: "done", inputs: {}, result: { wrote: 1 }, error: null })

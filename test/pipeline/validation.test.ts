@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test"
 import { Schema } from "effect"
 import { defineStage, definePlugin, formatDiagnostic } from "../../pipeline/workflow/index.ts"
-import { fixture, load, loadError, yamlFile } from "./helpers.ts"
+import { fixture, load, loadError, withBuiltins, yamlFile } from "./helpers.ts"
 
 const expectOne = async (file: string, at: { line: number; column: number; path: string; message: string | RegExp }) => {
   const err = await loadError(file)
@@ -27,8 +27,14 @@ describe("workflow validation (fixtures)", () => {
   test("YAML syntax error", () =>
     expectOne(fixture("syntax-error.yaml"), { line: 7, column: 3, path: "", message: /^YAML syntax error: Flow map .* end with a \}$/ }))
 
-  test("unknown stage lists the available ones", () =>
-    expectOne(fixture("unknown-stage.yaml"), { line: 9, column: 12, path: "steps.b.stage", message: 'unknown stage "konst"; available: chain, const, sum (did you mean "const"?)' }))
+  test("unknown stage lists the available ones", async () => {
+    const d = await expectOne(fixture("unknown-stage.yaml"), {
+      line: 9, column: 12, path: "steps.b.stage",
+      message: `unknown stage "konst"; available: ${withBuiltins("stages", "chain", "const", "sum").join(", ")} (did you mean "const"?)`,
+    })
+    const available = d.message.match(/available: (.*) \(/)![1]!.split(", ")
+    expect(available).toEqual(expect.arrayContaining(["chain", "const", "sum", "evaluate", "search", "report"]))
+  })
 
   test("wrong parameter type, checked against the stage's Schema", () =>
     expectOne(fixture("bad-param.yaml"), { line: 8, column: 14, path: "steps.a.params.value", message: 'Expected number, got "two"' }))
