@@ -11,7 +11,7 @@ import { Tokenizer } from "@huggingface/tokenizers"
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Gpu, describeAdapter } from "../../kernels/device.ts"
-import { type InspectedLlama, checkTokens, inspectLlama, loadLlama } from "../../plugins/models/llama/model.ts"
+import { type InspectedLlama, checkSequence, inspectLlama, loadLlama } from "../../plugins/models/llama/model.ts"
 import type { ChosenTable } from "../../plugins/rope/index.ts"
 import { inputError } from "../errors.ts"
 
@@ -113,7 +113,7 @@ export const score = Command.make(
     } else {
       return yield* Effect.fail(inputError("score", "give --tokens FILE (a JSON array of token ids) or --text FILE"))
     }
-    yield* attempt(() => checkTokens(ids, inspected.config.vocabSize, source))
+    yield* attempt(() => checkSequence(inspected.config, ids, source))
     if (ids.length < 2) return yield* Effect.fail(inputError(source, `needs at least 2 tokens to score, got ${ids.length}`))
     const table = yield* attempt(() => inspected.rope(ids.length))
     yield* Effect.provide(run(model, inspected, table, ids, source, chunk, json), Gpu.layer)
