@@ -4,7 +4,7 @@ set -u
 cd "$(dirname "$0")/.."
 export EGL_PLATFORM=surfaceless XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 log=$(mktemp)
-node_modules/.bin/bun test "$@" 2>&1 | tee "$log"
+node_modules/.bin/bun test --timeout 300000 "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 count() { grep -E "^ *[0-9]+ $1\$" "$log" | tail -1 | grep -oE '[0-9]+' || echo 0; }
 pass=$(count pass); fail=$(count fail); skip=$(( $(count skip) + $(count todo) ))

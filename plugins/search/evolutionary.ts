@@ -12,7 +12,7 @@
  */
 import { GenomeIndex, sameGenome } from "./grid.ts"
 import { buildGenes, checkInt, defaultSpaceParams, type SpaceParams } from "./params.ts"
-import { Rng, seedRng, type RngState } from "./rng.ts"
+import { Rng, type RngState } from "../data/rng.ts"
 import { crossover, mutate, normalise, type Genes } from "./space.ts"
 import { sanitizeFitness, type Candidate, type Evaluated, type Fidelity, type Genome, type Progress, type Result, type SearchContext, type Strategy } from "./types.ts"
 
@@ -97,7 +97,7 @@ export function initEvolutionary(ctx: SearchContext, params: Partial<Evolutionar
     genes,
     fidelity: ctx.fidelity,
     init: ctx.init.map((g) => normalise(genes, g, defaults)),
-    rng: seedRng(p.seed),
+    rng: Rng.seeded(p.seed).state(),
     generation: 0,
     population: [],
     history: [],
@@ -112,7 +112,7 @@ export const evolutionaryDone = (s: EvolutionaryState): boolean => s.pending.len
 function sampleValues(rng: Rng, values: readonly number[], k: number, except: number | undefined): number[] {
   const pool = values.filter((v) => v !== except)
   const out: number[] = []
-  while (out.length < k && pool.length > 0) out.push(pool.splice(rng.int(pool.length), 1)[0] as number)
+  while (out.length < k && pool.length > 0) out.push(pool.splice(rng.int(0, pool.length - 1), 1)[0] as number)
   return out
 }
 
@@ -120,7 +120,7 @@ export function proposeEvolutionary(state: EvolutionaryState): { state: Evolutio
   const toCandidates = (s: EvolutionaryState): Candidate[] => s.pending.map((c) => ({ id: c.id, genome: c.genome, fidelity: s.fidelity }))
   if (state.pending.length > 0 || evolutionaryDone(state)) return { state, candidates: toCandidates(state) }
   const { params: p, genes } = state
-  const rng = new Rng(state.rng)
+  const rng = Rng.fromState(state.rng)
   const seen = new GenomeIndex(state.history.map((m) => m.genome))
   const pending: Pending[] = []
   let nextId = state.nextId
@@ -164,8 +164,8 @@ export function proposeEvolutionary(state: EvolutionaryState): { state: Evolutio
       let child: Genome | undefined
       if (parents.length < 2) child = mutate(genes, (parents[0] as Member).genome, rng, isSeen)
       else {
-        const i = rng.int(parents.length)
-        let j = rng.int(parents.length - 1)
+        const i = rng.int(0, parents.length - 1)
+        let j = rng.int(0, parents.length - 2)
         if (j >= i) j++
         // parents are ranked, so the lower index is the better parent (p1).
         const p1 = parents[Math.min(i, j)] as Member
@@ -175,7 +175,7 @@ export function proposeEvolutionary(state: EvolutionaryState): { state: Evolutio
       if (child !== undefined) add(child)
     }
   }
-  const next: EvolutionaryState = { ...state, rng: rng.state, pending, nextId }
+  const next: EvolutionaryState = { ...state, rng: rng.state(), pending, nextId }
   return { state: next, candidates: toCandidates(next) }
 }
 

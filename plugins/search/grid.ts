@@ -4,9 +4,16 @@
  * and equal genes compare equal.
  */
 import type { Genome } from "./types.ts"
-import type { Rng } from "./rng.ts"
+import type { Rng } from "../data/rng.ts"
 
 const EPS = 1e-9
+
+/** Standard normal (Box–Muller; the second value is dropped so the RNG state stays the only state). */
+export function normal(rng: Rng): number {
+  const u = 1 - rng.float() // (0, 1], keeps the log finite
+  const v = rng.float()
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v)
+}
 
 export function stepDecimals(step: number): number {
   let d = 0
@@ -44,7 +51,7 @@ export function drawGrid(rng: Rng, lo: number, hi: number, step: number, strictL
   const a = kFrom(lo, step, strictLo)
   const b = kTo(hi, step, strictHi)
   if (a > b) return undefined
-  return gridValue(a + rng.int(b - a + 1), step)
+  return gridValue(a + rng.int(0, b - a), step)
 }
 
 /** numpy.allclose(a, b) with its defaults: |a−b| ≤ atol + rtol·|b|. */

@@ -14,7 +14,7 @@
  */
 import { GenomeIndex, sameGenome } from "./grid.ts"
 import { buildGenes, checkInt, defaultSpaceParams, type SpaceParams } from "./params.ts"
-import { Rng, seedRng, type RngState } from "./rng.ts"
+import { Rng, type RngState } from "../data/rng.ts"
 import { crossover, mutate, normalise, type Genes } from "./space.ts"
 import { answer, rank, type Member } from "./evolutionary.ts"
 import { type Candidate, type Evaluated, type Fidelity, type Genome, type Progress, type Result, type SearchContext, type Strategy } from "./types.ts"
@@ -110,7 +110,7 @@ export function initHalving(ctx: SearchContext, params: Partial<HalvingParams>):
     genes,
     rungs: [...(ctx.fidelities ?? []), ctx.fidelity],
     init: ctx.init.map((g) => normalise(genes, g, defaults)),
-    rng: seedRng(p.seed),
+    rng: Rng.seeded(p.seed).state(),
     generation: 0,
     rung: 0,
     cohort: [],
@@ -137,7 +137,7 @@ export function halvingDone(s: HalvingState): boolean {
 function sampleValues(rng: Rng, values: readonly number[], k: number, except: number | undefined): number[] {
   const pool = values.filter((v) => v !== except)
   const out: number[] = []
-  while (out.length < k && pool.length > 0) out.push(pool.splice(rng.int(pool.length), 1)[0] as number)
+  while (out.length < k && pool.length > 0) out.push(pool.splice(rng.int(0, pool.length - 1), 1)[0] as number)
   return out
 }
 
@@ -183,8 +183,8 @@ function breed(s: HalvingState, rng: Rng): Genome[] {
       const child = mutate(genes, rng.pick(parents).genome, rng, isSeen)
       if (child !== undefined) withVariants(child)
     } else {
-      const i = rng.int(parents.length)
-      let j = rng.int(parents.length - 1)
+      const i = rng.int(0, parents.length - 1)
+      let j = rng.int(0, parents.length - 2)
       if (j >= i) j++
       const p1 = parents[Math.min(i, j)] as Member
       const p2 = parents[Math.max(i, j)] as Member
@@ -203,9 +203,9 @@ export function proposeHalving(state: HalvingState): { state: HalvingState; cand
   if (state.pending.length > 0 || halvingDone(state)) return { state, candidates: toCandidates(state) }
   let s = state
   if (s.cohort.length === 0) {
-    const rng = new Rng(s.rng)
+    const rng = Rng.fromState(s.rng)
     const cohort = breed(s, rng)
-    s = { ...s, rng: rng.state, cohort, rung: 0 }
+    s = { ...s, rng: rng.state(), cohort, rung: 0 }
   }
   // The last rung never spends past the full-evaluation budget.
   let cohort = s.cohort

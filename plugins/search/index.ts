@@ -9,8 +9,10 @@
  * - `successive-halving` (halving.ts): the budget-aware one; needs the context's cheaper `fidelities`.
  *
  * A user's strategy implements Strategy<Params, State> with a JSON-only State (RNG state included:
- * rng.ts) and calls registerStrategy. Logs and LongRoPE file formats: log.ts. A synthetic landscape for
- * testing strategies without a model: synthetic.ts.
+ * plugins/data/rng.ts) and calls registerStrategy. Logs and LongRoPE file formats: log.ts. A synthetic landscape for
+ * testing strategies without a model: synthetic.ts. Fitness functions (ppl-truncate, needle-ppl, the
+ * short-context penalty) and how a genome becomes a RoPE table: fitness.ts; the on-disk candidate cache:
+ * cache.ts. The `search` stage that drives all of it: stages/search.ts.
  */
 import { evolutionary, type EvolutionaryParams, type EvolutionaryState } from "./evolutionary.ts"
 import { successiveHalving } from "./halving.ts"
@@ -23,6 +25,8 @@ export { successiveHalving, halvingCost, type HalvingParams, type HalvingState }
 export { PAPER_START_TOKENS, longrope2Ramp, type Genes, type SpaceConfig } from "./space.ts"
 export * from "./log.ts"
 export { fullEvaluationsToTarget } from "./measure.ts"
+export * from "./fitness.ts"
+export { CandidateCache, candidateKey, type CacheEntry, type CacheKeyParts } from "./cache.ts"
 
 // Params and State differ per strategy; the stage only passes them through (params from the workflow
 // file, State through JSON), so the registry erases them.

@@ -15,7 +15,7 @@
 import { rank, initEvolutionary, type EvolutionaryParams, type EvolutionaryState, type Member } from "./evolutionary.ts"
 import type { HalvingState } from "./halving.ts"
 import { sameGenome } from "./grid.ts"
-import { Rng, seedRng } from "./rng.ts"
+import { Rng } from "../data/rng.ts"
 import { isValid, type Genes } from "./space.ts"
 import { sanitizeFitness, WORST, type Genome, type Progress, type SearchContext } from "./types.ts"
 
@@ -166,8 +166,8 @@ export function resumeFromLongRoPELog(ctx: SearchContext, params: Partial<Evolut
     if (isValid(genes, m.genome)) population.push(h ?? m)
   }
   if (population.length === 0) throw new Error(`LongRoPE log: no individual of the population is in the search space (${base.params.space})`)
-  const rng = new Rng(seedRng(base.params.seed + 1000003 * (log.iteration + 1)))
-  return { ...base, rng: rng.state, generation: log.iteration + 1, population, history, pending: [], nextId }
+  const rng = Rng.seeded(base.params.seed + 1000003 * (log.iteration + 1))
+  return { ...base, rng: rng.state(), generation: log.iteration + 1, population, history, pending: [], nextId }
 }
 
 // ---------- factor CSVs ----------

@@ -12,8 +12,8 @@
  * crossover; m (attention scale) mutates like a gene, with probability p, by a normal step snapped to
  * its own grid and clamped to [min, max], and is a crossover slot.
  */
-import { drawGrid, snap } from "./grid.ts"
-import type { Rng } from "./rng.ts"
+import { drawGrid, normal, snap } from "./grid.ts"
+import type { Rng } from "../data/rng.ts"
 import type { Genome } from "./types.ts"
 
 export interface DimMonoSpace {
@@ -256,7 +256,7 @@ function mutatePass(genes: Genes, parent: Genome, rng: Rng, all: boolean): Genom
   switch (space.kind) {
     case "dim_mono": {
       for (let i = 0; i < d; i++) {
-        if (rng.uniform() >= p) continue
+        if (rng.float() >= p) continue
         const lo = i === 0 ? space.lower : (f[i - 1] as number)
         const hi = i === d - 1 ? space.upper : (f[i + 1] as number)
         const v = drawGrid(rng, lo, hi, space.step)
@@ -270,14 +270,14 @@ function mutatePass(genes: Genes, parent: Genome, rng: Rng, all: boolean): Genom
       // Gene order is LongRoPE's: [α, β, λ_0 … λ_{d−1}], every one of them eligible.
       if (all) {
         // The released sweep moves one breakpoint per pass.
-        if (rng.uniform() < 0.5) alpha = Math.trunc(alpha + space.sigma * rng.normal())
-        else beta = Math.trunc(beta + space.sigma * rng.normal())
+        if (rng.float() < 0.5) alpha = Math.trunc(alpha + space.sigma * normal(rng))
+        else beta = Math.trunc(beta + space.sigma * normal(rng))
       } else {
-        if (rng.uniform() < p) alpha = Math.trunc(alpha + space.sigma * rng.normal())
-        if (rng.uniform() < p) beta = Math.trunc(beta + space.sigma * rng.normal())
+        if (rng.float() < p) alpha = Math.trunc(alpha + space.sigma * normal(rng))
+        if (rng.float() < p) beta = Math.trunc(beta + space.sigma * normal(rng))
       }
       for (let i = 0; i < d; i++) {
-        if (rng.uniform() >= p) continue
+        if (rng.float() >= p) continue
         if (i <= alpha || i > beta) continue // forced gene
         const lo = i === 0 ? 1 : Math.max(1, f[i - 1] as number)
         const hi = i === d - 1 ? space.scale : Math.min(space.scale, f[i + 1] as number)
@@ -291,7 +291,7 @@ function mutatePass(genes: Genes, parent: Genome, rng: Rng, all: boolean): Genom
     case "longrope2": {
       const cd = space.criticalDim
       for (let i = cd; i < d; i++) {
-        if (rng.uniform() >= p) continue
+        if (rng.float() >= p) continue
         // Strict monotonicity: open bounds at the neighbours; sMin and the last dim's cap are closed.
         const last = i === d - 1
         const lo = i === cd ? space.sMin : (f[i - 1] as number)
@@ -311,8 +311,8 @@ function mutatePass(genes: Genes, parent: Genome, rng: Rng, all: boolean): Genom
 function mutateAttentionScale(genes: Genes, g: Genome, rng: Rng, p: number): Genome {
   const m = genes.attentionScale
   if (m === undefined || g.attentionScale === undefined) return g
-  if (rng.uniform() >= p) return g
-  const v = snap(clamp(g.attentionScale + m.sigma * rng.normal(), m.min, m.max), m.step)
+  if (rng.float() >= p) return g
+  const v = snap(clamp(g.attentionScale + m.sigma * normal(rng), m.min, m.max), m.step)
   return { ...g, attentionScale: clamp(v, m.min, m.max) }
 }
 
@@ -325,7 +325,7 @@ export function mutate(genes: Genes, parent: Genome, rng: Rng, seen: Seen, maxPa
   for (let t = 0; t < maxPasses; t++) {
     let child: Genome
     if (genes.mutation === "sweep") {
-      child = rng.uniform() < genes.p ? mutatePass(genes, current, rng, true) : current
+      child = rng.float() < genes.p ? mutatePass(genes, current, rng, true) : current
       current = child
     } else child = mutatePass(genes, parent, rng, false)
     if (isValid(genes, child) && !seen(child)) return child
@@ -402,8 +402,8 @@ export function crossover(genes: Genes, p1: Genome, p2: Genome, rng: Rng, seen: 
     const w: Work = { f: [...p1.factors], alpha: p1.alpha, beta: p1.beta, startToken: p1.startToken, attentionScale: p1.attentionScale }
     for (let t = 0; t < tries; t++) {
       for (const slot of order) {
-        if (rng.uniform() >= genes.p) continue
-        if (rng.uniform() < 0.5) copyGene(w, p2, slot)
+        if (rng.float() >= genes.p) continue
+        if (rng.float() < 0.5) copyGene(w, p2, slot)
         const child = realise(genes, p1, w)
         if (isValid(genes, child) && !seen(child)) return child
       }

@@ -4,7 +4,8 @@
  * lower fidelities that correlate with the full one but are noisier and blind to part of it, like a
  * shorter length that cannot see the long-wavelength dims.
  */
-import { Rng, seedRng } from "./rng.ts"
+import { Rng } from "../data/rng.ts"
+import { normal } from "./grid.ts"
 import type { Fidelity, Genome } from "./types.ts"
 
 export interface Landscape {
@@ -34,7 +35,7 @@ function fnv1a(text: string): number {
 /** A reproducible N(0, 1) for a (genome, fidelity, seed) triple. */
 function noiseOf(g: Genome, f: Fidelity, seed: number): number {
   const key = JSON.stringify([g.factors.map((x) => Math.round(x * 1e6)), g.startToken ?? -1, g.attentionScale ?? -1, g.alpha ?? -1, g.beta ?? -1, f.samples, f.length, seed])
-  return new Rng(seedRng(fnv1a(key))).normal()
+  return normal(Rng.seeded(fnv1a(key)))
 }
 
 export function smoothLandscape(o: LandscapeOptions): Landscape {

@@ -23,7 +23,7 @@
  * Fitness is minimised (perplexity). A non-finite fitness (failed evaluation) is stored as WORST,
  * because JSON has no Infinity.
  */
-import type { RngState } from "./rng.ts"
+import type { RngState } from "../data/rng.ts"
 
 /** How a candidate is to be evaluated: samples × tokens. The full fidelity is the context's. */
 export interface Fidelity {

@@ -1,7 +1,7 @@
 // The genetic operators: mutation, crossover, duplicate rejection, breakpoints, longrope2's space.
 import { describe, expect, test } from "bun:test"
 import { allclose, GenomeIndex, gridValue, onGrid, sameGenome } from "../../plugins/search/grid.ts"
-import { Rng, seedRng } from "../../plugins/search/rng.ts"
+import { Rng } from "../../plugins/data/rng.ts"
 import { crossover, isValid, longrope2Ramp, mutate, normalise, type Genes } from "../../plugins/search/space.ts"
 import { rampFactors } from "../../plugins/search/synthetic.ts"
 import type { Genome } from "../../plugins/search/types.ts"
@@ -27,18 +27,18 @@ function isMonotone(f: readonly number[], strict = false): boolean {
 
 describe("rng", () => {
   test("same seed same stream, different seed different stream, state copies resume it", () => {
-    const a = new Rng(seedRng(42))
-    const b = new Rng(seedRng(42))
-    const c = new Rng(seedRng(43))
-    const xa = Array.from({ length: 5 }, () => a.uniform())
-    expect(Array.from({ length: 5 }, () => b.uniform())).toEqual(xa)
-    expect(Array.from({ length: 5 }, () => c.uniform())).not.toEqual(xa)
-    const resumed = new Rng(JSON.parse(JSON.stringify(a.state)))
-    expect(resumed.uniform()).toBe(a.uniform())
+    const a = Rng.seeded(42)
+    const b = Rng.seeded(42)
+    const c = Rng.seeded(43)
+    const xa = Array.from({ length: 5 }, () => a.float())
+    expect(Array.from({ length: 5 }, () => b.float())).toEqual(xa)
+    expect(Array.from({ length: 5 }, () => c.float())).not.toEqual(xa)
+    const resumed = Rng.fromState(JSON.parse(JSON.stringify(a.state())))
+    expect(resumed.float()).toBe(a.float())
     for (let i = 0; i < 1000; i++) {
-      const u = a.uniform()
+      const u = a.float()
       expect(u >= 0 && u < 1).toBe(true)
-      expect(a.int(7)).toBeLessThan(7)
+      expect(a.int(0, 6)).toBeLessThan(7)
     }
   })
 })
@@ -46,7 +46,7 @@ describe("rng", () => {
 describe("dim_mono mutation", () => {
   test("stays monotone, on the 0.01 grid, within [1, upper], and changes the parent", () => {
     const genes = monoGenes()
-    const rng = new Rng(seedRng(1))
+    const rng = Rng.seeded(1)
     for (let k = 0; k < 300; k++) {
       const child = mutate(genes, onGridParent, rng, (g) => sameGenome(g, onGridParent))
       if (child === undefined) throw new Error("mutation failed")
@@ -60,7 +60,7 @@ describe("dim_mono mutation", () => {
 
   test("each changed gene lies between its neighbours' values (a gene-local move)", () => {
     const genes = monoGenes()
-    const rng = new Rng(seedRng(2))
+    const rng = Rng.seeded(2)
     const p = onGridParent.factors
     let changed = 0
     for (let k = 0; k < 200; k++) {
@@ -84,7 +84,7 @@ describe("dim_mono mutation", () => {
   test("an off-grid parent: the genes that change land on the grid", () => {
     const genes = monoGenes()
     const parent: Genome = { factors: rampFactors(D, S, 8, 24).map((x) => x + 0.003) }
-    const rng = new Rng(seedRng(3))
+    const rng = Rng.seeded(3)
     for (let k = 0; k < 100; k++) {
       const c = mutate(genes, normalise(genes, parent, defaults), rng, nothingSeen)?.factors ?? []
       c.forEach((x, i) => {
@@ -95,7 +95,7 @@ describe("dim_mono mutation", () => {
 
   test("'sweep' mode (the released code's mutation) also stays monotone and in bounds", () => {
     const genes = monoGenes({ mutation: "sweep" })
-    const rng = new Rng(seedRng(4))
+    const rng = Rng.seeded(4)
     for (let k = 0; k < 100; k++) {
       const c = mutate(genes, onGridParent, rng, (g) => sameGenome(g, onGridParent))
       expect(c !== undefined && isValid(genes, c)).toBe(true)
@@ -107,7 +107,7 @@ describe("dim_mono mutation", () => {
     const genes: Genes = { ...monoGenes(), space: { kind: "dim_mono", dims: 2, step: 0.01, lower: 1, upper: 1.03 } }
     const parent: Genome = { factors: [1.01, 1.02] }
     const index = new GenomeIndex([parent])
-    const rng = new Rng(seedRng(5))
+    const rng = Rng.seeded(5)
     const found: Genome[] = []
     for (let k = 0; k < 12; k++) {
       const c = mutate(genes, parent, rng, (g) => index.has(g), 200)
@@ -141,7 +141,7 @@ describe("crossover", () => {
   const q2: Genome = { factors: q1.factors.map((x) => gridValue(Math.round(x * 100) + 1, 0.01)) }
 
   test("offspring genes come from p1 or p2; with p1, p2 in the history the first valid visit returns one swapped gene", () => {
-    const rng = new Rng(seedRng(6))
+    const rng = Rng.seeded(6)
     for (let k = 0; k < 200; k++) {
       const index = new GenomeIndex([q1, q2])
       const c = crossover(genes, q1, q2, rng, (g) => index.has(g), 20, sameGenome)
@@ -163,7 +163,7 @@ describe("crossover", () => {
   test("a non-monotone swap is not returned; later visits can still yield a valid child", () => {
     // p2 is far above p1 in the middle: swapping one middle gene breaks monotonicity unless neighbours follow.
     const far: Genome = { factors: p1.factors.map((x, i) => (i >= 10 && i < 20 ? Math.min(10, x + 3) : x)) }
-    const rng = new Rng(seedRng(7))
+    const rng = Rng.seeded(7)
     for (let k = 0; k < 100; k++) {
       const index = new GenomeIndex([p1, far])
       const c = crossover(genes, p1, far, rng, (g) => index.has(g), 20, sameGenome)
@@ -174,8 +174,8 @@ describe("crossover", () => {
   })
 
   test("p1 = p2 falls back to mutate(p1)", () => {
-    const a = new Rng(seedRng(8))
-    const b = new Rng(seedRng(8))
+    const a = Rng.seeded(8)
+    const b = Rng.seeded(8)
     const seen = (g: Genome): boolean => sameGenome(g, p1)
     const viaCrossover = crossover(genes, p1, { factors: [...p1.factors] }, a, seen, 20, sameGenome)
     const viaMutate = mutate(genes, p1, b, seen)
@@ -185,7 +185,7 @@ describe("crossover", () => {
   test("after max tries it falls back to mutation (genes from neither parent appear)", () => {
     // Everything made only of p1/p2 genes counts as seen, so every scan fails.
     const mixOnly = (g: Genome): boolean => g.factors.every((x, i) => x === p1.factors[i] || x === p2.factors[i])
-    const rng = new Rng(seedRng(9))
+    const rng = Rng.seeded(9)
     const c = crossover(genes, p1, p2, rng, mixOnly, 20, sameGenome)
     if (c === undefined) throw new Error("no child")
     expect(c.factors.some((x, i) => x !== p1.factors[i] && x !== p2.factors[i])).toBe(true)
@@ -207,7 +207,7 @@ describe("dim_piece_mono", () => {
   test("mutants respect 0 ≤ α < β < d/2, the forced genes and monotonicity; the last two genes do mutate", () => {
     const parent = normalise(genes, { factors: rampFactors(d, S, 2, d) }, defaults)
     expect(parent.beta).toBe(d - 1)
-    const rng = new Rng(seedRng(10))
+    const rng = Rng.seeded(10)
     let lastMoved = 0
     let secondLastMoved = 0
     let breakpointsMoved = 0
@@ -239,7 +239,7 @@ describe("dim_piece_mono", () => {
   test("crossover keeps the breakpoints valid", () => {
     const a = normalise(genes, { factors: rampFactors(d, S, 3, 10) }, defaults)
     const b = normalise(genes, { factors: rampFactors(d, S, 6, 14) }, defaults)
-    const rng = new Rng(seedRng(11))
+    const rng = Rng.seeded(11)
     for (let k = 0; k < 100; k++) {
       const index = new GenomeIndex([a, b])
       const c = crossover(genes, a, b, rng, (g) => index.has(g), 20, sameGenome)
@@ -280,7 +280,7 @@ describe("longrope2 space", () => {
 
   test("mutation touches only dims ≥ cd, recomputes the ramp, keeps strict monotonicity and the last-dim cap", () => {
     const parent = normalise(genes, { factors: Array.from({ length: d }, (_, i) => 16 + i * 0.5) }, defaults)
-    const rng = new Rng(seedRng(12))
+    const rng = Rng.seeded(12)
     let rampChanged = 0
     for (let k = 0; k < 300; k++) {
       const c = mutate(genes, parent, rng, (g) => sameGenome(g, parent))
@@ -298,7 +298,7 @@ describe("longrope2 space", () => {
     const a = normalise(genes, { factors: Array.from({ length: d }, (_, i) => 16 + i * 0.5) }, defaults)
     // b: a's searched genes one step up, so any single swap stays strictly increasing.
     const b = normalise(genes, { factors: a.factors.map((x, i) => (i >= cd ? gridValue(Math.round(x * 100) + 1, 0.01) : x)) }, defaults)
-    const rng = new Rng(seedRng(13))
+    const rng = Rng.seeded(13)
     let mixes = 0
     for (let k = 0; k < 100; k++) {
       const index = new GenomeIndex([a, b])
@@ -320,7 +320,7 @@ describe("extra genes", () => {
     const genes = monoGenes({ attentionScale: { min: 1, max: 1.3, step: 0.01, sigma: 0.05 }, startToken: { values: [0, 4, 8], topParents: 1, mutantTries: 1 } })
     const parent = normalise(genes, onGridParent, { startToken: 4, attentionScale: 1.1 })
     expect(parent.startToken).toBe(4)
-    const rng = new Rng(seedRng(14))
+    const rng = Rng.seeded(14)
     let moved = 0
     for (let k = 0; k < 200; k++) {
       const c = mutate(genes, parent, rng, (g) => sameGenome(g, parent))
