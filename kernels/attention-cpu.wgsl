@@ -1,0 +1,58 @@
+// Causal flash attention for llvmpipe ("cpu" profile). Template: attention.ts fills in the //% lines
+// with fully unrolled code, since llvmpipe keeps only named locals in registers (indexed private
+// arrays go through memory) and every K/V component loaded must feed as many FMAs as possible.
+//
+// One invocation owns ROWS query rows of one head (q0 + lane + 8·t, so neighbouring lanes have
+// neighbouring causal limits) and streams that head's K/V rows straight from storage, 4 keys per
+// online-softmax update. No workgroup memory: on llvmpipe it costs as much as storage and adds barriers.
+// Scores are kept in base 2 (q is pre-scaled by scale·log2 e) so exp2 replaces exp.
+//
+// Key windows: a storage binding holds at most 128 MiB, so a long cache is bound in windows of rows
+// and attended one dispatch per window, each leaving its unnormalised output and (max, sum) for
+// attention-merge.wgsl to fold into the running result (the flash-decoding merge, in sequence).
+
+struct Params {
+  tq: u32,          // query rows
+  queryOffset: u32, // absolute position of query row 0
+  group: u32,       // query heads per kv head
+  qStride: u32,     // vec4s per q/out row (heads·headDim/4)
+  kvStride: u32,    // vec4s per cache row (kvHeads·headDim/4)
+  scale: f32,       // softmax scale · log2(e)
+  kStart: u32,      // first key of this window (absolute; a multiple of 4); row 0 of the K/V bindings
+  kStop: u32,       // end of this window (exclusive, absolute)
+  last: u32,        // 1: normalise into O; 0: leave this window's unnormalised output in O, (max, sum) in ML
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> Q: array<vec4f>;
+@group(0) @binding(2) var<storage, read> K: array<vec4f>;
+@group(0) @binding(3) var<storage, read> V: array<vec4f>;
+@group(0) @binding(4) var<storage, read_write> O: array<vec4f>;
+@group(0) @binding(5) var<storage, read_write> ML: array<vec2f>;
+
+const D4: u32 = 0u;   //% D4
+const ROWS: u32 = 0u; //% ROWS
+// Masked scores: far below any real one, yet finite so that max/sub never meet inf - inf.
+const NEG: f32 = -3.0e38;
+
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let h = wg.y;
+  let heads = P.qStride / D4;
+  let q0 = wg.x * 8u * ROWS;
+  let qCol = h * D4;
+  let kvCol = (h / P.group) * D4;
+  // Keys this workgroup needs from this window: up to its last valid query (uniform across lanes).
+  let kEnd = min(P.queryOffset + min(q0 + 8u * ROWS, P.tq), P.kStop);
+  let kLast = max(kEnd, 1u) - 1u;
+  //% LOAD_Q
+  for (var j = P.kStart; j < kEnd; j += 4u) {
+    // Rows past kLast are masked for every query; clamping only keeps the reads in bounds.
+    let b0 = (min(j, kLast) - P.kStart) * P.kvStride + kvCol;
+    let b1 = (min(j + 1u, kLast) - P.kStart) * P.kvStride + kvCol;
+    let b2 = (min(j + 2u, kLast) - P.kStart) * P.kvStride + kvCol;
+    let b3 = (min(j + 3u, kLast) - P.kStart) * P.kvStride + kvCol;
+    //% BLOCK
+  }
+  //% STORE
+}
