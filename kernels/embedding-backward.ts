@@ -10,6 +10,15 @@ const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b))
 /** Columns (VT units) per scatter invocation. */
 const BLOCK = 16
 
+export interface EmbeddingBackwardOptions {
+  readonly maxBindingBytes?: number
+  /**
+   * "links": per-token chains, O(T²) id reads; "rows": per table row scans, O(V·T·D/(4·16)) id reads.
+   * Default: whichever reads fewer ids. Both give identical bits.
+   */
+  readonly method?: "links" | "rows"
+}
+
 /**
  * dTable [V, D] += rows of dOut [T, D] by ids (u32 [T]); repeated ids accumulate in token order, ids ≥ V
  * are skipped. `maxBindingBytes` (default: the device's storage binding limit) splits a large table into
@@ -20,7 +29,7 @@ export function embeddingBackward(
   dTable: Tensor,
   ids: Tensor,
   dOut: Tensor,
-  options: { readonly maxBindingBytes?: number } = {},
+  options: EmbeddingBackwardOptions = {},
 ): void {
   const [V, D] = dTable.shape
   if (dTable.shape.length !== 2 || V === undefined || D === undefined || V < 1 || D < 1) {
@@ -43,7 +52,6 @@ export function embeddingBackward(
   const label = `embedding-backward-${vec ? 4 : 1}`
   const groups = Math.ceil(T / 64)
   if (groups > rt.limits.maxComputeWorkgroupsPerDimension) throw new Error(`embeddingBackward: ${T} tokens exceed ${64 * rt.limits.maxComputeWorkgroupsPerDimension}`)
-  const chain = rt.tensor([2 * T], "u32")
   const params = (start: number, end: number): Uint32Array =>
     uniforms([
       ["u32", T],
@@ -52,12 +60,24 @@ export function embeddingBackward(
       ["u32", end],
       ["u32", BLOCK],
     ])
+  const blocks = Math.ceil(cols / BLOCK)
+  const method = options.method ?? (V * blocks < T ? "rows" : "links")
+  if (method === "rows") {
+    const pipe = rt.pipeline(label, code, "rows")
+    for (let start = 0; start < V; start += rowsPerChunk) {
+      const end = Math.min(V, start + rowsPerChunk)
+      const binding = { buffer: dTable.buffer, offset: start * rowBytes, size: (end - start) * rowBytes }
+      rt.dispatch(pipe, [ids, dOut, binding], [Math.ceil((end - start) / 64), blocks], params(start, end))
+    }
+    return
+  }
+  const chain = rt.tensor([2 * T], "u32")
   rt.dispatch(rt.pipeline(label, code, "links"), [ids, chain], [groups], params(0, V))
   const scatter = rt.pipeline(label, code, "scatter")
   for (let start = 0; start < V; start += rowsPerChunk) {
     const end = Math.min(V, start + rowsPerChunk)
     const binding = { buffer: dTable.buffer, offset: start * rowBytes, size: (end - start) * rowBytes }
-    rt.dispatch(scatter, [ids, chain, dOut, binding], [groups, Math.ceil(cols / BLOCK)], params(start, end))
+    rt.dispatch(scatter, [ids, chain, dOut, binding], [groups, blocks], params(start, end))
   }
   rt.release(chain)
 }

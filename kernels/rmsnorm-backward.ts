@@ -27,7 +27,7 @@ export function rmsnormBackward(rt: GpuRuntime, x: Tensor, w: Tensor, dy: Tensor
   const label = `rmsnorm-backward-${vec ? 4 : 1}`
   const dx = rt.tensor(x.shape)
   const dw = rt.tensor([D])
-  if (rows === 0) return { dx, dw }
+  if (rows === 0) return { dx, dw } // (dw left uninitialised: no rows, nothing to train)
   const rinv = rt.tensor([rows])
   const partial = rt.tensor([chunks, D])
   const params = uniforms([
@@ -38,8 +38,8 @@ export function rmsnormBackward(rt: GpuRuntime, x: Tensor, w: Tensor, dy: Tensor
     ["u32", chunks],
   ])
   const maxGroups = rt.limits.maxComputeWorkgroupsPerDimension
-  rt.dispatch(rt.pipeline(label, code, "rowGrad"), [x, w, dy, dx, rinv], [Math.min(rows, maxGroups)], params)
   if (chunks > maxGroups) throw new Error(`rmsnormBackward: ${rows} rows exceed ${maxGroups * CHUNK}`)
+  rt.dispatch(rt.pipeline(label, code, "rowGrad"), [x, w, dy, dx, rinv], [Math.min(rows, maxGroups)], params)
   rt.dispatch(rt.pipeline(label, code, "dwPartial"), [x, dy, rinv, partial], [Math.ceil(cols / WG), chunks], params)
   rt.dispatch(rt.pipeline(label, code, "dwReduce"), [partial, dw], [Math.ceil(cols / WG)], params)
   rt.release(rinv, partial)

@@ -1,0 +1,152 @@
+// Causal self-attention for training (no KV cache), FA2 style: the forward also writes each row's
+// logsumexp, and the backward recomputes P = exp(s − lse) from Q and K instead of storing T×T.
+//   D_i   = dO_i·O_i                                        (`rowDot`)
+//   dQ_i  = scale·Σ_j P_ij (dO_i·V_j − D_i) K_j               (`dq`: one invocation per query rows)
+//   dK_j  = scale·Σ_{h in group} Σ_i P_ij (dO_i·V_j − D_i) Q_i (`dkdv`: one invocation per key rows;
+//   dV_j  = Σ_{h in group} Σ_i P_ij dO_i                       the GQA sum stays inside one invocation)
+// No atomics anywhere, so results are deterministic. Masks: causal (key ≤ query) and, when
+// `segmented`, same document (SEG[key] == SEG[query]) for packed sequences; document ids must be
+// non-decreasing (each document one contiguous run), which lets the loops skip other documents.
+//
+// Template: attention-backward.ts fills in the //% lines with unrolled code (llvmpipe keeps only named
+// locals in registers). An invocation owns ROWS rows (base + lane + 8·t, so neighbouring lanes have
+// neighbouring causal limits) and streams the other side's rows straight from storage; every component
+// loaded feeds ROWS rows. Scores are in base 2 (q scaled by scale·log2 e), lse is stored in natural log.
+
+struct Params {
+  T: u32,
+  heads: u32,
+  group: u32,     // query heads per kv head
+  qStride: u32,   // vec4s per q/o row (heads·headDim/4)
+  kvStride: u32,  // vec4s per k/v row (kvHeads·headDim/4)
+  segmented: u32, // 1: SEG holds document ids; 0: SEG is a dummy binding
+  scale2: f32,    // softmax scale · log2(e)
+  scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> Q: array<vec4f>;
+@group(0) @binding(2) var<storage, read> K: array<vec4f>;
+@group(0) @binding(3) var<storage, read> V: array<vec4f>;
+@group(0) @binding(4) var<storage, read> SEG: array<u32>;
+// forward
+@group(0) @binding(5) var<storage, read_write> O: array<vec4f>;
+@group(0) @binding(6) var<storage, read_write> LSEout: array<f32>; // [T, heads]
+// dq, dkdv
+@group(0) @binding(5) var<storage, read> DO: array<vec4f>;
+@group(0) @binding(6) var<storage, read> LSE: array<f32>;
+@group(0) @binding(7) var<storage, read> DD: array<f32>; // D_i, [T, heads]
+@group(0) @binding(8) var<storage, read_write> DQ: array<vec4f>;
+@group(0) @binding(8) var<storage, read_write> DK: array<vec4f>;
+@group(0) @binding(9) var<storage, read_write> DV: array<vec4f>;
+// rowDot
+@group(0) @binding(1) var<storage, read> rdDO: array<vec4f>;
+@group(0) @binding(2) var<storage, read> rdO: array<vec4f>;
+@group(0) @binding(3) var<storage, read_write> rdD: array<f32>;
+
+const D4: u32 = 0u;   //% D4
+const ROWS: u32 = 0u; //% ROWS
+const NEG: f32 = -3.0e38; // masked score: finite, so max/sub never meet inf − inf
+const LN2: f32 = 0.6931471805599453;
+const LOG2E: f32 = 1.4426950408889634;
+
+// Segment id of row r, or 0 when unsegmented (then every row is in one document).
+fn seg(r: u32) -> u32 {
+  return select(0u, SEG[r], P.segmented == 1u);
+}
+
+// First row of r's document (0 when unsegmented). Documents are contiguous runs (ids non-decreasing), so keys before it are
+// masked for every query at or after r: loops start there, and packed sequences cost Σ len², not T².
+fn docStart(r: u32) -> u32 {
+  if (P.segmented == 0u) { return 0u; }
+  let s = SEG[r];
+  var j = r;
+  while (j > 0u && SEG[j - 1u] == s) { j--; }
+  return j;
+}
+
+// One past the last row of r's document (T when unsegmented).
+fn docEnd(r: u32) -> u32 {
+  if (P.segmented == 0u) { return P.T; }
+  let s = SEG[r];
+  var i = r + 1u;
+  while (i < P.T && SEG[i] == s) { i++; }
+  return i;
+}
+
+@compute @workgroup_size(8)
+fn forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let h = wg.y;
+  let q0 = wg.x * 8u * ROWS;
+  let qCol = h * D4;
+  let kvCol = (h / P.group) * D4;
+  let kEnd = min(q0 + 8u * ROWS, P.T); // keys up to the last query of the workgroup
+  let kLast = kEnd - 1u;
+  //% FWD_LOAD
+  for (var j = docStart(q0); j < kEnd; j += 4u) {
+    // 4 keys per softmax update; keys past kLast are masked for every query (clamped reads stay in bounds).
+    let j0 = j;
+    let j1 = min(j + 1u, kLast);
+    let j2 = min(j + 2u, kLast);
+    let j3 = min(j + 3u, kLast);
+    let b0 = j0 * P.kvStride + kvCol;
+    let b1 = j1 * P.kvStride + kvCol;
+    let b2 = j2 * P.kvStride + kvCol;
+    let b3 = j3 * P.kvStride + kvCol;
+    let s0 = seg(j0);
+    let s1 = seg(j1);
+    let s2 = seg(j2);
+    let s3 = seg(j3);
+    //% FWD_BLOCK
+  }
+  //% FWD_STORE
+}
+
+// One invocation per (row, head): x along rows, y along heads.
+@compute @workgroup_size(64)
+fn rowDot(@builtin(global_invocation_id) gid: vec3u) {
+  let t = gid.x;
+  if (t >= P.T) { return; }
+  let e = t * P.heads + gid.y;
+  let base = e * D4; // rows are heads·D4 vec4s, so (t, h) starts at (t·heads + h)·D4
+  var acc = vec4f(0.0);
+  for (var c = 0u; c < D4; c++) { acc += rdDO[base + c] * rdO[base + c]; }
+  rdD[e] = (acc.x + acc.y) + (acc.z + acc.w);
+}
+
+@compute @workgroup_size(8)
+fn dq(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let h = wg.y;
+  let q0 = wg.x * 8u * ROWS;
+  let qCol = h * D4;
+  let kvCol = (h / P.group) * D4;
+  let kEnd = min(q0 + 8u * ROWS, P.T);
+  //% DQ_LOAD
+  for (var j = docStart(q0); j < kEnd; j++) {
+    let b = j * P.kvStride + kvCol;
+    let sj = seg(j);
+    //% DQ_BLOCK
+  }
+  //% DQ_STORE
+}
+
+@compute @workgroup_size(8)
+fn dkdv(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let hk = wg.y;
+  let j0 = wg.x * 8u * ROWS; // first key row of the workgroup: earlier queries see none of its keys
+  let kvCol = hk * D4;
+  //% DKV_LOAD
+  let iEnd = docEnd(min(j0 + 8u * ROWS, P.T) - 1u); // queries past the last key's document see none of these keys
+  for (var g = 0u; g < P.group; g++) {
+    let h = hk * P.group + g;
+    let qCol = h * D4;
+    for (var i = j0; i < iEnd; i++) {
+      let b = i * P.qStride + qCol;
+      let si = seg(i);
+      let lse2 = LSE[i * P.heads + h] * LOG2E;
+      let dd = DD[i * P.heads + h];
+      //% DKV_BLOCK
+    }
+  }
+  //% DKV_STORE
+}
