@@ -10,6 +10,7 @@ const suites: Record<string, () => Promise<{ run: (rt: GpuRuntime) => Promise<vo
   matmul: () => import("./matmul.ts"),
   attention: () => import("./attention.ts"),
   scoring: () => import("./scoring.ts"),
+  training: () => import("./training.ts"),
 }
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("--"))
