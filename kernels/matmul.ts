@@ -85,7 +85,7 @@ export function prepareWeight(rt: GpuRuntime, data: Float32Array, n: number, k: 
       // power of two: one spare texel column / row when it is keeps every weight on the same variant.
       const texW = c4 + (isPow2(c4) ? 1 : 0)
       const texH = kp + (isPow2(kp) ? 1 : 0)
-      const texture = rt.device.createTexture({
+      const texture = rt.createTexture({
         label: `weight ${n}×${k} part ${n0}`,
         size: [texW, texH],
         format: "rgba32float",
@@ -117,7 +117,7 @@ function transposedPart(data: Float32Array, k: number, n0: number, cols: number,
 export function releaseWeight(rt: GpuRuntime, w: Weight): void {
   if (w.storage === "texture") rt.flush()
   for (const part of w.parts) {
-    part.texture?.destroy()
+    if (part.texture !== undefined) rt.destroyTexture(part.texture)
     if (part.tensor !== undefined) rt.release(part.tensor)
   }
 }
@@ -210,10 +210,10 @@ function xTexture(rt: GpuRuntime, x: Tensor, k: number, r0: number, rows: number
   if (texture === undefined) {
     if (pool.size >= X_TEXTURE_SIZES) {
       rt.flush() // recorded work may still read them
-      for (const list of pool.values()) for (const t of list) t.destroy()
+      for (const list of pool.values()) for (const t of list) rt.destroyTexture(t)
       pool.clear()
     }
-    texture = rt.device.createTexture({
+    texture = rt.createTexture({
       label: `matmul x ${key}`,
       size: [width, height],
       format: "rgba32float",
@@ -231,7 +231,7 @@ function xTexture(rt: GpuRuntime, x: Tensor, k: number, r0: number, rows: number
 function releaseXTexture(rt: GpuRuntime, texture: GPUTexture): void {
   const pool = xTextures.get(rt)
   const key = `${texture.width}x${texture.height}`
-  if (pool === undefined) return texture.destroy()
+  if (pool === undefined) return rt.destroyTexture(texture)
   let list = pool.get(key)
   if (list === undefined) pool.set(key, (list = []))
   list.push(texture)

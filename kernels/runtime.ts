@@ -37,7 +37,7 @@ export interface MemoryStats {
 export class GpuRuntime {
   private readonly pipelines = new Map<string, GPUComputePipeline>()
   private readonly pool = new Map<string, GPUBuffer[]>()
-  private readonly sizes = new WeakMap<GPUBuffer, number>()
+  private readonly sizes = new WeakMap<GPUBuffer | GPUTexture, number>()
   private encoder: GPUCommandEncoder | undefined
   private pass: GPUComputePassEncoder | undefined
   private uniformBuffer: GPUBuffer
@@ -139,6 +139,21 @@ export class GpuRuntime {
   destroyBuffer(buffer: GPUBuffer): void {
     this.live -= this.sizes.get(buffer) ?? buffer.size
     buffer.destroy()
+  }
+
+  /** A texture counted in the memory stats (rgba32float/rgba32uint: 16 bytes a texel, else 4). */
+  createTexture(desc: GPUTextureDescriptor & { size: readonly [number, number] }): GPUTexture {
+    const texture = this.device.createTexture(desc)
+    const bytes = desc.size[0] * desc.size[1] * (String(desc.format).startsWith("rgba32") ? 16 : 4)
+    this.sizes.set(texture, bytes)
+    this.live += bytes
+    if (this.live > this.peak) this.peak = this.live
+    return texture
+  }
+
+  destroyTexture(texture: GPUTexture): void {
+    this.live -= this.sizes.get(texture) ?? 0
+    texture.destroy()
   }
 
   resetPeak(): void {
