@@ -1,8 +1,9 @@
 // The CLI's subcommands, in the order `--help` lists them. Add a command: one file here, one line below.
+import { generate } from "./generate.ts"
 import { list } from "./list.ts"
 import { plan } from "./plan.ts"
 import { rope } from "./rope.ts"
 import { run } from "./run.ts"
 import { score } from "./score.ts"
 
-export const commands = [run, plan, list, score, rope] as const
+export const commands = [run, plan, list, score, generate, rope] as const

@@ -11,7 +11,8 @@ import { logprobsFromLogits } from "../../../kernels/logprobs.ts"
 import { type Weight, linear, prepareWeight, releaseWeight } from "../../../kernels/matmul.ts"
 import { rmsnorm } from "../../../kernels/rmsnorm.ts"
 import { type GpuRopeTable, applyRope, releaseRopeTable, uploadRopeTable } from "../../../kernels/rope.ts"
-import type { RopeTable } from "../../../kernels/rope-table.ts"
+import { inverseRopeTable } from "../../../kernels/rope-backward.ts"
+import { type RopeTable, invFreqAt } from "../../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../../kernels/runtime.ts"
 import { swiglu } from "../../../kernels/swiglu.ts"
 import type { Tensor } from "../../../kernels/tensor.ts"
@@ -63,7 +64,58 @@ export interface LlamaModel {
   readonly rope: (length: number) => ChosenTable
   /** `out[i] = ln p(tokens[i+1] | tokens[0..i])`, length n−1. */
   logprobs(tokens: Uint32Array | readonly number[], options?: LogprobsOptions): Promise<Float64Array>
+  /** A KV-cache session for incremental decoding of up to `capacity` tokens (see LlamaSession). */
+  session(capacity: number): LlamaSession
   dispose(): void
+}
+
+/**
+ * Incremental decoding over one KV cache per layer. The cached keys were all rotated with one table,
+ * `table`; feeding with another table first needs `rerotate` (O(cache), see there) or `reset` (re-prefill).
+ */
+export interface LlamaSession {
+  /** Tokens in the cache (the next token fed sits at this position). */
+  readonly length: number
+  readonly capacity: number
+  /** The table the cached keys carry (undefined while the cache is empty). */
+  readonly table: RopeTable | undefined
+  /**
+   * Runs `tokens` at positions length.. (in chunks), appends their K/V and returns ln p(next token) over
+   * the whole vocabulary for the last one, in float64. `table` must equal `this.table` unless the cache
+   * is empty.
+   */
+  feed(tokens: Uint32Array | readonly number[], table: RopeTable, options?: { readonly chunk?: number; readonly source?: string }): Promise<Float64Array>
+  /**
+   * Turns every cached key into what `table` would have made of the same unrotated key: per row, undo the
+   * old rotation and scale (R(−nθ_old)/m_old, or R(−nθ_0) below the old n̂), then apply the new one
+   * (m_new·R(nθ_new), or R(nθ_0) below the new n̂). Values carry no position, so they stay.
+   * `windowRows` forces the windowed path (a scratch copy per window of rows) that caches larger than one
+   * storage binding take; tests use it.
+   *
+   * Exact for the first layer only: deeper layers' cached keys and values were computed from hidden
+   * states that attended under the old table, and a fresh prefill would recompute those too. So in a
+   * multi-layer model this is an O(cache) approximation of a re-prefill, not the same result.
+   */
+  rerotate(table: RopeTable, options?: { readonly windowRows?: number }): void
+  /** Empties the cache (the buffers are kept for the next feed). */
+  reset(): void
+  dispose(): void
+}
+
+/** Whether two tables rotate identically (same dims, frequencies per layer, n̂ and scale). */
+export function sameRopeTable(a: RopeTable, b: RopeTable, numLayers: number): boolean {
+  if (a === b) return true
+  if (a.rotaryDim !== b.rotaryDim || a.startTokens !== b.startTokens || a.attentionScale !== b.attentionScale) return false
+  const half = a.rotaryDim / 2
+  const eq = (x: Float64Array, y: Float64Array): boolean => {
+    for (let i = 0; i < half; i++) if (x[i] !== y[i]) return false
+    return true
+  }
+  // n̂ = 0 means the original frequencies are never used, so they need not match.
+  if (a.startTokens > 0 && !eq(a.originalInvFreq, b.originalInvFreq)) return false
+  const layers = a.invFreq instanceof Float64Array && b.invFreq instanceof Float64Array ? 1 : numLayers
+  for (let l = 0; l < layers; l++) if (!eq(invFreqAt(a, l), invFreqAt(b, l))) return false
+  return true
 }
 
 interface GpuLayer {
@@ -194,7 +246,7 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     try {
       for (let start = 0; start < m; start += chunk) {
         const len = Math.min(chunk, m - start)
-        const x = forwardChunk(ids, start, len, table, caches)
+        const x = forwardChunk(ids.subarray(start, start + len), start, table, caches)
         // Row p predicts token p+1.
         for (let r = 0; r < len; r += logitRows) {
           const rows = Math.min(logitRows, len - r)
@@ -217,9 +269,10 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     return out
   }
 
-  /** One chunk through every layer and the final norm; returns the normed hidden states [len, D]. */
-  function forwardChunk(ids: Uint32Array, start: number, len: number, table: GpuRopeTable, caches: readonly KvCache[]): Tensor {
-    const idT = rt.upload(ids.subarray(start, start + len))
+  /** One chunk (`ids`, at positions start..) through every layer and the final norm; returns the normed hidden states [len, D]. */
+  function forwardChunk(ids: Uint32Array, start: number, table: GpuRopeTable, caches: readonly KvCache[]): Tensor {
+    const len = ids.length
+    const idT = rt.upload(ids)
     const positions = new Uint32Array(len)
     for (let i = 0; i < len; i++) positions[i] = start + i
     const posT = rt.upload(positions)
@@ -264,14 +317,157 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     return t
   }
 
+  function session(capacity: number): LlamaSession {
+    if (disposed) throw new Error("llama: model used after dispose()")
+    if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`llama session: capacity ${capacity} must be an integer ≥ 1`)
+    const caches: KvCache[] = []
+    try {
+      for (let l = 0; l < layers.length; l++) caches.push(createKvCache(rt, capacity, c.numKvHeads, c.headDim))
+    } catch (e) {
+      for (const cache of caches) releaseKvCache(rt, cache)
+      throw e
+    }
+    let length = 0
+    let table: RopeTable | undefined
+    let gpuTable: GpuRopeTable | undefined
+    let closed = false
+    const setTable = (t: RopeTable): GpuRopeTable => {
+      if (gpuTable !== undefined) releaseRopeTable(rt, gpuTable)
+      table = t
+      gpuTable = uploadRopeTable(rt, t, c.numLayers)
+      return gpuTable
+    }
+    const alive = (): void => {
+      if (closed) throw new Error("llama session: used after dispose()")
+      if (disposed) throw new Error("llama: model used after dispose()")
+    }
+
+    async function feed(tokens: Uint32Array | readonly number[], t: RopeTable, options: { readonly chunk?: number; readonly source?: string } = {}): Promise<Float64Array> {
+      alive()
+      const n = tokens.length
+      if (n === 0) throw new Error("llama session: feed needs at least one token")
+      checkTokens(tokens, c.vocabSize, options.source)
+      if (length + n > capacity) throw new Error(`llama session: ${length} cached + ${n} new tokens exceed the capacity ${capacity}`)
+      if (c.slidingWindow !== undefined && length + n > c.slidingWindow) {
+        throw inputError(c.file, `sliding_window ${c.slidingWindow} is shorter than the ${length + n}-token sequence; sliding-window attention is not implemented (set sliding_window to null for full attention)`)
+      }
+      let gt = gpuTable
+      if (table === undefined || gt === undefined || !sameRopeTable(table, t, c.numLayers)) {
+        if (length > 0) throw new Error("llama session: the table differs from the one the cached keys carry; rerotate() or reset() first")
+        gt = setTable(t)
+      }
+      const chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
+      const ids = Uint32Array.from(tokens)
+      let last: Tensor | undefined
+      for (let at = 0; at < n; at += chunk) {
+        const len = Math.min(chunk, n - at)
+        const x = forwardChunk(ids.subarray(at, at + len), length + at, gt, caches)
+        if (at + len < n) rt.release(x)
+        else {
+          last = len === 1 ? x : sliceRows(x, len - 1, 1, D)
+          if (last !== x) rt.release(x)
+        }
+      }
+      length += n
+      const logits = linear(rt, last!, lmHead)
+      rt.release(last)
+      const values = await rt.read(logits)
+      rt.release(logits)
+      return logSoftmax(values, c.vocabSize)
+    }
+
+    function rerotate(t: RopeTable, options: { readonly windowRows?: number } = {}): void {
+      alive()
+      if (table !== undefined && sameRopeTable(table, t, c.numLayers)) return
+      const old = gpuTable
+      if (old === undefined || length === 0) {
+        setTable(t) // nothing cached to turn
+        return
+      }
+      // The inverse table rotates by −angle but keeps m; 1/m_old instead undoes the old scale too. Rows
+      // below the old n̂ were rotated with θ_0 and no scale, which the inverse undoes as they are.
+      const inv0 = inverseRopeTable(rt, old)
+      const inverse: GpuRopeTable = { ...inv0, attentionScale: 1 / old.attentionScale }
+      const fresh = uploadRopeTable(rt, t, c.numLayers)
+      const width = c.numKvHeads * c.headDim
+      const rowBytes = width * 4
+      // applyRope binds the whole tensor buffer: in place when the cache fits one storage binding,
+      // otherwise window by window through a scratch tensor.
+      const forced = options.windowRows
+      if (forced !== undefined && (!Number.isInteger(forced) || forced < 1)) throw new Error(`llama session: windowRows ${forced} must be an integer ≥ 1`)
+      const inPlace = forced === undefined && caches[0]!.k.buffer.size <= rt.limits.maxStorageBufferBindingSize
+      const windowRows = inPlace ? length : (forced ?? Math.max(1, Math.floor(rt.limits.maxStorageBufferBindingSize / rowBytes)))
+      const opts = { heads: c.numKvHeads, headDim: c.headDim }
+      for (let from = 0; from < length; from += windowRows) {
+        const rows = Math.min(windowRows, length - from)
+        const positions = new Uint32Array(rows)
+        for (let i = 0; i < rows; i++) positions[i] = from + i
+        const posT = rt.upload(positions)
+        for (let l = 0; l < caches.length; l++) {
+          const cache = caches[l]!
+          const view: Tensor = inPlace ? { buffer: cache.k.buffer, shape: [rows, width], dtype: "f32" } : rt.tensor([rows, width])
+          if (!inPlace) rt.copy(cache.k.buffer, from * rowBytes, view.buffer, 0, rows * rowBytes)
+          applyRope(rt, view, posT, inverse, { ...opts, layer: l })
+          applyRope(rt, view, posT, fresh, { ...opts, layer: l })
+          if (!inPlace) {
+            rt.copy(view.buffer, 0, cache.k.buffer, from * rowBytes, rows * rowBytes)
+            rt.release(view)
+          }
+        }
+        rt.release(posT)
+      }
+      rt.releaseBuffer(inv0.buffer)
+      releaseRopeTable(rt, old)
+      table = t
+      gpuTable = fresh
+    }
+
+    return {
+      get length() {
+        return length
+      },
+      capacity,
+      get table() {
+        return table
+      },
+      feed,
+      rerotate,
+      reset() {
+        alive()
+        length = 0
+      },
+      dispose() {
+        if (closed) return
+        closed = true
+        if (disposed) return
+        rt.flush()
+        for (const cache of caches) releaseKvCache(rt, cache)
+        if (gpuTable !== undefined) releaseRopeTable(rt, gpuTable)
+      },
+    }
+  }
+
   return {
     config: c,
     rope: inspected.rope,
     logprobs,
+    session,
     dispose() {
       if (disposed) return
       disposed = true
       releaseAll()
     },
   }
+}
+
+/** ln softmax of one row of logits, in float64 (the host picks the next token from it anyway). */
+function logSoftmax(logits: Float32Array, vocab: number): Float64Array {
+  let max = -Infinity
+  for (let i = 0; i < vocab; i++) if (logits[i]! > max) max = logits[i]!
+  let sum = 0
+  for (let i = 0; i < vocab; i++) sum += Math.exp(logits[i]! - max)
+  const lse = max + Math.log(sum)
+  const out = new Float64Array(vocab)
+  for (let i = 0; i < vocab; i++) out[i] = logits[i]! - lse
+  return out
 }
