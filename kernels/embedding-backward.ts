@@ -1,11 +1,10 @@
 /** Embedding backward: scatter-add of output-row gradients into the table gradient, deterministic. */
+import { tableRowChunks } from "./embedding.ts"
 import { vtPrelude } from "./rmsnorm-backward.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, shapeString } from "./tensor.ts"
 import src from "./embedding-backward.wgsl" with { type: "text" }
-
-const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b))
 
 /** Columns (VT units) per scatter invocation. */
 const BLOCK = 16
@@ -41,13 +40,7 @@ export function embeddingBackward(
   if (T === 0) return
   const vec = D % 4 === 0
   const cols = vec ? D / 4 : D
-  const rowBytes = D * 4
-  const align = rt.limits.minStorageBufferOffsetAlignment
-  const rowStep = align / gcd(rowBytes, align)
-  const maxBytes = Math.min(options.maxBindingBytes ?? Infinity, rt.limits.maxStorageBufferBindingSize)
-  let rowsPerChunk = Math.floor(maxBytes / rowBytes / rowStep) * rowStep
-  if (rowsPerChunk < 1) throw new Error(`embeddingBackward: one aligned group of ${rowStep} rows of ${rowBytes} bytes exceeds the ${maxBytes}-byte binding limit`)
-  rowsPerChunk = Math.min(rowsPerChunk, V)
+  const chunks = tableRowChunks(rt, "embeddingBackward", dTable, V, D, options.maxBindingBytes)
   const code = vtPrelude(vec) + src
   const label = `embedding-backward-${vec ? 4 : 1}`
   const groups = Math.ceil(T / 64)
@@ -64,9 +57,7 @@ export function embeddingBackward(
   const method = options.method ?? (V * blocks < T ? "rows" : "links")
   if (method === "rows") {
     const pipe = rt.pipeline(label, code, "rows")
-    for (let start = 0; start < V; start += rowsPerChunk) {
-      const end = Math.min(V, start + rowsPerChunk)
-      const binding = { buffer: dTable.buffer, offset: start * rowBytes, size: (end - start) * rowBytes }
+    for (const { start, end, binding } of chunks) {
       rt.dispatch(pipe, [ids, dOut, binding], [Math.ceil((end - start) / 64), blocks], params(start, end))
     }
     return
@@ -74,9 +65,7 @@ export function embeddingBackward(
   const chain = rt.tensor([2 * T], "u32")
   rt.dispatch(rt.pipeline(label, code, "links"), [ids, chain], [groups], params(0, V))
   const scatter = rt.pipeline(label, code, "scatter")
-  for (let start = 0; start < V; start += rowsPerChunk) {
-    const end = Math.min(V, start + rowsPerChunk)
-    const binding = { buffer: dTable.buffer, offset: start * rowBytes, size: (end - start) * rowBytes }
+  for (const { start, end, binding } of chunks) {
     rt.dispatch(scatter, [ids, chain, dOut, binding], [groups, blocks], params(start, end))
   }
   rt.release(chain)

@@ -7,6 +7,33 @@ import src from "./embedding.wgsl" with { type: "text" }
 
 const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b))
 
+/** One row range [start, end) of a [V, D] f32 table and its binding at an aligned offset. */
+export interface TableChunk {
+  readonly start: number
+  readonly end: number
+  readonly binding: { readonly buffer: GPUBuffer; readonly offset: number; readonly size: number }
+}
+
+/**
+ * Splits the rows of `table` [V, D] f32 into ranges whose bindings fit `maxBindingBytes` (and the
+ * device's storage binding limit) and start on the storage offset alignment (256 on most adapters).
+ */
+export function tableRowChunks(rt: GpuRuntime, op: string, table: Tensor, V: number, D: number, maxBindingBytes?: number): TableChunk[] {
+  const rowBytes = D * 4
+  const align = rt.limits.minStorageBufferOffsetAlignment
+  const rowStep = align / gcd(rowBytes, align)
+  const maxBytes = Math.min(maxBindingBytes ?? Infinity, rt.limits.maxStorageBufferBindingSize)
+  let rowsPerChunk = Math.floor(maxBytes / rowBytes / rowStep) * rowStep
+  if (rowsPerChunk < 1) throw new Error(`${op}: one aligned group of ${rowStep} rows of ${rowBytes} bytes exceeds the ${maxBytes}-byte binding limit`)
+  rowsPerChunk = Math.min(rowsPerChunk, V)
+  const chunks: TableChunk[] = []
+  for (let start = 0; start < V; start += rowsPerChunk) {
+    const end = Math.min(V, start + rowsPerChunk)
+    chunks.push({ start, end, binding: { buffer: table.buffer, offset: start * rowBytes, size: (end - start) * rowBytes } })
+  }
+  return chunks
+}
+
 /**
  * table [V, D] f32, ids u32 [T] → [T, D]. Ids ≥ V give zero rows. `maxBindingBytes` (default: the
  * device's storage binding limit) splits a large table into row ranges bound at offsets.
@@ -20,19 +47,11 @@ export function embed(rt: GpuRuntime, table: Tensor, ids: Tensor, options: { rea
   const out = rt.tensor([T, D])
   const vec = D % 4 === 0
   const cols = vec ? D / 4 : D
-  const rowBytes = D * 4
-  // Chunk starts must sit on the storage offset alignment (256 on most adapters).
-  const align = rt.limits.minStorageBufferOffsetAlignment
-  const rowStep = align / gcd(rowBytes, align)
-  const maxBytes = Math.min(options.maxBindingBytes ?? Infinity, rt.limits.maxStorageBufferBindingSize)
-  let rowsPerChunk = Math.floor(maxBytes / rowBytes / rowStep) * rowStep
-  if (rowsPerChunk < 1) throw new Error(`embed: one aligned group of ${rowStep} rows of ${rowBytes} bytes exceeds the ${maxBytes}-byte binding limit`)
-  rowsPerChunk = Math.min(rowsPerChunk, V)
+  const chunks = tableRowChunks(rt, "embed", table, V, D, options.maxBindingBytes)
   const pipe = rt.pipeline("embedding", src, vec ? "main4" : "main1")
   const blocks = Math.ceil(cols / 8) // BLOCK in embedding.wgsl
   const n = T * blocks
-  for (let start = 0; start < V; start += rowsPerChunk) {
-    const end = Math.min(V, start + rowsPerChunk)
+  for (const { start, end, binding } of chunks) {
     const params = uniforms([
       ["u32", n],
       ["u32", cols],
@@ -42,7 +61,6 @@ export function embed(rt: GpuRuntime, table: Tensor, ids: Tensor, options: { rea
       ["u32", V],
       ["u32", end === V ? 1 : 0],
     ])
-    const binding = { buffer: table.buffer, offset: start * rowBytes, size: (end - start) * rowBytes }
     rt.dispatch(pipe, [ids, binding, out], [strideGroups(rt, n, 64)], params)
   }
   return out

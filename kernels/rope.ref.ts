@@ -17,12 +17,27 @@ export function ropeRef(
   table: RopeTable,
   opts: { heads: number; headDim: number; layer: number },
 ): Float64Array {
+  return rotateRef(x, positions, table, opts, 1)
+}
+
+/**
+ * x [T, heads·headDim] with each rotary pair rotated by `direction`·angle and scaled by m
+ * (1: the forward rotation R; −1: its transpose Rᵀ, used by the backward). x is not modified.
+ */
+export function rotateRef(
+  x: ArrayLike<number>,
+  positions: ArrayLike<number>,
+  table: RopeTable,
+  opts: { heads: number; headDim: number; layer: number },
+  direction: 1 | -1,
+): Float64Array {
   const { heads, headDim, layer } = opts
   const half = table.rotaryDim / 2
   const out = Float64Array.from(x)
   for (let t = 0; t < positions.length; t++) {
     for (let i = 0; i < half; i++) {
-      const { cos, sin } = ropeCosSinRef(table, layer, positions[t]!, i)
+      const { cos, sin: s } = ropeCosSinRef(table, layer, positions[t]!, i)
+      const sin = direction * s
       for (let h = 0; h < heads; h++) {
         const a = t * heads * headDim + h * headDim + i
         const u = x[a]!, v = x[a + half]!

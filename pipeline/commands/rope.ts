@@ -9,21 +9,13 @@ import { Command, Flag } from "effect/cli"
 import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
 import { parseScalingJson } from "../../plugins/rope/formats.ts"
 import { resolveRope, tableFactors } from "../../plugins/rope/index.ts"
+import type { RopePlotInput } from "../../plugins/report/rope-plot.ts"
 import type { RopeSpec } from "../../plugins/rope/types.ts"
 import { inputError } from "../errors.ts"
 
-export interface RopeReport {
-  readonly model: string
-  readonly length: number
-  readonly method: string
-  readonly reason: string
+/** What the plot reads (model, length, method and reason, rotary dim, base, context lengths, n̂, attention scale) and the table itself. */
+export interface RopeReport extends RopePlotInput {
   readonly headDim: number
-  readonly rotaryDim: number
-  readonly base: number
-  readonly maxPositions: number
-  readonly originalMaxPositions: number | null
-  readonly startTokens: number
-  readonly attentionScale: number
   /** λ_i, or one row per layer for per-layer tables. */
   readonly factors: number[] | number[][]
   /** θ'_i (per layer likewise). */

@@ -172,8 +172,12 @@ export interface PerplexityPoint {
   readonly value: number
 }
 
-/** Perplexity against evaluation length: log2 x, log y, one line per method. */
-export function perplexitySpec(opts: { readonly title: string; readonly subtitle?: string; readonly points: readonly PerplexityPoint[] }): VlSpec {
+/** One line per method against length: log2 x with a tick at each length measured; `y` is the value's encoding. */
+function lengthLinesSpec(
+  opts: { readonly title: string; readonly subtitle?: string; readonly points: ReadonlyArray<{ readonly series: string; readonly length: number }> },
+  xTitle: string,
+  y: Record<string, unknown>,
+): VlSpec {
   const lengths = [...new Set(opts.points.map((p) => p.length))].sort((a, b) => a - b)
   return {
     ...base(opts.title, opts.subtitle),
@@ -183,15 +187,24 @@ export function perplexitySpec(opts: { readonly title: string; readonly subtitle
       x: {
         field: "length",
         type: "quantitative",
-        title: "evaluation length (tokens, log2)",
+        title: xTitle,
         scale: { type: "log", base: 2, nice: false, ...(lengths.length > 1 ? { domain: [lengths[0], lengths[lengths.length - 1]] } : {}) },
         axis: { values: lengths, format: "d" },
       },
-      // no decade rounding: 400 vs 900 would otherwise sit in a corner of a 100–10,000 axis
-      y: { field: "value", type: "quantitative", title: "perplexity, lower is better (log)", scale: { type: "log", nice: false, padding: 14 } },
+      y,
       color: { field: "series", type: "nominal", title: "method", scale: methodColorScale(opts.points.map((p) => p.series)) },
     },
   }
+}
+
+/** Perplexity against evaluation length: log2 x, log y, one line per method. */
+export function perplexitySpec(opts: { readonly title: string; readonly subtitle?: string; readonly points: readonly PerplexityPoint[] }): VlSpec {
+  return lengthLinesSpec(
+    opts,
+    "evaluation length (tokens, log2)",
+    // no decade rounding: 400 vs 900 would otherwise sit in a corner of a 100–10,000 axis
+    { field: "value", type: "quantitative", title: "perplexity, lower is better (log)", scale: { type: "log", nice: false, padding: 14 } },
+  )
 }
 
 // ---- (d) passkey ---------------------------------------------------------------------------------------
@@ -239,21 +252,11 @@ export function passkeyGridSpec(opts: { readonly title: string; readonly subtitl
 
 /** Passkey accuracy against length per method (log2 x, 0–100% y). */
 export function passkeyLineSpec(opts: { readonly title: string; readonly subtitle?: string; readonly points: ReadonlyArray<{ readonly series: string; readonly length: number; readonly accuracy: number }> }): VlSpec {
-  const lengths = [...new Set(opts.points.map((p) => p.length))].sort((a, b) => a - b)
-  return {
-    ...base(opts.title, opts.subtitle),
-    data: { values: opts.points.map((p) => ({ ...p })) },
-    mark: { type: "line", point: { size: 40 }, strokeWidth: 2 },
-    encoding: {
-      x: {
-        field: "length",
-        type: "quantitative",
-        title: "context length (tokens, log2)",
-        scale: { type: "log", base: 2, nice: false, ...(lengths.length > 1 ? { domain: [lengths[0], lengths[lengths.length - 1]] } : {}) },
-        axis: { values: lengths, format: "d" },
-      },
-      y: { field: "accuracy", type: "quantitative", title: "passkey retrieval accuracy", scale: { domain: [0, 1] }, axis: { format: ".0%" } },
-      color: { field: "series", type: "nominal", title: "method", scale: methodColorScale(opts.points.map((p) => p.series)) },
-    },
-  }
+  return lengthLinesSpec(opts, "context length (tokens, log2)", {
+    field: "accuracy",
+    type: "quantitative",
+    title: "passkey retrieval accuracy",
+    scale: { domain: [0, 1] },
+    axis: { format: ".0%" },
+  })
 }

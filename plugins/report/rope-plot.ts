@@ -6,7 +6,7 @@ import { writeFileAtomic } from "../models/safetensors.ts"
 import { baselineSeries, factorCurveSpec, fmt } from "./charts.ts"
 import { renderSvg, type VlSpec } from "./render.ts"
 
-/** The parts of pipeline/commands/rope.ts's RopeReport the plot reads. */
+/** The parts of pipeline/commands/rope.ts's RopeReport (which extends this) the plot reads. */
 export interface RopePlotInput {
   readonly model: string
   readonly length: number

@@ -86,18 +86,24 @@ export function resolveEvolutionaryParams(ctx: SearchContext, params: Partial<Ev
   return p
 }
 
+/** What a strategy `name` starts from: its genes, the context's init vectors normalised onto them, the seeded generator. */
+export function startingPoint(name: string, ctx: SearchContext, p: SpaceParams & { readonly seed: number }): { genes: Genes; init: Genome[]; rng: RngState } {
+  const genes = buildGenes(name, ctx, p)
+  if (ctx.init.length === 0) throw new Error(`${name}: the context needs at least one init vector`)
+  const defaults = { startToken: p.initStartToken, attentionScale: p.initAttentionScale }
+  return { genes, init: ctx.init.map((g) => normalise(genes, g, defaults)), rng: Rng.seeded(p.seed).state() }
+}
+
 export function initEvolutionary(ctx: SearchContext, params: Partial<EvolutionaryParams>): EvolutionaryState {
   const p = resolveEvolutionaryParams(ctx, params)
-  const genes = buildGenes("evolutionary", ctx, p)
-  if (ctx.init.length === 0) throw new Error("evolutionary: the context needs at least one init vector")
-  const defaults = { startToken: p.initStartToken, attentionScale: p.initAttentionScale }
+  const { genes, init, rng } = startingPoint("evolutionary", ctx, p)
   return {
     strategy: "evolutionary",
     params: p,
     genes,
     fidelity: ctx.fidelity,
-    init: ctx.init.map((g) => normalise(genes, g, defaults)),
-    rng: Rng.seeded(p.seed).state(),
+    init,
+    rng,
     generation: 0,
     population: [],
     history: [],
@@ -109,11 +115,28 @@ export function initEvolutionary(ctx: SearchContext, params: Partial<Evolutionar
 export const evolutionaryDone = (s: EvolutionaryState): boolean => s.pending.length === 0 && s.generation > s.params.iterations
 
 /** Random distinct values of the set other than `except`, drawn without replacement. */
-function sampleValues(rng: Rng, values: readonly number[], k: number, except: number | undefined): number[] {
+export function sampleValues(rng: Rng, values: readonly number[], k: number, except: number | undefined): number[] {
   const pool = values.filter((v) => v !== except)
   const out: number[] = []
   while (out.length < k && pool.length > 0) out.push(pool.splice(rng.int(0, pool.length - 1), 1)[0] as number)
   return out
+}
+
+/** Crossover of two distinct parents drawn uniformly from `parents` (ranked, at least two): the better one is p1. */
+export function crossoverOfTwo(
+  genes: Genes,
+  parents: readonly Member[],
+  rng: Rng,
+  isSeen: (g: Genome) => boolean,
+  maxTry: number,
+): Genome | undefined {
+  const i = rng.int(0, parents.length - 1)
+  let j = rng.int(0, parents.length - 2)
+  if (j >= i) j++
+  // parents are ranked, so the lower index is the better parent (p1).
+  const p1 = parents[Math.min(i, j)] as Member
+  const p2 = parents[Math.max(i, j)] as Member
+  return crossover(genes, p1.genome, p2.genome, rng, isSeen, maxTry, sameGenome)
 }
 
 export function proposeEvolutionary(state: EvolutionaryState): { state: EvolutionaryState; candidates: Candidate[] } {
@@ -163,15 +186,7 @@ export function proposeEvolutionary(state: EvolutionaryState): { state: Evolutio
     for (let k = 0; k < p.crossovers && parents.length > 0; k++) {
       let child: Genome | undefined
       if (parents.length < 2) child = mutate(genes, (parents[0] as Member).genome, rng, isSeen)
-      else {
-        const i = rng.int(0, parents.length - 1)
-        let j = rng.int(0, parents.length - 2)
-        if (j >= i) j++
-        // parents are ranked, so the lower index is the better parent (p1).
-        const p1 = parents[Math.min(i, j)] as Member
-        const p2 = parents[Math.max(i, j)] as Member
-        child = crossover(genes, p1.genome, p2.genome, rng, isSeen, p.maxCrossoverTry, sameGenome)
-      }
+      else child = crossoverOfTwo(genes, parents, rng, isSeen, p.maxCrossoverTry)
       if (child !== undefined) add(child)
     }
   }

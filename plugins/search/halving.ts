@@ -12,11 +12,11 @@
  * With n̂ searched, every mutant also enters the cohort with `mutantTries` random n̂ values and the top
  * `topParents` elites with every value not yet tried: the cheap rungs sort them out.
  */
-import { GenomeIndex, sameGenome } from "./grid.ts"
+import { GenomeIndex } from "./grid.ts"
 import { buildGenes, checkInt, defaultSpaceParams, type SpaceParams } from "./params.ts"
 import { Rng, type RngState } from "../data/rng.ts"
-import { crossover, mutate, normalise, type Genes } from "./space.ts"
-import { answer, rank, type Member } from "./evolutionary.ts"
+import { mutate, type Genes } from "./space.ts"
+import { answer, crossoverOfTwo, rank, sampleValues, startingPoint, type Member } from "./evolutionary.ts"
 import { type Candidate, type Evaluated, type Fidelity, type Genome, type Progress, type Result, type SearchContext, type Strategy } from "./types.ts"
 import { inputError } from "../../pipeline/errors.ts"
 
@@ -101,16 +101,14 @@ export function resolveHalvingParams(ctx: SearchContext, params: Partial<Halving
 
 export function initHalving(ctx: SearchContext, params: Partial<HalvingParams>): HalvingState {
   const p = resolveHalvingParams(ctx, params)
-  const genes = buildGenes("successive-halving", ctx, p)
-  if (ctx.init.length === 0) throw new Error("successive-halving: the context needs at least one init vector")
-  const defaults = { startToken: p.initStartToken, attentionScale: p.initAttentionScale }
+  const { genes, init, rng } = startingPoint("successive-halving", ctx, p)
   return {
     strategy: "successive-halving",
     params: p,
     genes,
     rungs: [...(ctx.fidelities ?? []), ctx.fidelity],
-    init: ctx.init.map((g) => normalise(genes, g, defaults)),
-    rng: Rng.seeded(p.seed).state(),
+    init,
+    rng,
     generation: 0,
     rung: 0,
     cohort: [],
@@ -132,13 +130,6 @@ export function halvingDone(s: HalvingState): boolean {
   if (s.fullEvaluations >= p.maxFullEvaluations || s.generation >= p.maxGenerations) return true
   const best = bestFull(s)
   return p.targetFitness !== null && best !== undefined && best.fitness <= p.targetFitness
-}
-
-function sampleValues(rng: Rng, values: readonly number[], k: number, except: number | undefined): number[] {
-  const pool = values.filter((v) => v !== except)
-  const out: number[] = []
-  while (out.length < k && pool.length > 0) out.push(pool.splice(rng.int(0, pool.length - 1), 1)[0] as number)
-  return out
 }
 
 /** A new generation's children, all unseen. */
@@ -183,12 +174,7 @@ function breed(s: HalvingState, rng: Rng): Genome[] {
       const child = mutate(genes, rng.pick(parents).genome, rng, isSeen)
       if (child !== undefined) withVariants(child)
     } else {
-      const i = rng.int(0, parents.length - 1)
-      let j = rng.int(0, parents.length - 2)
-      if (j >= i) j++
-      const p1 = parents[Math.min(i, j)] as Member
-      const p2 = parents[Math.max(i, j)] as Member
-      const child = crossover(genes, p1.genome, p2.genome, rng, isSeen, p.maxCrossoverTry, sameGenome)
+      const child = crossoverOfTwo(genes, parents, rng, isSeen, p.maxCrossoverTry)
       if (child !== undefined) add(child)
     }
   }

@@ -3,48 +3,7 @@ import { attentionBackward, attentionTrain } from "../../kernels/attention-backw
 import { type TrainAttentionRefOptions, attentionBackwardRef, attentionTrainRef } from "../../kernels/attention-backward.ref.ts"
 import { attentionRef } from "../../kernels/attention.ref.ts"
 import { gpu } from "../gpu-shared.ts"
-
-
-const rand = (n: number, seed: number, scale = 1, offset = 0): Float32Array => {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = ((s / 2 ** 32) * 2 - 1) * scale + offset
-  }
-  return out
-}
-
-/** max |a − b| / max |b|: error relative to the tensor's scale. */
-const relErr = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
-  let e = 0, m = 1e-30
-  for (let i = 0; i < b.length; i++) {
-    e = Math.max(e, Math.abs(a[i]! - b[i]!))
-    m = Math.max(m, Math.abs(b[i]!))
-  }
-  return e / m
-}
-
-/** Central differences of loss(v) = Σ g·f(v) with respect to every entry of v (float64). */
-function fdGrad(v: Float64Array, loss: () => number, h = 1e-5): Float64Array {
-  const g = new Float64Array(v.length)
-  for (let i = 0; i < v.length; i++) {
-    const old = v[i]!
-    v[i] = old + h
-    const up = loss()
-    v[i] = old - h
-    const down = loss()
-    v[i] = old
-    g[i] = (up - down) / (2 * h)
-  }
-  return g
-}
-
-const dotLoss = (g: ArrayLike<number>, y: ArrayLike<number>): number => {
-  let s = 0
-  for (let i = 0; i < y.length; i++) s += g[i]! * y[i]!
-  return s
-}
+import { dotLoss, fdGrad, rand, relErr } from "./gradcheck.ts"
 
 /** Document ids for packed sequences: documents of the given lengths, back to back. */
 const docs = (lengths: readonly number[]): Uint32Array => Uint32Array.from(lengths.flatMap((n, i) => Array<number>(n).fill(i)))

@@ -2,16 +2,7 @@ import { describe, expect, test } from "bun:test"
 import { rmsnorm } from "../../kernels/rmsnorm.ts"
 import { rmsnormRef } from "../../kernels/rmsnorm.ref.ts"
 import { gpu } from "../gpu-shared.ts"
-
-const rand = (n: number, seed: number, scale = 1, offset = 0): Float32Array => {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = ((s / 2 ** 32) * 2 - 1) * scale + offset
-  }
-  return out
-}
+import { rand } from "./gradcheck.ts"
 
 describe("rmsnorm", () => {
   const cases = [

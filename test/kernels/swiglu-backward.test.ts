@@ -3,48 +3,7 @@ import { swigluBackward } from "../../kernels/swiglu-backward.ts"
 import { swigluBackwardRef } from "../../kernels/swiglu-backward.ref.ts"
 import { swigluRef } from "../../kernels/swiglu.ref.ts"
 import { gpu } from "../gpu-shared.ts"
-
-
-const rand = (n: number, seed: number, scale = 1, offset = 0): Float32Array => {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = ((s / 2 ** 32) * 2 - 1) * scale + offset
-  }
-  return out
-}
-
-/** max |a − b| / max |b|: error relative to the tensor's scale. */
-const relErr = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
-  let e = 0, m = 1e-30
-  for (let i = 0; i < b.length; i++) {
-    e = Math.max(e, Math.abs(a[i]! - b[i]!))
-    m = Math.max(m, Math.abs(b[i]!))
-  }
-  return e / m
-}
-
-/** Central differences of loss(v) = Σ g·f(v) with respect to every entry of v (float64). */
-function fdGrad(v: Float64Array, loss: () => number, h = 1e-5): Float64Array {
-  const g = new Float64Array(v.length)
-  for (let i = 0; i < v.length; i++) {
-    const old = v[i]!
-    v[i] = old + h
-    const up = loss()
-    v[i] = old - h
-    const down = loss()
-    v[i] = old
-    g[i] = (up - down) / (2 * h)
-  }
-  return g
-}
-
-const dotLoss = (g: ArrayLike<number>, y: ArrayLike<number>): number => {
-  let s = 0
-  for (let i = 0; i < y.length; i++) s += g[i]! * y[i]!
-  return s
-}
+import { dotLoss, fdGrad, rand, relErr } from "./gradcheck.ts"
 
 describe("swiglu backward", () => {
   test("float64 analytic backward matches central differences (7×24, |gate| ≤ 12)", () => {

@@ -5,7 +5,8 @@ import { sameGenome } from "../../plugins/search/grid.ts"
 import { getStrategy, longrope2 } from "../../plugins/search/index.ts"
 import { isValid, PAPER_START_TOKENS } from "../../plugins/search/space.ts"
 import { rampFactors, smoothLandscape } from "../../plugins/search/synthetic.ts"
-import type { SearchContext, Strategy } from "../../plugins/search/types.ts"
+import type { SearchContext } from "../../plugins/search/types.ts"
+import { driveOn, initVectors, roundTrip } from "./harness.ts"
 
 const D = 32
 const S = 8
@@ -16,26 +17,11 @@ const ctx: SearchContext = {
   scale: S,
   fidelity: full,
   seed: 42,
-  init: [
-    { factors: rampFactors(D, S, 10, 23) }, // YaRN-like
-    { factors: Array.from({ length: D }, () => S) }, // PI
-    { factors: Array.from({ length: D }, (_, i) => S ** (i / (D - 1))) }, // NTK-like
-  ],
+  init: initVectors(D, S, 10, 23),
 }
 const small: Partial<EvolutionaryParams> = { populationSize: 16, iterations: 6, parents: 8, mutants: 4, crossovers: 4 }
 
-/** Drives a strategy like the stage does; `interrupt` round-trips the state through JSON after generation k. */
-function drive<P, S>(st: Strategy<P, S>, c: SearchContext, params: Partial<P>, interrupt?: (s: S, step: number) => S): S {
-  let s = st.init(c, params)
-  for (let step = 0; !st.done(s); step++) {
-    const { state, candidates } = st.propose(s)
-    s = st.observe(state, candidates.map((x) => ({ id: x.id, fitness: land.fitness(x.genome, x.fidelity) })))
-    if (interrupt) s = interrupt(s, step)
-  }
-  return s
-}
-
-const roundTrip = <T>(x: T): T => JSON.parse(JSON.stringify(x)) as T
+const drive = driveOn(land)
 
 describe("evolutionary", () => {
   test("paper defaults: 64 + 40 × 32 = 1344 evaluations, and the search beats every init vector", () => {

@@ -4,8 +4,9 @@ import { evolutionary } from "../../plugins/search/evolutionary.ts"
 import { halvingCost, successiveHalving, type HalvingParams, type HalvingState } from "../../plugins/search/halving.ts"
 import { fullEvaluationsToTarget } from "../../plugins/search/measure.ts"
 import { isValid } from "../../plugins/search/space.ts"
-import { rampFactors, smoothLandscape } from "../../plugins/search/synthetic.ts"
-import type { SearchContext, Strategy } from "../../plugins/search/types.ts"
+import { smoothLandscape } from "../../plugins/search/synthetic.ts"
+import type { SearchContext } from "../../plugins/search/types.ts"
+import { driveOn, initVectors, roundTrip } from "./harness.ts"
 
 // The paper's shape: d/2 = 64 factors, 8× extension, fitness on 5 samples at the target length;
 // the cheap rungs are 1 sample at L/4 and 2 samples at L/2.
@@ -22,22 +23,10 @@ const ctx: SearchContext = {
     { samples: 2, length: 16384 },
   ],
   seed: 42,
-  init: [
-    { factors: rampFactors(D, S, 20, 46) }, // YaRN-like (LLaMA2's ramp indices)
-    { factors: Array.from({ length: D }, () => S) }, // PI
-    { factors: Array.from({ length: D }, (_, i) => S ** (i / (D - 1))) }, // NTK-like
-  ],
+  init: initVectors(D, S, 20, 46), // LLaMA2's ramp indices for the YaRN-like one
 }
 
-function drive<P, St>(st: Strategy<P, St>, c: SearchContext, params: Partial<P>, each?: (s: St) => St): St {
-  let s = st.init(c, params)
-  while (!st.done(s)) {
-    const { state, candidates } = st.propose(s)
-    s = st.observe(state, candidates.map((x) => ({ id: x.id, fitness: land.fitness(x.genome, x.fidelity) })))
-    if (each) s = each(s)
-  }
-  return s
-}
+const drive = driveOn(land)
 
 // The reference: LongRoPE's search with the paper's defaults (1344 full-length evaluations).
 const evo = drive(evolutionary, ctx, {})
@@ -104,7 +93,7 @@ describe("successive-halving", () => {
   test("interrupted and restored from JSON after every batch: identical final result", () => {
     const params: Partial<HalvingParams> = { maxFullEvaluations: 30 }
     const straight = drive(successiveHalving, ctx, params)
-    const resumed = drive(successiveHalving, ctx, params, (s: HalvingState) => JSON.parse(JSON.stringify(s)) as HalvingState)
+    const resumed = drive(successiveHalving, ctx, params, (s: HalvingState) => roundTrip(s))
     expect(JSON.stringify(resumed)).toBe(JSON.stringify(straight))
   })
 })
