@@ -1,4 +1,5 @@
 // The CLI's subcommands, in the order `--help` lists them. Add a command: one file here, one line below.
+import { exportCommand } from "./export.ts"
 import { generate } from "./generate.ts"
 import { list } from "./list.ts"
 import { plan } from "./plan.ts"
@@ -6,4 +7,4 @@ import { rope } from "./rope.ts"
 import { run } from "./run.ts"
 import { score } from "./score.ts"
 
-export const commands = [run, plan, list, score, generate, rope] as const
+export const commands = [run, plan, list, score, generate, rope, exportCommand] as const

@@ -7,5 +7,7 @@ import { builtinPlugin } from "../../plugins/builtin.ts"
 import { reportPlugin } from "../../stages/report.ts"
 import type { Plugin } from "./plugin.ts"
 import { searchPlugin } from "../../stages/search.ts"
+import { trainPlugin } from "../../stages/finetune.ts"
+import { exportPlugin } from "../../stages/export.ts"
 
-export const builtinPlugins = (): readonly Plugin[] => [builtinPlugin, searchPlugin, reportPlugin]
+export const builtinPlugins = (): readonly Plugin[] => [builtinPlugin, searchPlugin, reportPlugin, trainPlugin, exportPlugin]

@@ -1,0 +1,345 @@
+/**
+ * Exports a model folder (optionally with a factor-set file) to the formats other tools read, and checks
+ * each one after writing:
+ *
+ *   hf/            config.json with the RoPE setting (HF `longrope` pair; with more than two sets the exact
+ *                  `longrope-research` table, plus hf-longrope/ with the HF pair), weights hard-linked
+ *   csv/           LongRoPE factor CSVs, one per set ({max_length/1024}k.csv)
+ *   gguf/          model-{f32|f16}.gguf for llama.cpp (from the HF pair)
+ *   checks.json    what was reloaded and scored, against what, and the max |Δ log p|
+ *
+ * Checks: HF folders are reloaded with loadLlama and scored against the source weights under the same
+ * rope_scaling (tolerance 1e-4). CSVs are re-read with the LongRoPE-compatible parser (exact). GGUF is
+ * decoded (tensors compared with the source, q/k un-permuted), its RoPE metadata turned into the table
+ * llama.cpp will use at each check length (plugins/models/llama/gguf-export.ts llamaCppRope) and compared
+ * with ropeway's, and, where node-llama-cpp is installed, scored by llama.cpp against ropeway with that
+ * table (tolerance 1e-3, f32 files).
+ */
+import { mkdirSync, readFileSync, rmSync } from "node:fs"
+import { availableParallelism } from "node:os"
+import { join, resolve } from "node:path"
+import { defaultInvFreq, type RopeTable } from "../../kernels/rope-table.ts"
+import type { GpuRuntime } from "../../kernels/runtime.ts"
+import { inputError } from "../../pipeline/errors.ts"
+import { decodeGguf, writeGguf } from "../models/gguf.ts"
+import { llamaCppRope, llamaToGguf, readHostLlama, unpermuteRotaryRows } from "../models/llama/gguf-export.ts"
+import { inspectLlama, loadLlama, type LlamaModel } from "../models/llama/model.ts"
+import { type FactorSetFile, factorSetFromHfLongrope, factorSetToScaling, parseFactorSetFile, ropeSpecFromConfig } from "../rope/formats.ts"
+import { writeFileAtomic } from "../models/safetensors.ts"
+import { writeFactorCsvs, type CsvCheck } from "./csv.ts"
+import { configWithRope, type HfRope, readConfigJson, ropeFromFactorSet, writeHfFolder } from "./hf.ts"
+import { llamaCppAvailable, llamaCppContext, llamaCppLogprobs } from "./llamacpp.ts"
+
+export const EXPORT_FORMATS = ["hf", "csv", "gguf"] as const
+export type ExportFormat = (typeof EXPORT_FORMATS)[number]
+
+export const HF_TOLERANCE = 1e-4
+export const GGUF_TOLERANCE = 1e-3
+
+export interface ExportOptions {
+  /** The source Hugging Face folder. */
+  readonly model: string
+  /** A ropeway factor-set file; absent: the model's own rope_scaling is exported. */
+  readonly factors?: string
+  readonly out: string
+  readonly formats?: readonly ExportFormat[]
+  readonly dtype?: "f32" | "f16"
+  /** Score the GGUF with llama.cpp when node-llama-cpp is installed (default true). */
+  readonly llamacpp?: boolean
+  /** llama.cpp CPU threads for the GGUF check (default min(8, available cores)). */
+  readonly threads?: number
+  /** Token counts scored by the checks (default: one at or below L0 and one past it, where the model extends). */
+  readonly checkLengths?: readonly number[]
+  readonly log?: (line: string) => void
+}
+
+export interface ScoreCheck {
+  readonly length: number
+  /** What the exported artifact was compared with. */
+  readonly against: string
+  readonly maxAbsDiff: number
+  readonly tolerance: number | null
+  readonly ok: boolean
+  readonly note?: string
+}
+
+export interface HfCheck {
+  readonly format: "hf"
+  readonly path: string
+  readonly ropeType: string
+  readonly reloaded: "loadLlama"
+  readonly scored: readonly ScoreCheck[]
+  /** Against the factor set's own (longrope-research) semantics, for information: HF's pair may differ. */
+  readonly vsFactorSet?: readonly ScoreCheck[]
+  readonly ok: boolean
+}
+
+export interface GgufRopeCheck {
+  readonly length: number
+  readonly contextSize: number
+  readonly llamaCppFactors: string
+  /** The input length whose ropeway table llama.cpp's was compared with: `length`, or L0+1 where llama.cpp uses the long set for a short input. */
+  readonly comparedWithLength: number
+  readonly ropewayChoice: string
+  readonly invFreqMaxRelDiff: number
+  readonly attentionScaleDiff: number
+  readonly matchesHf: boolean
+}
+
+export interface GgufCheck {
+  readonly format: "gguf"
+  readonly path: string
+  readonly dtype: "f32" | "f16"
+  readonly ropeForm: string
+  readonly notes: readonly string[]
+  readonly decoded: { readonly tensors: number; readonly maxAbsDiff: number; readonly qkUnpermutedMaxAbsDiff: number }
+  readonly rope: readonly GgufRopeCheck[]
+  readonly llamacpp: readonly ScoreCheck[] | { readonly skipped: string }
+  readonly ok: boolean
+}
+
+export interface CsvChecks {
+  readonly format: "csv"
+  readonly files: readonly CsvCheck[]
+  readonly ok: boolean
+}
+
+export interface ExportChecks {
+  readonly source: { readonly model: string; readonly factors: string | null }
+  readonly formats: readonly ExportFormat[]
+  readonly checks: readonly (HfCheck | CsvChecks | GgufCheck | { readonly format: ExportFormat; readonly skipped: string })[]
+  readonly notes: readonly string[]
+  readonly ok: boolean
+}
+
+/** Deterministic token ids below `vocab`. */
+export function checkTokens(n: number, vocab: number, seed = 12345): number[] {
+  let s = seed >>> 0
+  return Array.from({ length: n }, () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 16) % vocab)
+}
+
+const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+  if (a.length !== b.length) return Infinity
+  let m = 0
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!))
+  return Number.isNaN(m) ? Infinity : m
+}
+
+const typeOf = (s: Record<string, unknown> | undefined): string => String(s?.["rope_type"] ?? s?.["type"] ?? "default")
+
+/** The factor-set file a model's own longrope / longrope-research scaling amounts to (for CSVs), if any. */
+function factorSetOfModel(config: Record<string, unknown>, where: string): FactorSetFile | undefined {
+  const spec = ropeSpecFromConfig(config, where)
+  const type = typeOf(spec.scaling)
+  const provenance = { run_id: null, lengths: [spec.maxPositions], scale: 1, created: new Date().toISOString(), source: where }
+  if (type === "longrope" || type === "su") return factorSetFromHfLongrope(spec, provenance)
+  if (type === "longrope-research") {
+    const s = spec.scaling!
+    const file = {
+      format: "ropeway-factor-set", version: 1,
+      model: { rotary_dim: spec.rotaryDim, base: spec.base, original_max_position_embeddings: spec.originalMaxPositions ?? s["original_max_position_embeddings"] },
+      ...(s["mscale"] === undefined ? {} : { mscale: s["mscale"] }),
+      ...(s["start_tokens"] === undefined ? {} : { start_tokens: s["start_tokens"] }),
+      sets: s["sets"],
+      provenance: { ...provenance, method: "hf-import" },
+    }
+    return parseFactorSetFile(JSON.stringify(file), where)
+  }
+  return undefined
+}
+
+/** Default check lengths: at/below L0 (capped at 256 tokens) and past it (L0 + 64, capped at the extended max). */
+function defaultLengths(config: Record<string, unknown>): number[] {
+  const spec = ropeSpecFromConfig(config)
+  const L0 = spec.originalMaxPositions ?? spec.maxPositions
+  const out = [Math.max(2, Math.min(L0, 256))]
+  if (spec.maxPositions > L0) out.push(Math.min(spec.maxPositions, L0 + 64))
+  return out
+}
+
+export async function runExport(rt: GpuRuntime, o: ExportOptions): Promise<ExportChecks> {
+  const log = o.log ?? (() => {})
+  const formats = o.formats ?? EXPORT_FORMATS
+  const out = resolve(o.out)
+  const sourceConfig = readConfigJson(o.model)
+  const notes: string[] = []
+  mkdirSync(out, { recursive: true })
+
+  // What to write: the exact setting (hf/), and the HF pair for hf-longrope/ and GGUF when they differ.
+  let factorSet: FactorSetFile | undefined
+  let exact: HfRope
+  let pair: HfRope | undefined
+  if (o.factors !== undefined) {
+    factorSet = parseFactorSetFile(readFileSync(o.factors, "utf8"), o.factors)
+    const spec = ropeSpecFromConfig(sourceConfig, join(o.model, "config.json"))
+    if (factorSet.model.rotary_dim !== spec.rotaryDim || factorSet.model.base !== spec.base) {
+      throw inputError(o.factors, `factor set is for rotary_dim ${factorSet.model.rotary_dim}, base ${factorSet.model.base}; the model has ${spec.rotaryDim}, ${spec.base}`)
+    }
+    const r = ropeFromFactorSet(factorSet, sourceConfig, o.factors)
+    exact = r.exact
+    pair = r.hfPair
+    notes.push(factorSet.sets.length > 2 ? `${factorSet.sets.length} sets: hf/ carries the exact longrope-research table; hf-longrope/ and the GGUF carry the ${r.pairNote}` : r.pairNote)
+  } else {
+    const { scaling } = { scaling: ropeSpecFromConfig(sourceConfig, join(o.model, "config.json")).scaling }
+    exact = { scaling: scaling === undefined ? undefined : { ...scaling } }
+    factorSet = factorSetOfModel(sourceConfig, join(o.model, "config.json"))
+    notes.push(`no factor set: the model's own rope_scaling (${typeOf(scaling)}) is exported`)
+  }
+
+  const exactConfig = o.factors === undefined ? sourceConfig : configWithRope(sourceConfig, exact)
+  const pairConfig = pair === undefined ? undefined : configWithRope(sourceConfig, pair)
+  const lengths = o.checkLengths ?? defaultLengths(exactConfig)
+  const vocab = Number(sourceConfig["vocab_size"])
+
+  const checks: ExportChecks["checks"][number][] = []
+  const models = new Map<string, LlamaModel>()
+  const model = async (dir: string, scaling?: Record<string, unknown> | null): Promise<LlamaModel> => {
+    const key = `${dir}\u0000${JSON.stringify(scaling)}`
+    let m = models.get(key)
+    if (m === undefined) models.set(key, (m = await loadLlama(rt, dir, scaling === undefined ? {} : { ropeScaling: scaling })))
+    return m
+  }
+  const hfDir = join(out, "hf")
+  const pairDir = join(out, "hf-longrope")
+  // GGUF is made from a folder carrying the HF pair; without the hf format it is staged and removed.
+  const staging = join(out, ".staging-hf")
+  try {
+    const wantHf = formats.includes("hf")
+    if (wantHf || formats.includes("gguf")) {
+      writeHfFolder(o.model, wantHf ? hfDir : staging, exactConfig)
+      if (pairConfig !== undefined) writeHfFolder(o.model, wantHf ? pairDir : `${staging}-pair`, pairConfig)
+    }
+    const exactDir = wantHf ? hfDir : staging
+    const ggufSourceDir = pairConfig === undefined ? exactDir : wantHf ? pairDir : `${staging}-pair`
+
+    if (wantHf) {
+      const folders: [string, HfRope][] = [[hfDir, exact]]
+      if (pair !== undefined) folders.push([pairDir, pair])
+      for (const [dir, rope] of folders) {
+        log(`checking ${dir}`)
+        const exported = await model(dir)
+        const reference = o.factors === undefined ? await model(o.model) : await model(o.model, rope.scaling ?? null)
+        const scored: ScoreCheck[] = []
+        const vsFactorSet: ScoreCheck[] = []
+        for (const T of lengths) {
+          const toks = checkTokens(T, vocab)
+          const got = await exported.logprobs(toks)
+          const d = maxAbs(got, await reference.logprobs(toks))
+          scored.push({ length: T, against: o.factors === undefined ? "source model" : "source weights with the same rope_scaling", maxAbsDiff: d, tolerance: HF_TOLERANCE, ok: d <= HF_TOLERANCE })
+          if (factorSet !== undefined && o.factors !== undefined && (pair === undefined || dir === pairDir)) {
+            const research = await model(o.model, factorSetToScaling(factorSet))
+            const dr = maxAbs(got, await research.logprobs(toks))
+            vsFactorSet.push({
+              length: T, against: "source weights with the factor set's own (longrope-research) table", maxAbsDiff: dr, tolerance: null, ok: true,
+              note: dr <= HF_TOLERANCE ? "same" : `differs: ${exported.rope(T).reason} vs ${research.rope(T).reason}`,
+            })
+          }
+        }
+        checks.push({
+          format: "hf", path: dir, ropeType: typeOf(rope.scaling ?? (o.factors === undefined ? exact.scaling : undefined)), reloaded: "loadLlama", scored,
+          ...(vsFactorSet.length > 0 ? { vsFactorSet } : {}), ok: scored.every((s) => s.ok),
+        })
+      }
+    }
+
+    // Only the GGUF check's reference stays on the GPU: real models are large.
+    for (const [key, m] of models) {
+      if (!key.startsWith(`${ggufSourceDir}\u0000`) || !formats.includes("gguf")) {
+        m.dispose()
+        models.delete(key)
+      }
+    }
+
+    if (formats.includes("csv")) {
+      if (factorSet === undefined) checks.push({ format: "csv", skipped: "no factor set (give --factors, or a model whose rope_scaling is longrope / longrope-research)" })
+      else {
+        const files = writeFactorCsvs(factorSet, join(out, "csv"))
+        checks.push({ format: "csv", files, ok: files.every((f) => f.maxAbsDiff === 0) })
+      }
+    }
+
+    if (formats.includes("gguf")) {
+      const dtype = o.dtype ?? "f32"
+      const inspected = inspectLlama(ggufSourceDir)
+      const host = readHostLlama(inspected)
+      const g = llamaToGguf(host, { dtype })
+      const path = join(out, "gguf", `model-${dtype}.gguf`)
+      mkdirSync(join(out, "gguf"), { recursive: true })
+      await writeGguf(path, g)
+      log(`checking ${path}`)
+      const decoded = decodeGguf(new Uint8Array(readFileSync(path)), path)
+      let tensorDiff = decoded.tensors.length === g.tensors.length ? 0 : Infinity
+      for (const t of g.tensors) tensorDiff = Math.max(tensorDiff, maxAbs(t.data, decoded.tensors.find((d) => d.name === t.name)?.data ?? []))
+      const c = inspected.config
+      let qkDiff = 0
+      host.layers.forEach((l, i) => {
+        const q = decoded.tensors.find((t) => t.name === `blk.${i}.attn_q.weight`)?.data ?? new Float32Array()
+        const k = decoded.tensors.find((t) => t.name === `blk.${i}.attn_k.weight`)?.data ?? new Float32Array()
+        qkDiff = Math.max(qkDiff, maxAbs(unpermuteRotaryRows(q, c.numHeads, c.headDim, c.hiddenSize), l.q), maxAbs(unpermuteRotaryRows(k, c.numKvHeads, c.headDim, c.hiddenSize), l.k))
+      })
+      const tensorTol = dtype === "f32" ? 0 : 1e-3
+      const ropeChecks: GgufRopeCheck[] = []
+      const tables = new Map<number, RopeTable>()
+      for (const T of lengths) {
+        const cpp = llamaCppRope(decoded, T)
+        const L0 = c.rope.originalMaxPositions
+        // llama.cpp chooses LongRoPE's set by allocated context (≥ 256): a short input may get the long set.
+        const hfShort = g.rope.form === "longrope" && L0 !== undefined && T <= L0
+        const compared = hfShort && cpp.factors === "rope_factors_long" ? L0 + 1 : T
+        const ours = inspected.rope(compared)
+        const inv = ours.invFreq instanceof Float64Array ? ours.invFreq : ours.invFreq[0]!
+        let rel = 0
+        cpp.invFreq.forEach((x, i) => (rel = Math.max(rel, Math.abs(x - inv[i]!) / inv[i]!)))
+        const dm = Math.abs(cpp.attentionScale - ours.attentionScale)
+        ropeChecks.push({
+          length: T, contextSize: llamaCppContext(T), llamaCppFactors: cpp.factors, comparedWithLength: compared, ropewayChoice: ours.reason,
+          invFreqMaxRelDiff: rel, attentionScaleDiff: dm, matchesHf: compared === T,
+        })
+        tables.set(T, { rotaryDim: c.rope.rotaryDim, invFreq: cpp.invFreq, originalInvFreq: defaultInvFreq(c.rope.base, c.rope.rotaryDim), startTokens: 0, attentionScale: cpp.attentionScale })
+      }
+      let llamacpp: GgufCheck["llamacpp"]
+      if (o.llamacpp === false) llamacpp = { skipped: "disabled (llamacpp: false)" }
+      else if (!(await llamaCppAvailable())) llamacpp = { skipped: "node-llama-cpp is not installed" }
+      else {
+        const reference = await model(ggufSourceDir)
+        const scored: ScoreCheck[] = []
+        for (const T of lengths) {
+          const toks = checkTokens(T, vocab)
+          const cpp = await llamaCppLogprobs(path, toks, { contextSize: T, threads: o.threads ?? Math.min(8, availableParallelism()) })
+          const d = maxAbs(cpp, await reference.logprobs(toks, { rope: tables.get(T)! }))
+          const rc = ropeChecks.find((r) => r.length === T)!
+          scored.push({
+            length: T, against: `ropeway on the exported weights with llama.cpp's table at context ${llamaCppContext(T)} (${rc.llamaCppFactors})`,
+            maxAbsDiff: d, tolerance: dtype === "f32" ? GGUF_TOLERANCE : null, ok: dtype === "f16" || d <= GGUF_TOLERANCE,
+            ...(dtype === "f16" ? { note: "f16 weights: reported, not held to the f32 tolerance" } : {}),
+          })
+        }
+        llamacpp = scored
+      }
+      notes.push(...g.rope.notes.filter((n) => n.includes("sliding window")).map((n) => `GGUF: ${n}`))
+      const ropeOk = ropeChecks.every((r) => r.invFreqMaxRelDiff <= 1e-6 && r.attentionScaleDiff <= 1e-6)
+      if (ropeChecks.some((r) => !r.matchesHf)) {
+        notes.push(`GGUF: llama.cpp allocates contexts in multiples of 256, so with L0 ${c.rope.originalMaxPositions} it uses rope_factors_long even where HF would use short_factor (lengths ${ropeChecks.filter((r) => !r.matchesHf).map((r) => r.length).join(", ")})`)
+      }
+      checks.push({
+        format: "gguf", path, dtype, ropeForm: g.rope.form, notes: g.rope.notes,
+        decoded: { tensors: decoded.tensors.length, maxAbsDiff: tensorDiff, qkUnpermutedMaxAbsDiff: qkDiff },
+        rope: ropeChecks, llamacpp,
+        ok: tensorDiff <= tensorTol && qkDiff <= tensorTol && ropeOk && (!Array.isArray(llamacpp) || llamacpp.every((s) => s.ok)),
+      })
+    }
+  } finally {
+    for (const m of models.values()) m.dispose()
+    rmSync(staging, { recursive: true, force: true })
+    rmSync(`${staging}-pair`, { recursive: true, force: true })
+  }
+  const result: ExportChecks = {
+    source: { model: resolve(o.model), factors: o.factors === undefined ? null : resolve(o.factors) },
+    formats: [...formats],
+    checks,
+    notes,
+    ok: checks.every((c) => !("ok" in c) || c.ok),
+  }
+  writeFileAtomic(join(out, "checks.json"), `${JSON.stringify(result, null, 2)}\n`)
+  return result
+}
