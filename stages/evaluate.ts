@@ -16,6 +16,20 @@
  * folder, so an interrupted evaluation resumes where it stopped; passes are uninterruptible, the gaps
  * between them are not.
  *
+ * Optional, on the same model and the same RoPE settings:
+ *   passkey   §5.2 retrieval: the paper's prompt and filler (plugins/data passkeyPrompt, one seeded stream per
+ *             trial, shared by every method), greedy `generate` of maxNew tokens, answer = the first integer;
+ *             accuracy = correct / trials per (method, length[, depth]). Baselines generate under one table,
+ *             their scale-L/L0 table resolved for prompt + maxNew (policy "fixed"); `model` under its own
+ *             method by sequence length, re-prefilling when the table changes ("reprefill", what HF's
+ *             cache-less generation in the paper's script computes).
+ *   needle    LongRoPE2 §5.4: needleSample on the evaluation documents at depths (i + 10j)/99 or a list;
+ *             NLL of the 7-digit answer tokens only; a perplexity row with protocol "needle".
+ *   short     at L0: perplexity, and KL(base ‖ method) per position against this checkpoint under plain
+ *             RoPE, from full distributions (model.distributions, float64 on the host); baselines at the
+ *             extension's scale (default longest length / L0), so the row says what the extension costs.
+ * Each pass, generation and short-context document is checkpointed like the perplexity passes.
+ *
  * Writes metrics.json (stages/metrics.ts) with the protocol, sample ids and BOS handling beside every value.
  */
 import { Context, Effect, Option, Schema } from "effect"
@@ -30,9 +44,11 @@ import { byteTokenizer, loadTokenizer, type TextTokenizer } from "../plugins/dat
 import { openCorpus } from "../plugins/data/corpus.ts"
 import { Rng } from "../plugins/data/rng.ts"
 import { syntheticDocument } from "../plugins/data/synthetic.ts"
-import { loadLlama } from "../plugins/models/llama/model.ts"
+import { type DistributionRows, type LlamaModel, type LlamaSession, loadLlama } from "../plugins/models/llama/model.ts"
+import { generate } from "../plugins/models/llama/generate.ts"
+import { needleSample, passkeyPrompt, type PasskeyPrompt } from "../plugins/data/prompts.ts"
 import { type ChosenTable, resolveRope, type RopeSpec } from "../plugins/rope/index.ts"
-import { emptyMetrics, METRICS_KIND, type PerplexityEntry, writeMetrics } from "./metrics.ts"
+import { emptyMetrics, METRICS_KIND, type PasskeyEntry, type PerplexityEntry, type ShortEntry, writeMetrics } from "./metrics.ts"
 
 // ---- protocols: windows and labels (plain arithmetic, unit-tested) -------------------------------
 
@@ -225,13 +241,53 @@ export function planPasses(
   return { passes, measurements }
 }
 
+// ---- passkey, needle, short context: the pure parts -----------------------------------------------------
+
+/** The paper's answer: the first run of digits in the continuation (Python's re.search(r'\d+')), as a number. */
+export const firstInteger = (text: string): number | undefined => {
+  const m = /\d+/.exec(text)
+  return m === null ? undefined : Number(m[0])
+}
+
+export const PASSKEY_STREAM = 0x9a55
+export const NEEDLE_STREAM = 0x7eed1e
+
+/**
+ * Trial `trial`'s passkey prompt at a target length: the §5.2 prompt from its own stream of the seed, so
+ * every method (and every depth) sees the same pass keys, and one trial can be rebuilt alone.
+ */
+export const passkeyTrialPrompt = (tok: TextTokenizer, seed: number, length: number, trial: number, depth: number | undefined): PasskeyPrompt =>
+  passkeyPrompt({ tokenizer: tok, targetTokens: length, rng: Rng.seeded(seed, PASSKEY_STREAM, length, trial), ...(depth === undefined ? {} : { depth }) })
+
+/** How a row's prompts are made, for metrics.json. */
+export const PASSKEY_PROMPTS = `passkeyPrompt (plugins/data/prompts.ts, longrope-method.md §5.2) with rng Rng.seeded(seed, ${PASSKEY_STREAM}, length, trial)`
+
+/** Needle depths for document i: the given list, or LongRoPE2's (i + 10j)/99, j = 0..9 (i taken mod 10). */
+export const needleDepths = (doc: number, depths: readonly number[] | undefined): number[] =>
+  depths !== undefined ? [...depths] : Array.from({ length: 10 }, (_, j) => ((doc % 10) + 10 * j) / 99)
+
+/** KL(p ‖ q) = Σ p·(ln p − ln q) of two ln-prob rows at `offset`, in float64 (terms with p = 0 vanish). */
+export const klRow = (lp: Float64Array, lq: Float64Array, offset: number, vocab: number): number => {
+  let kl = 0
+  for (let i = offset; i < offset + vocab; i++) {
+    const a = lp[i]!
+    if (a === -Infinity) continue
+    kl += Math.exp(a) * (a - lq[i]!)
+  }
+  return kl
+}
+
 // ---- what the stage scores with -------------------------------------------------------------------
 
 /** What evaluation needs of a model (LlamaModel has it). */
 export interface ScoringModel {
-  readonly config: { readonly vocabSize: number; readonly rope: RopeSpec }
+  readonly config: { readonly vocabSize: number; readonly rope: RopeSpec; readonly numLayers?: number }
   readonly rope: (length: number) => ChosenTable
   logprobs(tokens: Uint32Array, options: { readonly rope: RopeTable; readonly chunk?: number }): Promise<Float64Array>
+  /** Incremental decoding, for passkey retrieval (needs config.numLayers too). */
+  session?(capacity: number): LlamaSession
+  /** Full distributions at every position under several tables, for short-context KL. */
+  distributions?(tokens: Uint32Array, tables: readonly RopeTable[], onRows: DistributionRows, options?: { readonly chunk?: number }): Promise<void>
   dispose(): void
 }
 
@@ -255,6 +311,31 @@ const Corpus = Schema.Struct({
   field: Schema.optionalKey(Schema.NonEmptyString.pipe(doc('JSONL field holding the text (default "text")'))),
 })
 
+const Fraction = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThanOrEqualTo(1))
+const Seed = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
+
+const PasskeyParams = Schema.Struct({
+  lengths: Schema.NonEmptyArray(Schema.Int.check(Schema.isGreaterThanOrEqualTo(2))).pipe(doc("target lengths: every prompt (BOS included) has fewer tokens")),
+  trials: PosInt.pipe(doc("prompts per length (and depth), the same for every method (default 10, as the paper)"), withDefault(10)),
+  depths: Schema.optionalKey(Schema.NonEmptyArray(Fraction).pipe(doc("shares of the filler before the info line, for a length × depth grid (default: uniformly random per trial, as the paper)"))),
+  maxNew: PosInt.pipe(doc("tokens generated per trial (default 10, the paper's max_new_tokens)"), withDefault(10)),
+  seed: Schema.optionalKey(Seed.pipe(doc("prompt seed: pass keys and split points (default the step's seed)"))),
+})
+export type PasskeyParams = typeof PasskeyParams.Type
+
+const NeedleParams = Schema.Struct({
+  lengths: Schema.optionalKey(Schema.NonEmptyArray(Schema.Int.check(Schema.isGreaterThanOrEqualTo(2))).pipe(doc("sample lengths (default the perplexity lengths)"))),
+  depths: Schema.optionalKey(Schema.NonEmptyArray(Fraction).pipe(doc("needle depths used on every document (default LongRoPE2's (i + 10j)/99 for document i, j = 0..9)"))),
+  seed: Schema.optionalKey(Seed.pipe(doc("seed of the 7-digit numbers (default the data seed)"))),
+})
+export type NeedleParams = typeof NeedleParams.Type
+
+const ShortParams = Schema.Struct({
+  length: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(2)).pipe(doc("the short length (default L0, the original context)"))),
+  scale: Schema.optionalKey(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(1)).pipe(doc("the baselines' scale: the extension being judged (default longest length / L0)"))),
+})
+export type ShortParams = typeof ShortParams.Type
+
 export const EvaluateParams = Schema.Struct({
   lengths: Schema.NonEmptyArray(Schema.Int.check(Schema.isGreaterThanOrEqualTo(2))).pipe(doc("evaluation lengths in tokens, BOS included")),
   methods: Schema.NonEmptyArray(Schema.Literals(METHODS)).pipe(
@@ -271,6 +352,9 @@ export const EvaluateParams = Schema.Struct({
   originalLength: Schema.optionalKey(PosInt.pipe(doc("L0 for the scale (default config.json's original_max_position_embeddings, else max_position_embeddings)"))),
   label: Schema.NonEmptyString.pipe(doc('what metrics.json calls the checkpoint: "base" or the step that made it (default "base")'), withDefault("base")),
   chunk: Schema.optionalKey(PosInt.pipe(doc("tokens per forward chunk (memory only)"))),
+  passkey: Schema.optionalKey(PasskeyParams.pipe(doc("passkey retrieval (longrope-method.md §5.2) for every method: { lengths, trials, depths, maxNew, seed }"))),
+  needle: Schema.optionalKey(NeedleParams.pipe(doc("LongRoPE2 needle-driven perplexity (NLL of the answer tokens only) on the evaluation documents: { lengths, depths, seed }"))),
+  short: Schema.optionalKey(ShortParams.pipe(doc("short-context fidelity: perplexity at L0 and KL to the checkpoint under plain RoPE: { length, scale }"))),
 })
 export type EvaluateParams = typeof EvaluateParams.Type
 
@@ -311,6 +395,12 @@ const writeJsonAtomic = (path: string, value: unknown): void => {
   renameSync(tmp, path)
 }
 
+/** generate() reads only config.numLayers, rope and session of a LlamaModel: a ScoringModel with those will do. */
+const generator = (m: ScoringModel): LlamaModel | undefined =>
+  m.session === undefined || m.config.numLayers === undefined ? undefined : (m as unknown as LlamaModel)
+
+const sha = (text: string): string => createHash("sha256").update(text).digest("hex").slice(0, 24)
+
 /** The model to score with: the override service, else llama on the shared (or a fresh) device. */
 const acquireModel = (dir: string) =>
   Effect.gen(function* () {
@@ -339,7 +429,7 @@ export const evaluateStage = defineStage({
   name: "evaluate",
   version: "1",
   description:
-    "Perplexity by length under the model's RoPE and the none/PI/NTK/YaRN baselines at the same scale; protocols truncate, sliding, chunked (recorded beside every number); writes metrics.json",
+    "Perplexity by length under the model's RoPE and the none/PI/NTK/YaRN baselines at the same scale; protocols truncate, sliding, chunked (recorded beside every number); optionally passkey retrieval, LongRoPE2 needle-driven perplexity and short-context fidelity (perplexity and KL at L0); writes metrics.json",
   params: EvaluateParams,
   inputs: { model: "model" },
   outputs: { metrics: METRICS_KIND },
@@ -440,10 +530,241 @@ export const evaluateStage = defineStage({
           })
           yield* ctx.progress.log(`${m.method.padEnd(5)} L=${String(m.length).padStart(6)} ${m.protocol.padEnd(8)} ppl ${value.toFixed(3)}`)
         }
-        yield* attempt("metrics.json", () => writeMetrics(ctx.outputs.metrics, { ...emptyMetrics(), perplexity }))
+
+        /** A method's table at scale max(1, L/L0), resolved for a sequence of `n` tokens. */
+        const tableAt = (method: Method, L: number, n: number): Effect.Effect<ChosenTable, StageError> => {
+          const scaling = methodScaling(method, Math.max(1, L / L0), L0)
+          return attempt(`RoPE ${method} at ${L}`, () => (scaling === "model" ? model.rope(n) : resolveRope({ ...spec, originalMaxPositions: L0, scaling }, `evaluate ${method}`)(n)))
+        }
+        /** A result kept in the checkpoint folder: computed once, re-read after an interrupt. */
+        const saved = <A>(name: string, compute: () => Promise<A>, what: string): Effect.Effect<A, StageError> => {
+          const file = join(ctx.checkpointDir, `${name}.json`)
+          if (existsSync(file)) return attempt("checkpoint", () => JSON.parse(readFileSync(file, "utf8")) as A)
+          return Effect.uninterruptible(
+            Effect.tryPromise({ try: compute, catch: (e) => fail(`${what}: ${errText(e)}`, e) }).pipe(Effect.tap((v) => attempt("checkpoint", () => writeJsonAtomic(file, v)))),
+          )
+        }
+
+        // ---- LongRoPE2 needle-driven perplexity: NLL of the answer tokens only ----
+        if (p.needle !== undefined) {
+          const nd = p.needle
+          const nSeed = nd.seed ?? seed
+          const nLengths = [...new Set(nd.lengths ?? lengths)].sort((a, b) => a - b)
+          const chunkOpt = p.chunk === undefined ? {} : { chunk: p.chunk }
+          for (const L of nLengths) {
+            const samples = yield* attempt(`needle samples at ${L}`, () =>
+              docs.flatMap((d, di) =>
+                needleDepths(di, nd.depths).map((depth, j) => ({
+                  key: `${di}:${j}`,
+                  id: `${d.id}@needle(depth=${depth.toFixed(4)})`,
+                  sample: needleSample({ tokenizer: tok, document: d.ids, seqLen: L, rng: Rng.seeded(nSeed, NEEDLE_STREAM, L, di, j), depth }),
+                })),
+              ))
+            for (const method of p.methods) {
+              const table = yield* tableAt(method, L, L)
+              const tk = tableKey(table)
+              const nll: Array<{ sum: number; count: number }> = []
+              for (const [i, x] of samples.entries()) {
+                const { start, end } = x.sample.answerSpan
+                const r = yield* saved(
+                  `needle-${sha(`${tk}:${L}:${x.key}:${nSeed}:${p.chunk ?? 0}`)}`,
+                  async () => {
+                    const lp = await model.logprobs(Uint32Array.from(x.sample.ids), { rope: table, ...chunkOpt })
+                    let sum = 0
+                    for (let t = start; t < end; t++) sum -= lp[t - 1]!
+                    return { sum, count: end - start }
+                  },
+                  `needle pass ${method}@${L} on ${x.id}`,
+                )
+                nll.push(r)
+                yield* ctx.progress.report((i + 1) / samples.length, `needle ${method}@${L} ${i + 1}/${samples.length}`)
+              }
+              const value = aggregate("truncate", nll)
+              if (!Number.isFinite(value)) return yield* fail(`needle ${method} at ${L}: perplexity is ${value}`)
+              perplexity.push({
+                method,
+                model: p.label,
+                length: L,
+                value,
+                protocol: "needle",
+                samples: samples.map((x) => x.id),
+                bos: bos ? "BOS, instruction, document with the needle sentence at the depth, question, answer (LongRoPE2 §5.4)" : "no BOS (tokenizer has none); instruction, document with the needle, question, answer",
+                aggregation: "exp(mean over samples of the answer tokens' mean NLL); only the 7-digit answer is scored",
+                windows: nll.length,
+                tokens: nll.reduce((a, w) => a + w.count, 0),
+                scale: L / L0,
+                rope: `${table.method}: ${table.reason}`,
+                data: `${data}; needles: seed ${nSeed}, depths ${nd.depths === undefined ? "(i + 10j)/99 for document i, j = 0..9" : nd.depths.join(", ")}`,
+              })
+              yield* ctx.progress.log(`${method.padEnd(5)} L=${String(L).padStart(6)} needle   ppl ${value.toFixed(3)}`)
+            }
+          }
+        }
+
+        // ---- passkey retrieval (§5.2): greedy generation, answer = first integer ----
+        const passkey: PasskeyEntry[] = []
+        if (p.passkey !== undefined) {
+          const pk = p.passkey
+          const gen = generator(model)
+          if (gen === undefined) return yield* fail("passkey: the model has no incremental decoding (session) to generate with")
+          const pkSeed = pk.seed ?? seed
+          const pkLengths = [...new Set(pk.lengths)].sort((a, b) => a - b)
+          const depths: ReadonlyArray<number | undefined> = pk.depths ?? [undefined]
+          const stop = tok.eos === undefined ? [] : [tok.eos]
+          const text = (ids: readonly number[]): string => tok.decode(ids.filter((t) => t < tok.vocabSize && t !== tok.bos && t !== tok.eos))
+          // generations already made, by (table or table sequence, prompt): equal tables give equal tokens
+          const memo = new Map<string, number[]>()
+          const total = p.methods.length * pkLengths.length * depths.length * pk.trials
+          let done = 0
+          for (const L of pkLengths) {
+            for (const depth of depths) {
+              const prompts = yield* attempt(`passkey prompts at ${L}`, () => Array.from({ length: pk.trials }, (_, t) => passkeyTrialPrompt(tok, pkSeed, L, t, depth)))
+              for (const method of p.methods) {
+                const keys: number[] = []
+                const answers: Array<number | null> = []
+                let correct = 0
+                let rope = ""
+                const policy = method === "model" ? "reprefill" : "fixed"
+                for (const [t, prompt] of prompts.entries()) {
+                  const n = prompt.ids.length + pk.maxNew
+                  // baselines: one table, the method's at this length's scale, resolved for prompt + maxNew.
+                  // model: its own method per sequence length, re-prefilling when the table changes (what
+                  // HF's cache-less generation in the paper's script computes).
+                  let opts: Parameters<typeof generate>[2]
+                  let genKey: string
+                  if (method === "model") {
+                    const seen = new Set<string>()
+                    for (let k = prompt.ids.length; k <= n; k++) seen.add(tableKey(model.rope(k)))
+                    genKey = seen.size === 1 ? [...seen][0]! : `model:${[...seen].join(",")}`
+                    opts = { maxNew: pk.maxNew, policy: "reprefill", stop, ...(p.chunk === undefined ? {} : { chunk: p.chunk }) }
+                    const first = model.rope(prompt.ids.length)
+                    if (t === 0) rope = `the model's own, by sequence length (at ${prompt.ids.length}: ${first.method}: ${first.reason})`
+                  } else {
+                    const table = yield* tableAt(method, L, n)
+                    genKey = tableKey(table)
+                    opts = { maxNew: pk.maxNew, policy: "fixed", stop, rope: () => table, ...(p.chunk === undefined ? {} : { chunk: p.chunk }) }
+                    if (t === 0) rope = `${table.method}: ${table.reason}`
+                  }
+                  const id = `${genKey}:${L}:${depth ?? "random"}:${t}`
+                  let tokens = memo.get(id)
+                  if (tokens === undefined) {
+                    const o = opts
+                    tokens = yield* saved(
+                      `passkey-${sha(`${id}:${pkSeed}:${pk.maxNew}:${tok.name}`)}`,
+                      async () => (await generate(gen, prompt.ids, o)).tokens,
+                      `passkey generation ${method}@${L} trial ${t}`,
+                    )
+                    memo.set(id, tokens)
+                  }
+                  const answer = firstInteger(text(tokens))
+                  keys.push(prompt.key)
+                  answers.push(answer ?? null)
+                  if (answer === prompt.key) correct++
+                  yield* ctx.progress.report(++done / total, `passkey ${method}@${L} trial ${t + 1}/${pk.trials}`)
+                }
+                passkey.push({
+                  method,
+                  model: p.label,
+                  length: L,
+                  accuracy: correct / pk.trials,
+                  trials: pk.trials,
+                  ...(depth === undefined ? {} : { depth }),
+                  correct,
+                  seed: pkSeed,
+                  prompts: PASSKEY_PROMPTS + (depth === undefined ? ", depth uniformly random" : `, depth ${depth}`),
+                  promptTokens: prompts.map((x) => x.ids.length),
+                  keys,
+                  answers,
+                  maxNew: pk.maxNew,
+                  policy,
+                  scale: L / L0,
+                  rope,
+                })
+                yield* ctx.progress.log(`${method.padEnd(5)} L=${String(L).padStart(6)} passkey${depth === undefined ? "" : ` depth ${depth}`} ${correct}/${pk.trials}`)
+              }
+            }
+          }
+        }
+
+        // ---- short-context fidelity: perplexity at L0 and KL(base ‖ method) at every position ----
+        const short: ShortEntry[] = []
+        if (p.short !== undefined) {
+          const Ls = p.short.length ?? L0
+          const scale = p.short.scale ?? Math.max(1, longest / L0)
+          const dist = model.distributions?.bind(model)
+          if (dist === undefined) return yield* fail("short: the model gives no full distributions")
+          if (tokens < Ls - (bos ? 1 : 0)) return yield* fail(`short: documents of ${tokens} tokens are shorter than a ${Ls}-token window (raise \`tokens\`)`)
+          const base = yield* attempt("RoPE base", () => resolveRope({ ...spec, scaling: undefined }, "evaluate base")(Ls))
+          // every method's table at the extension's scale, on the short input; equal tables run once
+          const unique: ChosenTable[] = [base]
+          const keyIndex = new Map([[tableKey(base), 0]])
+          const at: number[] = []
+          for (const method of p.methods) {
+            const scaling = methodScaling(method, scale, L0)
+            const table = yield* attempt(`RoPE ${method} at scale ${scale}`, () =>
+              scaling === "model" ? model.rope(Ls) : resolveRope({ ...spec, originalMaxPositions: L0, scaling }, `evaluate ${method}`)(Ls))
+            const k = tableKey(table)
+            if (!keyIndex.has(k)) (keyIndex.set(k, unique.length), unique.push(table))
+            at.push(keyIndex.get(k)!)
+          }
+          const V = model.config.vocabSize
+          const perDoc: Array<{ nll: number[]; kl: number[]; positions: number }> = []
+          for (const [di, d] of docs.entries()) {
+            const input = Uint32Array.from(bos ? [tok.bos!, ...d.ids.slice(0, Ls - 1)] : d.ids.slice(0, Ls))
+            const r = yield* saved(
+              `short-${sha(`${[...keyIndex.keys()].join(",")}:${Ls}:${d.id}:${p.chunk ?? 0}`)}`,
+              async () => {
+                const nll = unique.map(() => 0)
+                const kl = unique.map(() => 0)
+                await dist(input, unique, (from, count, rows) => {
+                  const b = rows[0]!
+                  for (let j = 0; j < count; j++) {
+                    const target = input[from + j + 1]!
+                    for (let k = 0; k < rows.length; k++) {
+                      nll[k]! -= rows[k]![j * V + target]!
+                      if (k > 0) kl[k]! += klRow(b, rows[k]!, j * V, V)
+                    }
+                  }
+                }, p.chunk === undefined ? {} : { chunk: p.chunk })
+                return { nll, kl, positions: input.length - 1 }
+              },
+              `short-context pass on ${d.id}`,
+            )
+            perDoc.push(r)
+            yield* ctx.progress.report((di + 1) / docs.length, `short context ${di + 1}/${docs.length}`)
+          }
+          for (const [mi, method] of p.methods.entries()) {
+            const k = at[mi]!
+            const table = unique[k]!
+            const value = aggregate("truncate", perDoc.map((r) => ({ sum: r.nll[k]!, count: r.positions })))
+            const kl = perDoc.reduce((a, r) => a + r.kl[k]! / r.positions, 0) / perDoc.length
+            if (!Number.isFinite(value) || !Number.isFinite(kl)) return yield* fail(`short ${method}: perplexity ${value}, KL ${kl} (non-finite log-probs)`)
+            short.push({
+              method,
+              model: p.label,
+              length: Ls,
+              perplexity: value,
+              kl,
+              baseline: "none",
+              samples: docs.map((d) => d.id),
+              divergence: "KL(base ‖ method) in nats per token, base = this checkpoint under plain RoPE; mean over positions, then over samples",
+              aggregation: AGGREGATION.truncate,
+              bos: BOS_NOTE.truncate(bos),
+              positions: perDoc.reduce((a, r) => a + r.positions, 0),
+              scale,
+              rope: `${table.method}: ${table.reason}`,
+              data,
+            })
+            yield* ctx.progress.log(`${method.padEnd(5)} L=${String(Ls).padStart(6)} short    ppl ${value.toFixed(3)} KL ${kl.toExponential(3)}`)
+          }
+        }
+
+        yield* attempt("metrics.json", () => writeMetrics(ctx.outputs.metrics, { ...emptyMetrics(), perplexity, passkey, short }))
         return {
           passes: passes.length,
           perplexity: perplexity.map((e) => ({ method: e.method, length: e.length, protocol: e.protocol, value: e.value })),
+          passkey: passkey.map((e) => ({ method: e.method, length: e.length, ...(e.depth === undefined ? {} : { depth: e.depth }), accuracy: e.accuracy })),
+          short: short.map((e) => ({ method: e.method, length: e.length, perplexity: e.perplexity, kl: e.kl })),
         }
       }),
     ),

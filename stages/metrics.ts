@@ -50,16 +50,58 @@ export type PerplexityEntry = typeof PerplexityEntry.Type
 export const PasskeyEntry = Schema.Struct({
   method: Schema.NonEmptyString,
   model: Schema.NonEmptyString,
+  /** The target: every prompt has fewer tokens than this (BOS included). */
   length: Schema.Int,
+  /** correct / trials. */
   accuracy: Schema.Finite,
   trials: Schema.Int,
+  // The rest say how (the stage writes them all; hand-made files may leave them out).
+  /** Share of the filler before the info line (absent: uniformly random per trial, as the paper). */
+  depth: Schema.optionalKey(Schema.Finite),
+  correct: Schema.optionalKey(Schema.Int),
+  /** The prompts' seed (each trial's prompt: see `prompts`). */
+  seed: Schema.optionalKey(Schema.Int),
+  prompts: Schema.optionalKey(Schema.String),
+  /** Tokens of each trial's prompt (BOS included). */
+  promptTokens: Schema.optionalKey(Schema.Array(Schema.Int)),
+  /** Each trial's pass key, and the first integer generated (null: none). */
+  keys: Schema.optionalKey(Schema.Array(Schema.Int)),
+  answers: Schema.optionalKey(Schema.Array(Schema.NullOr(Schema.Finite))),
+  maxNew: Schema.optionalKey(Schema.Int),
+  /** How generation handled the RoPE table (generate's boundary policy). */
+  policy: Schema.optionalKey(Schema.String),
+  scale: Schema.optionalKey(Schema.Finite),
+  rope: Schema.optionalKey(Schema.String),
 })
 export type PasskeyEntry = typeof PasskeyEntry.Type
+
+/** Short-context fidelity: perplexity at the original length, and KL to the base model's distribution. */
+export const ShortEntry = Schema.Struct({
+  method: Schema.NonEmptyString,
+  model: Schema.NonEmptyString,
+  length: Schema.Int,
+  perplexity: Schema.Finite,
+  /** Mean over positions and samples of KL(base ‖ method), nats per token. */
+  kl: Schema.Finite,
+  /** The base distribution: a method name on the same checkpoint ("none": plain RoPE). */
+  baseline: Schema.NonEmptyString,
+  samples: Schema.Array(Schema.String),
+  divergence: Schema.String,
+  aggregation: Schema.String,
+  bos: Schema.String,
+  positions: Schema.Int,
+  /** The extension's scale the baselines are set to (the model's own method picks its table by length). */
+  scale: Schema.Finite,
+  rope: Schema.String,
+  data: Schema.String,
+})
+export type ShortEntry = typeof ShortEntry.Type
 
 export const Metrics = Schema.Struct({
   perplexity: Schema.Array(PerplexityEntry),
   passkey: Schema.Array(PasskeyEntry),
-  short: Schema.Array(Json),
+  // rows in the stage's full shape keep every field; other shapes (older runs, plugins) pass as records
+  short: Schema.Array(Schema.Union([ShortEntry, Json])),
   search: Schema.Array(Json),
 })
 export type Metrics = typeof Metrics.Type
@@ -86,11 +128,11 @@ export function writeMetrics(path: string, m: Metrics): void {
 }
 
 const identity = (kind: string, e: Record<string, unknown>): string =>
-  JSON.stringify([kind, e["method"], e["model"], e["length"], e["protocol"] ?? null, e["name"] ?? null])
+  JSON.stringify([kind, e["method"], e["model"], e["length"], e["protocol"] ?? null, e["name"] ?? null, e["depth"] ?? null])
 
 /**
  * Concatenates metrics; an entry measuring the same thing as an earlier one (same kind, method, model,
- * length and protocol) replaces it in place, so merging a re-run gives one number per measurement.
+ * length, protocol and passkey depth) replaces it in place, so merging a re-run gives one number per measurement.
  */
 export function mergeMetrics(...parts: readonly Metrics[]): Metrics {
   const merge = <A extends object>(kind: string, lists: ReadonlyArray<readonly A[]>): A[] => {

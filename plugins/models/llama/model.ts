@@ -66,7 +66,26 @@ export interface LlamaModel {
   logprobs(tokens: Uint32Array | readonly number[], options?: LogprobsOptions): Promise<Float64Array>
   /** A KV-cache session for incremental decoding of up to `capacity` tokens (see LlamaSession). */
   session(capacity: number): LlamaSession
+  /**
+   * Full next-token distributions at every position under each of several tables, for comparisons that
+   * need whole distributions (KL between RoPE settings). Same positions as `logprobs`: row p is
+   * ln softmax of the logits after tokens[0..p], p = 0..n−2. Rows arrive in blocks through `onRows`
+   * (awaited), all tables for the same positions together, so host memory stays at one block ×
+   * tables × vocab, never T×V. Log-softmax in float64 on the host from the f32 logits.
+   */
+  distributions(tokens: Uint32Array | readonly number[], tables: readonly RopeTable[], onRows: DistributionRows, options?: DistributionOptions): Promise<void>
   dispose(): void
+}
+
+/** A block of rows from `distributions`: `rows[k]` holds `count` rows of `vocab` ln-probs under table k, for positions from.. */
+export type DistributionRows = (from: number, count: number, rows: readonly Float64Array[]) => void | Promise<void>
+
+export interface DistributionOptions {
+  /** Tokens per forward chunk (default 512). */
+  readonly chunk?: number
+  /** Rows per block (default: as many as keep rows × vocab × tables under 16M floats, at most a chunk). */
+  readonly logitRows?: number
+  readonly source?: string
 }
 
 /**
@@ -269,6 +288,54 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     return out
   }
 
+  async function distributions(tokens: Uint32Array | readonly number[], tables: readonly RopeTable[], onRows: DistributionRows, options: DistributionOptions = {}): Promise<void> {
+    if (disposed) throw new Error("llama: model used after dispose()")
+    if (tables.length === 0) throw new Error("llama distributions: at least one table")
+    const n = tokens.length
+    checkSequence(c, tokens, options.source)
+    if (n < 2) return
+    const chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
+    const ids = Uint32Array.from(tokens)
+    const m = n - 1
+    const V = c.vocabSize
+    const logitRows = Math.max(1, Math.min(chunk, Math.floor(options.logitRows ?? LOGIT_FLOATS / (V * tables.length))))
+    // one KV cache per table: the tables advance through the sequence in lockstep, chunk by chunk
+    const gpuTables: GpuRopeTable[] = []
+    const caches: KvCache[][] = []
+    try {
+      for (const t of tables) {
+        gpuTables.push(uploadRopeTable(rt, t, c.numLayers))
+        caches.push(layers.map(() => createKvCache(rt, m, c.numKvHeads, c.headDim)))
+      }
+      for (let start = 0; start < m; start += chunk) {
+        const len = Math.min(chunk, m - start)
+        const hidden = gpuTables.map((t, k) => forwardChunk(ids.subarray(start, start + len), start, t, caches[k]!))
+        try {
+          for (let r = 0; r < len; r += logitRows) {
+            const rows = Math.min(logitRows, len - r)
+            const blocks: Float64Array[] = []
+            for (const x of hidden) {
+              const part = rows === len ? x : sliceRows(x, r, rows, D)
+              const logits = linear(rt, part, lmHead)
+              if (part !== x) rt.release(part)
+              const values = await rt.read(logits)
+              rt.release(logits)
+              const out = new Float64Array(rows * V)
+              for (let j = 0; j < rows; j++) logSoftmaxInto(values, j * V, V, out)
+              blocks.push(out)
+            }
+            await onRows(start + r, rows, blocks)
+          }
+        } finally {
+          rt.release(...hidden)
+        }
+      }
+    } finally {
+      for (const cs of caches) for (const cache of cs) releaseKvCache(rt, cache)
+      for (const t of gpuTables) releaseRopeTable(rt, t)
+    }
+  }
+
   /** One chunk (`ids`, at positions start..) through every layer and the final norm; returns the normed hidden states [len, D]. */
   function forwardChunk(ids: Uint32Array, start: number, table: GpuRopeTable, caches: readonly KvCache[]): Tensor {
     const len = ids.length
@@ -452,12 +519,23 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     rope: inspected.rope,
     logprobs,
     session,
+    distributions,
     dispose() {
       if (disposed) return
       disposed = true
       releaseAll()
     },
   }
+}
+
+/** ln softmax of the row at `offset` of `logits` into the same place of `out`, in float64. */
+function logSoftmaxInto(logits: Float32Array, offset: number, vocab: number, out: Float64Array): void {
+  let max = -Infinity
+  for (let i = 0; i < vocab; i++) if (logits[offset + i]! > max) max = logits[offset + i]!
+  let sum = 0
+  for (let i = 0; i < vocab; i++) sum += Math.exp(logits[offset + i]! - max)
+  const lse = max + Math.log(sum)
+  for (let i = 0; i < vocab; i++) out[offset + i] = logits[offset + i]! - lse
 }
 
 /** ln softmax of one row of logits, in float64 (the host picks the next token from it anyway). */
