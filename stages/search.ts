@@ -20,6 +20,10 @@
  * values the uninterrupted one saw, and a re-run of a finished search evaluates nothing. Interruption
  * lands between evaluations (each evaluation is uninterruptible: a GPU forward cannot be abandoned).
  *
+ * Evaluation: each cache miss becomes a FitnessRequest (plain data) for the SearchEvaluator service:
+ * absent, the step's own model scores it (one at a time); provided (pipeline/cluster, a workflow's
+ * `cluster:`), workers score a whole batch at once. Both run evaluateFitnessRequest, so the values agree.
+ *
  * Outputs: `factors` (ropeway factor-set file, plugins/rope/formats.ts, with provenance) and `log`, a
  * folder with search-log.json (ours), longrope-log.json (LongRoPE's), result_final.csv and
  * result_itNNN.csv (best absolute factors per generation); readjust writes one such set per length
@@ -52,7 +56,7 @@ import type { RopeTable } from "../kernels/rope-table.ts"
 import { type CacheKeyParts, CandidateCache, candidateKey } from "../plugins/search/cache.ts"
 import {
   absoluteFactors, type AnyFitness, applyPenalty, builtinFitness, type FitnessSample, genomeTable, getFitness, isFitnessPlugin,
-  type LogprobModel, perplexity, resolveShortPenalty, type SampleSource, samplesHash, type ShortPenalty, type TableOptions,
+  type FitnessPlugin, type LogprobModel, perplexity, resolveShortPenalty, type SampleSource, samplesHash, type ShortPenalty, type TableOptions,
 } from "../plugins/search/fitness.ts"
 import {
   type AnyStrategy, appendToLog, emptySearchLog, evolutionaryToLongRoPELog, formatFactorsCsv, getStrategy, halvingToLongRoPELog,
@@ -106,6 +110,100 @@ export class SearchModelLoader extends Context.Service<
   SearchModelLoader,
   { readonly load: (dir: string) => Effect.Effect<LogprobModel & { readonly dispose?: () => void }, StageError> }
 >()("ropeway/SearchModelLoader") {}
+
+/**
+ * One fitness evaluation as plain data (JSON-safe), so it can be done here or by a worker process
+ * (pipeline/cluster): the model (path + content hash, checked where it is loaded), the samples by
+ * content hash, the genome and how it becomes a table, the short-context penalty, the chunk size.
+ * `fitness`: the fitness whose own `evaluate` scores a table; null for plain perplexity.
+ */
+export interface FitnessRequest {
+  readonly model: { readonly path: string; readonly hash: string }
+  readonly fitness: string | null
+  readonly samples: string
+  readonly genome: Genome
+  readonly table: TableOptions
+  readonly penalty: { readonly weight: number; readonly length: number; readonly samples: string } | null
+  readonly chunk: number | null
+}
+
+export interface FitnessOutcome {
+  readonly fitness: number
+  /** Evaluation seconds (where it ran). */
+  readonly seconds: number
+}
+
+/**
+ * Where the stage's cache misses are evaluated. Default (service absent): on the step's model, one at a
+ * time. Provide it to send them elsewhere (pipeline/cluster: workers through Postgres); then the stage
+ * loads no model. `samples` holds every sample set a request names, by hash.
+ */
+export class SearchEvaluator extends Context.Service<
+  SearchEvaluator,
+  {
+    /** How many evaluations of a batch may be in flight at once. */
+    readonly concurrency: number | "unbounded"
+    readonly evaluate: (request: FitnessRequest, samples: ReadonlyMap<string, readonly FitnessSample[]>) => Effect.Effect<FitnessOutcome, StageError>
+  }
+>()("ropeway/SearchEvaluator") {}
+
+/** What evaluating requests on one loaded model remembers: the base model's short-context perplexities. */
+export interface FitnessMemo {
+  readonly base: Map<string, number>
+}
+
+/**
+ * Scores a request on a loaded model: the one code path of the local evaluator and of the workers, so a
+ * distributed search sees exactly the values a local one does. `evaluateWith` is the fitness' own
+ * `evaluate` when the request names one; `baseTable` is the model's own RoPE (the penalty's baseline).
+ */
+export async function evaluateFitnessRequest(
+  model: LogprobModel,
+  req: FitnessRequest,
+  samplesOf: (hash: string) => readonly FitnessSample[],
+  evaluateWith: FitnessPlugin["evaluate"],
+  baseTable: (length: number) => RopeTable,
+  memo: FitnessMemo,
+): Promise<number> {
+  const chunk = req.chunk ?? undefined
+  const on = (samples: readonly FitnessSample[], table: RopeTable): Promise<number> =>
+    evaluateWith === undefined ? perplexity(model, samples, table, chunk) : evaluateWith(model, samples, table, chunk)
+  const table = genomeTable(req.genome, req.table)
+  let fitness = await on(samplesOf(req.samples), table)
+  const p = req.penalty
+  if (p !== null && Number.isFinite(fitness)) {
+    const key = `${req.model.hash}|${req.fitness}|${p.samples}|${p.length}|${chunk}`
+    let base = memo.base.get(key)
+    if (base === undefined) {
+      base = await on(samplesOf(p.samples), baseTable(p.length))
+      memo.base.set(key, base)
+    }
+    fitness = applyPenalty(fitness, p.weight, await on(samplesOf(p.samples), table), base)
+  }
+  return fitness
+}
+
+/** The default evaluator: this step's model, one evaluation at a time, each uninterruptible (a GPU forward cannot be abandoned). */
+function localEvaluator(model: LogprobModel, fitness: AnyFitness, baseTable: (length: number) => RopeTable): SearchEvaluator["Service"] {
+  const memo: FitnessMemo = { base: new Map() }
+  return {
+    concurrency: 1,
+    evaluate: (req, samples) =>
+      Effect.tryPromise({
+        try: async () => {
+          const t0 = performance.now()
+          const samplesOf = (h: string): readonly FitnessSample[] => {
+            const s = samples.get(h)
+            if (s === undefined) throw new Error(`no samples with hash ${h}`)
+            return s
+          }
+          const value = await evaluateFitnessRequest(model, req, samplesOf, fitness.evaluate, baseTable, memo)
+          return { fitness: value, seconds: (performance.now() - t0) / 1000 }
+        },
+        catch: (e) => asStageError(e, "evaluation"),
+      }).pipe(Effect.uninterruptible),
+  }
+}
 
 // ---- plugin lookups ----------------------------------------------------------------------------
 
@@ -234,15 +332,17 @@ export interface SearchCounts {
 
 interface Env {
   readonly ctx: StageContext<SearchParams, string, string>
-  readonly model: LogprobModel
+  readonly evaluator: SearchEvaluator["Service"]
+  readonly modelDir: string
   readonly modelHash: string
+  /** Every sample set a request may name, by content hash. */
+  readonly samples: Map<string, readonly FitnessSample[]>
   readonly fitness: AnyFitness
   readonly fitnessParams: unknown
   readonly fitnessKeyParams: unknown
   readonly penalty: ShortPenalty | null
   readonly source: SampleSource
   readonly geometry: RopeGeometry
-  readonly baseTable: (length: number) => RopeTable
   readonly cache: CandidateCache
   readonly chunk: number | undefined
   readonly counts: SearchCounts
@@ -255,12 +355,24 @@ function samplesFor(env: Env, memo: Map<string, { samples: FitnessSample[]; hash
     const samples = env.fitness.samples(env.source, env.fitnessParams, f)
     v = { samples, hash: samplesHash(samples) }
     memo.set(k, v)
+    env.samples.set(v.hash, samples)
   }
   return v
 }
 
-const evaluateOn = (env: Env, samples: readonly FitnessSample[], table: RopeTable): Promise<number> =>
-  env.fitness.evaluate === undefined ? perplexity(env.model, samples, table, env.chunk) : env.fitness.evaluate(env.model, samples, table, env.chunk)
+/** The short-context penalty's samples (registered in env.samples), by hash. */
+function penaltySamples(env: Env, memo: Map<string, string>): string {
+  const p = env.penalty!
+  const k = `${p.samples}x${p.length}`
+  let hash = memo.get(k)
+  if (hash === undefined) {
+    const s = env.fitness.samples(env.source, env.fitnessParams, { samples: p.samples, length: p.length })
+    hash = samplesHash(s)
+    env.samples.set(hash, s)
+    memo.set(k, hash)
+  }
+  return hash
+}
 
 function runSearch(env: Env, strategy: AnyStrategy, job: Job, onGeneration: (progress: Progress, state: unknown) => Effect.Effect<void>) {
   return Effect.gen(function* () {
@@ -275,56 +387,56 @@ function runSearch(env: Env, strategy: AnyStrategy, job: Job, onGeneration: (pro
       cp = { format: 1, strategy: strategy.name, state, log: emptySearchLog(strategy.name), seconds: 0 }
     }
     const memo = new Map<string, { samples: FitnessSample[]; hash: string }>()
-    const penaltyMemo = new Map<string, { samples: FitnessSample[]; base: number }>()
+    const penaltyMemo = new Map<string, string>()
 
     const evaluate = (c: Candidate) =>
-      Effect.tryPromise({
-        try: async () => {
-          const table = genomeTable(c.genome, job.table)
-          const { samples, hash } = samplesFor(env, memo, c.fidelity)
-          const parts: CacheKeyParts = {
-            model: env.modelHash,
-            fitness: { name: env.fitness.name, version: env.fitness.version, params: env.fitnessKeyParams },
-            samples: hash,
-            fidelity: { samples: c.fidelity.samples, length: c.fidelity.length },
-            rope: { factors: absoluteFactors(c.genome, job.table.baseFactors), startTokens: table.startTokens, attentionScale: table.attentionScale },
-          }
-          const hit = env.cache.get(candidateKey(parts))
-          if (hit !== undefined) {
-            env.counts.cached++
-            return { fitness: hit.fitness, seconds: 0 }
-          }
-          const t0 = performance.now()
-          let fitness = await evaluateOn(env, samples, table)
-          if (env.penalty !== null && Number.isFinite(fitness)) {
-            const p = env.penalty
-            const key = `${p.samples}x${p.length}`
-            let short = penaltyMemo.get(key)
-            if (short === undefined) {
-              const s = env.fitness.samples(env.source, env.fitnessParams, { samples: p.samples, length: p.length })
-              short = { samples: s, base: await evaluateOn(env, s, env.baseTable(p.length)) }
-              penaltyMemo.set(key, short)
+      Effect.gen(function* () {
+        const prepared = yield* Effect.try({
+          try: () => {
+            const table = genomeTable(c.genome, job.table)
+            const { hash } = samplesFor(env, memo, c.fidelity)
+            const parts: CacheKeyParts = {
+              model: env.modelHash,
+              fitness: { name: env.fitness.name, version: env.fitness.version, params: env.fitnessKeyParams },
+              samples: hash,
+              fidelity: { samples: c.fidelity.samples, length: c.fidelity.length },
+              rope: { factors: absoluteFactors(c.genome, job.table.baseFactors), startTokens: table.startTokens, attentionScale: table.attentionScale },
             }
-            fitness = applyPenalty(fitness, p.weight, await evaluateOn(env, short.samples, table), short.base)
-          }
-          const seconds = (performance.now() - t0) / 1000
-          env.cache.put(parts, fitness, seconds)
-          env.counts.evaluated++
-          return { fitness, seconds }
-        },
-        catch: (e) => asStageError(e, `evaluating candidate ${c.id}`),
-      }).pipe(Effect.uninterruptible)
+            const hit = env.cache.get(candidateKey(parts))
+            const penalty = hit !== undefined || env.penalty === null ? null : { weight: env.penalty.weight, length: env.penalty.length, samples: penaltySamples(env, penaltyMemo) }
+            return { parts, hash, hit, penalty }
+          },
+          catch: (e) => asStageError(e, `evaluating candidate ${c.id}`),
+        })
+        if (prepared.hit !== undefined) {
+          env.counts.cached++
+          return { fitness: prepared.hit.fitness, seconds: 0 }
+        }
+        const request: FitnessRequest = {
+          model: { path: env.modelDir, hash: env.modelHash },
+          fitness: env.fitness.evaluate === undefined ? null : env.fitness.name,
+          samples: prepared.hash,
+          genome: c.genome,
+          table: job.table,
+          penalty: prepared.penalty,
+          chunk: env.chunk ?? null,
+        }
+        const r = yield* env.evaluator.evaluate(request, env.samples).pipe(Effect.mapError((e) => asStageError(e, `evaluating candidate ${c.id}`)))
+        yield* Effect.try({ try: () => env.cache.put(prepared.parts, r.fitness, r.seconds), catch: (e) => asStageError(e, "search cache") })
+        env.counts.evaluated++
+        return r
+      })
 
     while (!strategy.done(cp.state)) {
       const before = strategy.progress(cp.state).generation
       const { state, candidates } = yield* Effect.try({ try: () => strategy.propose(cp.state), catch: (e) => asStageError(e, `strategy ${strategy.name}`) })
-      const results: Result[] = []
+      // The local evaluator takes one at a time; a cluster one has the whole batch in flight at once.
+      const rs = yield* Effect.forEach(candidates, evaluate, { concurrency: env.evaluator.concurrency })
       let seconds = cp.seconds
-      for (const c of candidates) {
-        const r = yield* evaluate(c)
-        seconds += r.seconds
-        results.push({ id: c.id, fitness: r.fitness })
-      }
+      const results: Result[] = candidates.map((c, i) => {
+        seconds += rs[i]!.seconds
+        return { id: c.id, fitness: rs[i]!.fitness }
+      })
       const next = yield* Effect.try({ try: () => strategy.observe(state, results), catch: (e) => asStageError(e, `strategy ${strategy.name}`) })
       const prog = strategy.progress(next)
       const log = prog.generation > before ? appendToLog(cp.log, prog, seconds) : cp.log
@@ -546,24 +658,34 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
       catch: (e) => asStageError(e, "search"),
     })
 
-    // The model and the data.
-    const loader = Option.getOrUndefined(yield* Effect.serviceOption(SearchModelLoader))
-    const model = yield* Effect.acquireRelease(
-      loader !== undefined
-        ? loader.load(modelDir)
-        : Effect.gen(function* () {
-            // The run's shared device when the runner provides one, else one for this step.
-            const shared = Option.getOrUndefined(yield* Effect.serviceOption(Gpu))
-            const rt =
-              shared ??
-              (yield* Effect.acquireRelease(
-                Effect.tryPromise({ try: () => acquireRuntime(), catch: (e) => fail(e instanceof GpuUnavailable ? e.message : `no GPU: ${String(e)}`, e) }),
-                (r) => Effect.sync(() => r.destroy()),
-              ))
-            return yield* Effect.tryPromise({ try: () => loadLlama(rt, modelDir), catch: (e) => asStageError(e, `loading ${modelDir}`) })
-          }),
-      (m) => Effect.sync(() => m.dispose?.()),
-    )
+    // The evaluator: a provided one (workers) needs no model here; else the step's model.
+    const provided = Option.getOrUndefined(yield* Effect.serviceOption(SearchEvaluator))
+    const evaluator =
+      provided ??
+      (yield* Effect.gen(function* () {
+        const loader = Option.getOrUndefined(yield* Effect.serviceOption(SearchModelLoader))
+        const model = yield* Effect.acquireRelease(
+          loader !== undefined
+            ? loader.load(modelDir)
+            : Effect.gen(function* () {
+                // The run's shared device when the runner provides one, else one for this step.
+                const shared = Option.getOrUndefined(yield* Effect.serviceOption(Gpu))
+                const rt =
+                  shared ??
+                  (yield* Effect.acquireRelease(
+                    Effect.tryPromise({ try: () => acquireRuntime(), catch: (e) => fail(e instanceof GpuUnavailable ? e.message : `no GPU: ${String(e)}`, e) }),
+                    (r) => Effect.sync(() => r.destroy()),
+                  ))
+                return yield* Effect.tryPromise({ try: () => loadLlama(rt, modelDir), catch: (e) => asStageError(e, `loading ${modelDir}`) })
+              }),
+          (m) => Effect.sync(() => m.dispose?.()),
+        )
+        const baseRope = yield* Effect.try({
+          try: () => resolveRopeLazy(ropeSpecFromConfig(JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")))),
+          catch: (e) => asStageError(e, "search"),
+        })
+        return localEvaluator(model, setup.fitness, baseRope)
+      }))
     const env = yield* Effect.try({
       try: (): Env => {
         const data = resolveData(p.data, ctx.seed)
@@ -571,19 +693,18 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
         const vocab = (JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as { vocab_size?: number }).vocab_size ?? Infinity
         if (tokenizer.vocabSize > vocab) throw inputError("search.tokenizer", `tokenizer ${tokenizer.name} has ${tokenizer.vocabSize} ids but the model's vocab_size is ${vocab}`)
         const maxLen = Math.max(...jobs.map((j) => j.sctx.fidelity.length), setup.penalty?.length ?? 0)
-        const modelRope = ropeSpecFromConfig(JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")))
-        const baseRope = resolveRopeLazy(modelRope)
         return {
           ctx,
-          model,
+          evaluator,
+          modelDir: resolve(modelDir),
           modelHash: hashPath(modelDir),
+          samples: new Map(),
           fitness: setup.fitness,
           fitnessParams: setup.fitnessParams,
           fitnessKeyParams: setup.fitnessKeyParams,
           penalty: setup.penalty,
           source: sampleSource(data, tokenizer, maxLen),
           geometry,
-          baseTable: baseRope,
           cache: new CandidateCache(p.cacheDir ?? resolve(dirname(ctx.checkpointDir), "..", "_search-cache")),
           chunk: p.chunk,
           counts: { evaluated: 0, cached: 0 },

@@ -6,5 +6,6 @@ import { plan } from "./plan.ts"
 import { rope } from "./rope.ts"
 import { run } from "./run.ts"
 import { score } from "./score.ts"
+import { worker } from "./worker.ts"
 
-export const commands = [run, plan, list, score, generate, rope, exportCommand] as const
+export const commands = [run, plan, list, score, generate, rope, exportCommand, worker] as const

@@ -22,6 +22,7 @@
  * A step's params are checked against its stage's Schema (unknown keys are errors); the cache key
  * holds the params in encoded form after decoding, so a default left out and written out are the same.
  */
+import { parseClusterSettings } from "../cluster/store.ts"
 import { Effect, Result, Schema, SchemaIssue } from "effect"
 import { existsSync, readFileSync, statSync } from "node:fs"
 import { dirname, isAbsolute, join, resolve } from "node:path"
@@ -312,6 +313,13 @@ export const loadWorkflow = (file: string, options: LoadOptions = {}): Effect.Ef
       diags.push(src.diag(["steps"], "expected `steps:` to be a mapping of step name to step, or a list of steps"))
     }
     if (entries.length === 0 && diags.length === 0) diags.push(src.diag(["steps"], "expected at least one step"))
+    if (wf.cluster !== undefined) {
+      try {
+        parseClusterSettings(wf.cluster)
+      } catch (e) {
+        diags.push(src.diag(["cluster"], e instanceof Error ? e.message : String(e)))
+      }
+    }
 
     const seen = new Map<string, DocPath>()
     const declared: Array<{ at: DocPath; name: string; stage: AnyStage; inputs: Record<string, string>; params: unknown; paramsJson: unknown; seed: number }> = []

@@ -6,6 +6,7 @@
 import { Cause, Context, Data, Effect, Exit, Option } from "effect"
 import { existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs"
 import { join } from "node:path"
+import { withCluster } from "../cluster/index.ts"
 import { hashPath } from "./hash.ts"
 import type { InputSource, ResolvedStep, Workflow } from "./loader.ts"
 import { PluginRegistry } from "./plugin.ts"
@@ -206,7 +207,8 @@ export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effe
                   log: (line) => progress.emit({ _tag: "Log", step: step.name, line }),
                 },
               }
-              const result = yield* (step.stage.run(ctx) as Effect.Effect<Json | void, StageError>)
+              // With a `cluster:` setting, stages that fan out (the search's fitness evaluations) use the workers.
+              const result = yield* (step.stage.run(ctx) as Effect.Effect<Json | void, StageError>).pipe(withCluster(wf.cluster))
               const missing = Object.entries(outputs).filter(([, p]) => !existsSync(p)).map(([o]) => o)
               if (missing.length > 0) {
                 return yield* Effect.fail(new Error(`stage ${step.stage.name} did not write its output(s): ${missing.join(", ")}`))
