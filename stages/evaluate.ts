@@ -197,6 +197,8 @@ export interface Measurement {
   readonly protocol: Protocol
   readonly table: ChosenTable
   readonly stride: number | undefined
+  /** Documents left out at this length because they are shorter than its window (only with skipShort). */
+  readonly skipped: number
   /** Per document: its windows, each with the pass that serves it. */
   readonly windows: ReadonlyArray<{ readonly doc: number; readonly window: Window; readonly pass: number }>
 }
@@ -211,18 +213,25 @@ export interface Pass {
   readonly label: string
 }
 
-/** Groups every window of every measurement into passes: one per (table, document, start), to the furthest end. */
+/**
+ * Groups every window of every measurement into passes: one per (table, document, start), to the furthest
+ * end. `skipShort`: a document shorter than a length's window (L − BOS tokens) is left out at that length
+ * (counted in `skipped`) rather than scored on a shorter window reported as L.
+ */
 export function planPasses(
   requests: ReadonlyArray<{ method: Method; length: number; protocol: Protocol; table: ChosenTable; stride: number | undefined }>,
   docs: readonly Doc[],
   bos: boolean,
+  skipShort = false,
 ): { passes: Pass[]; measurements: Measurement[] } {
   const passes: Pass[] = []
   const byKey = new Map<string, number>()
   const measurements = requests.map((r) => {
     const tk = tableKey(r.table)
+    const fits = (d: Doc) => !skipShort || d.ids.length >= r.length - (bos ? 1 : 0)
+    const skipped = docs.filter((d) => !fits(d)).length
     const windows = docs.flatMap((d, di) =>
-      protocolWindows(r.protocol, d.ids.length, r.length, bos, r.stride).map((window) => {
+      !fits(d) ? [] : protocolWindows(r.protocol, d.ids.length, r.length, bos, r.stride).map((window) => {
         const key = `${tk}:${di}:${window.from}`
         let pi = byKey.get(key)
         if (pi === undefined) {
@@ -236,7 +245,7 @@ export function planPasses(
         return { doc: di, window, pass: pi }
       }),
     )
-    return { ...r, windows }
+    return { ...r, skipped, windows }
   })
   return { passes, measurements }
 }
@@ -307,7 +316,7 @@ const doc = (description: string) => <S extends Schema.Top>(s: S) => s.annotate(
 const Synthetic = Schema.Struct({ source: Schema.Literal("synthetic") })
 const Corpus = Schema.Struct({
   source: Schema.Literal("corpus"),
-  path: Schema.NonEmptyString.pipe(doc("a folder of .txt / .jsonl, or one file (relative to the working directory)")),
+  path: Schema.NonEmptyString.pipe(doc("a folder of .txt / .jsonl, or one file (relative to the workflow file)")),
   field: Schema.optionalKey(Schema.NonEmptyString.pipe(doc('JSONL field holding the text (default "text")'))),
 })
 
@@ -343,10 +352,13 @@ export const EvaluateParams = Schema.Struct({
     withDefault(["none", "pi", "ntk", "yarn"] as const),
   ),
   protocols: Schema.NonEmptyArray(Schema.Literals(PROTOCOLS)).pipe(doc("perplexity protocols (default truncate)"), withDefault(["truncate"] as const)),
-  stride: Schema.optionalKey(PosInt.pipe(doc("sliding protocol's stride (default min(256, length − 1))"))),
+  stride: Schema.optionalKey(PosInt.pipe(doc("sliding protocol's stride (default min(256, length − 1)); longer than the window: windows every `stride` tokens, text between them unscored (LongRoPE's Books3 protocol)"))),
   samples: PosInt.pipe(doc("documents scored, the same for every method and length (default 4)"), withDefault(4)),
   seed: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(doc("data seed (default the step's seed)"))),
   tokens: Schema.optionalKey(PosInt.pipe(doc("tokens per document: documents are cut to it, shorter corpus documents skipped (default the longest length)"))),
+  minTokens: Schema.optionalKey(
+    PosInt.pipe(doc("corpus documents need at least this many tokens (default `tokens`); at each length, a document shorter than the window is skipped there and the entry's `skipped` counts it")),
+  ),
   data: Schema.Union([Synthetic, Corpus]).pipe(doc("where documents come from (default synthetic)"), withDefault({ source: "synthetic" } as const)),
   tokenizer: Schema.optionalKey(Schema.NonEmptyString.pipe(doc('"byte" or a folder with tokenizer.json (default the model folder\'s, else "byte")'))),
   originalLength: Schema.optionalKey(PosInt.pipe(doc("L0 for the scale (default config.json's original_max_position_embeddings, else max_position_embeddings)"))),
@@ -373,20 +385,23 @@ const loadDocs = (p: EvaluateParams, seed: number, tokens: number, tok: TextToke
     const docs = Array.from({ length: p.samples }, (_, i) => ({ id: `synthetic(seed=${seed},tokens=${tokens})#${i}`, ids: syntheticDocument(opts, i).ids }))
     return { docs, data: `synthetic long-range documents (plugins/data), seed ${seed}, ${tokens} tokens each, tokenizer ${tok.name}` }
   }
+  // the workflow loader made it absolute (against the workflow file); a direct call resolves against the cwd
   const path = resolve(p.data.path)
   const corpus = openCorpus(path, p.data.field === undefined ? {} : { field: p.data.field })
+  const need = p.minTokens ?? tokens
   // a seeded order, then the first documents long enough: the same samples for every method and length
   const order = Rng.seeded(seed, 0xe7a1).permutation(corpus.size)
   const docs: Doc[] = []
   for (const i of order) {
     const ids = tok.encode(corpus.text(i))
-    if (ids.length >= tokens) docs.push({ id: corpus.where(i), ids: ids.slice(0, tokens) })
+    if (ids.length >= need) docs.push({ id: corpus.where(i), ids: ids.slice(0, tokens) })
     if (docs.length === p.samples) break
   }
   if (docs.length < p.samples) {
-    throw new Error(`only ${docs.length} of ${corpus.size} documents in ${path} have ≥ ${tokens} tokens (${tok.name}); need ${p.samples}`)
+    throw new Error(`only ${docs.length} of ${corpus.size} documents in ${path} have ≥ ${need} tokens (${tok.name}); need ${p.samples}`)
   }
-  return { docs, data: `corpus ${path}, seeded order (seed ${seed}), first ${p.samples} documents with ≥ ${tokens} tokens, cut to ${tokens}, tokenizer ${tok.name}` }
+  const shorter = need < tokens ? `, shorter ones skipped per length (minTokens ${need})` : ""
+  return { docs, data: `corpus ${path}, seeded order (seed ${seed}), first ${p.samples} documents with ≥ ${need} tokens, cut to ${tokens}${shorter}, tokenizer ${tok.name}` }
 }
 
 const writeJsonAtomic = (path: string, value: unknown): void => {
@@ -469,15 +484,24 @@ export const evaluateStage = defineStage({
               scaling === "model" ? model.rope(L) : resolveRope({ ...spec, originalMaxPositions: L0, scaling }, `evaluate ${method}`)(L))
             for (const protocol of p.protocols) {
               const stride = protocol === "sliding" ? p.stride ?? Math.min(256, L - 1) : undefined
-              if (stride !== undefined && stride > L - (bos ? 1 : 0)) return yield* fail(`stride ${stride} is longer than a window at length ${L}: tokens between windows would never be scored`)
+              // stride > window is LongRoPE's Books3 protocol (§5.1: windows at 0, stride, 2·stride, each
+              // tokens[begin : begin+L−1]): every window is scored whole and the text between them is skipped
               requests.push({ method, length: L, protocol, table, stride })
             }
           }
         }
-        const { passes, measurements } = planPasses(requests, docs, bos)
+        const skipShort = p.minTokens !== undefined && p.data.source === "corpus"
+        const { passes, measurements } = planPasses(requests, docs, bos, skipShort)
         for (const m of measurements) {
           if (m.windows.length === 0) {
+            if (m.skipped === docs.length) return yield* fail(`${m.protocol} at length ${m.length}: all ${docs.length} documents are shorter than the window (minTokens ${p.minTokens}); raise minTokens or drop the length`)
             return yield* fail(`${m.protocol} at length ${m.length}: no window fits the ${tokens}-token documents (chunked needs documents of ≥ L tokens; raise \`tokens\`)`)
+          }
+          if (m.skipped > 0 && m.method === p.methods[0] && m.protocol === p.protocols[0]) {
+            yield* ctx.progress.log(`length ${m.length}: ${m.skipped} of ${docs.length} documents shorter than the window, skipped`)
+          }
+          if (m.stride !== undefined && m.stride > m.length - (bos ? 1 : 0) && m.method === p.methods[0]) {
+            yield* ctx.progress.log(`length ${m.length}: stride ${m.stride} > window, so windows start every ${m.stride} tokens and the text between them is not scored`)
           }
         }
         yield* ctx.progress.log(
@@ -522,6 +546,7 @@ export const evaluateStage = defineStage({
             bos: BOS_NOTE[m.protocol](bos),
             aggregation: AGGREGATION[m.protocol],
             ...(m.stride === undefined ? {} : { stride: m.stride }),
+            ...(skipShort ? { skipped: m.skipped } : {}),
             windows: nll.length,
             tokens: nll.reduce((a, w) => a + w.count, 0),
             scale: m.length / L0,

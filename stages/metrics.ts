@@ -35,6 +35,8 @@ export const PerplexityEntry = Schema.Struct({
   aggregation: Schema.String,
   /** Sliding windows' stride (tokens). */
   stride: Schema.optionalKey(Schema.Int),
+  /** Sample documents left out at this length, shorter than its window (evaluate's minTokens). */
+  skipped: Schema.optionalKey(Schema.Int),
   windows: Schema.Int,
   /** Tokens whose NLL went into the value. */
   tokens: Schema.Int,

@@ -30,6 +30,10 @@
  * under log/<length>/. The logs hold the strategy's genomes (relative ones in `second` mode, like
  * LongRoPE's --search_twice log); the CSVs and the factor-set file hold absolute factors.
  *
+ * Model quirks (Mistral, §2.3/§2.5): `originalLength` overrides L0, `betaFast`/`betaSlow` the YaRN-init ramp,
+ * `slidingWindow: null` loads the model without its window (full attention; workers get the same flag).
+ * The loader calls `validate` (validateSearchParams) so strategy/fitness params and `data` fail at `plan`.
+ *
  * Two stage names, one implementation: `search` (input `model`; `second`/`readjust` then read the table
  * the model folder's config.json carries) and `search-factors` (inputs `model` and `factors`), because a
  * workflow must wire every input a stage declares.
@@ -41,12 +45,12 @@ import { acquireRuntime, Gpu, GpuUnavailable } from "../kernels/device.ts"
 import { InputError, inputError } from "../pipeline/errors.ts"
 import { hashPath } from "../pipeline/workflow/hash.ts"
 import { definePlugin, PluginRegistry, type Registry } from "../pipeline/workflow/plugin.ts"
-import { defineStage, type Json, type StageContext, StageError } from "../pipeline/workflow/stage.ts"
+import { defineStage, type Json, type ParamIssue, type StageContext, StageError, type ValidateContext } from "../pipeline/workflow/stage.ts"
 import { writeFileAtomic } from "../pipeline/workflow/store.ts"
 import { openCorpus } from "../plugins/data/corpus.ts"
 import { type SyntheticTask, syntheticDocument } from "../plugins/data/synthetic.ts"
 import { loadTokenizer, type TextTokenizer, byteTokenizer } from "../plugins/data/tokenizer.ts"
-import { loadLlama } from "../plugins/models/llama/model.ts"
+import { type InspectedLlama, inspectLlama, loadLlama } from "../plugins/models/llama/model.ts"
 import { mscale, type MscalePolicy, ntkFactors, piFactors, rescaleFactors, type RopeGeometry, yarnInitFactors } from "../plugins/rope/factors.ts"
 import { type FactorSetFile, factorSetFromHfLongrope, factorSetToScaling, formatFactorSetFile, parseFactorSetFile, ropeSpecFromConfig } from "../plugins/rope/formats.ts"
 import { readResearch, type ResearchSet } from "../plugins/rope/longrope-research.ts"
@@ -86,7 +90,7 @@ export const SearchParams = Schema.Struct({
   samples: Schema.optionalKey(PosInt),
   /** Cheaper fidelities for multi-fidelity strategies, cheapest first. */
   fidelities: Schema.optionalKey(Schema.Array(Schema.Struct({ samples: PosInt, length: PosInt }))),
-  /** {source: "synthetic", seed?, tasks?} (default) or {source: "corpus", path, field?}; documents in order. */
+  /** {source: "synthetic", seed?, tasks?} (default) or {source: "corpus", path, field?} (path relative to the workflow file); documents in order. */
   data: Schema.optionalKey(Obj),
   /** "byte" or a folder with tokenizer.json; default the model folder's tokenizer.json, else "byte". */
   tokenizer: Schema.optionalKey(Schema.NonEmptyString),
@@ -96,6 +100,21 @@ export const SearchParams = Schema.Struct({
   chunk: Schema.optionalKey(PosInt),
   /** The candidate cache folder; default <store>/_search-cache. */
   cacheDir: Schema.optionalKey(Schema.String),
+  /**
+   * L0, the original context, instead of config.json's original_max_position_embeddings (else
+   * max_position_embeddings): e.g. 4096 for Mistral-7B-v0.1, whose window LongRoPE reads as L0 (§2.5).
+   * Mode first; second and readjust take L0 from the factor set, and a different value is an error.
+   */
+  originalLength: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(2))),
+  /** YaRN-init's β_fast / β_slow for the initial population (default 32 / 1, LLaMA; Mistral: 128 / 2, §2.3). */
+  betaFast: Schema.optionalKey(Schema.Finite.check(Schema.isGreaterThan(0))),
+  betaSlow: Schema.optionalKey(Schema.Finite.check(Schema.isGreaterThan(0))),
+  /**
+   * null: ignore the model's sliding window for this search, i.e. full attention at every length, as
+   * LongRoPE ran Mistral (issue #8: window set past the longest input). The llama plugin only has full
+   * attention and otherwise refuses inputs longer than the window. Default: as config.json says.
+   */
+  slidingWindow: Schema.optionalKey(Schema.Null),
 })
 export type SearchParams = typeof SearchParams.Type
 
@@ -118,7 +137,8 @@ export class SearchModelLoader extends Context.Service<
  * `fitness`: the fitness whose own `evaluate` scores a table; null for plain perplexity.
  */
 export interface FitnessRequest {
-  readonly model: { readonly path: string; readonly hash: string }
+  /** `fullAttention`: load it with its sliding window disabled (the stage's `slidingWindow: null`). */
+  readonly model: { readonly path: string; readonly hash: string; readonly fullAttention?: boolean }
   readonly fitness: string | null
   readonly samples: string
   readonly genome: Genome
@@ -413,7 +433,7 @@ function runSearch(env: Env, strategy: AnyStrategy, job: Job, onGeneration: (pro
           return { fitness: prepared.hit.fitness, seconds: 0 }
         }
         const request: FitnessRequest = {
-          model: { path: env.modelDir, hash: env.modelHash },
+          model: { path: env.modelDir, hash: env.modelHash, ...(env.ctx.params.slidingWindow === null ? { fullAttention: true } : {}) },
           fitness: env.fitness.evaluate === undefined ? null : env.fitness.name,
           samples: prepared.hash,
           genome: c.genome,
@@ -496,6 +516,73 @@ function vectorOf(s: ResearchSet, where: string): number[] {
   return Array.from(first)
 }
 
+/**
+ * The model as the search loads it: with `fullAttention`, its sliding window dropped from the config the
+ * llama plugin reads (it has only full attention, and otherwise refuses inputs past the window). Used by
+ * the stage and by cluster workers, so both score the same model.
+ */
+export function inspectForSearch(dir: string, fullAttention: boolean): InspectedLlama {
+  const m = inspectLlama(dir)
+  return fullAttention && m.config.slidingWindow !== undefined ? { ...m, config: { ...m.config, slidingWindow: undefined } } : m
+}
+
+/** `search.<a>.<b>: message` (the plugins' InputError form) as a path under `base` and the message. */
+const issueOf = (e: unknown, prefix: RegExp, base: readonly string[]): ParamIssue => {
+  const msg = e instanceof Error ? e.message : String(e)
+  const m = prefix.exec(msg)
+  return m === null ? { path: base, message: msg } : { path: [...base, ...m[1]!.split(".")], message: m[2]! }
+}
+
+/**
+ * What the loader can check before the model is read: the strategy and fitness exist, their params (the
+ * strategy's own validateParams; the fitness' resolveParams, which is pure), `data`, the lengths a mode needs.
+ */
+export function validateSearchParams(p: SearchParams, registry: Registry | undefined): ParamIssue[] {
+  const issues: ParamIssue[] = []
+  const mode = p.mode ?? "first"
+  if (mode !== "readjust" && p.length === undefined) issues.push({ path: [], message: `missing key "length": the target length, required in mode "${mode}"` })
+  if (mode === "readjust" && (p.lengths === undefined || p.lengths.length === 0)) issues.push({ path: [], message: 'missing key "lengths": the short lengths to readjust, required in mode "readjust"' })
+  if (p.betaFast !== undefined && p.betaSlow !== undefined && !(p.betaFast > p.betaSlow)) {
+    issues.push({ path: ["betaSlow"], message: `expected β_slow < β_fast (${p.betaFast}), got ${p.betaSlow}` })
+  }
+  let strategy: AnyStrategy | undefined
+  try {
+    strategy = findStrategy(registry, p.strategy ?? "evolutionary")
+  } catch (e) {
+    issues.push({ path: p.strategy === undefined ? [] : ["strategy"], message: e instanceof Error ? e.message : String(e) })
+  }
+  if (strategy?.validateParams !== undefined) {
+    for (const i of strategy.validateParams(p.strategyParams ?? {})) issues.push({ ...i, path: ["strategyParams", ...i.path] })
+  }
+  let fitness: AnyFitness | undefined
+  try {
+    fitness = findFitness(registry, p.fitness ?? "ppl-truncate")
+  } catch (e) {
+    issues.push(issueOf(e, /^search\.(fitness): ([\s\S]*)$/, []))
+  }
+  const { shortPenalty, ...fp } = p.fitnessParams ?? {}
+  const fitnessPrefix = /^search\.fitnessParams\.([^:\s]+): ([\s\S]*)$/
+  if (fitness !== undefined) {
+    try {
+      fitness.resolveParams(fp)
+    } catch (e) {
+      issues.push(issueOf(e, fitnessPrefix, ["fitnessParams"]))
+    }
+  }
+  try {
+    // L0 is not known yet; only the shape is checked here (the default length is L0's).
+    resolveShortPenalty(shortPenalty, 2, p.samples ?? 5)
+  } catch (e) {
+    issues.push(issueOf(e, fitnessPrefix, ["fitnessParams"]))
+  }
+  try {
+    resolveData(p.data, 0)
+  } catch (e) {
+    issues.push(issueOf(e, /^search\.data\.([^:\s]+): ([\s\S]*)$/, ["data"]))
+  }
+  return issues
+}
+
 // ---- the stage ---------------------------------------------------------------------------------
 
 export const SEARCH_VERSION = "1"
@@ -504,6 +591,7 @@ const stageDef = {
   version: SEARCH_VERSION,
   params: SearchParams,
   run: (ctx: StageContext<SearchParams, string, string>) => runSearchStage(ctx),
+  validate: (p: SearchParams, ctx: ValidateContext) => validateSearchParams(p, ctx.registry),
 } as const
 
 /** `search`: the model only; modes second/readjust read the table the model folder carries. */
@@ -540,7 +628,7 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
       try: () => {
         const configFile = join(modelDir, "config.json")
         const spec = ropeSpecFromConfig(JSON.parse(readFileSync(configFile, "utf8")), configFile)
-        const L0model = spec.originalMaxPositions ?? spec.maxPositions
+        const L0model = p.originalLength ?? spec.originalMaxPositions ?? spec.maxPositions
         const strategy = findStrategy(registry, p.strategy ?? "evolutionary")
         const fitness = findFitness(registry, p.fitness ?? "ppl-truncate")
         const { shortPenalty, ...fp } = p.fitnessParams ?? {}
@@ -567,6 +655,9 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
             inputSets = { research, L0: research.originalLength, path: configFile }
           }
         }
+        if (inputSets !== undefined && p.originalLength !== undefined && p.originalLength !== inputSets.L0) {
+          throw inputError("search.originalLength", `${p.originalLength} differs from the factor set's L0 ${inputSets.L0} (${inputSets.path}); in mode "${mode}" L0 comes from the factor set`)
+        }
         const L0 = inputSets?.L0 ?? L0model
         const penalty = resolveShortPenalty(shortPenalty, L0, samples)
         return { spec, L0, strategy, fitness, fitnessParams, fitnessKeyParams: { ...fitnessParams as object, shortPenalty: penalty }, penalty, samples, inputSets }
@@ -577,6 +668,7 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
     const geometry: RopeGeometry = { rotaryDim: spec.rotaryDim, base: spec.base, originalLength: L0 }
     const policyParam: MscalePolicy | undefined = p.mscale
     const fidelities = p.fidelities?.map((f) => ({ samples: f.samples, length: f.length }))
+    const yarn = { ...(p.betaFast === undefined ? {} : { betaFast: p.betaFast }), ...(p.betaSlow === undefined ? {} : { betaSlow: p.betaSlow }) }
 
     // The jobs of this mode, and how the result becomes the factor-set file.
     const jobs: Job[] = []
@@ -609,7 +701,7 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
           const L = need(p.length, "length")
           const s = L / L0
           const table: TableOptions = { geometry, length: L, policy: policyParam ?? "su", startTokens: 0 }
-          jobs.push({ tag: "", table, strategyParams: withGeneDefaults(table), sctx: mkCtx(dims, s, L, [piFactors(geometry, s), ntkFactors(geometry, s), yarnInitFactors(geometry, s)], seedOf(0)) })
+          jobs.push({ tag: "", table, strategyParams: withGeneDefaults(table), sctx: mkCtx(dims, s, L, [piFactors(geometry, s), ntkFactors(geometry, s), yarnInitFactors(geometry, s, yarn)], seedOf(0)) })
           finish = ([best]) => ({
             sets: L > L0 ? [{ max_length: L0, factors: new Array<number>(dims).fill(1) }, searchedSet(L, best!, table)] : [searchedSet(L, best!, table)],
             lengths: [L],
@@ -623,7 +715,7 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
           const lambdaFt = vectorOf(ft, inputSets!.path)
           const sRel = L / ft.maxLength
           // YaRN-init at the relative scale, with the fine-tuned length as the "original" one.
-          const relInit = yarnInitFactors({ ...geometry, originalLength: ft.maxLength }, sRel)
+          const relInit = yarnInitFactors({ ...geometry, originalLength: ft.maxLength }, sRel, yarn)
           const table: TableOptions = { geometry, length: L, policy: policyParam ?? ft.mscale, startTokens: ft.startTokens, baseFactors: lambdaFt }
           jobs.push({ tag: "", table, strategyParams: withGeneDefaults(table), sctx: mkCtx(dims, sRel, L, [relInit], seedOf(0)) })
           finish = ([best]) => ({ sets: [...sets.map((x) => entryOf(x, L0)), searchedSet(L, best!, table)], lengths: [L], scale: L / L0 })
@@ -641,7 +733,7 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
             const s = Math.max(Ls / L0, 1)
             const init: ArrayLike<number>[] = [lam]
             if (serving.scale > 1 && s !== serving.scale) init.push(rescaleFactors(lam, serving.scale, s))
-            if (s > 1) init.push(yarnInitFactors(geometry, s), piFactors(geometry, s), ntkFactors(geometry, s))
+            if (s > 1) init.push(yarnInitFactors(geometry, s, yarn), piFactors(geometry, s), ntkFactors(geometry, s))
             else init.push(new Float64Array(dims).fill(1))
             const table: TableOptions = { geometry, length: Ls, policy: policyParam ?? serving.mscale, startTokens: serving.startTokens }
             tables.push(table)
@@ -676,7 +768,7 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
                     Effect.tryPromise({ try: () => acquireRuntime(), catch: (e) => fail(e instanceof GpuUnavailable ? e.message : `no GPU: ${String(e)}`, e) }),
                     (r) => Effect.sync(() => r.destroy()),
                   ))
-                return yield* Effect.tryPromise({ try: () => loadLlama(rt, modelDir), catch: (e) => asStageError(e, `loading ${modelDir}`) })
+                return yield* Effect.tryPromise({ try: () => loadLlama(rt, inspectForSearch(modelDir, p.slidingWindow === null)), catch: (e) => asStageError(e, `loading ${modelDir}`) })
               }),
           (m) => Effect.sync(() => m.dispose?.()),
         )

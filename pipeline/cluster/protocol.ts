@@ -31,7 +31,8 @@ export const TableOptionsSchema = Schema.Struct({
 })
 
 export const FitnessRequestSchema = Schema.Struct({
-  model: Schema.Struct({ path: Schema.String, hash: Schema.String }),
+  // fullAttention: the search's `slidingWindow: null`; workers load the model the same way
+  model: Schema.Struct({ path: Schema.String, hash: Schema.String, fullAttention: Schema.optionalKey(Schema.Boolean) }),
   fitness: Schema.NullOr(Schema.String),
   samples: Schema.String,
   genome: GenomeSchema,

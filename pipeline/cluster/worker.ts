@@ -17,7 +17,7 @@ import { loadLlama, type LlamaModel } from "../../plugins/models/llama/model.ts"
 import { ropeSpecFromConfig } from "../../plugins/rope/formats.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
 import { type FitnessSample, getFitness } from "../../plugins/search/fitness.ts"
-import { evaluateFitnessRequest, type FitnessMemo, type FitnessRequest } from "../../stages/search.ts"
+import { evaluateFitnessRequest, type FitnessMemo, type FitnessRequest, inspectForSearch } from "../../stages/search.ts"
 import { hashPath } from "../workflow/hash.ts"
 import { EvaluationFailed, FitnessEvaluation } from "./protocol.ts"
 import { SamplesStore, storeLayer } from "./store.ts"
@@ -37,6 +37,7 @@ export interface WorkerOptions {
 interface Loaded {
   readonly path: string
   readonly hash: string
+  readonly fullAttention: boolean
   readonly model: LlamaModel
   readonly baseTable: (length: number) => RopeTable
   readonly memo: FitnessMemo
@@ -64,7 +65,8 @@ const handlers = (o: WorkerOptions) =>
       Effect.tryPromise({
         try: async (): Promise<Loaded> => {
           const { path, hash } = req.model
-          if (loaded !== undefined && loaded.path === path && loaded.hash === hash) return loaded
+          const fullAttention = req.model.fullAttention === true
+          if (loaded !== undefined && loaded.path === path && loaded.hash === hash && loaded.fullAttention === fullAttention) return loaded
           // Hashing a large model takes a while: once per path, again only when it no longer matches.
           let h = hashes.get(path)
           if (h !== hash) {
@@ -74,11 +76,11 @@ const handlers = (o: WorkerOptions) =>
           if (h !== hash) throw new Error(`${path} on ${o.id} has hash ${h}, the coordinator's has ${hash}`)
           loaded?.model.dispose()
           loaded = undefined
-          const model = await loadLlama(gpu, path)
+          const model = await loadLlama(gpu, inspectForSearch(path, fullAttention))
           o.log?.(`loaded model ${path}`)
           const spec = ropeSpecFromConfig(JSON.parse(readFileSync(join(path, "config.json"), "utf8")))
           let base: ((length: number) => RopeTable) | undefined
-          loaded = { path, hash, model, baseTable: (length) => (base ??= resolveRope(spec))(length), memo: { base: new Map() } }
+          loaded = { path, hash, fullAttention, model, baseTable: (length) => (base ??= resolveRope(spec))(length), memo: { base: new Map() } }
           return loaded
         },
         catch: (e) => failed(`loading model: ${errorText(e)}`),

@@ -9,5 +9,6 @@ import type { Plugin } from "./plugin.ts"
 import { searchPlugin } from "../../stages/search.ts"
 import { trainPlugin } from "../../stages/finetune.ts"
 import { exportPlugin } from "../../stages/export.ts"
+import { applyFactorsPlugin } from "../../stages/apply-factors.ts"
 
-export const builtinPlugins = (): readonly Plugin[] => [builtinPlugin, searchPlugin, reportPlugin, trainPlugin, exportPlugin]
+export const builtinPlugins = (): readonly Plugin[] => [builtinPlugin, searchPlugin, reportPlugin, trainPlugin, exportPlugin, applyFactorsPlugin]

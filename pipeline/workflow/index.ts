@@ -17,13 +17,15 @@
  *   console.log(formatPlan(yield* planWorkflow(wf, { store: "runs" })))
  *   const { runDir, manifest } = yield* runWorkflow(wf, { store: "runs" })  // needs Progress (layerConsole)
  */
-export { type AnyStage, type ArtifactKind, defineStage, type Json, type Stage, type StageContext, StageError, type StageProgress } from "./stage.ts"
+export {
+  type AnyStage, type ArtifactKind, defineStage, type Json, type ParamIssue, type Stage, type StageContext, StageError, type StageProgress, type ValidateContext,
+} from "./stage.ts"
 export {
   type Contribution, type Dataset, definePlugin, type FitnessFunction, isPlugin, type Kind, type ModelContribution, type Plugin,
   type PluginDefinition, type PluginInfo, PluginRegistry, Registry, type SearchStrategy,
 } from "./plugin.ts"
 export { type Diagnostic, formatDiagnostic, WorkflowInvalid } from "./diagnostics.ts"
-export { type InputSource, loadWorkflow, type LoadOptions, MODEL_STEP, type ModelRef, type ResolvedStep, type Workflow } from "./loader.ts"
+export { type ExternalFile, type InputSource, loadWorkflow, type LoadOptions, MODEL_STEP, type ModelRef, type ResolvedStep, type Workflow } from "./loader.ts"
 export { AdapterInfo, type Manifest, RunError, type RunOptions, type RunResult, runWorkflow, type StepManifest } from "./runner.ts"
 export { formatPlan, type Plan, type PlanStatus, type PlanStep, planWorkflow } from "./plan.ts"
 export { layerCollect, layerConsole, layerSilent, makeConsoleProgress, Progress, type ProgressEvent } from "./progress.ts"

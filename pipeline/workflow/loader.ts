@@ -19,8 +19,12 @@
  *   cluster: { ... }           # optional, passed through to whoever runs the fan-out
  * Steps may reference any step in the file; they run in file order, moved after their inputs' makers.
  * Quote `${...}` inside a flow mapping (`inputs: { a: "${steps.x.y}" }`): there `{` is YAML syntax.
- * A step's params are checked against its stage's Schema (unknown keys are errors); the cache key
- * holds the params in encoded form after decoding, so a default left out and written out are the same.
+ * A step's params are checked against its stage's Schema (unknown keys are errors), then by the stage's
+ * own `validate` hook (nested params a plugin owns); the cache key holds the params in encoded form after
+ * decoding, so a default left out and written out are the same.
+ * Corpus paths (`params.data: { source: corpus, path }`, every built-in stage's form) are resolved against
+ * this file's folder, like `model:`, and the stage and the cache key see the absolute path; one that does
+ * not exist is a plan problem with its position, and `run` stops on it before any step.
  */
 import { parseClusterSettings } from "../cluster/store.ts"
 import { Effect, Result, Schema, SchemaIssue } from "effect"
@@ -31,7 +35,7 @@ import { builtinPlugins } from "./builtins.ts"
 import { type Diagnostic, type DocPath, SourceMap, WorkflowInvalid } from "./diagnostics.ts"
 import { canonicalJson, sha256 } from "./hash.ts"
 import { isPlugin, type ModelContribution, type Plugin, type PluginInfo, Registry } from "./plugin.ts"
-import { type AnyStage, defineStage } from "./stage.ts"
+import { type AnyStage, defineStage, type ParamIssue } from "./stage.ts"
 
 /** Where an input artifact comes from. */
 export type InputSource =
@@ -57,6 +61,15 @@ export type ModelRef =
   | { readonly kind: "builtin"; readonly name: string; readonly plugin: string }
   | { readonly kind: "path"; readonly spec: string; readonly path: string; readonly exists: boolean }
 
+/** A file or folder a step reads from outside the store (a corpus), where the workflow names it. */
+export interface ExternalFile {
+  readonly step: string
+  readonly path: string
+  readonly exists: boolean
+  /** Points at the path in the workflow file; its message says what is missing. */
+  readonly where: Diagnostic
+}
+
 export interface Workflow {
   readonly file: string
   /** sha256 of the file's bytes. */
@@ -68,6 +81,8 @@ export interface Workflow {
   readonly registry: Registry
   /** In run order: every step after the steps it takes artifacts from. */
   readonly steps: readonly ResolvedStep[]
+  /** Corpora the steps read, resolved against the workflow's folder. */
+  readonly files: readonly ExternalFile[]
   readonly cluster: unknown
 }
 
@@ -194,6 +209,29 @@ const editDistance = (a: string, b: string): number => {
 }
 
 const kindOk = (want: string, have: string): boolean => want === "any" || have === "any" || want === have
+
+/**
+ * `data: { source: "corpus", path }` with the path resolved against the workflow's folder, or undefined
+ * when the params hold no relative corpus path. Only this top-level form: it is what every built-in stage
+ * reads, and a user's stage that follows it gets the same resolution.
+ */
+const corpusPath = (params: unknown): { data: Record<string, unknown>; path: string } | undefined => {
+  if (typeof params !== "object" || params === null) return undefined
+  const data = (params as Record<string, unknown>)["data"]
+  if (typeof data !== "object" || data === null || Array.isArray(data)) return undefined
+  const d = data as Record<string, unknown>
+  return d["source"] === "corpus" && typeof d["path"] === "string" && d["path"] !== "" ? { data: d, path: d["path"] } : undefined
+}
+
+const runValidate = (stage: AnyStage, params: unknown, ctx: { registry: Registry; dir: string }): readonly ParamIssue[] => {
+  if (stage.validate === undefined) return []
+  try {
+    return stage.validate(params, ctx)
+  } catch (e) {
+    // a hook that throws is a bug in it, but the user still needs to see the message, at the params
+    return [{ path: [], message: `stage "${stage.name}" could not check its params: ${e instanceof Error ? e.message : String(e)}` }]
+  }
+}
 
 const builtinModelStage = (model: ModelContribution & { readonly pluginVersion: string }, plugin: string): AnyStage => {
   const materialize = model.materialize!
@@ -322,6 +360,7 @@ export const loadWorkflow = (file: string, options: LoadOptions = {}): Effect.Ef
     }
 
     const seen = new Map<string, DocPath>()
+    const files: ExternalFile[] = []
     const declared: Array<{ at: DocPath; name: string; stage: AnyStage; inputs: Record<string, string>; params: unknown; paramsJson: unknown; seed: number }> = []
     for (const e of entries) {
       if (!/^[A-Za-z0-9_-]+$/.test(e.name) || e.name === MODEL_STEP) {
@@ -365,13 +404,27 @@ export const loadWorkflow = (file: string, options: LoadOptions = {}): Effect.Ef
         diags.push(...params.failure)
         continue
       }
+      let decoded: unknown = params.success
+      const corpus = corpusPath(decoded)
+      if (corpus !== undefined) {
+        // Resolved before the cache key is made: the same text in two folders names two corpora.
+        const path = isAbsolute(corpus.path) ? corpus.path : resolve(dir, corpus.path)
+        decoded = { ...(decoded as Record<string, unknown>), data: { ...corpus.data, path } }
+        const at = [...e.at, "params", "data", "path"]
+        files.push({ step: e.name, path, exists: existsSync(path), where: src.diag(at, `corpus not found: ${path}`) })
+      }
+      const issues = runValidate(stage, decoded, { registry, dir })
+      if (issues.length > 0) {
+        for (const i of issues) diags.push(src.diag([...e.at, "params", ...i.path], i.message, i.at ?? "value"))
+        continue
+      }
       let paramsJson: unknown
       try {
-        paramsJson = JSON.parse(canonicalJson(Schema.encodeUnknownSync(stage.params)(params.success)))
+        paramsJson = JSON.parse(canonicalJson(Schema.encodeUnknownSync(stage.params)(decoded)))
       } catch {
         paramsJson = JSON.parse(canonicalJson(s.params ?? {}))
       }
-      declared.push({ at: e.at, name: e.name, stage, inputs: s.inputs ?? {}, params: params.success, paramsJson, seed: s.seed ?? wf.seed })
+      declared.push({ at: e.at, name: e.name, stage, inputs: s.inputs ?? {}, params: decoded, paramsJson, seed: s.seed ?? wf.seed })
     }
 
     // ---- inputs: references, kinds, missing ones -------------------------------------------
@@ -457,6 +510,7 @@ export const loadWorkflow = (file: string, options: LoadOptions = {}): Effect.Ef
       plugins: registry.plugins,
       registry,
       steps,
+      files,
       cluster: wf.cluster,
     } satisfies Workflow
   })

@@ -1,5 +1,6 @@
 /** `plan`: what a run would do, without running anything: each step's cache key, hit or miss. */
 import { Effect } from "effect"
+import { formatDiagnostic } from "./diagnostics.ts"
 import type { Workflow } from "./loader.ts"
 import { describeSource, inputHashes, stepKey } from "./runner.ts"
 import { RunStore, type OutputRecord } from "./store.ts"
@@ -38,11 +39,15 @@ export interface Plan {
   readonly problems: readonly string[]
 }
 
+/** One line per corpus that is not there: `file:line:col: steps.x.params.data.path: corpus not found: …`. */
+export const missingFiles = (wf: Workflow): string[] => wf.files.filter((f) => !f.exists).map((f) => formatDiagnostic(f.where))
+
 export const planWorkflow = (wf: Workflow, options: { readonly store?: string } = {}): Effect.Effect<Plan> =>
   Effect.sync(() => {
     const store = new RunStore(options.store ?? "runs")
     const problems: string[] = []
     if (wf.model.kind === "path" && !wf.model.exists) problems.push(`model folder not found: ${wf.model.path}`)
+    problems.push(...missingFiles(wf))
     const made = new Map<string, OutputRecord & { readonly path: string }>()
     const missing = Symbol("missing")
     const external = (path: string): string => {

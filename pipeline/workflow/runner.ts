@@ -7,6 +7,7 @@ import { Cause, Context, Data, Effect, Exit, Option } from "effect"
 import { existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs"
 import { join } from "node:path"
 import { withCluster } from "../cluster/index.ts"
+import { formatDiagnostic } from "./diagnostics.ts"
 import { hashPath } from "./hash.ts"
 import type { InputSource, ResolvedStep, Workflow } from "./loader.ts"
 import { PluginRegistry } from "./plugin.ts"
@@ -110,6 +111,9 @@ export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effe
     if (wf.model.kind === "path" && !wf.model.exists) {
       return yield* new RunError({ message: `${wf.file}: model folder not found: ${wf.model.path}`, runDir: undefined })
     }
+    // A missing corpus would otherwise stop the run at its step, maybe hours in.
+    const missing = wf.files.filter((f) => !f.exists && !existsSync(f.path)).map((f) => formatDiagnostic(f.where))
+    if (missing.length > 0) return yield* new RunError({ message: missing.join("\n"), runDir: undefined })
     const progress = yield* Progress
     const adapter = yield* Effect.serviceOption(AdapterInfo)
     store.sweepTemp()

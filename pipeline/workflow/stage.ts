@@ -4,6 +4,7 @@
  * directories, a progress reporter); everything else it needs comes as Effect services.
  */
 import { Data, type Effect, type Schema } from "effect"
+import type { Registry } from "./plugin.ts"
 
 /** A stage failed in a way the user should see (bad data, diverged search, missing weights, ...). */
 export class StageError extends Data.TaggedError("StageError")<{
@@ -46,6 +47,22 @@ export interface StageContext<P, I extends string, O extends string> {
   readonly progress: StageProgress
 }
 
+/** A problem with a step's params, found before anything runs: where in the params and what. */
+export interface ParamIssue {
+  /** Keys from the params' root, e.g. ["strategyParams", "populationSize"]. */
+  readonly path: ReadonlyArray<string | number>
+  readonly message: string
+  /** Point at the key (an unknown key) rather than its value. */
+  readonly at?: "key" | "value"
+}
+
+/** What a stage's `validate` may look at: the workflow's registry (strategies, fitness, ...) and its folder. */
+export interface ValidateContext {
+  readonly registry: Registry
+  /** The workflow file's folder (relative paths in params are resolved against it). */
+  readonly dir: string
+}
+
 export interface Stage<P = any, I extends string = string, O extends string = string, R = any> {
   readonly _tag: "Stage"
   readonly name: string
@@ -56,6 +73,12 @@ export interface Stage<P = any, I extends string = string, O extends string = st
   readonly inputs: { readonly [K in I]: ArtifactKind }
   readonly outputs: { readonly [K in O]: ArtifactKind }
   readonly run: (ctx: StageContext<P, I, O>) => Effect.Effect<Json | void, StageError, R>
+  /**
+   * Checks the decoded params beyond their Schema (names looked up in the registry, nested params a
+   * plugin owns) when the workflow is loaded, so `plan` reports them with positions before anything runs.
+   * Must be pure and cheap: no model loading, no file reads.
+   */
+  readonly validate?: (params: P, ctx: ValidateContext) => readonly ParamIssue[]
 }
 
 export type AnyStage = Stage<any, string, string, any>
@@ -69,6 +92,7 @@ export const defineStage = <P, const I extends string = never, const O extends s
   readonly inputs?: { readonly [K in I]: ArtifactKind }
   readonly outputs: { readonly [K in O]: ArtifactKind }
   readonly run: (ctx: StageContext<P, I, O>) => Effect.Effect<Json | void, StageError, R>
+  readonly validate?: (params: P, ctx: ValidateContext) => readonly ParamIssue[]
 }): Stage<P, I, O, R> => ({
   _tag: "Stage",
   ...def,

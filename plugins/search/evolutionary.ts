@@ -11,7 +11,7 @@
  * its original when it is better ("keep the better").
  */
 import { GenomeIndex, sameGenome } from "./grid.ts"
-import { buildGenes, checkInt, defaultSpaceParams, type SpaceParams } from "./params.ts"
+import { buildGenes, checkInt, checkStrategyParams, defaultSpaceParams, type SpaceParams } from "./params.ts"
 import { Rng, type RngState } from "../data/rng.ts"
 import { crossover, mutate, normalise, type Genes } from "./space.ts"
 import { sanitizeFitness, type Candidate, type Evaluated, type Fidelity, type Genome, type Progress, type Result, type SearchContext, type Strategy } from "./types.ts"
@@ -256,6 +256,7 @@ export function progressEvolutionary(state: EvolutionaryState): Progress {
 export const evolutionary: Strategy<EvolutionaryParams, EvolutionaryState> = {
   name: "evolutionary",
   resolveParams: resolveEvolutionaryParams,
+  validateParams: (raw) => checkStrategyParams("evolutionary", raw, defaultEvolutionaryParams, resolveEvolutionaryParams),
   init: initEvolutionary,
   propose: proposeEvolutionary,
   observe: observeEvolutionary,

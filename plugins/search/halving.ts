@@ -13,7 +13,7 @@
  * `topParents` elites with every value not yet tried: the cheap rungs sort them out.
  */
 import { GenomeIndex } from "./grid.ts"
-import { buildGenes, checkInt, defaultSpaceParams, type SpaceParams } from "./params.ts"
+import { buildGenes, checkInt, checkStrategyParams, defaultSpaceParams, type SpaceParams } from "./params.ts"
 import { Rng, type RngState } from "../data/rng.ts"
 import { mutate, type Genes } from "./space.ts"
 import { answer, crossoverOfTwo, rank, sampleValues, startingPoint, type Member } from "./evolutionary.ts"
@@ -259,6 +259,7 @@ export function progressHalving(state: HalvingState): Progress {
 export const successiveHalving: Strategy<HalvingParams, HalvingState> = {
   name: "successive-halving",
   resolveParams: resolveHalvingParams,
+  validateParams: (raw) => checkStrategyParams("successive-halving", raw, defaultHalvingParams, resolveHalvingParams),
   init: initHalving,
   propose: proposeHalving,
   observe: observeHalving,

@@ -4,7 +4,7 @@
  */
 import { inputError } from "../../pipeline/errors.ts"
 import { PAPER_START_TOKENS, type AttentionScaleGene, type Genes, type SpaceConfig, type StartTokenGene } from "./space.ts"
-import type { SearchContext } from "./types.ts"
+import type { ParamIssue, SearchContext } from "./types.ts"
 
 export type SpaceKind = "dim_mono" | "dim_piece_mono" | "longrope2"
 
@@ -127,4 +127,59 @@ export function buildGenes(name: string, ctx: SearchContext, p: SpaceParams): Ge
   }
   if (p.mutation !== "gene" && p.mutation !== "sweep") throw inputError(where(name, "mutation"), `expected "gene" or "sweep", got ${String(p.mutation)}`)
   return { space, startToken: p.startToken ?? undefined, attentionScale: p.attentionScale ?? undefined, p: p.p, mutation: p.mutation }
+}
+
+/** Levenshtein distance, for "did you mean". */
+const editDistance = (a: string, b: string): number => {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i]
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    prev = cur
+  }
+  return prev[b.length]!
+}
+
+/**
+ * A context large enough that no context-bound check fires on its own (dims 4096); the real one is only
+ * known once the model is read, so errors that depend on it are left to the run.
+ */
+const LOOSE_CONTEXT: SearchContext = { dims: 4096, scale: 2, fidelity: { samples: 1, length: 2 }, init: [], seed: 0 }
+
+/**
+ * Context-free checks of a strategy's params: keys it does not know (strategies would otherwise ignore
+ * them, silently running the default), value types against the defaults, then the strategy's own checks
+ * on a loose context, kept only where they name a key the user wrote (a derived default's complaint may
+ * not hold for the real model).
+ */
+export function checkStrategyParams(
+  name: string,
+  raw: Readonly<Record<string, unknown>>,
+  defaults: (ctx: SearchContext) => object,
+  resolve: (ctx: SearchContext, params: Readonly<Record<string, unknown>>) => unknown,
+): ParamIssue[] {
+  const d = defaults(LOOSE_CONTEXT) as Record<string, unknown>
+  const known = Object.keys(d)
+  const issues: ParamIssue[] = []
+  for (const [k, v] of Object.entries(raw)) {
+    if (!known.includes(k)) {
+      const near = known.filter((n) => editDistance(n.toLowerCase(), k.toLowerCase()) <= 2)
+      issues.push({ path: [k], at: "key", message: `unknown key "${k}" for search strategy "${name}"${near.length > 0 ? ` (did you mean ${near.map((n) => `"${n}"`).join(" or ")}?)` : ""}; known: ${known.join(", ")}` })
+      continue
+    }
+    const def = d[k]
+    if (typeof def === "number" && (typeof v !== "number" || !Number.isFinite(v))) issues.push({ path: [k], message: `expected a number, got ${JSON.stringify(v)}` })
+    else if (typeof def === "string" && typeof v !== "string") issues.push({ path: [k], message: `expected a string, got ${JSON.stringify(v)}` })
+  }
+  if (issues.length > 0) return issues
+  try {
+    resolve(LOOSE_CONTEXT, raw)
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e)
+    const m = /^search\.[^.:\s]+\.([^:\s]+): ([\s\S]*)$/.exec(msg)
+    if (m === null) return [{ path: [], message: msg }]
+    const path = m[1]!.split(".")
+    if (path[0] !== undefined && path[0] in raw) issues.push({ path, message: m[2]! })
+  }
+  return issues
 }

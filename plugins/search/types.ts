@@ -23,6 +23,7 @@
  * Fitness is minimised (perplexity). A non-finite fitness (failed evaluation) is stored as WORST,
  * because JSON has no Infinity.
  */
+import type { ParamIssue } from "../../pipeline/workflow/stage.ts"
 import type { RngState } from "../data/rng.ts"
 
 /** How a candidate is to be evaluated: samples × tokens. The full fidelity is the context's. */
@@ -104,6 +105,12 @@ export interface Strategy<P, S> {
   readonly name: string
   /** Fills defaults and validates (throws an error naming the field). */
   readonly resolveParams: (ctx: SearchContext, params: Partial<P>) => P
+  /**
+   * Checks params without a context (the workflow loader calls it, before the model is read): unknown
+   * keys and values that are wrong whatever the model. Paths are relative to the params object. Optional:
+   * a strategy without it is checked only when its step runs.
+   */
+  readonly validateParams?: (params: Readonly<Record<string, unknown>>) => readonly ParamIssue[]
   readonly init: (ctx: SearchContext, params: Partial<P>) => S
   /** The next batch to evaluate. Calling it again before `observe` returns the same batch. */
   readonly propose: (state: S) => Proposal<S>
@@ -122,4 +129,4 @@ export const sanitizeFitness = (f: number): number => (Number.isFinite(f) ? f : 
 
 export const sameFidelity = (a: Fidelity, b: Fidelity): boolean => a.samples === b.samples && a.length === b.length
 
-export type { RngState }
+export type { ParamIssue, RngState }

@@ -166,20 +166,58 @@ describe("evaluate (stub model)", () => {
     expect(readFileSync(second.manifest.steps[1]!.outputs["metrics"]!.path, "utf8")).toBe(bytes)
   })
 
-  test("a bad stride fails the step with a message", async () => {
+  // LongRoPE's Books3 protocol (§5.1): windows at 0, stride, 2·stride…, each scored whole, text between them skipped.
+  test("a stride longer than the window: windows every stride tokens, as perplexity.py", async () => {
     const dir = temp()
     const file = join(dir, "wf.yaml")
-    writeFileSync(file, WORKFLOW.replace("stride: 100", "stride: 600"))
-    const r = await Effect.runPromise(
-      Effect.result(
-        Effect.flatMap(loadWorkflow(file), (wf) => runWorkflow(wf, { store: join(dir, "runs"), printRunDir: false })).pipe(
-          Effect.provide(layerCollect([])),
-          Effect.provideService(ModelLoader, stub({ n: 0 })),
-        ),
+    writeFileSync(file, WORKFLOW.replace("stride: 100", "stride: 600").replace("[truncate, sliding, chunked]", "[sliding]").replace("[model, none, pi, ntk, yarn]", "[none, yarn]"))
+    const run = await Effect.runPromise(
+      Effect.flatMap(loadWorkflow(file), (wf) => runWorkflow(wf, { store: join(dir, "runs"), printRunDir: false })).pipe(
+        Effect.provide(layerCollect([])),
+        Effect.provideService(ModelLoader, stub({ n: 0 })),
       ),
     )
-    expect(r._tag).toBe("Failure")
-    if (r._tag === "Failure") expect(String((r.failure as { message: string }).message)).toContain("stride 600 is longer than a window")
+    const m = readMetrics(run.manifest.steps.find((s) => s.name === "evaluate")!.outputs["metrics"]!.path)
+    const tok = byteTokenizer()
+    const docs = [0, 1].map((i) => syntheticDocument({ tokenizer: tok, seed: 5, length: 700 }, i).ids)
+    const config = readLlamaConfig(run.manifest.steps[0]!.outputs["model"]!.path)
+    expect(m.perplexity.length).toBe(4)
+    for (const e of m.perplexity) {
+      const sc = methodScaling(e.method as "none", Math.max(1, e.length / 256), 256)
+      const table = resolveRope({ ...config.rope, originalMaxPositions: 256, scaling: sc === "model" ? config.rope.scaling : sc })(e.length)
+      expect(e.value).toBeCloseTo(refSliding(docs, e.length, 600, table), 9)
+      expect(e.stride).toBe(600)
+      expect(e.windows).toBe(4) // windows at 0 and 600 in each of the 2 documents
+      expect(e.tokens).toBe(2 * ((e.length - 1) + 100)) // the second window holds the last 100 tokens
+    }
+  })
+
+  test("minTokens: documents shorter than a length's window are skipped there and counted; corpus path relative to the workflow file", async () => {
+    const dir = temp()
+    mkdirSync(join(dir, "corpus"))
+    const text = (n: number, seed: number) => Array.from({ length: n }, (_, i) => String.fromCharCode(97 + ((i * 7 + seed) % 26))).join("")
+    writeFileSync(join(dir, "corpus", "a.txt"), text(800, 1))
+    writeFileSync(join(dir, "corpus", "b.txt"), text(300, 2))
+    writeFileSync(join(dir, "corpus", "c.txt"), text(100, 3)) // below minTokens: never sampled
+    const file = join(dir, "wf.yaml")
+    writeFileSync(file, WORKFLOW.replace("stride: 100", "minTokens: 290\n      data: { source: corpus, path: corpus }").replace("[truncate, sliding, chunked]", "[truncate]").replace("[model, none, pi, ntk, yarn]", "[none]"))
+    const run = await Effect.runPromise(
+      Effect.flatMap(loadWorkflow(file), (wf) => runWorkflow(wf, { store: join(dir, "runs"), printRunDir: false })).pipe(
+        Effect.provide(layerCollect([])),
+        Effect.provideService(ModelLoader, stub({ n: 0 })),
+      ),
+    )
+    const m = readMetrics(run.manifest.steps.find((s) => s.name === "evaluate")!.outputs["metrics"]!.path)
+    const byLen = new Map(m.perplexity.map((e) => [e.length, e]))
+    expect(byLen.get(256)!.skipped).toBe(0)
+    expect(byLen.get(256)!.samples.length).toBe(2)
+    expect(byLen.get(512)!.skipped).toBe(1)
+    expect(byLen.get(512)!.samples).toEqual([join(dir, "corpus", "a.txt")])
+    expect(byLen.get(512)!.data).toContain(`corpus ${join(dir, "corpus")}`)
+    const config = readLlamaConfig(run.manifest.steps[0]!.outputs["model"]!.path)
+    const a = byteTokenizer().encode(text(800, 1)).slice(0, 700)
+    const table = resolveRope({ ...config.rope, originalMaxPositions: 256, scaling: undefined })(512)
+    expect(byLen.get(512)!.value).toBeCloseTo(refSliding([a.slice(0, 511)], 512, 511, table), 9)
   })
 
   test("interrupted between passes, a re-run resumes from the checkpoint and ends with the same numbers", async () => {

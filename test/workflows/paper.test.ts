@@ -8,7 +8,7 @@
  */
 import { describe, expect, test } from "bun:test"
 import { Effect } from "effect"
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs"
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { loadWorkflow, type Plan, type PlanStep, planWorkflow } from "../../pipeline/workflow/index.ts"
@@ -37,18 +37,21 @@ interface Recipe {
 const v1Steps = [
   ["search-128k", "search"], ["search-256k", "search"], ["finetune-128k", "finetune-factors"], ["finetune-256k", "finetune-factors"],
   ["second-512k", "search-factors"], ["second-1024k", "search-factors"], ["second-2048k", "search-factors"], ["readjust", "search-factors"],
-  ["bake", "finetune-factors"], ["evaluate-proofpile", "evaluate"], ["evaluate-proofpile-256k", "evaluate"], ["evaluate-books3-long", "evaluate"],
+  ["table-512k", "merge-factors"], ["table", "merge-factors"], ["apply", "apply-factors"], ["evaluate-proofpile", "evaluate"], ["evaluate-proofpile-256k", "evaluate"], ["evaluate-books3-long", "evaluate"],
   ["evaluate-books3", "evaluate"], ["evaluate-pg19-8k", "evaluate"], ["evaluate-pg19", "evaluate"], ["export", "export"],
 ] as const
 
 const RECIPES: readonly Recipe[] = [
   { file: "llama2-7b-2048k.yaml", model: "models/Llama-2-7b-hf", dims: 64, L0: 4096, steps: v1Steps },
-  { file: "mistral-7b-2048k.yaml", model: "models/Mistral-7B-v0.1", dims: 64, L0: 4096, steps: v1Steps },
+  { file: "mistral-7b-2048k.yaml", model: "models/Mistral-7B-v0.1", dims: 64, L0: 4096, steps: [["full-attention", "model-config"], ...v1Steps] },
   {
     file: "llama3-8b-128k-longrope2.yaml", model: "models/Meta-Llama-3-8B", dims: 64, L0: 8192,
     steps: [["search", "search"], ["finetune", "finetune-factors"], ["evaluate-proofpile", "evaluate"], ["evaluate-needle", "evaluate"], ["export", "export"]],
   },
-  { file: "phi3-mini-128k.yaml", model: "models/Phi-3-mini-4k-instruct", dims: 48, L0: 4096, steps: [["search", "search"], ["readjust", "search-factors"], ["export", "export"]] },
+  {
+    file: "phi3-mini-128k.yaml", model: "models/Phi-3-mini-4k-instruct", dims: 48, L0: 4096,
+    steps: [["full-attention", "model-config"], ["search", "search"], ["readjust", "search-factors"], ["export", "export"]],
+  },
 ]
 
 const plans = new Map<string, Plan>()
@@ -87,8 +90,23 @@ describe("paper recipes: plan without the weights", () => {
       const plan = await planOf(r)
       const modelDir = join(ROOT, r.model)
       expect(existsSync(modelDir)).toBe(false) // the test is about a checkout without weights
-      // the engine's one complaint: the absent model folder; every step is blocked on it or waits for a blocked one
-      expect(plan.problems).toEqual([`model folder not found: ${modelDir}`])
+      // the engine's complaints: the absent model folder, then each absent corpus with its place in the file
+      // (resolved against the workflow file: ../../data/X is <repo>/data/X); every step is blocked or waits
+      expect(plan.problems[0]).toBe(`model folder not found: ${modelDir}`)
+      const corpusSteps = plan.steps.filter((s) => ((s.params as Params)["data"] as Params | undefined)?.["source"] === "corpus")
+      expect(corpusSteps.length).toBeGreaterThan(0)
+      const file = join(DIR, r.file)
+      const text = readFileSync(file, "utf8").split("\n")
+      expect(plan.problems.slice(1).length).toBe(corpusSteps.length)
+      for (const [i, s] of corpusSteps.entries()) {
+        const path = ((s.params as Params)["data"] as Params)["path"] as string
+        expect(path.startsWith(join(ROOT, "data") + "/")).toBe(true)
+        const m = new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:(\\d+):(\\d+): steps\\.${s.name}\\.params\\.data\\.path: corpus not found: (.*)$`).exec(plan.problems[i + 1]!)
+        expect(m).not.toBeNull()
+        expect(m![3]).toBe(path)
+        // the position is the path's text in the file
+        expect(text[Number(m![1]) - 1]!.slice(Number(m![2]) - 1)).toStartWith(path.replace(`${ROOT}/`, "../../"))
+      }
       expect(plan.model).toBe(modelDir)
       expect(plan.steps.map((s) => [s.name, s.stage])).toEqual(r.steps.map(([n, s]) => [n, s]))
       for (const s of plan.steps) expect(["missing-input", "pending"]).toContain(s.status)
@@ -132,8 +150,9 @@ describe("paper recipes: nested params are accepted by the plugins that read the
         if (s.stage === "evaluate") {
           expect((p["data"] as Params)["source"]).toBe("corpus")
           expect(p["tokens"] as number).toBeGreaterThanOrEqual(Math.max(...(p["lengths"] as number[])))
+          // a stride past the window only in the Books3 protocol (§5.1: a window every 262144 tokens)
           const stride = p["stride"] as number | undefined
-          if (stride !== undefined) expect(stride).toBeLessThan(Math.min(...(p["lengths"] as number[])))
+          if (stride !== undefined && stride >= Math.min(...(p["lengths"] as number[]))) expect({ where, stride }).toEqual({ where, stride: 262144 })
         }
       }
     })
@@ -143,7 +162,7 @@ describe("paper recipes: nested params are accepted by the plugins that read the
 const evo = { populationSize: 64, iterations: 40, parents: 32, mutants: 16, crossovers: 16, step: 0.01 }
 
 describe("paper recipes: the papers' hyper-parameters and wiring", () => {
-  for (const r of RECIPES.filter((x) => x.steps === v1Steps)) {
+  for (const r of RECIPES.filter((x) => x.file.includes("2048k"))) {
     test(`${r.file}: LongRoPE's progressive recipe`, async () => {
       const p = await planOf(r)
       const model = join(ROOT, r.model)
@@ -152,8 +171,18 @@ describe("paper recipes: the papers' hyper-parameters and wiring", () => {
         expect(s.inputs).toEqual({ model })
         expect(s.params).toMatchObject({ mode: "first", length, samples: 5, fitness: "ppl-truncate", strategy: "evolutionary", strategyParams: { space: "dim_mono", ...evo } })
       }
+      const mistral = r.file.startsWith("mistral")
+      if (mistral) {
+        // LongRoPE's reading of Mistral (§2.3, §2.5): L0 = the 4096 window, YaRN-init β 128/2, the window disabled
+        for (const name of ["search-128k", "search-256k"]) {
+          expect(step(p, name).params).toMatchObject({ originalLength: 4096, betaFast: 128, betaSlow: 2, slidingWindow: null })
+        }
+        for (const name of ["second-512k", "second-1024k", "second-2048k", "readjust"]) expect(step(p, name).params).toMatchObject({ betaFast: 128, betaSlow: 2 })
+        expect(step(p, "full-attention").inputs).toEqual({ model })
+        expect(step(p, "full-attention").params).toEqual({ set: { sliding_window: null } })
+      }
       const ft128 = step(p, "finetune-128k")
-      expect(ft128.inputs).toEqual({ model, factors: "search-128k.factors" })
+      expect(ft128.inputs).toEqual({ model: mistral ? "full-attention.model" : model, factors: "search-128k.factors" })
       expect(ft128.params).toMatchObject({ steps: 400 })
       const ft256 = step(p, "finetune-256k")
       expect(ft256.inputs).toEqual({ model: "finetune-128k.model", factors: "search-256k.factors" })
@@ -173,17 +202,22 @@ describe("paper recipes: the papers' hyper-parameters and wiring", () => {
       const re = step(p, "readjust")
       expect(re.inputs).toEqual({ model: "finetune-256k.model", factors: "second-2048k.factors" })
       expect(re.params).toMatchObject({ mode: "readjust", lengths: [4096, 8192] })
-      expect(step(p, "bake").inputs).toEqual({ model: "finetune-256k.model", factors: "readjust.factors" })
-      expect(step(p, "bake").params).toMatchObject({ steps: 1, lr: 0, weightDecay: 0 })
+      // the final table: readjust's [4k, 8k, 256k, 2048k] plus the 512k and 1024k second searches' own sets
+      expect(step(p, "table-512k").inputs).toEqual({ factors: "readjust.factors", extra: "second-512k.factors" })
+      expect(step(p, "table-512k").params).toEqual({ take: [524288] })
+      expect(step(p, "table").inputs).toEqual({ factors: "table-512k.factors", extra: "second-1024k.factors" })
+      expect(step(p, "table").params).toEqual({ take: [1048576] })
+      expect(step(p, "apply").inputs).toEqual({ model: "finetune-256k.model", factors: "table.factors" })
+      for (const s of p.steps.filter((x) => x.stage === "evaluate")) expect(s.inputs).toEqual({ model: "apply.model" })
       const pp = step(p, "evaluate-proofpile")
-      expect(pp.inputs).toEqual({ model: "bake.model" })
       expect(pp.params).toMatchObject({ lengths: [4096, 8192, 32768, 65536, 98304, 131072], protocols: ["truncate"], samples: 10, tokens: 131072 })
       expect((pp.params["passkey"] as Params)["trials"]).toBe(10)
       expect((pp.params["passkey"] as Params)["lengths"]).toContain(2097152)
       expect(step(p, "evaluate-books3-long").params).toMatchObject({ protocols: ["sliding"], stride: 262144, samples: 20, tokens: 2097152 })
+      expect(step(p, "evaluate-books3").params).toMatchObject({ lengths: [8192, 16384, 32768, 65536, 131072, 262144], protocols: ["sliding"], stride: 262144, samples: 20 })
       expect(step(p, "evaluate-pg19-8k").params).toMatchObject({ lengths: [8192], protocols: ["sliding"], stride: 256, samples: 100 })
-      expect(step(p, "evaluate-pg19").params).toMatchObject({ lengths: [65536, 131072], protocols: ["sliding"], stride: 4096, samples: 100 })
-      expect(step(p, "export").inputs).toEqual({ model: "finetune-256k.model", factors: "readjust.factors" })
+      expect(step(p, "evaluate-pg19").params).toMatchObject({ lengths: [65536, 131072], protocols: ["sliding"], stride: 4096, samples: 100, minTokens: 65536 })
+      expect(step(p, "export").inputs).toEqual({ model: "finetune-256k.model", factors: "table.factors" })
     })
   }
 
@@ -202,10 +236,13 @@ describe("paper recipes: the papers' hyper-parameters and wiring", () => {
 
   test("phi3-mini-128k.yaml: short/long pair", async () => {
     const p = await planOf(RECIPES[3]!)
+    expect(step(p, "full-attention").inputs).toEqual({ model: join(ROOT, "models/Phi-3-mini-4k-instruct") })
+    expect(step(p, "full-attention").params).toEqual({ set: { sliding_window: null } })
+    expect(step(p, "search").inputs).toEqual({ model: "full-attention.model" })
     expect(step(p, "search").params).toMatchObject({ mode: "first", length: 131072, samples: 5, strategyParams: evo })
-    expect(step(p, "readjust").inputs).toEqual({ model: join(ROOT, "models/Phi-3-mini-4k-instruct"), factors: "search.factors" })
+    expect(step(p, "readjust").inputs).toEqual({ model: "full-attention.model", factors: "search.factors" })
     expect(step(p, "readjust").params).toMatchObject({ mode: "readjust", lengths: [4096] })
-    expect(step(p, "export").inputs).toEqual({ model: join(ROOT, "models/Phi-3-mini-4k-instruct"), factors: "readjust.factors" })
+    expect(step(p, "export").inputs).toEqual({ model: "full-attention.model", factors: "readjust.factors" })
     expect(step(p, "export").params).toMatchObject({ formats: ["hf", "csv", "gguf"] })
   })
 })
@@ -239,12 +276,33 @@ describe("paper recipes: run without the weights stops at once", () => {
     })
   }
 
+  // The model folder is there but the corpora are not: the run stops before any step, listing each with its line.
+  test("llama2-7b-2048k.yaml: missing corpora stop the run before any step", async () => {
+    const tmp = mkdtempSync(join(tmpdir(), "ropeway-paper-nocorpus-"))
+    try {
+      mkdirSync(join(tmp, "workflows/paper"), { recursive: true })
+      const file = join(tmp, "workflows/paper/llama2-7b-2048k.yaml")
+      cpSync(join(DIR, "llama2-7b-2048k.yaml"), file)
+      mkdirSync(join(tmp, "models/Llama-2-7b-hf"), { recursive: true })
+      const { code, text, seconds } = await runCli(file, join(tmp, "store"))
+      expect(code).not.toBe(0)
+      expect(text).toMatch(new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:\\d+:\\d+: steps\\.search-128k\\.params\\.data\\.path: corpus not found: ${join(tmp, "data/pg19/validation")}`))
+      expect(text).toContain(`corpus not found: ${join(tmp, "data/books3/test")}`)
+      expect(existsSync(join(tmp, "store"))).toBe(false) // nothing ran
+      expect(seconds).toBeLessThan(10)
+    } finally {
+      rmSync(tmp, { recursive: true, force: true })
+    }
+  })
+
   // A folder with config.json but no weights: the first step stops before any GPU work, naming the files.
   test("llama2-7b-2048k.yaml: config.json but no weights", async () => {
     const tmp = mkdtempSync(join(tmpdir(), "ropeway-paper-noweights-"))
     try {
       mkdirSync(join(tmp, "workflows/paper"), { recursive: true })
       cpSync(join(DIR, "llama2-7b-2048k.yaml"), join(tmp, "workflows/paper/llama2-7b-2048k.yaml"))
+      // the corpora, relative to the workflow file: empty folders pass the up-front check
+      for (const c of ["pg19/validation", "pg19/test", "redpajama-1t-sample", "books3/validation", "books3/test", "proof-pile/test"]) mkdirSync(join(tmp, "data", c), { recursive: true })
       const modelDir = join(tmp, "models/Llama-2-7b-hf")
       mkdirSync(modelDir, { recursive: true })
       writeFileSync(join(modelDir, "config.json"), JSON.stringify({
