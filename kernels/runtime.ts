@@ -50,13 +50,14 @@ export class GpuRuntime {
   private submitCount = 0
 
   /**
-   * `instance` is the object `create()` returned: Dawn frees its instance when that is collected, even
-   * with a device alive (a crash at the next dispatch), so it is held until `destroy`.
+   * `instance` is the object `create()` returned: Dawn frees its instance when that is collected, and any
+   * Dawn object still reachable then (a device, even destroyed) crashes at its next use or at its
+   * finalizer, so the runtime holds it for as long as the runtime itself is reachable.
    */
   constructor(
     readonly device: GPUDevice,
     readonly adapter: AdapterDescription,
-    private instance: GPU | undefined = undefined,
+    readonly instance: GPU | undefined = undefined,
   ) {
     this.uniformBuffer = this.createUniformArena()
     device.addEventListener("uncapturederror", (e) => {
@@ -256,7 +257,6 @@ export class GpuRuntime {
     this.uniformBuffer.destroy()
     this.pipelines.clear()
     this.device.destroy()
-    this.instance = undefined // lets the process exit
   }
 
   private throwIfError(): void {

@@ -1,0 +1,31 @@
+// `bun run workflow` as a user runs it, twice: the second run reuses every step, and both processes exit 0
+// with the run folder as the last stdout line. (A cached run once crashed Bun at exit: Dawn's instance was
+// released while other Dawn objects were still reachable, and a GC during report rendering freed it.)
+import { afterAll, expect, test } from "bun:test"
+import { existsSync, mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+
+const store = mkdtempSync(join(tmpdir(), "ropeway-smoke-cli-"))
+afterAll(() => rmSync(store, { recursive: true, force: true }))
+
+async function runWorkflow(): Promise<{ code: number; lastLine: string; stderr: string }> {
+  const proc = Bun.spawn(["./node_modules/.bin/bun", "pipeline/workflow-main.ts", "workflows/smoke.yaml", "--store", store], {
+    env: { ...process.env, EGL_PLATFORM: "surfaceless" },
+    stdout: "pipe",
+    stderr: "pipe",
+  })
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  return { code, lastLine: stdout.trim().split("\n").at(-1) ?? "", stderr }
+}
+
+test("smoke workflow: run, then a fully cached rerun; both exit 0 and end with the run folder", async () => {
+  const first = await runWorkflow()
+  expect(first.code).toBe(0)
+  expect(existsSync(join(first.lastLine, "manifest.json"))).toBe(true)
+  expect(existsSync(join(first.lastLine, "report.md"))).toBe(true)
+  const second = await runWorkflow()
+  expect(second.code).toBe(0)
+  expect(second.stderr).toContain("0 step(s) ran")
+  expect(existsSync(join(second.lastLine, "metrics.json"))).toBe(true)
+})
