@@ -31,9 +31,9 @@ import { writeCheckpoint } from "../plugins/models/safetensors.ts"
 import { factorSetToHfLongrope, factorSetToScaling, parseFactorSetFile, ropeSpecFromConfig } from "../plugins/rope/formats.ts"
 import { resolveRope } from "../plugins/rope/index.ts"
 import type { RopeSpec } from "../plugins/rope/types.ts"
-import { TOKENIZER_FILES, fmtLoss, pretrainStage, summary } from "./pretrain.ts"
+import { TOKENIZER_FILES, pretrainStage, summary } from "./pretrain.ts"
 import {
-  asStageError, checkCoverage, fail, Obj, optimizerAndSchedule, resolveTrainData, ropeCoverage, runTraining, TRAIN_FIELDS, type TrainDefaults, type TrainParams,
+  asStageError, checkCoverage, checkpointing, fail, finishTraining, Obj, optimizerAndSchedule, resolveTrainData, ropeCoverage, runTraining, TRAIN_FIELDS, type TrainDefaults, type TrainParams,
 } from "./train-common.ts"
 
 export const FinetuneParams = Schema.Struct({
@@ -158,9 +158,7 @@ export function runFinetune(ctx: StageContext<FinetuneParams, string, "model">) 
       schedule: setup.schedule,
       steps: p.steps,
       batch,
-      checkpointEvery: p.checkpointEvery ?? Math.max(1, Math.ceil(p.steps / 10)),
-      keep: p.keepCheckpoints ?? 2,
-      resumeFrom: p.resumeFrom,
+      ...checkpointing(p),
       runConfig,
       writeOutput: async (model) => {
         const dir = ctx.outputs.model
@@ -173,11 +171,7 @@ export function runFinetune(ctx: StageContext<FinetuneParams, string, "model">) 
         resolveRope(back.rope)(setup.seqLen)
       },
     })
-    yield* Effect.try({
-      try: () => writeFileAtomic(join(ctx.outputs.model, "ropeway_training.json"), `${JSON.stringify({ ...runConfig as object, seqLen: setup.seqLen, batch, mixedContext: mixed, losses: result.losses }, null, 1)}\n`),
-      catch: (e) => asStageError(e, `${stage}: writing ropeway_training.json`),
-    })
-    yield* ctx.progress.log(`${stage}: done, loss ${fmtLoss(result.losses[0])} → ${fmtLoss(result.losses.at(-1))}, ${Math.round(result.tokensPerSecond)} tok/s`)
+    yield* finishTraining(ctx as StageContext<unknown, string, string>, stage, { ...(runConfig as Record<string, Json>), seqLen: setup.seqLen, batch, mixedContext: mixed }, result)
     return summary(result)
   }).pipe(Effect.scoped)
 }

@@ -20,7 +20,7 @@ import { type RandomLlamaOptions, randomLlamaConfig, randomLlamaTensors } from "
 import { writeCheckpoint } from "../plugins/models/safetensors.ts"
 import { resolveRope } from "../plugins/rope/index.ts"
 import {
-  asStageError, checkCoverage, optimizerAndSchedule, PosInt, resolveTrainData, runTraining, TRAIN_FIELDS, type TrainDefaults, type TrainParams,
+  asStageError, checkCoverage, checkpointing, finishTraining, optimizerAndSchedule, PosInt, resolveTrainData, runTraining, TRAIN_FIELDS, type TrainDefaults, type TrainParams,
 } from "./train-common.ts"
 
 export const PretrainParams = Schema.Struct({
@@ -104,9 +104,7 @@ export function runPretrain(ctx: StageContext<PretrainParams, never, "model">) {
       schedule: setup.schedule,
       steps: p.steps,
       batch,
-      checkpointEvery: p.checkpointEvery ?? Math.max(1, Math.ceil(p.steps / 10)),
-      keep: p.keepCheckpoints ?? 2,
-      resumeFrom: p.resumeFrom,
+      ...checkpointing(p),
       runConfig,
       writeOutput: async (model) => {
         const dir = ctx.outputs.model
@@ -117,16 +115,11 @@ export function runPretrain(ctx: StageContext<PretrainParams, never, "model">) {
         if (tokDir !== undefined) for (const f of TOKENIZER_FILES) if (existsSync(join(tokDir, f))) copyFileSync(join(tokDir, f), join(dir, f))
       },
     })
-    yield* Effect.try({
-      try: () => writeFileAtomic(join(ctx.outputs.model, "ropeway_training.json"), `${JSON.stringify({ ...runConfig as object, seqLen: setup.seqLen, batch, losses: result.losses }, null, 1)}\n`),
-      catch: (e) => asStageError(e, `${stage}: writing ropeway_training.json`),
-    })
-    yield* ctx.progress.log(`${stage}: done, loss ${fmtLoss(result.losses[0])} → ${fmtLoss(result.losses.at(-1))}, ${Math.round(result.tokensPerSecond)} tok/s`)
+    yield* finishTraining(ctx as StageContext<unknown, string, string>, stage, { ...(runConfig as Record<string, Json>), seqLen: setup.seqLen, batch }, result)
     return summary(result)
   }).pipe(Effect.scoped)
 }
 
-export const fmtLoss = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? "-" : x.toFixed(4))
 
 /** The stage's JSON result: the loss at the start and end (and every tenth step), tokens and speed. */
 export function summary(r: { steps: number; resumedAt: number; losses: readonly number[]; tokens: number; seconds: number; tokensPerSecond: number }): Json {

@@ -35,6 +35,7 @@ import type { GpuRuntime } from "../kernels/runtime.ts"
 import { InputError, inputError } from "../pipeline/errors.ts"
 import type { Json, StageContext } from "../pipeline/workflow/stage.ts"
 import { StageError } from "../pipeline/workflow/stage.ts"
+import { writeFileAtomic } from "../pipeline/workflow/store.ts"
 import { openCorpus } from "../plugins/data/corpus.ts"
 import { type DataCursor, type DocumentSource, Packer, tokenizedCorpus } from "../plugins/data/pack.ts"
 import { type SyntheticTask, syntheticSource } from "../plugins/data/synthetic.ts"
@@ -112,6 +113,13 @@ export interface TrainParams {
   readonly keepCheckpoints?: number
   readonly resumeFrom?: string
 }
+
+/** The checkpoint policy both training stages derive from their params (every ~10% of the run, keep 2). */
+export const checkpointing = (p: TrainParams): { checkpointEvery: number; keep: number; resumeFrom: string | undefined } => ({
+  checkpointEvery: p.checkpointEvery ?? Math.max(1, Math.ceil(p.steps / 10)),
+  keep: p.keepCheckpoints ?? 2,
+  resumeFrom: p.resumeFrom,
+})
 
 /** A stage's defaults for the optional hyper-parameters. */
 export interface TrainDefaults {
@@ -527,3 +535,20 @@ export function runTraining(ctx: StageContext<unknown, string, string>, s: Train
     return result
   })
 }
+
+/** After a training stage: `ropeway_training.json` (run config + loss curve) beside the model, and a log line. */
+export const finishTraining = (
+  ctx: StageContext<unknown, string, string>,
+  stage: string,
+  record: Record<string, Json>,
+  result: TrainingResult,
+) =>
+  Effect.gen(function* () {
+    yield* Effect.try({
+      try: () => writeFileAtomic(join(ctx.outputs.model!, "ropeway_training.json"), `${JSON.stringify({ ...record, losses: result.losses as number[] }, null, 1)}\n`),
+      catch: (e) => asStageError(e, `${stage}: writing ropeway_training.json`),
+    })
+    yield* ctx.progress.log(`${stage}: done, loss ${fmtLoss(result.losses[0])} → ${fmtLoss(result.losses.at(-1))}, ${Math.round(result.tokensPerSecond)} tok/s`)
+  })
+
+export const fmtLoss = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? "-" : x.toFixed(4))
