@@ -5,7 +5,7 @@
  */
 import { definePlugin } from "../pipeline/workflow/plugin.ts"
 import { evaluateStage } from "../stages/evaluate.ts"
-import { tinyModel } from "./models/tiny.ts"
+import { tinyModel } from "./models/tiny/tiny.ts"
 
 export const builtinPlugin = definePlugin({
   name: "ropeway",

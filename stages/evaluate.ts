@@ -313,7 +313,10 @@ const withDefault = <S extends Schema.Top>(value: S["Encoded"]) => (s: S) => s.p
 /** The description `ropeway list` shows. */
 const doc = (description: string) => <S extends Schema.Top>(s: S) => s.annotate({ description }) as S
 
-const Synthetic = Schema.Struct({ source: Schema.Literal("synthetic") })
+const Synthetic = Schema.Struct({
+  source: Schema.Literal("synthetic"),
+  filler: Schema.optionalKey(Schema.Literals(["varied", "paper", "mixed"]).pipe(doc('filler text: varied sentences, the paper\'s garbage, or mixed per document (default mixed)'))),
+})
 const Corpus = Schema.Struct({
   source: Schema.Literal("corpus"),
   path: Schema.NonEmptyString.pipe(doc("a folder of .txt / .jsonl, or one file (relative to the workflow file)")),
@@ -381,9 +384,11 @@ const attempt = <A>(what: string, f: () => A): Effect.Effect<A, StageError> =>
 
 const loadDocs = (p: EvaluateParams, seed: number, tokens: number, tok: TextTokenizer): { docs: Doc[]; data: string } => {
   if (p.data.source === "synthetic") {
-    const opts = { tokenizer: tok, seed, length: tokens }
-    const docs = Array.from({ length: p.samples }, (_, i) => ({ id: `synthetic(seed=${seed},tokens=${tokens})#${i}`, ids: syntheticDocument(opts, i).ids }))
-    return { docs, data: `synthetic long-range documents (plugins/data), seed ${seed}, ${tokens} tokens each, tokenizer ${tok.name}` }
+    const filler = p.data.filler
+    const opts = { tokenizer: tok, seed, length: tokens, ...(filler === undefined ? {} : { filler }) }
+    const tag = filler === undefined ? "" : `,filler=${filler}`
+    const docs = Array.from({ length: p.samples }, (_, i) => ({ id: `synthetic(seed=${seed},tokens=${tokens}${tag})#${i}`, ids: syntheticDocument(opts, i).ids }))
+    return { docs, data: `synthetic long-range documents (plugins/data), seed ${seed}, ${tokens} tokens each${filler === undefined ? "" : `, ${filler} filler`}, tokenizer ${tok.name}` }
   }
   // the workflow loader made it absolute (against the workflow file); a direct call resolves against the cwd
   const path = resolve(p.data.path)

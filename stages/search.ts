@@ -90,7 +90,7 @@ export const SearchParams = Schema.Struct({
   samples: Schema.optionalKey(PosInt),
   /** Cheaper fidelities for multi-fidelity strategies, cheapest first. */
   fidelities: Schema.optionalKey(Schema.Array(Schema.Struct({ samples: PosInt, length: PosInt }))),
-  /** {source: "synthetic", seed?, tasks?} (default) or {source: "corpus", path, field?} (path relative to the workflow file); documents in order. */
+  /** {source: "synthetic", seed?, tasks?, filler?} (default) or {source: "corpus", path, field?} (path relative to the workflow file); documents in order. */
   data: Schema.optionalKey(Obj),
   /** "byte" or a folder with tokenizer.json; default the model folder's tokenizer.json, else "byte". */
   tokenizer: Schema.optionalKey(Schema.NonEmptyString),
@@ -256,18 +256,23 @@ interface DataSpec {
   readonly source: "synthetic" | { readonly path: string; readonly field: string | undefined }
   readonly seed: number
   readonly tasks: Partial<Record<SyntheticTask, number>> | undefined
+  /** Synthetic filler: "varied", "paper" or "mixed" (default mixed). */
+  readonly filler?: "varied" | "paper" | "mixed"
 }
 
-/** `data: {source: "synthetic", seed?, tasks?}` or `{source: "corpus", path, field?}` (as the evaluate stage). */
+/** `data: {source: "synthetic", seed?, tasks?, filler?}` or `{source: "corpus", path, field?}` (as the evaluate stage). */
 function resolveData(raw: Readonly<Record<string, unknown>> | undefined, seed: number): DataSpec {
   const o = raw ?? {}
-  for (const k of Object.keys(o)) if (!["source", "path", "field", "seed", "tasks"].includes(k)) throw inputError(`search.data.${k}`, "unknown field; known: source, path, field, seed, tasks")
+  for (const k of Object.keys(o)) if (!["source", "path", "field", "seed", "tasks", "filler"].includes(k)) throw inputError(`search.data.${k}`, "unknown field; known: source, path, field, seed, tasks, filler")
   const s = o["seed"] ?? seed
   if (typeof s !== "number" || !Number.isSafeInteger(s)) throw inputError("search.data.seed", `expected an integer, got ${JSON.stringify(s)}`)
   const tasks = o["tasks"]
   if (tasks !== undefined && (typeof tasks !== "object" || tasks === null || Array.isArray(tasks))) throw inputError("search.data.tasks", `expected {passkey?, kv?, needle?, filler?} weights, got ${JSON.stringify(tasks)}`)
   const src = o["source"] ?? "synthetic"
-  if (src === "synthetic") return { source: "synthetic", seed: s, tasks: tasks as DataSpec["tasks"] }
+  const filler = o["filler"]
+  if (filler !== undefined && filler !== "varied" && filler !== "paper" && filler !== "mixed") throw inputError("search.data.filler", `expected "varied", "paper" or "mixed", got ${JSON.stringify(filler)}`)
+  if (src === "synthetic") return { source: "synthetic", seed: s, tasks: tasks as DataSpec["tasks"], ...(filler === undefined ? {} : { filler }) }
+  if (filler !== undefined) throw inputError("search.data.filler", 'applies to source "synthetic" only')
   if (src !== "corpus") throw inputError("search.data.source", `expected "synthetic" or "corpus", got ${JSON.stringify(src)}`)
   const path = o["path"]
   const field = o["field"]
@@ -295,7 +300,7 @@ function sampleSource(d: DataSpec, tokenizer: TextTokenizer, docLength: number):
         const k = `${i}:${length}:${JSON.stringify(t ?? null)}`
         let ids = memo.get(k)
         if (ids === undefined) {
-          ids = syntheticDocument({ tokenizer, seed: d.seed, length, ...(t === undefined ? {} : { tasks: t }) }, i).ids
+          ids = syntheticDocument({ tokenizer, seed: d.seed, length, ...(t === undefined ? {} : { tasks: t }), ...(d.filler === undefined ? {} : { filler: d.filler }) }, i).ids
           memo.set(k, ids)
         }
         return ids

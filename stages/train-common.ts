@@ -38,7 +38,7 @@ import { StageError } from "../pipeline/workflow/stage.ts"
 import { writeFileAtomic } from "../pipeline/workflow/store.ts"
 import { openCorpus } from "../plugins/data/corpus.ts"
 import { type DataCursor, type DocumentSource, Packer, tokenizedCorpus } from "../plugins/data/pack.ts"
-import { type SyntheticTask, syntheticSource } from "../plugins/data/synthetic.ts"
+import { type SyntheticTask, syntheticDocument, syntheticSource } from "../plugins/data/synthetic.ts"
 import type { TextTokenizer } from "../plugins/data/tokenizer.ts"
 import type { LlamaConfig } from "../plugins/models/llama/config.ts"
 import { createTrainableLlama, type HostWeights, type TrainableLlama } from "../plugins/models/llama/train.ts"
@@ -170,7 +170,7 @@ export function optimizerAndSchedule(stage: string, p: TrainParams, d: TrainDefa
 
 // ---- data --------------------------------------------------------------------------------------
 
-const DATA_KEYS = ["source", "path", "field", "seed", "tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries"]
+const DATA_KEYS = ["source", "path", "field", "seed", "tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries", "copies", "answerWeight"]
 
 export interface TrainData {
   readonly source: DocumentSource
@@ -178,6 +178,8 @@ export interface TrainData {
   readonly seed: number
   /** For logs and the manifest. */
   readonly describe: string
+  /** Loss weight of answer tokens (synthetic documents); undefined: every token weighs 1. */
+  readonly answerWeight?: number
 }
 
 /**
@@ -185,7 +187,10 @@ export interface TrainData {
  * - synthetic (default): plugins/data's generator with the tokenizer. `tasks` weights (default: all four),
  *   `docLength` tokens per document, a number or [min, max] (default seqLen − 1: with BOS and EOS a document
  *   is exactly one packed sequence of seqLen + 1), `documents` in the pool (default 100000; made on demand), `filler` "varied" | "paper" | "mixed",
- *   `kvPairs` / `kvQueries` per key-value document (default 4 / 1).
+ *   `kvPairs` / `kvQueries` per key-value document (default 4 / 1), `copies` passkey lines per `copy` drill
+ *   document (default 6), `answerWeight` (loss weight of the answer
+ *   tokens, default 1: retrieval is a few tokens per document, and weighting them is what taught the tiny
+ *   model to copy; see workflows/tiny-pretrain.yaml).
  * - corpus: `path` (a folder of .txt/.jsonl or one such file), JSONL `field` (default "text").
  * `seed` (default the step's) seeds the synthetic documents and the shuffle.
  */
@@ -197,7 +202,7 @@ export function resolveTrainData(stage: string, raw: { readonly [k: string]: unk
   if (typeof seed !== "number" || !Number.isSafeInteger(seed)) throw inputError(where("seed"), `expected an integer, got ${JSON.stringify(seed)}`)
   const src = o["source"] ?? "synthetic"
   if (src === "corpus") {
-    for (const k of ["tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries"]) if (o[k] !== undefined) throw inputError(where(k), 'applies to source "synthetic" only')
+    for (const k of ["tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries", "copies", "answerWeight"]) if (o[k] !== undefined) throw inputError(where(k), 'applies to source "synthetic" only')
     const path = o["path"]
     const field = o["field"]
     if (typeof path !== "string" || path === "") throw inputError(where("path"), `expected the corpus path (a folder of .txt/.jsonl or one such file), got ${JSON.stringify(path)}`)
@@ -209,9 +214,9 @@ export function resolveTrainData(stage: string, raw: { readonly [k: string]: unk
   if (o["path"] !== undefined || o["field"] !== undefined) throw inputError(where(o["path"] !== undefined ? "path" : "field"), 'applies to source "corpus" only')
   const tasks = o["tasks"]
   if (tasks !== undefined) {
-    if (typeof tasks !== "object" || tasks === null || Array.isArray(tasks)) throw inputError(where("tasks"), `expected {passkey?, kv?, needle?, filler?} weights, got ${JSON.stringify(tasks)}`)
+    if (typeof tasks !== "object" || tasks === null || Array.isArray(tasks)) throw inputError(where("tasks"), `expected {passkey?, kv?, needle?, filler?, copy?} weights, got ${JSON.stringify(tasks)}`)
     for (const [k, v] of Object.entries(tasks)) {
-      if (!["passkey", "kv", "needle", "filler"].includes(k)) throw inputError(where(`tasks.${k}`), "unknown task; known: passkey, kv, needle, filler")
+      if (!["passkey", "kv", "needle", "filler", "copy"].includes(k)) throw inputError(where(`tasks.${k}`), "unknown task; known: passkey, kv, needle, filler, copy")
       if (typeof v !== "number" || !(v >= 0)) throw inputError(where(`tasks.${k}`), `expected a weight ≥ 0, got ${JSON.stringify(v)}`)
     }
   }
@@ -225,8 +230,8 @@ export function resolveTrainData(stage: string, raw: { readonly [k: string]: unk
   if (!okLen(documents)) throw inputError(where("documents"), `expected an integer ≥ 1, got ${JSON.stringify(documents)}`)
   const filler = o["filler"]
   if (filler !== undefined && filler !== "varied" && filler !== "paper" && filler !== "mixed") throw inputError(where("filler"), `expected "varied", "paper" or "mixed", got ${JSON.stringify(filler)}`)
-  const kv: { kvPairs?: number; kvQueries?: number } = {}
-  for (const k of ["kvPairs", "kvQueries"] as const) {
+  const kv: { kvPairs?: number; kvQueries?: number; copies?: number } = {}
+  for (const k of ["kvPairs", "kvQueries", "copies"] as const) {
     const v = o[k]
     if (v === undefined) continue
     if (!okLen(v)) throw inputError(where(k), `expected an integer ≥ 1, got ${JSON.stringify(v)}`)
@@ -237,14 +242,28 @@ export function resolveTrainData(stage: string, raw: { readonly [k: string]: unk
     ...(tasks === undefined ? {} : { tasks: tasks as Partial<Record<SyntheticTask, number>> }),
     ...(filler === undefined ? {} : { filler: filler as "varied" | "paper" | "mixed" }),
   }
+  const answerWeight = o["answerWeight"]
+  if (answerWeight !== undefined && !(typeof answerWeight === "number" && Number.isFinite(answerWeight) && answerWeight > 0))
+    throw inputError(where("answerWeight"), `expected a positive number, got ${JSON.stringify(answerWeight)}`)
   const source = syntheticSource(opts, documents)
-  // Make the first document now: a task that does not fit the length fails here, naming the param.
-  try {
-    source.tokens(0)
-  } catch (e) {
-    throw inputError(where("docLength"), `${(e as Error).message} (set data.docLength or data.tasks)`)
+  // Make each task's shortest document now: a task that does not fit the length fails here, naming the
+  // param, instead of at whichever step first draws it.
+  const shortest = typeof length === "number" ? length : length[0]
+  const weights = (tasks ?? { passkey: 1, kv: 1, needle: 1, filler: 1 }) as Record<string, number> // copy: by name only
+  for (const [task, w] of Object.entries(weights)) {
+    if (!(w > 0)) continue
+    try {
+      syntheticDocument({ ...opts, length: shortest, tasks: { [task]: 1 } }, 0)
+    } catch (e) {
+      throw inputError(where("docLength"), `${(e as Error).message} (set data.docLength or data.tasks)`)
+    }
   }
-  return { source, seed, describe: `synthetic seed ${seed}, ${documents} documents of ${JSON.stringify(length)} tokens, tasks ${JSON.stringify(tasks ?? "all")}` }
+  return {
+    source, seed,
+    describe: `synthetic seed ${seed}, ${documents} documents of ${JSON.stringify(length)} tokens, tasks ${JSON.stringify(tasks ?? "all")}` +
+      (answerWeight === undefined ? "" : `, answer tokens weigh ${answerWeight}`),
+    ...(answerWeight === undefined ? {} : { answerWeight: answerWeight as number }),
+  }
 }
 
 // ---- RoPE coverage -----------------------------------------------------------------------------
@@ -287,9 +306,10 @@ export interface Call {
   readonly targets: Uint32Array
   readonly positions: Uint32Array | undefined
   readonly segments: Uint32Array | undefined
-  readonly labelMask: Uint8Array | undefined
+  /** Loss weight per target (0 = not scored); undefined: all 1. */
+  readonly labelMask: Float32Array | undefined
   readonly rope: RopeTable
-  /** Scored targets in this call. */
+  /** Sum of this call's target weights (the scored targets when all weigh 1): its share of the sequence's loss. */
   readonly scored: number
 }
 
@@ -309,11 +329,17 @@ const tableKey = (t: RopeTable): string => {
  * Splits one packed sequence (seqLen + 1 tokens) into lossAndGrad calls. `tableFor(length)` is memoised
  * by the caller. Continuous: one call. Mixed: one call per distinct table among the documents.
  */
-export function sequenceCalls(tokens: Int32Array, positions: Int32Array, docLengths: readonly number[], mixed: boolean, tableFor: (length: number) => RopeTable): Call[] {
+export function sequenceCalls(
+  tokens: Int32Array, positions: Int32Array, docLengths: readonly number[], mixed: boolean, tableFor: (length: number) => RopeTable, weights?: Float32Array,
+): Call[] {
   const T = tokens.length - 1
   const all = Uint32Array.from(tokens)
+  // the weight of input t's target, token t + 1
+  const wOf = (t: number): number => (weights === undefined ? 1 : weights[t + 1]!)
   if (!mixed) {
-    return [{ inputs: all.subarray(0, T), targets: all.subarray(1), positions: undefined, segments: undefined, labelMask: undefined, rope: tableFor(T), scored: T }]
+    const labelMask = weights === undefined ? undefined : weights.slice(1, T + 1)
+    const scored = labelMask === undefined ? T : labelMask.reduce((a, x) => a + x, 0)
+    return [{ inputs: all.subarray(0, T), targets: all.subarray(1), positions: undefined, segments: undefined, labelMask, rope: tableFor(T), scored }]
   }
   // Document spans over the inputs [0, T): the packer's segments, the last one cut at T.
   const groups = new Map<string, { rope: RopeTable; spans: { from: number; to: number; endsInside: boolean }[] }>()
@@ -333,7 +359,7 @@ export function sequenceCalls(tokens: Int32Array, positions: Int32Array, docLeng
   const calls: Call[] = []
   for (const g of groups.values()) {
     const n = g.spans.reduce((s, x) => s + x.to - x.from, 0)
-    const inputs = new Uint32Array(n), targets = new Uint32Array(n), pos = new Uint32Array(n), seg = new Uint32Array(n), mask = new Uint8Array(n)
+    const inputs = new Uint32Array(n), targets = new Uint32Array(n), pos = new Uint32Array(n), seg = new Uint32Array(n), mask = new Float32Array(n)
     let k = 0, scored = 0
     g.spans.forEach((x, si) => {
       for (let t = x.from; t < x.to; t++, k++) {
@@ -342,7 +368,7 @@ export function sequenceCalls(tokens: Int32Array, positions: Int32Array, docLeng
         pos[k] = positions[t]!
         seg[k] = si
         // That cross-document target is not visible to the query (attention stays in the document): not scored.
-        mask[k] = t === x.to - 1 && x.endsInside ? 0 : 1
+        mask[k] = t === x.to - 1 && x.endsInside ? 0 : wOf(t)
         scored += mask[k]!
       }
     })
@@ -463,6 +489,7 @@ export function runTraining(ctx: StageContext<unknown, string, string>, s: Train
         new Packer({
           source: s.data.source, seqLen: s.seqLen + 1, bos: s.tokenizer.bos, eos: s.tokenizer.eos, seed: s.data.seed,
           restartPositions: s.mixed, ...(resumed === undefined ? {} : { cursor: resumed.cursor }),
+          ...(s.data.answerWeight === undefined ? {} : { answerWeight: s.data.answerWeight }),
         }),
       catch: (e) => asStageError(e, `${s.stage}: data`),
     })
@@ -479,7 +506,7 @@ export function runTraining(ctx: StageContext<unknown, string, string>, s: Train
       if (micro === 0) stepLoss = 0
       const weight = 1 / s.batch
       const seq = packer.next()
-      const calls = sequenceCalls(seq.tokens, seq.positions, seq.docLengths, s.mixed, tableFor)
+      const calls = sequenceCalls(seq.tokens, seq.positions, seq.docLengths, s.mixed, tableFor, seq.weights)
       const total = calls.reduce((a, c) => a + c.scored, 0)
       let loss = 0
       for (const c of calls) {

@@ -23,6 +23,8 @@ import type { TextTokenizer } from "./tokenizer.ts"
 export interface DocumentSource {
   readonly size: number
   tokens(i: number): readonly number[]
+  /** Answer spans [start, end) in tokens(i)'s ids, where the source knows them (synthetic documents). */
+  answers?(i: number): ReadonlyArray<{ readonly start: number; readonly end: number }>
 }
 
 /** A text corpus seen through a tokenizer. */
@@ -49,6 +51,8 @@ export interface PackedSequence {
   readonly docIds: readonly number[]
   /** Cursor at the first token of this sequence. */
   readonly start: DataCursor
+  /** Loss weight of each token as a target (seqLen values): `answerWeight` on answer tokens, 1 elsewhere; only with `answerWeight`. */
+  readonly weights?: Float32Array
 }
 
 export interface PackOptions {
@@ -66,6 +70,11 @@ export interface PackOptions {
   readonly restartPositions?: boolean
   /** Resume from a saved cursor. */
   readonly cursor?: DataCursor
+  /**
+   * Loss weight of answer tokens (the source's `answers`; BOS/EOS and other tokens weigh 1), so the few
+   * tokens that need retrieval are not drowned by filler in the mean. Default: no weights.
+   */
+  readonly answerWeight?: number
 }
 
 /** The document order of one epoch: a seeded permutation, independent of every other epoch. */
@@ -89,12 +98,17 @@ export class Packer {
   private offset: number
   private order: Uint32Array
   private current: readonly number[] | undefined // framed tokens of order[doc], cached
+  private currentWeights: Float32Array | undefined // their loss weights (answerWeight only)
 
   constructor(opts: PackOptions) {
     if (!Number.isSafeInteger(opts.seqLen) || opts.seqLen < 1) throw new RangeError(`seqLen must be a positive integer, got ${opts.seqLen}`)
     if (opts.maxDocTokens !== undefined && (!Number.isSafeInteger(opts.maxDocTokens) || opts.maxDocTokens < 1))
       throw new RangeError(`maxDocTokens must be a positive integer, got ${opts.maxDocTokens}`)
     if (opts.source.size < 1) throw new RangeError("packing an empty document source")
+    if (opts.answerWeight !== undefined) {
+      if (!(Number.isFinite(opts.answerWeight) && opts.answerWeight > 0)) throw new RangeError(`answerWeight must be a positive number, got ${opts.answerWeight}`)
+      if (opts.source.answers === undefined) throw inputError("data.answerWeight", "this document source has no answer spans (only synthetic documents do)")
+    }
     this.source = opts.source
     this.seqLen = opts.seqLen
     this.opts = opts
@@ -123,11 +137,19 @@ export class Packer {
     if (this.opts.eos !== undefined) t.push(this.opts.eos)
     if (this.opts.maxDocTokens !== undefined && t.length > this.opts.maxDocTokens) t.length = this.opts.maxDocTokens
     this.current = t
+    const w = this.opts.answerWeight
+    if (w !== undefined) {
+      const weights = new Float32Array(t.length).fill(1)
+      const shift = this.opts.bos === undefined ? 0 : 1
+      for (const a of this.opts.source.answers!(id)) for (let k = a.start + shift; k < Math.min(a.end + shift, t.length); k++) weights[k] = w
+      this.currentWeights = weights
+    }
     return t
   }
 
   private advanceDoc(): void {
     this.current = undefined
+    this.currentWeights = undefined
     this.offset = 0
     this.doc++
     if (this.doc >= this.source.size) {
@@ -144,6 +166,7 @@ export class Packer {
     const positions = new Int32Array(n)
     const docLengths: number[] = []
     const docIds: number[] = []
+    const weights = this.opts.answerWeight === undefined ? undefined : new Float32Array(n)
     const restart = this.opts.restartPositions ?? true
     let filled = 0
     let emptyRun = 0 // documents in a row that gave no tokens: an epoch of them means the stream is empty
@@ -155,6 +178,7 @@ export class Packer {
         for (let k = 0; k < take; k++) {
           tokens[filled + k] = doc[this.offset + k] as number
           positions[filled + k] = restart ? k : filled + k
+          if (weights !== undefined) weights[filled + k] = this.currentWeights![this.offset + k]!
         }
         docLengths.push(take)
         docIds.push(this.order[this.doc] as number)
@@ -165,6 +189,6 @@ export class Packer {
       }
       if (this.offset >= doc.length) this.advanceDoc()
     }
-    return { tokens, positions, docLengths, docIds, start }
+    return { tokens, positions, docLengths, docIds, start, ...(weights === undefined ? {} : { weights }) }
   }
 }

@@ -20,7 +20,7 @@ export const NEEDLE_INSTRUCTION =
   "A special magic number is hidden within the following text. Make sure to memorize it. I will quiz you about the number afterwards.\n"
 const KV_INSTRUCTION = "Remember the value of each key in the text below. I will ask about them afterwards.\n"
 
-export type SyntheticTask = "passkey" | "kv" | "needle" | "filler"
+export type SyntheticTask = "passkey" | "kv" | "needle" | "filler" | "copy"
 
 export interface SyntheticOptions {
   readonly tokenizer: TextTokenizer
@@ -34,6 +34,8 @@ export interface SyntheticOptions {
   /** Key–value pairs per kv document (default 4) and how many are asked about (default 1). */
   readonly kvPairs?: number
   readonly kvQueries?: number
+  /** Passkey line pairs per `copy` document (default 4). */
+  readonly copies?: number
 }
 
 export interface SyntheticDocument {
@@ -68,6 +70,24 @@ const planFor = (task: SyntheticTask, rng: Rng, opts: SyntheticOptions): Plan =>
         inserts: [{ depth, pieces: [{ text: `\nThe pass key is ${k}. Remember it. ${k} is the pass key.\n` }] }],
         tail: [{ text: "\nWhat is the pass key? The pass key is" }, { text: ` ${k}`, answer: k }, { text: "." }],
       }
+    }
+    case "copy": {
+      // Pairs of passkey lines with fresh keys, "The pass key is K." then, after filler of random length,
+      // the same line again, whose K is the answer: retrieval by content at short, varying distances
+      // (a fixed distance would be learnt as a positional shortcut). Dense practice of the induction that
+      // long-distance retrieval runs on: tiny models learn the passkey task slowly when it is a few tokens
+      // in a long document.
+      const n = opts.copies ?? 4
+      if (!Number.isSafeInteger(n) || n < 1 || n > 64) throw new RangeError(`copies must be in 1..64, got ${n}`)
+      const depths = Array.from({ length: 2 * n }, () => rng.float()).sort((a, b) => a - b)
+      const inserts = Array.from({ length: n }, (_, i) => {
+        const k = String(rng.int(1, 50000))
+        return [
+          { depth: depths[2 * i]!, pieces: [{ text: `\nThe pass key is ${k}.\n` }] },
+          { depth: depths[2 * i + 1]!, pieces: [{ text: "\nThe pass key is" }, { text: ` ${k}`, answer: k }, { text: ".\n" }] },
+        ]
+      }).flat()
+      return { head: [], inserts, tail: [] }
     }
     case "needle": {
       const name = randomKeyName(rng)
@@ -182,10 +202,12 @@ const layOut = (tok: TextTokenizer, plan: Plan, length: number, newGap: () => ()
   return { ids: b.ids, text: b.texts.join(""), answers: b.answers, depths }
 }
 
-const TASKS: readonly SyntheticTask[] = ["passkey", "kv", "needle", "filler"]
+const TASKS: readonly SyntheticTask[] = ["passkey", "kv", "needle", "filler", "copy"]
+/** Without explicit weights: the four evaluation-like tasks; `copy` is a training drill, asked for by name. */
+const defaultWeight = (t: SyntheticTask): number => (t === "copy" ? 0 : 1)
 
 const pickTask = (rng: Rng, weights: Partial<Record<SyntheticTask, number>> | undefined): SyntheticTask => {
-  const w = TASKS.map((t) => weights?.[t] ?? (weights === undefined ? 1 : 0))
+  const w = TASKS.map((t) => weights?.[t] ?? (weights === undefined ? defaultWeight(t) : 0))
   if (w.some((x) => !(x >= 0))) throw new RangeError(`task weights must be non-negative, got ${JSON.stringify(weights)}`)
   const total = w.reduce((s, x) => s + x, 0)
   if (total <= 0) throw new RangeError(`no task has a positive weight in ${JSON.stringify(weights)}`)
@@ -213,10 +235,12 @@ export const syntheticDocument = (opts: SyntheticOptions, index: number): Synthe
 }
 
 /** The first `count` synthetic documents as token ids, for the packer. */
-export const syntheticSource = (opts: SyntheticOptions, count: number): DocumentSource => ({
-  size: count,
-  tokens: (i) => syntheticDocument(opts, i).ids,
-})
+export const syntheticSource = (opts: SyntheticOptions, count: number): DocumentSource => {
+  // The packer asks for a document's tokens and then its answers: make each document once.
+  let last: SyntheticDocument | undefined
+  const doc = (i: number): SyntheticDocument => (last?.index === i ? last : (last = syntheticDocument(opts, i)))
+  return { size: count, tokens: (i) => doc(i).ids, answers: (i) => doc(i).answers }
+}
 
 /** The first `count` synthetic documents as text, wherever a Corpus is expected. */
 export const syntheticCorpus = (opts: SyntheticOptions, count: number): Corpus => ({

@@ -34,6 +34,12 @@ export const EXPORT_FORMATS = ["hf", "csv", "gguf"] as const
 export type ExportFormat = (typeof EXPORT_FORMATS)[number]
 
 export const HF_TOLERANCE = 1e-4
+/**
+ * llama.cpp against ropeway: |Δ logprob| ≤ 1e-3 · max(1, |logprob|). Both compute in f32 with different
+ * summation orders, so the rounding grows with the logits: the check's random tokens have logprobs near
+ * −30 under a trained model (the tiny model after fine-tuning: Δ 2.6e-3 at 4096 tokens), ~−5 under a
+ * random one (test/export: within 1e-3 absolute).
+ */
 export const GGUF_TOLERANCE = 1e-3
 
 export interface ExportOptions {
@@ -58,6 +64,8 @@ export interface ScoreCheck {
   /** What the exported artifact was compared with. */
   readonly against: string
   readonly maxAbsDiff: number
+  /** max |Δ| / max(1, |logprob|): what GGUF_TOLERANCE bounds (GGUF checks only). */
+  readonly maxScaledDiff?: number
   readonly tolerance: number | null
   readonly ok: boolean
   readonly note?: string
@@ -122,6 +130,14 @@ const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   if (a.length !== b.length) return Infinity
   let m = 0
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!))
+  return Number.isNaN(m) ? Infinity : m
+}
+
+/** max |a − b| / max(1, |b|). */
+const maxScaled = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+  if (a.length !== b.length) return Infinity
+  let m = 0
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!) / Math.max(1, Math.abs(b[i]!)))
   return Number.isNaN(m) ? Infinity : m
 }
 
@@ -306,11 +322,13 @@ export async function runExport(rt: GpuRuntime, o: ExportOptions): Promise<Expor
         for (const T of lengths) {
           const toks = checkTokens(T, vocab)
           const cpp = await llamaCppLogprobs(path, toks, { contextSize: T, threads: o.threads ?? Math.min(8, availableParallelism()) })
-          const d = maxAbs(cpp, await reference.logprobs(toks, { rope: tables.get(T)! }))
+          const ours = await reference.logprobs(toks, { rope: tables.get(T)! })
+          const d = maxAbs(cpp, ours)
+          const scaled = maxScaled(cpp, ours)
           const rc = ropeChecks.find((r) => r.length === T)!
           scored.push({
             length: T, against: `ropeway on the exported weights with llama.cpp's table at context ${llamaCppContext(T)} (${rc.llamaCppFactors})`,
-            maxAbsDiff: d, tolerance: dtype === "f32" ? GGUF_TOLERANCE : null, ok: dtype === "f16" || d <= GGUF_TOLERANCE,
+            maxAbsDiff: d, maxScaledDiff: scaled, tolerance: dtype === "f32" ? GGUF_TOLERANCE : null, ok: dtype === "f16" || scaled <= GGUF_TOLERANCE,
             ...(dtype === "f16" ? { note: "f16 weights: reported, not held to the f32 tolerance" } : {}),
           })
         }

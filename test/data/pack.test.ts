@@ -122,3 +122,20 @@ test("a corpus that yields no tokens at all is an error, not an endless loop", (
 })
 
 const GOLDEN_ORDER = [5, 1, 2, 7, 3, 6, 0, 4]
+
+describe("answer weights", () => {
+  test("answer tokens of synthetic documents weigh answerWeight, everything else 1, shifted past BOS", async () => {
+    const { syntheticSource, syntheticDocument } = await import("../../plugins/data/synthetic.ts")
+    const opts = { tokenizer: tok, seed: 3, length: 300, tasks: { passkey: 1 } }
+    const src = syntheticSource(opts, 4)
+    const p = new Packer({ source: src, seqLen: 302, bos: BYTE_BOS, eos: BYTE_EOS, seed: 1, shuffle: false, answerWeight: 7 })
+    const seq = p.next()
+    const doc = syntheticDocument(opts, 0)
+    expect(doc.answers.length).toBe(1)
+    const a = doc.answers[0]!
+    for (let k = 0; k < 302; k++) expect(seq.weights![k]).toBe(k >= a.start + 1 && k < a.end + 1 ? 7 : 1)
+    // the weighted tokens are the key's digits
+    expect(tok.decode([...seq.tokens.subarray(a.start + 1, a.end + 1)])).toBe(a.answer)
+    expect(() => new Packer({ source, seqLen: 8, bos: BYTE_BOS, eos: BYTE_EOS, seed: 1, answerWeight: 2 })).toThrow(/no answer spans/)
+  })
+})

@@ -26,7 +26,7 @@ describe("synthetic corpus", () => {
       expect([...tasks].sort()).toEqual(["filler", "kv", "needle", "passkey"])
       for (const d of all) {
         expect(d.ids.length).toBe(700)
-        expect(d.answers.length).toBe({ filler: 0, passkey: 1, needle: 1, kv: 2 }[d.task])
+        expect(d.answers.length).toBe({ filler: 0, passkey: 1, needle: 1, kv: 2, copy: -1 }[d.task])
         for (const a of d.answers) {
           expect(tok.decode(d.ids.slice(a.start, a.end))).toBe(a.answer)
           expect(a.end).toBeLessThanOrEqual(d.ids.length)
@@ -36,6 +36,20 @@ describe("synthetic corpus", () => {
       }
     })
   }
+
+  test("copy drill: only when asked for; each key is given, then asked for after filler", () => {
+    const all = docs({ tokenizer: byte, seed: 5, length: 400, tasks: { copy: 1 }, copies: 5 }, 6)
+    for (const d of all) {
+      expect(d.task).toBe("copy")
+      expect(d.ids.length).toBe(400)
+      expect(d.answers.length).toBe(5)
+      for (const a of d.answers) {
+        expect(byte.decode(d.ids.slice(a.start, a.end))).toBe(a.answer)
+        expect(byte.decode(d.ids.slice(0, a.start))).toContain(`The pass key is ${a.answer}.`)
+        expect(byte.decode(d.ids.slice(a.start - 17, a.start))).toContain("The pass key is")
+      }
+    }
+  })
 
   test("the hidden fact is in the text at its reported depth, before the question", () => {
     for (const d of docs({ tokenizer: byte, seed: 5, length: 1500, tasks: { passkey: 1, needle: 1 } }, 20)) {

@@ -30,16 +30,16 @@ describe("examples/plugin", () => {
     const report = JSON.parse(readFileSync(factors.outputs["report"]!.path, "utf8")) as {
       lengths: Array<{ length: number; scale: number; tables: Array<{ method: string; factors: number[]; attentionScale: number }> }>
     }
-    expect(report.lengths.map((r) => r.length)).toEqual([256, 1024, 2048])
+    expect(report.lengths.map((r) => r.length)).toEqual([512, 2048, 4096])
     const at = (L: number, m: string) => report.lengths.find((r) => r.length === L)!.tables.find((t) => t.method === m)!
     // the tiny model has plain RoPE: λ = 1 everywhere; PI at 4× divides every dim by 4; NTK's λ grows with
     // the dim from 1 to s; YaRN keeps the high-frequency dims, divides the low ones by s, scales attention
-    expect(at(1024, "model").factors.every((f) => f === 1)).toBe(true)
-    expect(at(1024, "pi").factors.every((f) => Math.abs(f - 4) < 1e-12)).toBe(true)
-    const ntk = at(2048, "ntk").factors
+    expect(at(2048, "model").factors.every((f) => f === 1)).toBe(true)
+    expect(at(2048, "pi").factors.every((f) => Math.abs(f - 4) < 1e-12)).toBe(true)
+    const ntk = at(4096, "ntk").factors
     expect(ntk[0]).toBeCloseTo(1, 12)
     expect(ntk.at(-1)!).toBeCloseTo(8, 9)
-    const yarn = at(2048, "yarn")
+    const yarn = at(4096, "yarn")
     expect(yarn.factors[0]).toBeCloseTo(1, 12)
     expect(yarn.factors.at(-1)!).toBeCloseTo(8, 9)
     expect(yarn.attentionScale).toBeCloseTo(0.1 * Math.log(8) + 1, 12)
@@ -50,7 +50,7 @@ describe("examples/plugin", () => {
     expect(csv.length - 1).toBe(3 * 4 * 16) // lengths × tables × rotary_dim/2 (head_dim 32)
 
     const metrics = readMetrics(manifest.steps.find((s) => s.name === "evaluate")!.outputs["metrics"]!.path)
-    expect(metrics.perplexity.map((e) => `${e.method}@${e.length}`).sort()).toEqual(["none@1024", "none@256", "yarn@1024", "yarn@256"])
+    expect(metrics.perplexity.map((e) => `${e.method}@${e.length}`).sort()).toEqual(["none@1024", "none@512", "yarn@1024", "yarn@512"])
   })
 
   test("random-search: a deterministic, resumable strategy that keeps the best", () => {
@@ -96,7 +96,7 @@ describe("examples/plugin", () => {
     expect(l.searchStrategies.find((s) => s.name === "random-search")).toMatchObject({ plugin: "example-plugin", params: "population (8), generations (4)" })
     expect(l.searchStrategies.map((s) => s.name)).toContain("evolutionary") // plugins/search's built-ins too
     expect(l.stages.map((s) => s.name)).toContain("evaluate")
-    expect(l.models.find((m) => m.name === "tiny")!.description).toContain("RANDOM-INIT")
+    expect(l.models.find((m) => m.name === "tiny")!.description).toContain("pre-trained by ropeway")
     expect(l.ropeMethods.find((m) => m.name === "longrope")!.aliases).toEqual(["su"])
     const text = formatListing(l)
     expect(text).toContain("factor-report  [example-plugin]")

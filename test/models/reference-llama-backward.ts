@@ -1,7 +1,8 @@
 /**
  * An independent float64 forward + backward of the llama-family training loss, for the tests.
  *
- * Loss = −(1/N)·Σ_t mask_t·ln p(target_t | inputs[0..t]), N = Σ mask_t (HF's mean over non −100 labels).
+ * Loss = −(1/N)·Σ_t mask_t·ln p(target_t | inputs[0..t]), N = Σ mask_t (HF's mean over non −100 labels;
+ * mask_t may be any weight ≥ 0, e.g. answer tokens weighted up).
  * Plain loops over Float64Array, whole sequence at once, every activation kept (tiny models only). RoPE
  * comes straight from the RoPE-table contract (per-layer θ, start tokens n̂ with the original θ and no
  * scale below them, attention scale m on cos and sin) at the given position ids; attention is causal,
@@ -269,19 +270,20 @@ function run(config: Readonly<Record<string, unknown>>, tensors: RefTensors, bat
   const head = get(headName)
   const logits = linear(nf.y, T, D, head, V, undefined)
   let scored = 0
-  for (let t = 0; t < T; t++) if (mask === undefined || mask[t] !== 0) scored++
+  for (let t = 0; t < T; t++) scored += mask === undefined ? 1 : mask[t]!
   let loss = 0
   const dlogits = new Float64Array(T * V)
   for (let t = 0; t < T; t++) {
-    if (mask !== undefined && mask[t] === 0) continue
+    const w = mask === undefined ? 1 : mask[t]!
+    if (w === 0) continue
     let max = -Infinity
     for (let c = 0; c < V; c++) max = Math.max(max, logits[t * V + c]!)
     let sum = 0
     for (let c = 0; c < V; c++) sum += Math.exp(logits[t * V + c]! - max)
     const lse = max + Math.log(sum)
-    loss -= (logits[t * V + batch.targets[t]!]! - lse) / scored
-    for (let c = 0; c < V; c++) dlogits[t * V + c] = Math.exp(logits[t * V + c]! - lse) / scored
-    dlogits[t * V + batch.targets[t]!] = dlogits[t * V + batch.targets[t]!]! - 1 / scored
+    loss -= (w * (logits[t * V + batch.targets[t]!]! - lse)) / scored
+    for (let c = 0; c < V; c++) dlogits[t * V + c] = (w * Math.exp(logits[t * V + c]! - lse)) / scored
+    dlogits[t * V + batch.targets[t]!] = dlogits[t * V + batch.targets[t]!]! - w / scored
   }
   const grads = new Map<string, Float64Array>()
   if (!backward || scored === 0) return { loss: scored === 0 ? 0 : loss, grads }

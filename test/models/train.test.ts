@@ -73,7 +73,7 @@ const CASES: readonly Case[] = [
     fromDir: true,
   },
   {
-    label: "GQA 4/2, tied, per-dim divisors + n̂ + m, packed (restart + segments), label mask, lm_head in 7-row chunks",
+    label: "GQA 4/2, tied, per-dim divisors + n̂ + m, packed (restart + segments), label weights (0, 1, 4), lm_head in 7-row chunks",
     model: { hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96, vocab: 300, tied: true, seed: 12 },
     T: 40,
     rope: perDim,
@@ -99,7 +99,7 @@ function batchOf(cs: Case, hd: number): { gpu: TrainBatch; ref: RefBatch } {
   const positions = cs.positions?.(T) ?? Array.from({ length: T }, (_, t) => t)
   const rope = cs.rope(hd, cs.model.layers)
   const r = rng(99)
-  const labelMask = cs.mask === true ? Array.from({ length: T }, () => (r() < 0.3 ? 0 : 1)) : undefined
+  const labelMask = cs.mask === true ? Array.from({ length: T }, () => { const u = r(); return u < 0.3 ? 0 : u < 0.8 ? 1 : 4 }) : undefined
   const segments = cs.segments === true ? [...segmentsFromPositions(positions)] : undefined
   const ref: RefBatch = {
     inputs: tokens.slice(0, T), targets: tokens.slice(1), positions, rope,

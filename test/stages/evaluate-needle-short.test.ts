@@ -38,6 +38,7 @@ steps:
       samples: 2
       needle: { lengths: [512], depths: [0.25, 0.75] }
       short: {}
+      originalLength: 256
 `
 
 let metrics: Metrics

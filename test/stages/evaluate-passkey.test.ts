@@ -116,7 +116,7 @@ steps:
   evaluate:
     stage: evaluate
     inputs: { model: model }
-    params: ${params}
+    params: ${params.replace(/^\{ /, "{ originalLength: 256, ")}
 `
 
 /** Runs the workflow with the stub loader, or on the shared device. */

@@ -108,6 +108,7 @@ steps:
       stride: 100
       samples: 2
       tokens: 700
+      originalLength: 256
 `
 
 describe("evaluate (stub model)", () => {

@@ -31,11 +31,11 @@ describe("workflows/smoke.yaml", () => {
       )
     const first = await go()
     expect(first.manifest.status).toBe("done")
-    const step = first.manifest.steps.find((s) => s.stage === "evaluate")!
+    const step = first.manifest.steps.find((s) => s.name === "evaluate-base")!
     const file = step.outputs["metrics"]!.path
     const metrics = readMetrics(file) // validates the schema
 
-    const p = wf.steps.find((s) => s.stage.name === "evaluate")!.params as EvaluateParams
+    const p = wf.steps.find((s) => s.name === "evaluate-base")!.params as EvaluateParams
     for (const method of p.methods) {
       for (const length of p.lengths) {
         for (const protocol of p.protocols) {
@@ -52,19 +52,19 @@ describe("workflows/smoke.yaml", () => {
     expect(metrics.perplexity.length).toBe(p.methods.length * p.lengths.length * p.protocols.length)
     // at 1× every baseline is plain RoPE; at 2× they differ
     const at = (L: number) => new Set(metrics.perplexity.filter((e) => e.length === L && e.protocol === "truncate").map((e) => e.value))
-    expect(at(256).size).toBe(1)
-    expect(at(512).size).toBe(p.methods.length)
+    expect(at(512).size).toBe(1)
+    expect(at(1024).size).toBe(p.methods.length)
 
     // one number again from the manifest alone, in a standalone pass: plain RoPE at 1× came out of a
     // longer shared pass in the stage, and must equal a pass over just its own window
-    const e = metrics.perplexity.find((x) => x.method === "none" && x.length === 256 && x.protocol === "truncate")!
+    const e = metrics.perplexity.find((x) => x.method === "none" && x.length === 512 && x.protocol === "truncate")!
     const params = step.params as { seed?: number; tokens?: number; lengths: number[] }
     const tokens = params.tokens ?? Math.max(...params.lengths)
     const doc = syntheticDocument({ tokenizer: byteTokenizer(), seed: params.seed ?? step.seed, length: tokens }, 0).ids
     const model = await loadLlama(rt, first.manifest.steps[0]!.outputs["model"]!.path)
     try {
-      const lp = await model.logprobs([BYTE_BOS, ...doc.slice(0, 255)], { rope: resolveRope({ ...model.config.rope, scaling: undefined })(256) })
-      expect(lp.length).toBe(255)
+      const lp = await model.logprobs([BYTE_BOS, ...doc.slice(0, 511)], { rope: resolveRope({ ...model.config.rope, scaling: undefined })(512) })
+      expect(lp.length).toBe(511)
       expect(Math.exp(-lp.reduce((a, b) => a + b, 0) / lp.length)).toBeCloseTo(e.value, 9)
     } finally {
       model.dispose()
@@ -72,16 +72,16 @@ describe("workflows/smoke.yaml", () => {
 
     // the run-level merge
     const merged = writeRunMetrics(store, first.manifest)
-    expect(readMetrics(merged!).perplexity).toEqual(metrics.perplexity)
+    expect(readMetrics(merged!).perplexity.filter((e) => e.model === "base")).toEqual([...metrics.perplexity])
 
     const bytes = readFileSync(file)
     events.length = 0
     const second = await go()
-    expect(second.manifest.steps.map((s) => s.status)).toEqual(["cached", "cached"])
+    expect(second.manifest.steps.every((s) => s.status === "cached")).toBe(true)
     expect(events.filter((e) => e._tag === "StepStart" || e._tag === "StepProgress")).toEqual([])
     for (const [i, s] of second.manifest.steps.entries()) {
       for (const [name, o] of Object.entries(s.outputs)) expect(o.hash).toBe(first.manifest.steps[i]!.outputs[name]!.hash)
     }
-    expect(readFileSync(second.manifest.steps.find((s) => s.stage === "evaluate")!.outputs["metrics"]!.path).equals(bytes)).toBe(true)
+    expect(readFileSync(second.manifest.steps.find((s) => s.name === "evaluate-base")!.outputs["metrics"]!.path).equals(bytes)).toBe(true)
   })
 })

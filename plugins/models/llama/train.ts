@@ -55,7 +55,10 @@ export interface TrainBatch {
   readonly positions?: ArrayLike<number>
   /** The RoPE factor set this sequence uses. */
   readonly rope: RopeTable
-  /** Per target (T values): 0 = not scored (HF's −100 label), anything else = scored. Default: all scored. */
+  /**
+   * Per target (T values), its weight in the loss: 0 = not scored (HF's −100 label), 1 = scored, other
+   * values weigh it more or less (answer tokens). loss = Σ w·NLL / Σ w. Default: all 1.
+   */
   readonly labelMask?: ArrayLike<number>
   /**
    * Document id per input token (T values): a query attends only to keys of its own document (packed
@@ -342,12 +345,19 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
     const segments = batch.segments === undefined ? undefined : hostU32("segments", batch.segments, T)
     const mask = batch.labelMask
     if (mask !== undefined && mask.length !== T) throw new Error(`lossAndGrad: labelMask has ${mask.length} values, expected ${T}`)
+    const w = (t: number): number => (mask === undefined ? 1 : mask[t]!)
     let scored = 0
-    for (let t = 0; t < T; t++) if (mask === undefined || mask[t] !== 0) scored++
+    let weightSum = 0
+    for (let t = 0; t < T; t++) {
+      const x = w(t)
+      if (!(x >= 0 && Number.isFinite(x))) throw new Error(`lossAndGrad: labelMask[${t}] is ${x}; weights must be finite and ≥ 0`)
+      if (x !== 0) scored++
+      weightSum += x
+    }
     const scale = grad?.scale ?? 1
-    // The loss's mean, the mask and the accumulation scale all become per-row weights of the CE backward.
+    // The loss's weighted mean, the mask and the accumulation scale all become per-row weights of the CE backward.
     const rowWeights = new Float32Array(T)
-    for (let t = 0; t < T; t++) rowWeights[t] = scored > 0 && (mask === undefined || mask[t] !== 0) ? scale / scored : 0
+    for (let t = 0; t < T; t++) rowWeights[t] = weightSum > 0 ? (scale * w(t)) / weightSum : 0
     /** The gradient sink of a trainable tensor; undefined for frozen ones (or forward only). */
     const gradOf = (name: string): Tensor | undefined => (grad !== undefined && trainable.has(name) ? grad.grads(name) : undefined)
 
@@ -542,8 +552,8 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
 
       const lp = await rt.read(lpAll)
       let sum = 0
-      for (let t = 0; t < T; t++) if (mask === undefined || mask[t] !== 0) sum += lp[t]!
-      return { loss: scored > 0 ? -sum / scored : 0, tokens: scored }
+      for (let t = 0; t < T; t++) sum += w(t) * lp[t]!
+      return { loss: weightSum > 0 ? -sum / weightSum : 0, tokens: scored }
     } finally {
       if (last !== undefined) releaseActs(last)
       rt.release(...saved.splice(0), ...temps)
