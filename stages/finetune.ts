@@ -19,21 +19,19 @@
  * stage declares.
  */
 import { Effect, Schema } from "effect"
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { inputError } from "../pipeline/errors.ts"
 import { definePlugin } from "../pipeline/workflow/plugin.ts"
 import { defineStage, type Json, type StageContext } from "../pipeline/workflow/stage.ts"
-import { writeFileAtomic } from "../pipeline/workflow/store.ts"
 import { byteTokenizer, loadTokenizer, type TextTokenizer } from "../plugins/data/tokenizer.ts"
 import { readLlamaConfig } from "../plugins/models/llama/config.ts"
-import { writeCheckpoint } from "../plugins/models/safetensors.ts"
 import { factorSetToHfLongrope, factorSetToScaling, parseFactorSetFile, ropeSpecFromConfig } from "../plugins/rope/formats.ts"
 import { resolveRope } from "../plugins/rope/index.ts"
 import type { RopeSpec } from "../plugins/rope/types.ts"
 import { TOKENIZER_FILES, pretrainStage, summary } from "./pretrain.ts"
 import {
-  asStageError, checkCoverage, checkpointing, fail, finishTraining, Obj, optimizerAndSchedule, resolveTrainData, ropeCoverage, runTraining, TRAIN_FIELDS, type TrainDefaults, type TrainParams,
+  asStageError, checkCoverage, writeTrainedFolder, checkpointing, fail, finishTraining, Obj, optimizerAndSchedule, resolveTrainData, ropeCoverage, runTraining, TRAIN_FIELDS, type TrainDefaults, type TrainParams,
 } from "./train-common.ts"
 
 export const FinetuneParams = Schema.Struct({
@@ -162,10 +160,7 @@ export function runFinetune(ctx: StageContext<FinetuneParams, string, "model">) 
       runConfig,
       writeOutput: async (model) => {
         const dir = ctx.outputs.model
-        mkdirSync(dir, { recursive: true })
-        writeCheckpoint(dir, await model.hfTensors(), { metadata: { format: "pt", ropeway: `finetune, ${p.steps} steps at ${setup.seqLen}, seed ${ctx.seed}` } })
-        writeFileAtomic(join(dir, "config.json"), `${JSON.stringify(setup.out, null, 2)}\n`)
-        for (const f of [...TOKENIZER_FILES, "generation_config.json"]) if (existsSync(join(modelDir, f))) copyFileSync(join(modelDir, f), join(dir, f))
+        await writeTrainedFolder(dir, model, `finetune, ${p.steps} steps at ${setup.seqLen}, seed ${ctx.seed}`, setup.out, modelDir, [...TOKENIZER_FILES, "generation_config.json"])
         // What we wrote must load and give the table we trained with at seqLen.
         const back = readLlamaConfig(dir)
         resolveRope(back.rope)(setup.seqLen)

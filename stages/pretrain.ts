@@ -9,18 +9,14 @@
  * stages/train-common.ts); interruption lands between updates.
  */
 import { Effect, Schema } from "effect"
-import { copyFileSync, existsSync, mkdirSync } from "node:fs"
-import { join } from "node:path"
 import { inputError } from "../pipeline/errors.ts"
 import { defineStage, type Json, type StageContext } from "../pipeline/workflow/stage.ts"
-import { writeFileAtomic } from "../pipeline/workflow/store.ts"
 import { loadTokenizer } from "../plugins/data/tokenizer.ts"
 import { parseLlamaConfig } from "../plugins/models/llama/config.ts"
 import { type RandomLlamaOptions, randomLlamaConfig, randomLlamaTensors } from "../plugins/models/llama/random.ts"
-import { writeCheckpoint } from "../plugins/models/safetensors.ts"
 import { resolveRope } from "../plugins/rope/index.ts"
 import {
-  asStageError, checkCoverage, checkpointing, finishTraining, optimizerAndSchedule, PosInt, resolveTrainData, runTraining, TRAIN_FIELDS, type TrainDefaults, type TrainParams,
+  asStageError, checkCoverage, checkpointing, finishTraining, optimizerAndSchedule, PosInt, resolveTrainData, runTraining, TRAIN_FIELDS, writeTrainedFolder, type TrainDefaults, type TrainParams,
 } from "./train-common.ts"
 
 export const PretrainParams = Schema.Struct({
@@ -107,12 +103,8 @@ export function runPretrain(ctx: StageContext<PretrainParams, never, "model">) {
       ...checkpointing(p),
       runConfig,
       writeOutput: async (model) => {
-        const dir = ctx.outputs.model
-        mkdirSync(dir, { recursive: true })
-        writeCheckpoint(dir, await model.hfTensors(), { metadata: { format: "pt", ropeway: `pretrain, ${p.steps} steps, seed ${ctx.seed}` } })
-        writeFileAtomic(join(dir, "config.json"), `${JSON.stringify(setup.configJson, null, 2)}\n`)
         const tokDir = p.tokenizer !== undefined && p.tokenizer !== "byte" ? p.tokenizer : undefined
-        if (tokDir !== undefined) for (const f of TOKENIZER_FILES) if (existsSync(join(tokDir, f))) copyFileSync(join(tokDir, f), join(dir, f))
+        await writeTrainedFolder(ctx.outputs.model, model, `pretrain, ${p.steps} steps, seed ${ctx.seed}`, setup.configJson, tokDir, TOKENIZER_FILES)
       },
     })
     yield* finishTraining(ctx as StageContext<unknown, string, string>, stage, { ...(runConfig as Record<string, Json>), seqLen: setup.seqLen, batch }, result)

@@ -27,7 +27,7 @@
  * reproduces the uninterrupted one bit for bit on the same machine.
  */
 import { Effect, Option, Schema } from "effect"
-import { existsSync, statSync } from "node:fs"
+import { copyFileSync, existsSync, mkdirSync, statSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { acquireRuntime, Gpu, GpuUnavailable } from "../kernels/device.ts"
 import type { RopeTable } from "../kernels/rope-table.ts"
@@ -42,6 +42,7 @@ import { type SyntheticTask, syntheticDocument, syntheticSource } from "../plugi
 import type { TextTokenizer } from "../plugins/data/tokenizer.ts"
 import type { LlamaConfig } from "../plugins/models/llama/config.ts"
 import { createTrainableLlama, type HostWeights, type TrainableLlama } from "../plugins/models/llama/train.ts"
+import { writeCheckpoint } from "../plugins/models/safetensors.ts"
 import type { RopeSpec } from "../plugins/rope/types.ts"
 import { latestTrainingCheckpoint, restoreTraining } from "../training/checkpoint.ts"
 import { loopPosition, trainLoop } from "../training/loop.ts"
@@ -579,3 +580,17 @@ export const finishTraining = (
   })
 
 export const fmtLoss = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? "-" : x.toFixed(4))
+
+/**
+ * Writes a trained model as a Hugging Face folder: model.safetensors (with `note` in its metadata),
+ * config.json, and whichever of `copy` exist in `from` (tokenizer files, generation config).
+ */
+export async function writeTrainedFolder(
+  dir: string, model: TrainableLlama, note: string, configJson: unknown, from: string | undefined, copy: readonly string[],
+): Promise<void> {
+  mkdirSync(dir, { recursive: true })
+  writeCheckpoint(dir, await model.hfTensors(), { metadata: { format: "pt", ropeway: note } })
+  writeFileAtomic(join(dir, "config.json"), `${JSON.stringify(configJson, null, 2)}\n`)
+  if (from !== undefined) for (const f of copy) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(dir, f))
+}
+
