@@ -5,7 +5,8 @@
  *
  * Modes (method notes §2–§3):
  * - `first`: on a base model at target length L, s = L/L0; the genome is λ itself; the initial
- *   population is PI, NTK and YaRN-init at s. Writes [identity ≤ L0, searched ≤ L].
+ *   population is PI, NTK, YaRN-init and HF YaRN at s (the last with YaRN's own m when m is a gene).
+ *   Writes [identity ≤ L0, searched ≤ L].
  * - `second`: on a fine-tuned model whose factor set (input `factors`) ends with λ_ft at L_ft; the genome
  *   is a relative vector λ_rel at s = L/L_ft initialised from YaRN-init at that scale; the model runs
  *   with λ_rel ⊙ λ_ft and the product is saved, appended to the input's sets.
@@ -51,7 +52,7 @@ import { openCorpus } from "../plugins/data/corpus.ts"
 import { type SyntheticTask, syntheticDocument } from "../plugins/data/synthetic.ts"
 import { loadTokenizer, type TextTokenizer, byteTokenizer } from "../plugins/data/tokenizer.ts"
 import { type InspectedLlama, inspectLlama, loadLlama } from "../plugins/models/llama/model.ts"
-import { mscale, type MscalePolicy, ntkFactors, piFactors, rescaleFactors, type RopeGeometry, yarnInitFactors } from "../plugins/rope/factors.ts"
+import { mscale, type MscalePolicy, ntkFactors, piFactors, rescaleFactors, type RopeGeometry, yarnFactors, yarnGetMscale, yarnInitFactors } from "../plugins/rope/factors.ts"
 import { type FactorSetFile, factorSetFromHfLongrope, factorSetToScaling, formatFactorSetFile, parseFactorSetFile, ropeSpecFromConfig } from "../plugins/rope/formats.ts"
 import { readResearch, type ResearchSet } from "../plugins/rope/longrope-research.ts"
 import { resolveRope } from "../plugins/rope/index.ts"
@@ -679,12 +680,13 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
     const jobs: Job[] = []
     let finish: (best: readonly Genome[]) => { sets: SetEntry[]; lengths: number[]; scale: number }
     const seedOf = (k: number) => ctx.seed + k
-    const mkCtx = (dims: number, scale: number, length: number, init: readonly ArrayLike<number>[], seed: number): SearchContext => ({
+    type InitVector = ArrayLike<number> | { readonly factors: ArrayLike<number>; readonly attentionScale: number }
+    const mkCtx = (dims: number, scale: number, length: number, init: readonly InitVector[], seed: number): SearchContext => ({
       dims,
       scale,
       fidelity: { samples, length },
       ...(fidelities === undefined ? {} : { fidelities }),
-      init: init.map((f) => ({ factors: Array.from(f) })),
+      init: init.map((f) => ("attentionScale" in f ? { factors: Array.from(f.factors), attentionScale: f.attentionScale } : { factors: Array.from(f) })),
       seed,
     })
     /** n̂ / m init values for strategies that search those genes (the set's n̂, the policy's m). */
@@ -706,7 +708,13 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
           const L = need(p.length, "length")
           const s = L / L0
           const table: TableOptions = { geometry, length: L, policy: policyParam ?? "su", startTokens: 0 }
-          jobs.push({ tag: "", table, strategyParams: withGeneDefaults(table), sctx: mkCtx(dims, s, L, [piFactors(geometry, s), ntkFactors(geometry, s), yarnInitFactors(geometry, s, yarn)], seedOf(0)) })
+          const strategyParams = withGeneDefaults(table)
+          // HF YaRN itself (harmonic ramp), with its own 0.1·ln s + 1 when m is a gene: the strongest
+          // untrained baseline is then in generation 0, so the search can only end at or below it.
+          const hfYarn = yarnFactors(geometry, s, yarn)
+          const mGene = strategyParams["attentionScale"] !== undefined && strategyParams["attentionScale"] !== null
+          const init: InitVector[] = [piFactors(geometry, s), ntkFactors(geometry, s), yarnInitFactors(geometry, s, yarn), mGene ? { factors: hfYarn, attentionScale: yarnGetMscale(s) } : hfYarn]
+          jobs.push({ tag: "", table, strategyParams, sctx: mkCtx(dims, s, L, init, seedOf(0)) })
           finish = ([best]) => ({
             sets: L > L0 ? [{ max_length: L0, factors: new Array<number>(dims).fill(1) }, searchedSet(L, best!, table)] : [searchedSet(L, best!, table)],
             lengths: [L],

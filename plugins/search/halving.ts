@@ -7,7 +7,8 @@
  * all survivors are evaluated and only the best 1/eta go on. So most children cost a short / few-sample
  * evaluation, and each generation spends about offspring/eta^R full-length evaluations instead of
  * `mutants + crossovers`. The run stops at `maxFullEvaluations` full-length evaluations, at
- * `maxGenerations`, or when the best full-fidelity fitness reaches `targetFitness`.
+ * `maxGenerations`, or when the best full-fidelity fitness reaches `targetFitness`. Generation 0 scores
+ * the init vectors at full fidelity only; generation 1 is `initMutants` mutants of them.
  *
  * With n̂ searched, every mutant also enters the cohort with `mutantTries` random n̂ values and the top
  * `topParents` elites with every value not yet tried: the cheap rungs sort them out.
@@ -27,7 +28,10 @@ export interface HalvingParams extends SpaceParams {
   readonly offspring: number
   /** Share of the children made by mutation; the rest by crossover. */
   readonly mutantShare: number
-  /** Mutants of the init vectors in generation 0 (the init vectors themselves also enter). */
+  /**
+   * Children of generation 1: mutants of the init vectors, which generation 0 scored at full fidelity.
+   * Later generations breed `offspring`.
+   */
   readonly initMutants: number
   /** Keep the best 1/eta at each rung. */
   readonly eta: number
@@ -153,13 +157,17 @@ function breed(s: HalvingState, rng: Rng): Genome[] {
   }
   if (s.generation === 0) {
     for (const g of s.init) if (!isSeen(g)) add(g)
+    return out
+  }
+  const parents = rank(s.elites)
+  if (s.generation === 1 && p.initMutants > 0) {
+    // The init vectors are the elites now: their mutants, round-robin from the best.
     for (let k = 0; k < p.initMutants; k++) {
-      const child = mutate(genes, s.init[k % s.init.length] as Genome, rng, isSeen)
+      const child = mutate(genes, (parents[k % parents.length] as Member).genome, rng, isSeen)
       if (child !== undefined) withVariants(child)
     }
     return out
   }
-  const parents = rank(s.elites)
   if (st !== undefined) {
     for (const parent of parents.slice(0, st.topParents)) {
       for (const v of st.values) {
@@ -191,7 +199,10 @@ export function proposeHalving(state: HalvingState): { state: HalvingState; cand
   if (s.cohort.length === 0) {
     const rng = Rng.fromState(s.rng)
     const cohort = breed(s, rng)
-    s = { ...s, rng: rng.state(), cohort, rung: 0 }
+    // Generation 0 is the init vectors (PI, NTK, YaRN…): few, and the anchors of the search, so they go
+    // straight to full fidelity. Short-length rungs can rank them badly: factors made for scale s,
+    // scored on a prefix at L/4, measured on the tiny model, dropped HF YaRN at the first rung.
+    s = { ...s, rng: rng.state(), cohort, rung: s.generation === 0 ? s.rungs.length - 1 : 0 }
   }
   // The last rung never spends past the full-evaluation budget.
   let cohort = s.cohort

@@ -69,8 +69,10 @@ describe("successive-halving", () => {
     expect(byRung[0] as number).toBeGreaterThan(3 * (byRung[1] as number))
     expect(byRung[1] as number).toBeGreaterThan(byRung[2] as number)
     expect(h.trials.every((t) => isValid(h.genes, t.genome))).toBe(true)
-    // Every full-fidelity trial was first evaluated at both cheaper rungs.
-    for (const t of h.trials.filter((x) => x.rung === 2)) {
+    // The init vectors go straight to full fidelity in generation 0 (ids 0..2); every other
+    // full-fidelity trial was first evaluated at both cheaper rungs.
+    expect(h.trials.filter((t) => t.id < 3).map((t) => t.rung)).toEqual([2, 2, 2])
+    for (const t of h.trials.filter((x) => x.rung === 2 && x.id >= 3)) {
       const key = t.genome.factors.join(",")
       expect(h.trials.some((x) => x.rung === 0 && x.genome.factors.join(",") === key)).toBe(true)
       expect(h.trials.some((x) => x.rung === 1 && x.genome.factors.join(",") === key)).toBe(true)
@@ -87,7 +89,8 @@ describe("successive-halving", () => {
       seen.push(f?.length ?? 0)
       s = successiveHalving.observe(state, candidates.map((c) => ({ id: c.id, fitness: land.fitness(c.genome, c.fidelity) })))
     }
-    expect(seen).toEqual([8192, 16384, 32768, 8192, 16384, 32768])
+    // generation 0: the init vectors at full fidelity; then each generation climbs the ladder
+    expect(seen).toEqual([32768, 8192, 16384, 32768, 8192, 16384])
   })
 
   test("interrupted and restored from JSON after every batch: identical final result", () => {

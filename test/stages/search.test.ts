@@ -18,7 +18,7 @@ import { byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import { loadLlama, type LlamaModel } from "../../plugins/models/llama/model.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
 import { type FactorSetFile, factorSetToHfLongrope, factorSetToScaling, formatFactorSetFile, parseFactorSetFile, ropeSpecFromConfig } from "../../plugins/rope/formats.ts"
-import { yarnInitFactors } from "../../plugins/rope/factors.ts"
+import { yarnFactors, yarnGetMscale, yarnInitFactors } from "../../plugins/rope/factors.ts"
 import type { CacheEntry } from "../../plugins/search/cache.ts"
 import { type FitnessPlugin, needlePpl, perplexity, pplTruncate, type PplTruncateParams, type SampleSource } from "../../plugins/search/fitness.ts"
 import { definePlugin, PluginRegistry, Registry } from "../../pipeline/workflow/plugin.ts"
@@ -317,6 +317,24 @@ describe("search stage", () => {
     const read = (d: string) => JSON.parse(readFileSync(join(d, "search-log.json"), "utf8")) as SearchLog
     expect(strip(read(resumed.logDir))).toEqual(strip(read(reference.logDir)))
     expect(readFileSync(join(resumed.logDir, "longrope-log.json"), "utf8")).toBe(readFileSync(join(reference.logDir, "longrope-log.json"), "utf8"))
+  }, TIMEOUT)
+
+  test("first: generation 0 holds PI, NTK, YaRN-init and HF YaRN; with the m gene, HF YaRN carries its own 0.1·ln s + 1", async () => {
+    const geometry = { rotaryDim: 2 * HALF, base: 10000, originalLength: L0 }
+    const hf = Array.from(yarnFactors(geometry, 4))
+    const hasVector = (es: CacheEntry[], f: number[], m: number) =>
+      es.some((e) => e.parts.rope.factors.every((x, i) => Math.abs(x - f[i]!) < 1e-12) && Math.abs(e.parts.rope.attentionScale - m) < 1e-12)
+    // Without the gene every member runs at the policy's m ("su").
+    await firstRun
+    expect(hasVector(cacheEntries(cacheDir), hf, su(256))).toBe(true)
+    expect(hasVector(cacheEntries(cacheDir), Array.from(yarnInitFactors(geometry, 4)), su(256))).toBe(true)
+    const dir = tmp()
+    const mGene = { min: 1, max: 1.5, step: 0.01, sigma: 0.03 }
+    await runStage({ ...first, cacheDir: dir, strategyParams: { ...SMALL, iterations: 0, attentionScale: mGene } })
+    const es = cacheEntries(dir)
+    expect(hasVector(es, hf, yarnGetMscale(4))).toBe(true)
+    // the other init vectors start from the policy's m
+    expect(hasVector(es, Array.from(yarnInitFactors(geometry, 4)), su(256))).toBe(true)
   }, TIMEOUT)
 
   test("a fitness contributed by a plugin is found through the registry and cached under its own name", async () => {
