@@ -68,6 +68,7 @@ import {
   type LongRoPELog, resultCsvName, type SearchLog, stringifyLongRoPELog,
 } from "../plugins/search/index.ts"
 import type { Candidate, Fidelity, Genome, Progress, Result, SearchContext } from "../plugins/search/types.ts"
+import { geneRequested } from "../plugins/search/params.ts"
 
 // ---- params ------------------------------------------------------------------------------------
 
@@ -692,8 +693,8 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
     /** n̂ / m init values for strategies that search those genes (the set's n̂, the policy's m). */
     const withGeneDefaults = (t: TableOptions): Record<string, unknown> => {
       const sp: Record<string, unknown> = { ...(p.strategyParams ?? {}) }
-      if (sp["attentionScale"] !== undefined && sp["attentionScale"] !== null && sp["initAttentionScale"] === undefined) sp["initAttentionScale"] = mscale(t.policy, t.length / L0, L0)
-      if (sp["startToken"] !== undefined && sp["startToken"] !== null && sp["initStartToken"] === undefined && (t.startTokens ?? 0) > 0) sp["initStartToken"] = t.startTokens
+      if (geneRequested(sp, "attentionScale") && sp["initAttentionScale"] === undefined) sp["initAttentionScale"] = mscale(t.policy, t.length / L0, L0)
+      if (geneRequested(sp, "startToken") && sp["initStartToken"] === undefined && (t.startTokens ?? 0) > 0) sp["initStartToken"] = t.startTokens
       return sp
     }
     const dims = spec.rotaryDim / 2
@@ -712,7 +713,7 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
           // HF YaRN itself (harmonic ramp), with its own 0.1·ln s + 1 when m is a gene: the strongest
           // untrained baseline is then in generation 0, so the search can only end at or below it.
           const hfYarn = yarnFactors(geometry, s, yarn)
-          const mGene = strategyParams["attentionScale"] !== undefined && strategyParams["attentionScale"] !== null
+          const mGene = geneRequested(strategyParams, "attentionScale")
           const init: InitVector[] = [piFactors(geometry, s), ntkFactors(geometry, s), yarnInitFactors(geometry, s, yarn), mGene ? { factors: hfYarn, attentionScale: yarnGetMscale(s) } : hfYarn]
           jobs.push({ tag: "", table, strategyParams, sctx: mkCtx(dims, s, L, init, seedOf(0)) })
           finish = ([best]) => ({

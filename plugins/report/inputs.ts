@@ -134,13 +134,16 @@ const jsonFiles = (path: string, depth = 3): string[] => {
  * named directly is parsed whatever its extension (store outputs have none); with `strict` (default) one
  * that is not JSON is an error, otherwise it is skipped.
  */
-export function loadExtras(paths: readonly string[], opts: { readonly strict?: boolean } = {}): ReportExtras {
+export function loadExtras(paths: readonly (string | { readonly path: string; readonly label: string })[], opts: { readonly strict?: boolean } = {}): ReportExtras {
   const out: ReportExtras = { searches: [], factorSets: [] }
-  for (const root of paths) {
+  for (const entry of paths) {
+    // a label (the step that wrote the folder) prefixes the names, so two steps' search-log.json stay apart
+    const { path: root, label } = typeof entry === "string" ? { path: entry, label: undefined } : entry
     if (!existsSync(root)) throw new Error(`${root}: no such file or folder`)
     const searches: SearchHistory[] = []
     for (const file of jsonFiles(root)) {
-      const name = file === root ? basename(file) : relative(root, file)
+      const local = file === root ? basename(file) : relative(root, file)
+      const name = label === undefined ? local : `${label}/${local}`
       let value: unknown
       try {
         // LongRoPE (Python) logs may hold bare Infinity/NaN

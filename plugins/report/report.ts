@@ -431,7 +431,7 @@ export async function writeRunReport(runDir: string, manifest: ManifestLike, met
   const paths = manifest.steps.flatMap((s) =>
     Object.values(s.outputs)
       .filter((o) => !SKIP_KINDS.has(o.kind) && existsSync(o.path) && (statSync(o.path).isDirectory() || statSync(o.path).size < 64 << 20))
-      .map((o) => o.path),
+      .map((o) => ({ path: o.path, label: s.name })),
   )
   const extras = loadExtras(paths, { strict: false })
   const report = await buildReport({ metrics, extras, run: { ...manifest, manifestPath: join(runDir, "manifest.json") } })

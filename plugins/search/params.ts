@@ -32,10 +32,16 @@ export interface SpaceParams {
   readonly sMax: number | null
   /** longrope2: last dim ≤ previous + lastGap (4). */
   readonly lastGap: number
-  /** Search n̂ (try-start-token); null: n̂ is not part of the genome (the released main branch). */
-  readonly startToken: StartTokenGene | null
-  /** Search the attention scale m; null: not part of the genome (the released code's TODO). */
-  readonly attentionScale: AttentionScaleGene | null
+  /**
+   * Search n̂ (try-start-token); true: the paper's set (`defaultStartToken`); null or false: n̂ is not part
+   * of the genome (the released main branch).
+   */
+  readonly startToken: StartTokenGene | boolean | null
+  /**
+   * Search the attention scale m; true: [1, 1 + ln(s)/4] by 0.01 (`defaultAttentionScale`); null or false:
+   * not part of the genome (the released code's TODO).
+   */
+  readonly attentionScale: AttentionScaleGene | boolean | null
   /** n̂ of init vectors that carry none. */
   readonly initStartToken: number
   /** m of init vectors that carry none (the stage passes e.g. the "su" value). */
@@ -113,21 +119,35 @@ export function buildGenes(name: string, ctx: SearchContext, p: SpaceParams): Ge
     default:
       throw inputError(where(name, "space"), `expected dim_mono, dim_piece_mono or longrope2, got ${String(p.space)}`)
   }
-  if (p.startToken !== null) {
-    const st = p.startToken
-    if (st.values.length === 0 || st.values.some((v) => !Number.isInteger(v) || v < 0)) throw inputError(where(name, "startToken.values"), "expected non-negative integers")
+  const startToken = geneOption(name, "startToken", p.startToken, defaultStartToken, "{ values, topParents, mutantTries }")
+  if (startToken !== undefined) {
+    const st = startToken
+    if (!Array.isArray(st.values) || st.values.length === 0 || st.values.some((v) => !Number.isInteger(v) || v < 0)) throw inputError(where(name, "startToken.values"), "expected non-negative integers")
     checkInt(name, "startToken.topParents", st.topParents, 0)
     checkInt(name, "startToken.mutantTries", st.mutantTries, 0)
   }
-  if (p.attentionScale !== null) {
-    const m = p.attentionScale
+  const attentionScale = geneOption(name, "attentionScale", p.attentionScale, defaultAttentionScale(s), "{ min, max, step, sigma }")
+  if (attentionScale !== undefined) {
+    const m = attentionScale
     if (!(m.min > 0 && m.max >= m.min)) throw inputError(where(name, "attentionScale"), `expected 0 < min ≤ max, got ${m.min}, ${m.max}`)
     checkPositive(name, "attentionScale.step", m.step)
     checkPositive(name, "attentionScale.sigma", m.sigma)
   }
   if (p.mutation !== "gene" && p.mutation !== "sweep") throw inputError(where(name, "mutation"), `expected "gene" or "sweep", got ${String(p.mutation)}`)
-  return { space, startToken: p.startToken ?? undefined, attentionScale: p.attentionScale ?? undefined, p: p.p, mutation: p.mutation }
+  return { space, startToken, attentionScale, p: p.p, mutation: p.mutation }
 }
+
+/** An optional gene's setting: true → its defaults, false / null → off, else the object given. */
+function geneOption<G extends object>(name: string, field: string, v: G | boolean | null, defaults: G, shape: string): G | undefined {
+  if (v === null || v === false) return undefined
+  if (v === true) return defaults
+  if (typeof v !== "object" || Array.isArray(v)) throw inputError(where(name, field), `expected true, false, null or ${shape}, got ${JSON.stringify(v)}`)
+  return v
+}
+
+/** Whether raw strategy params turn the gene `field` on (anything but absent, null or false). */
+export const geneRequested = (raw: Readonly<Record<string, unknown>>, field: "startToken" | "attentionScale"): boolean =>
+  raw[field] !== undefined && raw[field] !== null && raw[field] !== false
 
 /** Levenshtein distance, for "did you mean". */
 const editDistance = (a: string, b: string): number => {

@@ -228,6 +228,8 @@ describe("writeRunReport", () => {
     expect(path).toBe(join(run, "report.md"))
     expect(md).toContain("| search | search | 1 | done | 12.3 | `aaaabbbbcccc` |")
     expect(md).toContain("| evaluate | evaluate | 1 | cached | – | `eeeeffff0000` |")
+    // search logs are named after the step that wrote them (a run has several search-log.json files)
+    expect(md).toMatch(/\| search\/search-log\.json \| /)
     expect(md).toContain(`(\`${join(run, "manifest.json")}\`)`)
     expect(md).toContain("Plugins: ropeway@0.1.0 (builtin).")
     expect(existsSync(join(run, "charts", "search.svg"))).toBe(true)

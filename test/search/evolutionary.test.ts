@@ -3,6 +3,7 @@ import { describe, expect, test } from "bun:test"
 import { evolutionary, type EvolutionaryParams, type EvolutionaryState, type Member } from "../../plugins/search/evolutionary.ts"
 import { sameGenome } from "../../plugins/search/grid.ts"
 import { getStrategy, longrope2 } from "../../plugins/search/index.ts"
+import { defaultAttentionScale, defaultStartToken } from "../../plugins/search/params.ts"
 import { isValid, PAPER_START_TOKENS } from "../../plugins/search/space.ts"
 import { rampFactors, smoothLandscape } from "../../plugins/search/synthetic.ts"
 import type { SearchContext } from "../../plugins/search/types.ts"
@@ -96,6 +97,19 @@ describe("evolutionary", () => {
     const s = drive(evolutionary, ctx, { ...small, iterations: 15, attentionScale: { min: 1, max: 1.4, step: 0.01, sigma: 0.03 } })
     const m = evolutionary.best(s)?.genome.attentionScale
     expect(m !== undefined && Math.abs(m - 1.1) < 0.05).toBe(true)
+  })
+
+  test("gene shorthands: true = the defaults, false = off, anything else names the expected shape", () => {
+    const on = evolutionary.init(ctx, { ...small, startToken: true, attentionScale: true })
+    expect(on.genes.startToken).toEqual(defaultStartToken)
+    // s = 8: m ∈ [1, 1 + ln 8 / 4] = [1, 1.52]
+    expect(on.genes.attentionScale).toEqual({ min: 1, max: 1.52, step: 0.01, sigma: 0.02 })
+    expect(on.genes.attentionScale).toEqual(defaultAttentionScale(S))
+    const off = evolutionary.init(ctx, { ...small, startToken: false, attentionScale: false })
+    expect(off.genes.startToken).toBeUndefined()
+    expect(off.genes.attentionScale).toBeUndefined()
+    expect(() => evolutionary.init(ctx, { ...small, attentionScale: 1.2 as never })).toThrow(/search\.evolutionary\.attentionScale: expected true, false, null or \{ min, max, step, sigma \}, got 1\.2/)
+    expect(() => evolutionary.init(ctx, { ...small, startToken: [0, 4] as never })).toThrow(/search\.evolutionary\.startToken: expected true, false, null or \{ values, topParents, mutantTries \}/)
   })
 
   test("dim_piece_mono and longrope2 runs stay inside their spaces and improve", () => {
