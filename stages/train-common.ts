@@ -38,7 +38,7 @@ import { StageError } from "../pipeline/workflow/stage.ts"
 import { writeFileAtomic } from "../pipeline/workflow/store.ts"
 import { openCorpus } from "../plugins/data/corpus.ts"
 import { type DataCursor, type DocumentSource, Packer, tokenizedCorpus } from "../plugins/data/pack.ts"
-import { type SyntheticTask, syntheticDocument, syntheticSource } from "../plugins/data/synthetic.ts"
+import { SYNTHETIC_TASKS, type SyntheticTask, syntheticDocument, syntheticSource, taskWeight } from "../plugins/data/synthetic.ts"
 import type { TextTokenizer } from "../plugins/data/tokenizer.ts"
 import type { LlamaConfig } from "../plugins/models/llama/config.ts"
 import { createTrainableLlama, type HostWeights, type TrainableLlama } from "../plugins/models/llama/train.ts"
@@ -171,7 +171,8 @@ export function optimizerAndSchedule(stage: string, p: TrainParams, d: TrainDefa
 
 // ---- data --------------------------------------------------------------------------------------
 
-const DATA_KEYS = ["source", "path", "field", "seed", "tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries", "copies", "answerWeight"]
+const SYNTHETIC_KEYS = ["tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries", "copies", "answerWeight"]
+const DATA_KEYS = ["source", "path", "field", "seed", ...SYNTHETIC_KEYS]
 
 export interface TrainData {
   readonly source: DocumentSource
@@ -189,7 +190,7 @@ export interface TrainData {
  *   `docLength` tokens per document, a number or [min, max] (default seqLen − 1: with BOS and EOS a document
  *   is exactly one packed sequence of seqLen + 1), `documents` in the pool (default 100000; made on demand), `filler` "varied" | "paper" | "mixed",
  *   `kvPairs` / `kvQueries` per key-value document (default 4 / 1), `copies` passkey lines per `copy` drill
- *   document (default 6), `answerWeight` (loss weight of the answer
+ *   document (default 4), `answerWeight` (loss weight of the answer
  *   tokens, default 1: retrieval is a few tokens per document, and weighting them is what taught the tiny
  *   model to copy; see workflows/tiny-pretrain.yaml).
  * - corpus: `path` (a folder of .txt/.jsonl or one such file), JSONL `field` (default "text").
@@ -203,7 +204,7 @@ export function resolveTrainData(stage: string, raw: { readonly [k: string]: unk
   if (typeof seed !== "number" || !Number.isSafeInteger(seed)) throw inputError(where("seed"), `expected an integer, got ${JSON.stringify(seed)}`)
   const src = o["source"] ?? "synthetic"
   if (src === "corpus") {
-    for (const k of ["tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries", "copies", "answerWeight"]) if (o[k] !== undefined) throw inputError(where(k), 'applies to source "synthetic" only')
+    for (const k of SYNTHETIC_KEYS) if (o[k] !== undefined) throw inputError(where(k), 'applies to source "synthetic" only')
     const path = o["path"]
     const field = o["field"]
     if (typeof path !== "string" || path === "") throw inputError(where("path"), `expected the corpus path (a folder of .txt/.jsonl or one such file), got ${JSON.stringify(path)}`)
@@ -215,9 +216,9 @@ export function resolveTrainData(stage: string, raw: { readonly [k: string]: unk
   if (o["path"] !== undefined || o["field"] !== undefined) throw inputError(where(o["path"] !== undefined ? "path" : "field"), 'applies to source "corpus" only')
   const tasks = o["tasks"]
   if (tasks !== undefined) {
-    if (typeof tasks !== "object" || tasks === null || Array.isArray(tasks)) throw inputError(where("tasks"), `expected {passkey?, kv?, needle?, filler?, copy?} weights, got ${JSON.stringify(tasks)}`)
+    if (typeof tasks !== "object" || tasks === null || Array.isArray(tasks)) throw inputError(where("tasks"), `expected {${SYNTHETIC_TASKS.map((t) => `${t}?`).join(", ")}} weights, got ${JSON.stringify(tasks)}`)
     for (const [k, v] of Object.entries(tasks)) {
-      if (!["passkey", "kv", "needle", "filler", "copy"].includes(k)) throw inputError(where(`tasks.${k}`), "unknown task; known: passkey, kv, needle, filler, copy")
+      if (!(SYNTHETIC_TASKS as readonly string[]).includes(k)) throw inputError(where(`tasks.${k}`), `unknown task; known: ${SYNTHETIC_TASKS.join(", ")}`)
       if (typeof v !== "number" || !(v >= 0)) throw inputError(where(`tasks.${k}`), `expected a weight ≥ 0, got ${JSON.stringify(v)}`)
     }
   }
@@ -250,9 +251,8 @@ export function resolveTrainData(stage: string, raw: { readonly [k: string]: unk
   // Make each task's shortest document now: a task that does not fit the length fails here, naming the
   // param, instead of at whichever step first draws it.
   const shortest = typeof length === "number" ? length : length[0]
-  const weights = (tasks ?? { passkey: 1, kv: 1, needle: 1, filler: 1 }) as Record<string, number> // copy: by name only
-  for (const [task, w] of Object.entries(weights)) {
-    if (!(w > 0)) continue
+  for (const task of SYNTHETIC_TASKS) {
+    if (!(taskWeight(task, opts.tasks) > 0)) continue
     try {
       syntheticDocument({ ...opts, length: shortest, tasks: { [task]: 1 } }, 0)
     } catch (e) {

@@ -202,12 +202,14 @@ const layOut = (tok: TextTokenizer, plan: Plan, length: number, newGap: () => ()
   return { ids: b.ids, text: b.texts.join(""), answers: b.answers, depths }
 }
 
-const TASKS: readonly SyntheticTask[] = ["passkey", "kv", "needle", "filler", "copy"]
-/** Without explicit weights: the four evaluation-like tasks; `copy` is a training drill, asked for by name. */
-const defaultWeight = (t: SyntheticTask): number => (t === "copy" ? 0 : 1)
+export const SYNTHETIC_TASKS: readonly SyntheticTask[] = ["passkey", "kv", "needle", "filler", "copy"]
+const TASKS = SYNTHETIC_TASKS
+/** The weight of task `t` under `weights`; without weights the four evaluation-like tasks weigh 1 and `copy`, a training drill asked for by name, 0. */
+export const taskWeight = (t: SyntheticTask, weights: Partial<Record<SyntheticTask, number>> | undefined): number =>
+  weights?.[t] ?? (weights === undefined ? (t === "copy" ? 0 : 1) : 0)
 
 const pickTask = (rng: Rng, weights: Partial<Record<SyntheticTask, number>> | undefined): SyntheticTask => {
-  const w = TASKS.map((t) => weights?.[t] ?? (weights === undefined ? defaultWeight(t) : 0))
+  const w = TASKS.map((t) => taskWeight(t, weights))
   if (w.some((x) => !(x >= 0))) throw new RangeError(`task weights must be non-negative, got ${JSON.stringify(weights)}`)
   const total = w.reduce((s, x) => s + x, 0)
   if (total <= 0) throw new RangeError(`no task has a positive weight in ${JSON.stringify(weights)}`)

@@ -9,11 +9,11 @@
  * a damaged checkout fails loudly instead of giving different numbers.
  */
 import { Effect } from "effect"
-import { createHash } from "node:crypto"
 import { copyFileSync, mkdirSync, readFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { ModelContribution } from "../../../pipeline/workflow/plugin.ts"
+import { sha256 } from "../../../pipeline/workflow/hash.ts"
 import { StageError } from "../../../pipeline/workflow/stage.ts"
 
 /** The folder holding the shipped config.json and model.safetensors. */
@@ -23,8 +23,6 @@ export const TINY_FILES = ["config.json", "model.safetensors"] as const
 export const TINY_SHA256 = "54f880af2c76da93d5639301119ef31dc52cf239fb52b3163ac420afd4261907"
 /** The original context L0. */
 export const TINY_CONTEXT = 512
-
-const sha256 = (path: string): string => createHash("sha256").update(readFileSync(path)).digest("hex")
 
 export const tinyModel: ModelContribution = {
   name: "tiny",
@@ -37,7 +35,7 @@ export const tinyModel: ModelContribution = {
       yield* Effect.try({
         try: () => {
           const weights = join(TINY_DIR, "model.safetensors")
-          const got = sha256(weights)
+          const got = sha256(readFileSync(weights))
           if (got !== TINY_SHA256) throw new Error(`${weights}: SHA-256 ${got}, expected ${TINY_SHA256} (a damaged or partial checkout; git checkout -- ${weights})`)
           mkdirSync(dir, { recursive: true })
           for (const f of TINY_FILES) copyFileSync(join(TINY_DIR, f), join(dir, f))
