@@ -15,6 +15,11 @@
  * each document uses the set for its own length (short set ≤ original context, long set beyond); see
  * stages/train-common.ts for how one-table-per-call lossAndGrad is grouped per sequence.
  *
+ * `positionSkip: { length, chunks? }` is PoSE: sequences stay seqLen tokens but each document's later
+ * pieces jump ahead in position, up to `length`, and the document takes the set for its last position + 1
+ * (beyond the factor set's last max_length, the last set, as inference picks). It trains positions and
+ * distances up to `length` at the cost of seqLen-token sequences (train-common `skipPositions`).
+ *
  * Two stage names, one implementation, as `search`/`search-factors`: a workflow wires every input a
  * stage declares.
  */
@@ -31,7 +36,7 @@ import { resolveRope } from "../plugins/rope/index.ts"
 import type { RopeSpec } from "../plugins/rope/types.ts"
 import { TOKENIZER_FILES, pretrainStage, summary } from "./pretrain.ts"
 import {
-  asStageError, checkCoverage, writeTrainedFolder, checkpointing, fail, finishTraining, Obj, optimizerAndSchedule, resolveTrainData, ropeCoverage, runTraining, TRAIN_FIELDS, type TrainDefaults, type TrainParams,
+  asStageError, checkCoverage, writeTrainedFolder, checkpointing, fail, finishTraining, Obj, optimizerAndSchedule, positionSkipOf, resolveTrainData, ropeCoverage, runTraining, TRAIN_FIELDS, type TrainDefaults, type TrainParams,
 } from "./train-common.ts"
 
 export const FinetuneParams = Schema.Struct({
@@ -134,8 +139,9 @@ export function runFinetune(ctx: StageContext<FinetuneParams, string, "model">) 
         if (tokenizer.vocabSize > config.vocabSize) throw inputError(`${stage}.tokenizer`, `${tokenizer.name} has ${tokenizer.vocabSize} ids but the model's vocab_size is ${config.vocabSize}`)
         const { optimizer, schedule } = optimizerAndSchedule(stage, p as TrainParams, FINETUNE_DEFAULTS)
         const data = resolveTrainData(stage, p.data, tokenizer, seqLen, ctx.seed)
+        const positionSkip = positionSkipOf(stage, p as TrainParams, seqLen)
         const out = outputConfig(raw, choice, spec, seqLen)
-        return { config, spec, tableFor, seqLen, tokenizer, optimizer, schedule, data, out, choice }
+        return { config, spec, tableFor, seqLen, tokenizer, optimizer, schedule, data, out, choice, positionSkip }
       },
       catch: (e) => asStageError(e, stage),
     })
@@ -150,6 +156,7 @@ export function runFinetune(ctx: StageContext<FinetuneParams, string, "model">) 
       tableFor: setup.tableFor,
       seqLen: setup.seqLen,
       mixed,
+      positionSkip: setup.positionSkip,
       data: setup.data,
       tokenizer: setup.tokenizer,
       optimizer: setup.optimizer,

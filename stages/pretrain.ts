@@ -16,7 +16,7 @@ import { parseLlamaConfig } from "../plugins/models/llama/config.ts"
 import { type RandomLlamaOptions, randomLlamaConfig, randomLlamaTensors } from "../plugins/models/llama/random.ts"
 import { resolveRope } from "../plugins/rope/index.ts"
 import {
-  asStageError, checkCoverage, checkpointing, finishTraining, optimizerAndSchedule, PosInt, resolveTrainData, runTraining, TRAIN_FIELDS, writeTrainedFolder, type TrainDefaults, type TrainParams,
+  asStageError, checkCoverage, checkpointing, finishTraining, optimizerAndSchedule, PosInt, positionSkipOf, resolveTrainData, runTraining, TRAIN_FIELDS, writeTrainedFolder, type TrainDefaults, type TrainParams,
 } from "./train-common.ts"
 
 export const PretrainParams = Schema.Struct({
@@ -81,7 +81,8 @@ export function runPretrain(ctx: StageContext<PretrainParams, never, "model">) {
         const { optimizer, schedule } = optimizerAndSchedule(stage, p as TrainParams, PRETRAIN_DEFAULTS)
         const data = resolveTrainData(stage, p.data, tokenizer, seqLen, ctx.seed)
         const weights = new Map(randomLlamaTensors(shape).map((t) => [t.name, t.data as Float32Array]))
-        return { tokenizer, shape, configJson, config, seqLen, optimizer, schedule, data, weights }
+        const positionSkip = positionSkipOf(stage, p as TrainParams, seqLen)
+        return { tokenizer, shape, configJson, config, seqLen, optimizer, schedule, data, weights, positionSkip }
       },
       catch: (e) => asStageError(e, stage),
     })
@@ -94,6 +95,7 @@ export function runPretrain(ctx: StageContext<PretrainParams, never, "model">) {
       tableFor: resolveRope(setup.config.rope),
       seqLen: setup.seqLen,
       mixed: p.mixedContext ?? PRETRAIN_DEFAULTS.mixedContext,
+      positionSkip: setup.positionSkip,
       data: setup.data,
       tokenizer: setup.tokenizer,
       optimizer: setup.optimizer,

@@ -8,7 +8,8 @@
  *   population is PI, NTK, YaRN-init and HF YaRN at s (the last with YaRN's own m when m is a gene).
  *   Writes [identity ≤ L0, searched ≤ L].
  * - `second`: on a fine-tuned model whose factor set (input `factors`) ends with λ_ft at L_ft; the genome
- *   is a relative vector λ_rel at s = L/L_ft initialised from YaRN-init at that scale; the model runs
+ *   is a relative vector λ_rel at s = L/L_ft initialised from YaRN-init at that scale and from λ_rel = 1 (the
+ *   fine-tuned set as it is: right when the fine-tune trained positions beyond L_ft); the model runs
  *   with λ_rel ⊙ λ_ft and the product is saved, appended to the input's sets.
  * - `readjust`: searches at short `lengths` on the extended model (input `factors`), each initialised
  *   from the set serving that length (as is and re-targeted), YaRN-init, PI and NTK; writes the
@@ -592,7 +593,8 @@ export function validateSearchParams(p: SearchParams, registry: Registry | undef
 
 // ---- the stage ---------------------------------------------------------------------------------
 
-export const SEARCH_VERSION = "1"
+// 2: mode second also seeds λ_rel = 1 (a store made by 1 would reuse second searches that never tried it)
+export const SEARCH_VERSION = "2"
 
 const stageDef = {
   version: SEARCH_VERSION,
@@ -731,7 +733,10 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
           // YaRN-init at the relative scale, with the fine-tuned length as the "original" one.
           const relInit = yarnInitFactors({ ...geometry, originalLength: ft.maxLength }, sRel, yarn)
           const table: TableOptions = { geometry, length: L, policy: policyParam ?? ft.mscale, startTokens: ft.startTokens, baseFactors: lambdaFt }
-          jobs.push({ tag: "", table, strategyParams: withGeneDefaults(table), sctx: mkCtx(dims, sRel, L, [relInit], seedOf(0)) })
+          // λ_rel = 1 too: the fine-tuned set as it is, which wins when the fine-tune already trained positions up
+          // to L (position skips, finetune positionSkip) and further interpolation only blurs them.
+          const keep = new Float64Array(dims).fill(1)
+          jobs.push({ tag: "", table, strategyParams: withGeneDefaults(table), sctx: mkCtx(dims, sRel, L, [relInit, keep], seedOf(0)) })
           finish = ([best]) => ({ sets: [...sets.map((x) => entryOf(x, L0)), searchedSet(L, best!, table)], lengths: [L], scale: L / L0 })
         } else {
           const lengths = [...(p.lengths ?? [])].sort((a, b) => a - b)

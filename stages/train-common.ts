@@ -39,6 +39,7 @@ import { writeFileAtomic } from "../pipeline/workflow/store.ts"
 import { openCorpus } from "../plugins/data/corpus.ts"
 import { type DataCursor, type DocumentSource, Packer, tokenizedCorpus } from "../plugins/data/pack.ts"
 import { SYNTHETIC_TASKS, type SyntheticTask, syntheticDocument, syntheticSource, taskWeight } from "../plugins/data/synthetic.ts"
+import { Rng } from "../plugins/data/rng.ts"
 import type { TextTokenizer } from "../plugins/data/tokenizer.ts"
 import type { LlamaConfig } from "../plugins/models/llama/config.ts"
 import { createTrainableLlama, type HostWeights, type TrainableLlama } from "../plugins/models/llama/train.ts"
@@ -86,6 +87,12 @@ export const TRAIN_FIELDS = {
   tokenizer: Schema.optionalKey(Schema.NonEmptyString),
   /** LongRoPE2's mixed context window (positions restart per document, per-document factor set). */
   mixedContext: Schema.optionalKey(Schema.Boolean),
+  /**
+   * PoSE position skipping: each document (the whole sequence when not mixed) is cut into `chunks`
+   * pieces and later pieces' positions jump ahead, so positions reach up to `length` while the sequence
+   * stays seqLen tokens long. See `skipPositions`.
+   */
+  positionSkip: Schema.optionalKey(Schema.Struct({ length: PosInt, chunks: Schema.optionalKey(PosInt) })),
   /** Save a training checkpoint every this many updates (and after the last). */
   checkpointEvery: Schema.optionalKey(PosInt),
   /** Training checkpoints kept (newest). */
@@ -110,6 +117,7 @@ export interface TrainParams {
   readonly data?: { readonly [k: string]: unknown }
   readonly tokenizer?: string
   readonly mixedContext?: boolean
+  readonly positionSkip?: PositionSkip
   readonly checkpointEvery?: number
   readonly keepCheckpoints?: number
   readonly resumeFrom?: string
@@ -171,7 +179,7 @@ export function optimizerAndSchedule(stage: string, p: TrainParams, d: TrainDefa
 
 // ---- data --------------------------------------------------------------------------------------
 
-const SYNTHETIC_KEYS = ["tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries", "copies", "answerWeight"]
+const SYNTHETIC_KEYS = ["tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries", "copies", "keys", "answerWeight"]
 const DATA_KEYS = ["source", "path", "field", "seed", ...SYNTHETIC_KEYS]
 
 export interface TrainData {
@@ -190,7 +198,7 @@ export interface TrainData {
  *   `docLength` tokens per document, a number or [min, max] (default seqLen − 1: with BOS and EOS a document
  *   is exactly one packed sequence of seqLen + 1), `documents` in the pool (default 100000; made on demand), `filler` "varied" | "paper" | "mixed",
  *   `kvPairs` / `kvQueries` per key-value document (default 4 / 1), `copies` passkey lines per `copy` drill
- *   document (default 4), `answerWeight` (loss weight of the answer
+ *   document (default 4), `keys` "uniform" (1..50000, default) | "digits" (see SyntheticOptions.keys), `answerWeight` (loss weight of the answer
  *   tokens, default 1: retrieval is a few tokens per document, and weighting them is what taught the tiny
  *   model to copy; see workflows/tiny-pretrain.yaml).
  * - corpus: `path` (a folder of .txt/.jsonl or one such file), JSONL `field` (default "text").
@@ -232,6 +240,8 @@ export function resolveTrainData(stage: string, raw: { readonly [k: string]: unk
   if (!okLen(documents)) throw inputError(where("documents"), `expected an integer ≥ 1, got ${JSON.stringify(documents)}`)
   const filler = o["filler"]
   if (filler !== undefined && filler !== "varied" && filler !== "paper" && filler !== "mixed") throw inputError(where("filler"), `expected "varied", "paper" or "mixed", got ${JSON.stringify(filler)}`)
+  const keys = o["keys"]
+  if (keys !== undefined && keys !== "uniform" && keys !== "digits") throw inputError(where("keys"), `expected "uniform" (1..50000, §5.2) or "digits" (digit count uniform in 1..5), got ${JSON.stringify(keys)}`)
   const kv: { kvPairs?: number; kvQueries?: number; copies?: number } = {}
   for (const k of ["kvPairs", "kvQueries", "copies"] as const) {
     const v = o[k]
@@ -243,6 +253,7 @@ export function resolveTrainData(stage: string, raw: { readonly [k: string]: unk
     tokenizer, seed, length, ...kv,
     ...(tasks === undefined ? {} : { tasks: tasks as Partial<Record<SyntheticTask, number>> }),
     ...(filler === undefined ? {} : { filler: filler as "varied" | "paper" | "mixed" }),
+    ...(keys === undefined ? {} : { keys: keys as "uniform" | "digits" }),
   }
   const answerWeight = o["answerWeight"]
   if (answerWeight !== undefined && !(typeof answerWeight === "number" && Number.isFinite(answerWeight) && answerWeight > 0))
@@ -326,6 +337,56 @@ const tableKey = (t: RopeTable): string => {
   return key
 }
 
+export interface PositionSkip {
+  /** The longest position + 1 a document may reach. */
+  readonly length: number
+  /** Pieces per document (default 2, as PoSE). */
+  readonly chunks?: number
+}
+
+/** `positionSkip` checked against seqLen: its length must reach past the sequence. */
+export function positionSkipOf(stage: string, p: TrainParams, seqLen: number): PositionSkip | undefined {
+  const k = p.positionSkip
+  if (k === undefined) return undefined
+  if (k.length <= seqLen) throw inputError(`${stage}.positionSkip.length`, `expected more than seqLen (${seqLen}) positions, got ${k.length}`)
+  if (k.chunks !== undefined && k.chunks < 2) throw inputError(`${stage}.positionSkip.chunks`, `expected at least 2 pieces per document, got ${k.chunks}`)
+  return k
+}
+
+/** A stream of Rng.seeded reserved for position skips. */
+const SKIP_STREAM = 0x505345
+
+/**
+ * PoSE (Zhu et al., 2024, "PoSE: Efficient Context Window Extension of LLMs via Positional Skip-wise
+ * Training"; LongRoPE's own repo has 4k-PoSE runs): a document of n tokens is cut at `chunks − 1` random
+ * points and piece j's positions are shifted by u_j, with 0 = u_0 ≤ u_1 ≤ … ≤ room = length − n drawn
+ * uniformly. With 2 pieces its last position is uniform over [n − 1, length − 1], so relative distances and
+ * query positions up to `length` are trained while each sequence costs seqLen tokens. The first piece
+ * keeps position 0 (the BOS, which attention leans on). Fine-tuning without it trains the far end of
+ * the window rarely (a position p is in a document only when the document is longer than p): measured on
+ * the tiny model, the loss on the predictable passkey filler rises 10–100x in the last ~15% of the window.
+ *
+ * Positions are changed in place over the spans [from, to) of `spans`, each starting at position 0 or
+ * at its own first position.
+ */
+export function skipPositions(positions: Int32Array, spans: ReadonlyArray<{ from: number; to: number }>, skip: PositionSkip, rng: Rng): void {
+  const chunks = skip.chunks ?? 2
+  for (const { from, to } of spans) {
+    const n = to - from
+    const room = skip.length - 1 - positions[to - 1]! // how far the last position may move
+    if (n < 2 || room <= 0) continue
+    const k = Math.min(chunks, n)
+    const cuts = new Set<number>()
+    while (cuts.size < k - 1) cuts.add(rng.int(1, n - 1))
+    const at = [...cuts].sort((a, b) => a - b)
+    const shifts = Array.from({ length: k - 1 }, () => rng.int(0, room)).sort((a, b) => a - b)
+    for (let j = 0; j < at.length; j++) {
+      const end = j + 1 < at.length ? at[j + 1]! : n
+      for (let t = from + at[j]!; t < from + end; t++) positions[t] = positions[t]! + shifts[j]!
+    }
+  }
+}
+
 /**
  * Splits one packed sequence (seqLen + 1 tokens) into lossAndGrad calls. `tableFor(length)` is memoised
  * by the caller. Continuous: one call. Mixed: one call per distinct table among the documents.
@@ -340,7 +401,9 @@ export function sequenceCalls(
   if (!mixed) {
     const labelMask = weights === undefined ? undefined : weights.slice(1, T + 1)
     const scored = labelMask === undefined ? T : labelMask.reduce((a, x) => a + x, 0)
-    return [{ inputs: all.subarray(0, T), targets: all.subarray(1), positions: undefined, segments: undefined, labelMask, rope: tableFor(T), scored }]
+    const last = positions[T - 1]! + 1
+    const pos = last === T ? undefined : Uint32Array.from(positions.subarray(0, T))
+    return [{ inputs: all.subarray(0, T), targets: all.subarray(1), positions: pos, segments: undefined, labelMask, rope: tableFor(last), scored }]
   }
   // Document spans over the inputs [0, T): the packer's segments, the last one cut at T.
   const groups = new Map<string, { rope: RopeTable; spans: { from: number; to: number; endsInside: boolean }[] }>()
@@ -350,7 +413,8 @@ export function sequenceCalls(
     const to = Math.min(at + len, T)
     at += len
     if (to <= from) break
-    const rope = tableFor(to - from)
+    // the set for the document's length: its largest position + 1 (more than its tokens when skipped)
+    const rope = tableFor(positions[to - 1]! + 1)
     const key = tableKey(rope)
     let g = groups.get(key)
     if (g === undefined) groups.set(key, (g = { rope, spans: [] }))
@@ -378,6 +442,19 @@ export function sequenceCalls(
   return calls
 }
 
+/** The spans positions run over: each document's inputs (mixed), or the whole sequence. */
+export function documentSpans(docLengths: readonly number[], T: number, mixed: boolean): Array<{ from: number; to: number }> {
+  if (!mixed) return [{ from: 0, to: T }]
+  const spans: Array<{ from: number; to: number }> = []
+  let at = 0
+  for (const len of docLengths) {
+    const to = Math.min(at + len, T)
+    if (to > at) spans.push({ from: at, to })
+    at += len
+  }
+  return spans
+}
+
 // ---- the run -----------------------------------------------------------------------------------
 
 export interface TrainingSetup {
@@ -389,6 +466,7 @@ export interface TrainingSetup {
   readonly tableFor: (length: number) => RopeTable
   readonly seqLen: number
   readonly mixed: boolean
+  readonly positionSkip: PositionSkip | undefined
   readonly data: TrainData
   readonly tokenizer: TextTokenizer
   readonly optimizer: OptimizerConfig
@@ -506,7 +584,13 @@ export function runTraining(ctx: StageContext<unknown, string, string>, s: Train
     const microStep = async ({ micro }: { readonly micro: number }): Promise<number> => {
       if (micro === 0) stepLoss = 0
       const weight = 1 / s.batch
+      const at = packer.cursor()
       const seq = packer.next()
+      if (s.positionSkip !== undefined) {
+        // drawn from where the sequence starts in the data, so a resumed run skips the same way
+        const rng = Rng.seeded(s.data.seed, SKIP_STREAM, at.epoch, at.doc, at.offset)
+        skipPositions(seq.positions, documentSpans(seq.docLengths, s.seqLen, s.mixed), s.positionSkip, rng)
+      }
       const calls = sequenceCalls(seq.tokens, seq.positions, seq.docLengths, s.mixed, tableFor, seq.weights)
       const total = calls.reduce((a, c) => a + c.scored, 0)
       let loss = 0

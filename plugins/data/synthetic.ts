@@ -36,6 +36,22 @@ export interface SyntheticOptions {
   readonly kvQueries?: number
   /** Passkey line pairs per `copy` document (default 4). */
   readonly copies?: number
+  /**
+   * How passkeys (passkey and copy tasks) are drawn: "uniform" over 1..50000 as §5.2 (default), or
+   * "digits": the digit count uniform in 1..5, then uniform among those keys ≤ 50000. Under "uniform" 80%
+   * of keys have 5 digits, and a small model learns that prior: at long range it copies a 4-digit key and
+   * then adds a fifth digit (measured on the tiny model: every miss at 4096 tokens after a 1024-token
+   * fine-tune was a 4-digit key answered with 5). "digits" trains the stop as often as each length.
+   */
+  readonly keys?: "uniform" | "digits"
+}
+
+const MAX_KEY = 50000
+/** A passkey under `keys` (see SyntheticOptions.keys). */
+export const drawPasskey = (rng: Rng, keys: "uniform" | "digits" | undefined): number => {
+  if (keys !== "digits") return rng.int(1, MAX_KEY)
+  const digits = rng.int(1, 5)
+  return rng.int(10 ** (digits - 1), Math.min(10 ** digits - 1, MAX_KEY))
 }
 
 export interface SyntheticDocument {
@@ -63,7 +79,7 @@ const planFor = (task: SyntheticTask, rng: Rng, opts: SyntheticOptions): Plan =>
     case "filler":
       return { head: [], inserts: [], tail: [] }
     case "passkey": {
-      const k = String(rng.int(1, 50000))
+      const k = String(drawPasskey(rng, opts.keys))
       const depth = rng.float()
       return {
         head: [{ text: `${PASSKEY_TASK}\n` }],
@@ -81,7 +97,7 @@ const planFor = (task: SyntheticTask, rng: Rng, opts: SyntheticOptions): Plan =>
       if (!Number.isSafeInteger(n) || n < 1 || n > 64) throw new RangeError(`copies must be in 1..64, got ${n}`)
       const depths = Array.from({ length: 2 * n }, () => rng.float()).sort((a, b) => a - b)
       const inserts = Array.from({ length: n }, (_, i) => {
-        const k = String(rng.int(1, 50000))
+        const k = String(drawPasskey(rng, opts.keys))
         return [
           { depth: depths[2 * i]!, pieces: [{ text: `\nThe pass key is ${k}.\n` }] },
           { depth: depths[2 * i + 1]!, pieces: [{ text: "\nThe pass key is" }, { text: ` ${k}`, answer: k }, { text: ".\n" }] },

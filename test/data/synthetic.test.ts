@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test"
 import { join } from "node:path"
 import { Packer } from "../../plugins/data/pack.ts"
-import { type SyntheticOptions, syntheticCorpus, syntheticDocument, syntheticSource } from "../../plugins/data/synthetic.ts"
+import { drawPasskey, type SyntheticOptions, syntheticCorpus, syntheticDocument, syntheticSource } from "../../plugins/data/synthetic.ts"
+import { Rng } from "../../plugins/data/rng.ts"
 import { PAPER_GARBAGE, paperGarbage } from "../../plugins/data/text.ts"
 import { byteTokenizer, loadHfTokenizer } from "../../plugins/data/tokenizer.ts"
 
@@ -88,6 +89,25 @@ describe("synthetic corpus", () => {
     const paper = syntheticDocument({ tokenizer: byte, seed: 1, length: 3000, tasks: { filler: 1 }, filler: "paper" }, 0)
     expect(paper.text).toBe(paperGarbage(3000))
     expect(paper.text.startsWith(PAPER_GARBAGE)).toBe(true)
+  })
+
+  test("passkeys: uniform over 1..50000 by default; keys: digits makes every digit count as likely", () => {
+    const count = (keys: "uniform" | "digits" | undefined): number[] => {
+      const rng = Rng.seeded(4)
+      const by = [0, 0, 0, 0, 0, 0]
+      for (let i = 0; i < 5000; i++) {
+        const k = drawPasskey(rng, keys)
+        expect(k >= 1 && k <= 50000 && Number.isInteger(k)).toBe(true)
+        by[String(k).length]!++
+      }
+      return by
+    }
+    const uniform = count(undefined)
+    expect(uniform[5]! / 5000).toBeGreaterThan(0.78) // 40001 of the 50000 keys have 5 digits
+    for (const n of count("digits").slice(1)) expect(Math.abs(n / 5000 - 0.2)).toBeLessThan(0.03)
+    // the documents carry them: a 1-digit key appears among 60 digits-drawn passkey documents
+    const keys = docs({ tokenizer: byte, seed: 2, length: 400, tasks: { passkey: 1 }, keys: "digits" }, 60).map((d) => d.answers[0]!.answer)
+    expect(keys.some((k) => k.length === 1)).toBe(true)
   })
 
   test("a length range draws each document's length from it", () => {

@@ -20,7 +20,8 @@ import { yarnInitFactors } from "../../plugins/rope/factors.ts"
 import { type FactorSetFile, formatFactorSetFile } from "../../plugins/rope/formats.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
 import { type FinetuneParams, runFinetune } from "../../stages/finetune.ts"
-import { sequenceCalls } from "../../stages/train-common.ts"
+import { Rng } from "../../plugins/data/rng.ts"
+import { documentSpans, sequenceCalls, skipPositions } from "../../stages/train-common.ts"
 import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir } from "../models/random-model.ts"
 
@@ -206,8 +207,11 @@ describe("mixed context window", () => {
     }
   }, TIMEOUT)
 
-  test("mixed fine-tune interrupted after step 2 then re-run = uninterrupted, bitwise", async () => {
-    const params: FinetuneParams = { ...BASE, mixedContext: true, checkpointEvery: 1, data: { ...FILLER, docLength: [6, 60] } }
+  test.each([
+    ["", {}],
+    [" (with position skips)", { positionSkip: { length: 256, chunks: 3 } }],
+  ] as const)("mixed fine-tune%s interrupted after step 2 then re-run = uninterrupted, bitwise", async (_, extra) => {
+    const params: FinetuneParams = { ...BASE, ...extra, mixedContext: true, checkpointEvery: 1, data: { ...FILLER, docLength: [6, 60] } }
     const inputs = { model: modelDir, factors: factorsFile }
     const ref = context(params, inputs)
     expect(Exit.isSuccess(await run(ref))).toBe(true)
@@ -224,6 +228,87 @@ describe("mixed context window", () => {
     expect(Exit.isSuccess(await run(again))).toBe(true)
     expect(again.notes.some((n) => /resuming at step [23]\/4/.test(n))).toBe(true)
     expect(sha(join(again.ctx.outputs.model, "model.safetensors"))).toBe(sha(join(ref.ctx.outputs.model, "model.safetensors")))
+  }, TIMEOUT)
+})
+
+describe("position skips (PoSE)", () => {
+  const spans = [{ from: 0, to: 40 }, { from: 40, to: 45 }, { from: 45, to: 100 }]
+  const restart = (): Int32Array => {
+    const p = new Int32Array(100)
+    for (const s of spans) for (let t = s.from; t < s.to; t++) p[t] = t - s.from
+    return p
+  }
+
+  test("pieces keep their order and spacing; position 0 stays; the last position reaches the length, never past it", () => {
+    const length = 1000
+    const rng = Rng.seeded(1)
+    const lasts: number[] = []
+    for (let draw = 0; draw < 300; draw++) {
+      const p = restart()
+      skipPositions(p, spans, { length, chunks: 3 }, rng)
+      for (const s of spans) {
+        expect(p[s.from]).toBe(0)
+        let jumps = 0
+        for (let t = s.from + 1; t < s.to; t++) {
+          expect(p[t]!).toBeGreaterThan(p[t - 1]!)
+          if (p[t]! - p[t - 1]! > 1) jumps++
+        }
+        expect(jumps).toBeLessThanOrEqual(2)
+        expect(p[s.to - 1]!).toBeLessThanOrEqual(length - 1)
+      }
+      lasts.push(p[99]!)
+    }
+    // the 55-token document's end ranges over [54, 999]: both far ends are reached
+    expect(Math.max(...lasts)).toBeGreaterThan(950)
+    expect(Math.min(...lasts)).toBeLessThan(200)
+    // deterministic in the generator
+    const a = restart(), b = restart()
+    skipPositions(a, spans, { length }, Rng.seeded(7))
+    skipPositions(b, spans, { length }, Rng.seeded(7))
+    expect(Array.from(a)).toEqual(Array.from(b))
+  })
+
+  test("a document already as long as the length is left alone; spans of a sequence", () => {
+    const p = restart()
+    skipPositions(p, spans, { length: 40 }, Rng.seeded(2))
+    expect(Array.from(p.subarray(0, 40))).toEqual(Array.from({ length: 40 }, (_, i) => i))
+    expect(documentSpans([40, 5, 70], 100, true)).toEqual(spans)
+    expect(documentSpans([40, 5, 70], 100, false)).toEqual([{ from: 0, to: 100 }])
+  })
+
+  test("each document takes the table for its last position + 1; a skipped continuous sequence passes its positions", () => {
+    const tokens = Int32Array.from({ length: 9 }, (_, i) => i)
+    const positions = Int32Array.from([0, 1, 30, 31, 0, 1, 2, 3, 0])
+    const seen: number[] = []
+    const t = (n: number): RopeTable => {
+      seen.push(n)
+      return { rotaryDim: 2, invFreq: Float64Array.of(1 / n), originalInvFreq: Float64Array.of(1), startTokens: 0, attentionScale: 1 }
+    }
+    const calls = sequenceCalls(tokens, positions, [4, 5], true, t)
+    expect(seen).toEqual([32, 4])
+    expect(calls.length).toBe(2)
+    expect(Array.from(calls[0]!.positions!)).toEqual([0, 1, 30, 31])
+    seen.length = 0
+    const cont = sequenceCalls(tokens, Int32Array.from([0, 1, 2, 9, 10, 11, 12, 13, 14]), [9], false, t)
+    expect(seen).toEqual([14])
+    expect(Array.from(cont[0]!.positions!)).toEqual([0, 1, 2, 9, 10, 11, 12, 13])
+    expect(sequenceCalls(tokens, Int32Array.from({ length: 9 }, (_, i) => i), [9], false, t)[0]!.positions).toBeUndefined()
+  })
+
+  test("a fine-tune with position skips trains on other positions (its weights differ)", async () => {
+    const inputs = { model: modelDir, factors: factorsFile }
+    const params: FinetuneParams = { ...BASE, steps: 2, mixedContext: true, data: { ...FILLER, docLength: [6, 60] } }
+    const plain = context(params, inputs), skipped = context({ ...params, positionSkip: { length: 128 } }, inputs)
+    expect(Exit.isSuccess(await run(plain))).toBe(true)
+    expect(Exit.isSuccess(await run(skipped))).toBe(true)
+    expect(sha(join(skipped.ctx.outputs.model, "model.safetensors"))).not.toBe(sha(join(plain.ctx.outputs.model, "model.safetensors")))
+  }, TIMEOUT)
+
+  test("positionSkip.length must exceed seqLen; data.keys is uniform or digits", async () => {
+    const c = context({ ...BASE, positionSkip: { length: 64 } }, { model: modelDir, factors: factorsFile })
+    expect(errorOf(await run(c))).toContain("finetune.positionSkip.length: expected more than seqLen (64) positions, got 64")
+    const k = context({ ...BASE, data: { ...FILLER, keys: "five" } }, { model: modelDir, factors: factorsFile })
+    expect(errorOf(await run(k))).toContain('finetune.data.keys: expected \\"uniform\\" (1..50000, §5.2) or \\"digits\\"')
   }, TIMEOUT)
 })
 
