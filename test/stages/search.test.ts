@@ -390,7 +390,7 @@ describe("search stage", () => {
     expect(hf["short_factor"]).toEqual(new Array(HALF).fill(1))
   }, TIMEOUT)
 
-  test("second: relative factors multiply the fine-tuned ones; the product is saved", async () => {
+  test("second: relative factors multiply the fine-tuned ones, λ_rel = 1 among the first; the product is saved", async () => {
     const ftDir = tmp()
     const lambdaFt = Array.from(yarnInitFactors({ rotaryDim: 2 * HALF, base: 10000, originalLength: L0 }, 4))
     const ft: FactorSetFile = {
@@ -418,6 +418,8 @@ describe("search stage", () => {
     // The model was evaluated with the product: the best cache entry holds it.
     const best = (r.result["best"] as number[])[0]
     expect(cacheEntries(cache).find((e) => e.fitness === best)!.parts.rope.factors).toEqual(saved)
+    // λ_rel = 1 (the fine-tuned set as it is) was among the candidates scored
+    expect(cacheEntries(cache).some((e) => JSON.stringify(e.parts.rope.factors) === JSON.stringify(lambdaFt))).toBe(true)
     expect(factorsFromCsv(readFileSync(join(r.logDir, "result_final.csv"), "utf8"))).toEqual(saved)
   }, TIMEOUT)
 
