@@ -189,7 +189,7 @@ const stageDef = {
 export const finetuneStage = defineStage({
   ...stageDef,
   name: "finetune",
-  description: "fine-tune a model at a RoPE table (LongRoPE's recipe as defaults; optional mixed context window)",
+  description: "fine-tune a model at a RoPE table (LongRoPE's recipe as defaults; optional mixed context window, PoSE position skips)",
   inputs: { model: "model" },
 })
 
@@ -197,7 +197,7 @@ export const finetuneStage = defineStage({
 export const finetuneFactorsStage = defineStage({
   ...stageDef,
   name: "finetune-factors",
-  description: "fine-tune a model at a searched factor set (LongRoPE's recipe as defaults; optional mixed context window)",
+  description: "fine-tune a model at a searched factor set (LongRoPE's recipe as defaults; optional mixed context window, PoSE position skips)",
   inputs: { model: "model", factors: "rope-factors" },
 })
 
