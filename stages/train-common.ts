@@ -405,21 +405,14 @@ export function sequenceCalls(
     const pos = last === T ? undefined : Uint32Array.from(positions.subarray(0, T))
     return [{ inputs: all.subarray(0, T), targets: all.subarray(1), positions: pos, segments: undefined, labelMask, rope: tableFor(last), scored }]
   }
-  // Document spans over the inputs [0, T): the packer's segments, the last one cut at T.
-  const groups = new Map<string, { rope: RopeTable; spans: { from: number; to: number; endsInside: boolean }[] }>()
-  let at = 0
-  for (const len of docLengths) {
-    const from = at
-    const to = Math.min(at + len, T)
-    at += len
-    if (to <= from) break
+  const groups = new Map<string, { rope: RopeTable; spans: Span[] }>()
+  for (const span of documentSpans(docLengths, T, true)) {
     // the set for the document's length: its largest position + 1 (more than its tokens when skipped)
-    const rope = tableFor(positions[to - 1]! + 1)
+    const rope = tableFor(positions[span.to - 1]! + 1)
     const key = tableKey(rope)
     let g = groups.get(key)
     if (g === undefined) groups.set(key, (g = { rope, spans: [] }))
-    // endsInside: the document's last input predicts the next document's first token.
-    g.spans.push({ from, to, endsInside: from + len <= T })
+    g.spans.push(span)
   }
   const calls: Call[] = []
   for (const g of groups.values()) {
@@ -442,14 +435,21 @@ export function sequenceCalls(
   return calls
 }
 
-/** The spans positions run over: each document's inputs (mixed), or the whole sequence. */
-export function documentSpans(docLengths: readonly number[], T: number, mixed: boolean): Array<{ from: number; to: number }> {
-  if (!mixed) return [{ from: 0, to: T }]
-  const spans: Array<{ from: number; to: number }> = []
+/** Inputs [from, to) of one document; endsInside: its last input predicts the next document's first token. */
+export interface Span {
+  readonly from: number
+  readonly to: number
+  readonly endsInside: boolean
+}
+
+/** The spans positions run over among the inputs [0, T): each packed document, the last one cut at T (mixed), or the whole sequence. */
+export function documentSpans(docLengths: readonly number[], T: number, mixed: boolean): Span[] {
+  if (!mixed) return [{ from: 0, to: T, endsInside: false }]
+  const spans: Span[] = []
   let at = 0
   for (const len of docLengths) {
     const to = Math.min(at + len, T)
-    if (to > at) spans.push({ from: at, to })
+    if (to > at) spans.push({ from: at, to, endsInside: at + len <= T })
     at += len
   }
   return spans

@@ -232,7 +232,7 @@ describe("mixed context window", () => {
 })
 
 describe("position skips (PoSE)", () => {
-  const spans = [{ from: 0, to: 40 }, { from: 40, to: 45 }, { from: 45, to: 100 }]
+  const spans = [{ from: 0, to: 40, endsInside: true }, { from: 40, to: 45, endsInside: true }, { from: 45, to: 100, endsInside: false }]
   const restart = (): Int32Array => {
     const p = new Int32Array(100)
     for (const s of spans) for (let t = s.from; t < s.to; t++) p[t] = t - s.from
@@ -273,7 +273,7 @@ describe("position skips (PoSE)", () => {
     skipPositions(p, spans, { length: 40 }, Rng.seeded(2))
     expect(Array.from(p.subarray(0, 40))).toEqual(Array.from({ length: 40 }, (_, i) => i))
     expect(documentSpans([40, 5, 70], 100, true)).toEqual(spans)
-    expect(documentSpans([40, 5, 70], 100, false)).toEqual([{ from: 0, to: 100 }])
+    expect(documentSpans([40, 5, 70], 100, false)).toEqual([{ from: 0, to: 100, endsInside: false }])
   })
 
   test("each document takes the table for its last position + 1; a skipped continuous sequence passes its positions", () => {
