@@ -38,7 +38,7 @@ import { StageError } from "../pipeline/workflow/stage.ts"
 import { writeFileAtomic } from "../pipeline/workflow/store.ts"
 import { openCorpus } from "../plugins/data/corpus.ts"
 import { type DataCursor, type DocumentSource, Packer, tokenizedCorpus } from "../plugins/data/pack.ts"
-import { SYNTHETIC_TASKS, type SyntheticTask, syntheticDocument, syntheticSource, taskWeight } from "../plugins/data/synthetic.ts"
+import { KEY_DRAWS, type KeyDraw, SYNTHETIC_TASKS, type SyntheticTask, syntheticDocument, syntheticSource, taskWeight } from "../plugins/data/synthetic.ts"
 import { Rng } from "../plugins/data/rng.ts"
 import type { TextTokenizer } from "../plugins/data/tokenizer.ts"
 import type { LlamaConfig } from "../plugins/models/llama/config.ts"
@@ -241,7 +241,7 @@ export function resolveTrainData(stage: string, raw: { readonly [k: string]: unk
   const filler = o["filler"]
   if (filler !== undefined && filler !== "varied" && filler !== "paper" && filler !== "mixed") throw inputError(where("filler"), `expected "varied", "paper" or "mixed", got ${JSON.stringify(filler)}`)
   const keys = o["keys"]
-  if (keys !== undefined && keys !== "uniform" && keys !== "digits") throw inputError(where("keys"), `expected "uniform" (1..50000, §5.2) or "digits" (digit count uniform in 1..5), got ${JSON.stringify(keys)}`)
+  if (keys !== undefined && !KEY_DRAWS.includes(keys as KeyDraw)) throw inputError(where("keys"), `expected "uniform" (1..50000, §5.2) or "digits" (digit count uniform in 1..5), got ${JSON.stringify(keys)}`)
   const kv: { kvPairs?: number; kvQueries?: number; copies?: number } = {}
   for (const k of ["kvPairs", "kvQueries", "copies"] as const) {
     const v = o[k]
@@ -253,7 +253,7 @@ export function resolveTrainData(stage: string, raw: { readonly [k: string]: unk
     tokenizer, seed, length, ...kv,
     ...(tasks === undefined ? {} : { tasks: tasks as Partial<Record<SyntheticTask, number>> }),
     ...(filler === undefined ? {} : { filler: filler as "varied" | "paper" | "mixed" }),
-    ...(keys === undefined ? {} : { keys: keys as "uniform" | "digits" }),
+    ...(keys === undefined ? {} : { keys: keys as KeyDraw }),
   }
   const answerWeight = o["answerWeight"]
   if (answerWeight !== undefined && !(typeof answerWeight === "number" && Number.isFinite(answerWeight) && answerWeight > 0))
@@ -584,9 +584,9 @@ export function runTraining(ctx: StageContext<unknown, string, string>, s: Train
     const microStep = async ({ micro }: { readonly micro: number }): Promise<number> => {
       if (micro === 0) stepLoss = 0
       const weight = 1 / s.batch
-      const at = packer.cursor()
+      const at = s.positionSkip === undefined ? undefined : packer.cursor()
       const seq = packer.next()
-      if (s.positionSkip !== undefined) {
+      if (s.positionSkip !== undefined && at !== undefined) {
         // drawn from where the sequence starts in the data, so a resumed run skips the same way
         const rng = Rng.seeded(s.data.seed, SKIP_STREAM, at.epoch, at.doc, at.offset)
         skipPositions(seq.positions, documentSpans(seq.docLengths, s.seqLen, s.mixed), s.positionSkip, rng)

@@ -43,12 +43,16 @@ export interface SyntheticOptions {
    * then adds a fifth digit (measured on the tiny model: every miss at 4096 tokens after a 1024-token
    * fine-tune was a 4-digit key answered with 5). "digits" trains the stop as often as each length.
    */
-  readonly keys?: "uniform" | "digits"
+  readonly keys?: KeyDraw
 }
+
+/** How passkeys are drawn (SyntheticOptions.keys). */
+export const KEY_DRAWS = ["uniform", "digits"] as const
+export type KeyDraw = (typeof KEY_DRAWS)[number]
 
 const MAX_KEY = 50000
 /** A passkey under `keys` (see SyntheticOptions.keys). */
-export const drawPasskey = (rng: Rng, keys: "uniform" | "digits" | undefined): number => {
+export const drawPasskey = (rng: Rng, keys: KeyDraw | undefined): number => {
   if (keys !== "digits") return rng.int(1, MAX_KEY)
   const digits = rng.int(1, 5)
   return rng.int(10 ** (digits - 1), Math.min(10 ** digits - 1, MAX_KEY))

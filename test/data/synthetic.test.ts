@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test"
 import { join } from "node:path"
 import { Packer } from "../../plugins/data/pack.ts"
-import { drawPasskey, type SyntheticOptions, syntheticCorpus, syntheticDocument, syntheticSource } from "../../plugins/data/synthetic.ts"
+import { drawPasskey, type KeyDraw, type SyntheticOptions, syntheticCorpus, syntheticDocument, syntheticSource } from "../../plugins/data/synthetic.ts"
 import { Rng } from "../../plugins/data/rng.ts"
 import { PAPER_GARBAGE, paperGarbage } from "../../plugins/data/text.ts"
 import { byteTokenizer, loadHfTokenizer } from "../../plugins/data/tokenizer.ts"
@@ -92,7 +92,7 @@ describe("synthetic corpus", () => {
   })
 
   test("passkeys: uniform over 1..50000 by default; keys: digits makes every digit count as likely", () => {
-    const count = (keys: "uniform" | "digits" | undefined): number[] => {
+    const count = (keys: KeyDraw | undefined): number[] => {
       const rng = Rng.seeded(4)
       const by = [0, 0, 0, 0, 0, 0]
       for (let i = 0; i < 5000; i++) {
