@@ -111,6 +111,34 @@ export function passkeyTable(rows: readonly PasskeyRow[]): string {
   return table(["method", ...lengths.map(String)], body)
 }
 
+/**
+ * The misses behind the accuracy table, as "key → answer" per (method, length), for rows that recorded
+ * their keys and answers (the evaluate stage does). The digits tell a lost key (41738 for 20066) from
+ * one found and copied with a wrong end (4173 → 41738), which the accuracy alone cannot. Null when no
+ * row recorded a miss.
+ */
+export function passkeyMisses(rows: readonly PasskeyRow[], perCell = 8): string | null {
+  const models = uniq(rows.map((r) => r.model)).length
+  const cells = new Map<string, { series: string; length: number; misses: string[] }>()
+  for (const r of rows) {
+    const keys = r["keys"], answers = r["answers"]
+    if (!Array.isArray(keys) || !Array.isArray(answers)) continue
+    const series = seriesLabel(r, models)
+    const id = `${series}\u0000${r.length}`
+    const c = cells.get(id) ?? { series, length: r.length, misses: [] }
+    cells.set(id, c)
+    keys.forEach((k, i) => {
+      const a = answers[i]
+      if (a !== k) c.misses.push(`${k} → ${a === null || a === undefined ? "none" : a}`)
+    })
+  }
+  const body = [...cells.values()]
+    .filter((c) => c.misses.length > 0)
+    .sort((a, b) => a.length - b.length)
+    .map((c) => [cell(c.series), String(c.length), cell(c.misses.slice(0, perCell).join(", ") + (c.misses.length > perCell ? `, … (${c.misses.length - perCell} more)` : ""))])
+  return body.length === 0 ? null : table(["method", "length", "misses (key → first integer generated)"], body, ["l", "r", "l"])
+}
+
 /** Any list of records (short-context fidelity, search summaries): columns in first-seen order, known ones first. */
 export function recordTable(rows: readonly Row[], first: readonly string[] = ["method", "model", "length", "protocol"]): string {
   const keys = uniq([...first.filter((k) => rows.some((r) => k in r)), ...rows.flatMap((r) => Object.keys(r))])

@@ -24,6 +24,7 @@ import {
   pct,
   ppl,
   type PasskeyRow,
+  passkeyMisses,
   passkeyTable,
   perplexityGroups,
   perplexityProtocolNote,
@@ -237,6 +238,8 @@ function passkeySection(rows: readonly PasskeyRow[], charts: Array<{ name: strin
   if (rows.length === 0) return [...out, "No passkey retrieval was measured in this run.", ""]
   const trials = uniq(rows.map((r) => r.trials))
   out.push(`Accuracy (share of trials whose first generated integer is the passkey), ${trials.join("–")} trials per cell.`, "", passkeyTable(rows), "")
+  const misses = passkeyMisses(rows)
+  if (misses !== null) out.push("Misses (key → first integer generated; none: no integer). An answer that differs from its key only at the end (a wrong last digit, one digit too many) found the key and copied it imprecisely; one that shares little with it did not find it.", "", misses, "")
   const models = uniq(rows.map((r) => r.model)).length
   const series = uniq(rows.map((r) => seriesLabel(r, models)))
   const withDepth = rows.some((r) => depthOf(r) !== undefined)

@@ -134,6 +134,21 @@ describe("passkey and factor sets, other shapes", () => {
     expect(r.markdown).toContain("| pi | 100% (n=10) | 20% (n=10) |")
     expect(r.markdown).toContain("- **Passkey accuracy at 1024 tokens**: model 100%, pi 20%")
     expect(r.charts[0]!.svg).toContain(">method<")
+    expect(r.markdown).not.toContain("Misses, by method and length")
+  })
+  test("misses list key → answer per method and length, from the rows' keys and answers", async () => {
+    const row = (method: string, length: number, keys: number[], answers: Array<number | null>) =>
+      ({ method, model: "base", length, accuracy: keys.filter((k, i) => answers[i] === k).length / keys.length, trials: keys.length, keys, answers })
+    const passkey = [
+      row("model", 512, [12, 345], [12, 345]),
+      row("model", 8192, [4173, 20066, 7], [41738, 20066, null]),
+      row("pi", 8192, Array.from({ length: 10 }, (_, i) => i + 1), Array.from({ length: 10 }, () => 99)),
+    ]
+    const md = (await buildReport({ metrics: { perplexity: [], passkey, short: [], search: [] } })).markdown
+    expect(md).toContain("| model | 8192 | 4173 → 41738, 7 → none |")
+    expect(md).toContain("| pi | 8192 | 1 → 99, 2 → 99, 3 → 99, 4 → 99, 5 → 99, 6 → 99, 7 → 99, 8 → 99, … (2 more) |")
+    // a cell without misses gets no row
+    expect(md).not.toContain("| model | 512 |")
   })
   test("per-layer factors plot layer 0; baselines at the file's scale", () => {
     const rows = [0, 1].map(() => factorSetFixture.sets[1]!.factors)
