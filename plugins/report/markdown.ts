@@ -113,7 +113,7 @@ export function passkeyTable(rows: readonly PasskeyRow[]): string {
 
 /**
  * The misses behind the accuracy table, as "key → answer" per (method, length), for rows that recorded
- * their keys and answers (the evaluate stage does). The digits tell a lost key (41738 for 20066) from
+ * their keys and answers (the evaluate stage does). The digits tell a lost key (49011 → 9401) from
  * one found and copied with a wrong end (4173 → 41738), which the accuracy alone cannot. Null when no
  * row recorded a miss.
  */
