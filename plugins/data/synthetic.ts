@@ -223,23 +223,22 @@ const layOut = (tok: TextTokenizer, plan: Plan, length: number, newGap: () => ()
 }
 
 export const SYNTHETIC_TASKS: readonly SyntheticTask[] = ["passkey", "kv", "needle", "filler", "copy"]
-const TASKS = SYNTHETIC_TASKS
 /** The weight of task `t` under `weights`; without weights the four evaluation-like tasks weigh 1 and `copy`, a training drill asked for by name, 0. */
 export const taskWeight = (t: SyntheticTask, weights: Partial<Record<SyntheticTask, number>> | undefined): number =>
   weights?.[t] ?? (weights === undefined ? (t === "copy" ? 0 : 1) : 0)
 
 const pickTask = (rng: Rng, weights: Partial<Record<SyntheticTask, number>> | undefined): SyntheticTask => {
-  const w = TASKS.map((t) => taskWeight(t, weights))
+  const w = SYNTHETIC_TASKS.map((t) => taskWeight(t, weights))
   if (w.some((x) => !(x >= 0))) throw new RangeError(`task weights must be non-negative, got ${JSON.stringify(weights)}`)
   const total = w.reduce((s, x) => s + x, 0)
   if (total <= 0) throw new RangeError(`no task has a positive weight in ${JSON.stringify(weights)}`)
   let r = rng.float() * total
-  for (let i = 0; i < TASKS.length; i++) {
-    r -= w[i] as number
-    if (r < 0) return TASKS[i] as SyntheticTask
+  for (let i = 0; i < SYNTHETIC_TASKS.length; i++) {
+    r -= w[i]!
+    if (r < 0) return SYNTHETIC_TASKS[i]!
   }
   // Float rounding left r ≥ 0: take the last task that has weight.
-  for (let i = TASKS.length - 1; i >= 0; i--) if ((w[i] as number) > 0) return TASKS[i] as SyntheticTask
+  for (let i = SYNTHETIC_TASKS.length - 1; i >= 0; i--) if (w[i]! > 0) return SYNTHETIC_TASKS[i]!
   throw new Error("unreachable")
 }
 
