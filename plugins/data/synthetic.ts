@@ -18,7 +18,7 @@ export const PASSKEY_TASK =
 /** §5.4 instruction (with its newline). */
 export const NEEDLE_INSTRUCTION =
   "A special magic number is hidden within the following text. Make sure to memorize it. I will quiz you about the number afterwards.\n"
-export const KV_INSTRUCTION = "Remember the value of each key in the text below. I will ask about them afterwards.\n"
+const KV_INSTRUCTION = "Remember the value of each key in the text below. I will ask about them afterwards.\n"
 
 export type SyntheticTask = "passkey" | "kv" | "needle" | "filler" | "copy"
 
