@@ -3,8 +3,7 @@
 // with log-likelihoods summed by hand from the float64 reference model, identical results for a task file
 // split into shards, and the tiny model above chance on the built-in task.
 import { afterAll, describe, expect, test } from "bun:test"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { BYTE_BOS, byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import {
@@ -30,13 +29,10 @@ const tok = byteTokenizer()
 const bytes = (s: string): number[] => Array.from(new TextEncoder().encode(s))
 const dirs: string[] = []
 const tmp = (): string => {
-  const d = mkdtempSync(join(tmpdir(), "ropeway-mc-"))
-  dirs.push(d)
-  return d
+  dirs.push(tempDir("ropeway-mc-"))
+  return dirs[dirs.length - 1]!
 }
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true })
-})
+afterAll(() => dirs.forEach(removeDir))
 
 describe("task files", () => {
   test("reads items with their file:line ids, skipping blank lines", () => {

@@ -2,8 +2,7 @@
 // asks for, depth placement and a depth grid sharing keys, every haystack kind including a user's file,
 // deterministic trials, bad input; and RULER's string_match_all scoring with intervals.
 import { afterAll, describe, expect, test } from "bun:test"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { Rng } from "../../plugins/data/rng.ts"
 import { PAPER_GARBAGE } from "../../plugins/data/text.ts"
@@ -18,15 +17,14 @@ import {
   scoreRetrieval,
   summarizeRetrieval,
 } from "../../plugins/eval/retrieval.ts"
+import { removeDir, tempDir } from "../models/random-model.ts"
 
 const tok = byteTokenizer()
 const sp = loadHfTokenizer(join(import.meta.dir, "../fixtures/tokenizer/sentencepiece"))
 const NEEDLE = /One of the special magic numbers for ([a-z]+-[a-z]+) is: (\d{7})\./g
 const needlesIn = (text: string) => [...text.matchAll(NEEDLE)].map((m) => ({ key: m[1]!, value: m[2]! }))
 const dirs: string[] = []
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true })
-})
+afterAll(() => dirs.forEach(removeDir))
 
 describe("retrieval prompts", () => {
   test("every task fills its length exactly: prompt (BOS included) + maxNew = length, byte-level and BPE", () => {
@@ -114,7 +112,7 @@ describe("retrieval prompts", () => {
     expect(needles.text).not.toContain("\n\n") // inserted needles are not set apart by blank lines
     expect(all.find((n) => n.key === needles.asked[0])!.value).toBe(needles.expected[0]!)
 
-    const dir = mkdtempSync(join(tmpdir(), "ropeway-haystack-"))
+    const dir = tempDir("ropeway-haystack-")
     dirs.push(dir)
     writeFileSync(join(dir, "essay.txt"), "The first sentence is here.  It goes on!\n\nA third one? Yes.")
     const text = make(readHaystack(join(dir, "essay.txt"))).text
