@@ -1,11 +1,11 @@
 /**
- * `bun run ropeway <subcommand>`: the command line. Each subcommand lives in pipeline/commands/.
+ * `bun run ropeway <subcommand>`: the command line. Each subcommand lives in cli/commands/.
  * Errors a user caused print as one line on stderr and exit 1; interrupts (Ctrl-C) exit 130.
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Cause, Effect } from "effect"
 import { Command } from "effect/cli"
-import { InputError, UserError } from "./errors.ts"
+import { InputError, UserError } from "../common/errors.ts"
 import { commands } from "./commands/index.ts"
 
 const root = Command.make("ropeway").pipe(

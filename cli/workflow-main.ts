@@ -6,7 +6,7 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Effect } from "effect"
 import { Command } from "effect/cli"
 import { run } from "./commands/run.ts"
-import { UserError } from "./errors.ts"
+import { UserError } from "../common/errors.ts"
 
 const program = Command.run(run, { version: "0.1.0" }).pipe(
   Effect.catchIf(

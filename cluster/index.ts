@@ -1,13 +1,13 @@
 /**
  * Scale-out of the search's fitness evaluations (effect/cluster, Postgres message storage):
- * - workers: `ropeway worker --store postgres://...` (pipeline/commands/worker.ts → ./worker.ts);
+ * - workers: `ropeway worker --store postgres://...` (cli/commands/worker.ts → ./worker.ts);
  * - coordinator: a workflow's `cluster: { store, concurrency? }` → `clusterLayer(wf.cluster)`, provided
  *   to the steps, gives the search stage a SearchEvaluator that sends its cache misses to the workers.
  * Without `cluster:` nothing here is loaded or needed.
  */
 import { Effect, Layer } from "effect"
-import type { SearchEvaluator } from "../../stages/search.ts"
-import { StageError } from "../workflow/stage.ts"
+import type { SearchEvaluator } from "../stages/search.ts"
+import { StageError } from "../pipeline/workflow/stage.ts"
 import { clusterEvaluatorLayer } from "./evaluator.ts"
 import { parseClusterSettings } from "./store.ts"
 

@@ -8,8 +8,8 @@
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
-import { inputError } from "../errors.ts"
-import { type FitnessSample, samplesHash } from "../../plugins/search/fitness.ts"
+import { inputError } from "../common/errors.ts"
+import { type FitnessSample, samplesHash } from "../plugins/search/fitness.ts"
 
 /** The workflow's `cluster:` settings. */
 export interface ClusterSettings {

@@ -8,7 +8,7 @@
  */
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from "node:fs"
 import { basename, dirname, join } from "node:path"
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "./errors.ts"
 
 /** Bytes per element of every dtype the format defines; only F32, F16 and BF16 can be decoded to f32. */
 const DTYPE_BYTES: Readonly<Record<string, number>> = {

@@ -17,7 +17,7 @@
  */
 import { Effect, Schema } from "effect"
 import { readFileSync, writeFileSync } from "node:fs"
-import { InputError } from "../pipeline/errors.ts"
+import { InputError } from "../common/errors.ts"
 import { definePlugin } from "../pipeline/workflow/plugin.ts"
 import { defineStage, type Json, StageError } from "../pipeline/workflow/stage.ts"
 import { configWithRope, readConfigJson, writeHfFolder } from "../plugins/export/hf.ts"

@@ -30,7 +30,7 @@
  *             extension's scale (default longest length / L0), so the row says what the extension costs.
  * Each pass, generation and short-context document is checkpointed like the perplexity passes.
  *
- * Writes metrics.json (stages/metrics.ts) with the protocol, sample ids and BOS handling beside every value.
+ * Writes metrics.json (plugins/eval/metrics.ts) with the protocol, sample ids and BOS handling beside every value.
  */
 import { Context, Effect, Option, Schema } from "effect"
 import { createHash } from "node:crypto"
@@ -42,13 +42,13 @@ import type { GpuRuntime } from "../kernels/runtime.ts"
 import { defineStage, StageError } from "../pipeline/workflow/stage.ts"
 import { byteTokenizer, loadTokenizer, type TextTokenizer } from "../plugins/data/tokenizer.ts"
 import { openCorpus } from "../plugins/data/corpus.ts"
-import { Rng } from "../plugins/data/rng.ts"
+import { Rng } from "../common/rng.ts"
 import { syntheticDocument } from "../plugins/data/synthetic.ts"
 import { type DistributionRows, type LlamaModel, type LlamaSession, loadLlama } from "../plugins/models/llama/model.ts"
 import { generate } from "../plugins/models/llama/generate.ts"
 import { needleSample, passkeyPrompt, type PasskeyPrompt } from "../plugins/data/prompts.ts"
 import { type ChosenTable, resolveRope, type RopeSpec } from "../plugins/rope/index.ts"
-import { emptyMetrics, METRICS_KIND, type PasskeyEntry, type PerplexityEntry, type ShortEntry, writeMetrics } from "./metrics.ts"
+import { emptyMetrics, METRICS_KIND, type PasskeyEntry, type PerplexityEntry, type ShortEntry, writeMetrics } from "../plugins/eval/metrics.ts"
 
 // ---- protocols: windows and labels (plain arithmetic, unit-tested) -------------------------------
 

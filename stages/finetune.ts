@@ -26,7 +26,7 @@
 import { Effect, Schema } from "effect"
 import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
-import { inputError } from "../pipeline/errors.ts"
+import { inputError } from "../common/errors.ts"
 import { definePlugin } from "../pipeline/workflow/plugin.ts"
 import { defineStage, type Json, type StageContext } from "../pipeline/workflow/stage.ts"
 import { byteTokenizer, loadTokenizer, type TextTokenizer } from "../plugins/data/tokenizer.ts"

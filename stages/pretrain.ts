@@ -9,7 +9,7 @@
  * stages/train-common.ts); interruption lands between updates.
  */
 import { Effect, Schema } from "effect"
-import { inputError } from "../pipeline/errors.ts"
+import { inputError } from "../common/errors.ts"
 import { defineStage, type Json, type StageContext } from "../pipeline/workflow/stage.ts"
 import { loadTokenizer } from "../plugins/data/tokenizer.ts"
 import { parseLlamaConfig } from "../plugins/models/llama/config.ts"

@@ -13,7 +13,7 @@ import { definePlugin } from "../pipeline/workflow/plugin.ts"
 import { defineStage, type StageContext, StageError } from "../pipeline/workflow/stage.ts"
 import { loadExtras, type ReportExtras } from "../plugins/report/inputs.ts"
 import { buildReport, type ManifestLike, type MetricsInput, writeReport, writeRunReport } from "../plugins/report/report.ts"
-import { METRICS_KIND, parseMetrics } from "./metrics.ts"
+import { METRICS_KIND, parseMetrics } from "../plugins/eval/metrics.ts"
 
 export const REPORT_KIND = "report"
 

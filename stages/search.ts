@@ -23,7 +23,7 @@
  * lands between evaluations (each evaluation is uninterruptible: a GPU forward cannot be abandoned).
  *
  * Evaluation: each cache miss becomes a FitnessRequest (plain data) for the SearchEvaluator service:
- * absent, the step's own model scores it (one at a time); provided (pipeline/cluster, a workflow's
+ * absent, the step's own model scores it (one at a time); provided (cluster, a workflow's
  * `cluster:`), workers score a whole batch at once. Both run evaluateFitnessRequest, so the values agree.
  *
  * Outputs: `factors` (ropeway factor-set file, plugins/rope/formats.ts, with provenance) and `log`, a
@@ -44,8 +44,8 @@ import { Context, Effect, Option, Schema } from "effect"
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { acquireRuntime, Gpu, GpuUnavailable } from "../kernels/device.ts"
-import { InputError, inputError } from "../pipeline/errors.ts"
-import { hashPath } from "../pipeline/workflow/hash.ts"
+import { InputError, inputError } from "../common/errors.ts"
+import { hashPath } from "../common/hash.ts"
 import { definePlugin, PluginRegistry, type Registry } from "../pipeline/workflow/plugin.ts"
 import { defineStage, type Json, type ParamIssue, type StageContext, StageError, type ValidateContext } from "../pipeline/workflow/stage.ts"
 import { writeFileAtomic } from "../pipeline/workflow/store.ts"
@@ -135,7 +135,7 @@ export class SearchModelLoader extends Context.Service<
 
 /**
  * One fitness evaluation as plain data (JSON-safe), so it can be done here or by a worker process
- * (pipeline/cluster): the model (path + content hash, checked where it is loaded), the samples by
+ * (cluster): the model (path + content hash, checked where it is loaded), the samples by
  * content hash, the genome and how it becomes a table, the short-context penalty, the chunk size.
  * `fitness`: the fitness whose own `evaluate` scores a table; null for plain perplexity.
  */
@@ -158,7 +158,7 @@ export interface FitnessOutcome {
 
 /**
  * Where the stage's cache misses are evaluated. Default (service absent): on the step's model, one at a
- * time. Provide it to send them elsewhere (pipeline/cluster: workers through Postgres); then the stage
+ * time. Provide it to send them elsewhere (cluster: workers through Postgres); then the stage
  * loads no model. `samples` holds every sample set a request names, by hash.
  */
 export class SearchEvaluator extends Context.Service<

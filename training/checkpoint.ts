@@ -14,8 +14,8 @@
 import { createHash } from "node:crypto"
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs"
 import { join } from "node:path"
-import { inputError } from "../pipeline/errors.ts"
-import { SafetensorsFile, SINGLE_FILE, encodeSafetensors } from "../plugins/models/safetensors.ts"
+import { inputError } from "../common/errors.ts"
+import { SafetensorsFile, SINGLE_FILE, encodeSafetensors } from "../common/safetensors.ts"
 import { type Optimizer, type OptimizerState, type ParamState, shapeProblems } from "./optimizer.ts"
 
 export type Json = null | boolean | number | string | readonly Json[] | { readonly [key: string]: Json }

@@ -8,7 +8,7 @@ import { Command, Flag } from "effect/cli"
 import { Gpu } from "../../kernels/device.ts"
 import { EXPORT_FORMATS, type ExportChecks, type ExportFormat, runExport } from "../../plugins/export/run.ts"
 import { summarizeChecks } from "../../stages/export.ts"
-import { inputError, UserError } from "../errors.ts"
+import { inputError, UserError } from "../../common/errors.ts"
 
 export function parseFormats(text: string): ExportFormat[] {
   const out = text.split(",").map((s) => s.trim()).filter((s) => s !== "")

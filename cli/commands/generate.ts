@@ -14,7 +14,7 @@ import { Gpu, describeAdapter } from "../../kernels/device.ts"
 import { type TextTokenizer, loadHfTokenizer, withBos } from "../../plugins/data/tokenizer.ts"
 import { type BoundaryPolicy, type GenerateResult, POLICIES, generate as generateTokens } from "../../plugins/models/llama/generate.ts"
 import { type InspectedLlama, checkTokens, inspectLlama, loadLlama } from "../../plugins/models/llama/model.ts"
-import { inputError } from "../errors.ts"
+import { inputError } from "../../common/errors.ts"
 import { parseRopeScalingFlag, readTokensFile } from "./score.ts"
 
 const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)))

@@ -8,9 +8,9 @@ import { Command, Flag } from "effect/cli"
 import { isAbsolute, resolve } from "node:path"
 import { getStrategy, strategyNames } from "../../plugins/search/index.ts"
 import { getRopeMethod, ropeMethodNames } from "../../plugins/rope/index.ts"
-import { UserError } from "../errors.ts"
-import { builtinPlugins } from "../workflow/builtins.ts"
-import { type AnyStage, isPlugin, type Kind, type Plugin, Registry } from "../workflow/index.ts"
+import { UserError } from "../../common/errors.ts"
+import { builtinPlugins } from "../../pipeline/workflow/builtins.ts"
+import { type AnyStage, isPlugin, type Kind, type Plugin, Registry } from "../../pipeline/workflow/index.ts"
 
 export interface ParamInfo {
   readonly name: string

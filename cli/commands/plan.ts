@@ -1,8 +1,8 @@
 /** `ropeway plan [FILE]`: validate a workflow and show its steps, cache keys, hits and what would run. */
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
-import { UserError } from "../errors.ts"
-import { formatPlan, loadWorkflow, planWorkflow } from "../workflow/index.ts"
+import { UserError } from "../../common/errors.ts"
+import { formatPlan, loadWorkflow, planWorkflow } from "../../pipeline/workflow/index.ts"
 import { storeFlag, workflowFile } from "./run.ts"
 
 export const plan = Command.make(

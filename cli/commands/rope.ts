@@ -11,7 +11,7 @@ import { parseScalingJson } from "../../plugins/rope/formats.ts"
 import { resolveRope, tableFactors } from "../../plugins/rope/index.ts"
 import type { RopePlotInput } from "../../plugins/report/rope-plot.ts"
 import type { RopeSpec } from "../../plugins/rope/types.ts"
-import { inputError } from "../errors.ts"
+import { inputError } from "../../common/errors.ts"
 
 /** What the plot reads (model, length, method and reason, rotary dim, base, context lengths, n̂, attention scale) and the table itself. */
 export interface RopeReport extends RopePlotInput {

@@ -6,10 +6,10 @@
 import { Effect } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import { acquireRuntime, describeAdapter, Gpu } from "../../kernels/device.ts"
-import { writeRunMetrics } from "../../stages/metrics.ts"
+import { writeRunMetrics } from "../../plugins/eval/metrics.ts"
 import { writeRunReportFromDir } from "../../stages/report.ts"
-import { UserError } from "../errors.ts"
-import { AdapterInfo, layerConsole, layerSilent, loadWorkflow, runWorkflow } from "../workflow/index.ts"
+import { UserError } from "../../common/errors.ts"
+import { AdapterInfo, layerConsole, layerSilent, loadWorkflow, runWorkflow } from "../../pipeline/workflow/index.ts"
 
 export const DEFAULT_WORKFLOW = "workflows/default.yaml"
 

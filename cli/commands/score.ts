@@ -13,7 +13,7 @@ import { Command, Flag } from "effect/cli"
 import { Gpu, describeAdapter } from "../../kernels/device.ts"
 import { type InspectedLlama, checkSequence, inspectLlama, loadLlama } from "../../plugins/models/llama/model.ts"
 import type { ChosenTable } from "../../plugins/rope/index.ts"
-import { inputError } from "../errors.ts"
+import { inputError } from "../../common/errors.ts"
 
 const oneLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ").trim()
 

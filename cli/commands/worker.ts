@@ -9,10 +9,10 @@ import { hostname } from "node:os"
 import { Cause, Console, Effect, Layer, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { describeAdapter, Gpu } from "../../kernels/device.ts"
-import { checkStoreUrl } from "../cluster/store.ts"
-import { workerLayer } from "../cluster/worker.ts"
-import { redact } from "../cluster/evaluator.ts"
-import { inputError, UserError } from "../errors.ts"
+import { checkStoreUrl } from "../../cluster/store.ts"
+import { workerLayer } from "../../cluster/worker.ts"
+import { redact } from "../../cluster/evaluator.ts"
+import { inputError, UserError } from "../../common/errors.ts"
 
 const attempt = <A>(f: () => A): Effect.Effect<A, Error> => Effect.try({ try: f, catch: (e) => (e instanceof Error ? e : new Error(String(e))) })
 

@@ -15,7 +15,7 @@
 import { Effect, Schema } from "effect"
 import { writeFileSync } from "node:fs"
 import { definePlugin, defineStage, StageError } from "../../pipeline/workflow/index.ts"
-import { Rng, type RngState } from "../../plugins/data/rng.ts"
+import { Rng, type RngState } from "../../common/rng.ts"
 import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
 import { resolveRope, tableFactors } from "../../plugins/rope/index.ts"
 import type { Candidate, Evaluated, Genome, Result, Strategy } from "../../plugins/search/types.ts"

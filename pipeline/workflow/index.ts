@@ -30,4 +30,4 @@ export { AdapterInfo, type Manifest, RunError, type RunOptions, type RunResult, 
 export { formatPlan, type Plan, type PlanStatus, type PlanStep, planWorkflow } from "./plan.ts"
 export { layerCollect, layerConsole, layerSilent, makeConsoleProgress, Progress, type ProgressEvent } from "./progress.ts"
 export { cacheKey, RunStore } from "./store.ts"
-export { canonicalJson, hashPath } from "./hash.ts"
+export { canonicalJson, hashPath } from "../../common/hash.ts"

@@ -26,14 +26,14 @@
  * this file's folder, like `model:`, and the stage and the cache key see the absolute path; one that does
  * not exist is a plan problem with its position, and `run` stops on it before any step.
  */
-import { parseClusterSettings } from "../cluster/store.ts"
+import { parseClusterSettings } from "../../cluster/store.ts"
 import { Effect, Result, Schema, SchemaIssue } from "effect"
 import { existsSync, readFileSync, statSync } from "node:fs"
 import { dirname, isAbsolute, join, resolve } from "node:path"
 import { isMap, isSeq, LineCounter, parseDocument } from "yaml"
 import { builtinPlugins } from "./builtins.ts"
 import { type Diagnostic, type DocPath, SourceMap, WorkflowInvalid } from "./diagnostics.ts"
-import { canonicalJson, sha256 } from "./hash.ts"
+import { canonicalJson, sha256 } from "../../common/hash.ts"
 import { isPlugin, type ModelContribution, type Plugin, type PluginInfo, Registry } from "./plugin.ts"
 import { type AnyStage, defineStage, type ParamIssue } from "./stage.ts"
 

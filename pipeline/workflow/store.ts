@@ -9,7 +9,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { join, resolve } from "node:path"
-import { canonicalJson, hashPath, sha256 } from "./hash.ts"
+import { canonicalJson, hashPath, sha256 } from "../../common/hash.ts"
 import type { Json } from "./stage.ts"
 
 export interface OutputRecord {

@@ -8,7 +8,7 @@
  */
 import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } from "node:fs"
 import { join, relative } from "node:path"
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 
 export interface Corpus {
   /** The folder or file it was opened from. */

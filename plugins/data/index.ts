@@ -1,5 +1,5 @@
 /** Data for training and evaluation: tokenizers, corpora, packing, synthetic tasks, evaluation prompts. */
-export * from "./rng.ts"
+export * from "../../common/rng.ts"
 export * from "./tokenizer.ts"
 export * from "./corpus.ts"
 export * from "./pack.ts"

@@ -6,7 +6,7 @@
  */
 import { existsSync, statSync } from "node:fs"
 import { join } from "node:path"
-import { writeFileAtomic } from "../models/safetensors.ts"
+import { writeFileAtomic } from "../../common/safetensors.ts"
 import {
   baselineSeries,
   convergenceSpec,
@@ -37,7 +37,7 @@ import {
 } from "./markdown.ts"
 import { renderChart, type RenderedChart, type VlSpec } from "./render.ts"
 
-/** metrics.json as the report reads it (stages/metrics.ts's Metrics fits; extra fields are kept and shown). */
+/** metrics.json as the report reads it (plugins/eval/metrics.ts's Metrics fits; extra fields are kept and shown). */
 export interface MetricsInput {
   readonly perplexity: readonly PerplexityRow[]
   readonly passkey: readonly PasskeyRow[]
@@ -428,7 +428,7 @@ const SKIP_KINDS = new Set(["model", "checkpoint", "metrics", "report", "export"
 /**
  * After a run: reads `<runDir>/metrics.json` and every search log / factor set among the steps' outputs,
  * and writes `<runDir>/report.md` with `<runDir>/charts/`. `metrics` is the validated metrics.json
- * (stages/metrics.ts readMetrics), passed in so this module does not fix its schema.
+ * (plugins/eval/metrics.ts readMetrics), passed in so this module does not fix its schema.
  */
 export async function writeRunReport(runDir: string, manifest: ManifestLike, metrics: MetricsInput): Promise<string> {
   const paths = manifest.steps.flatMap((s) =>

@@ -3,7 +3,7 @@
  * old name `su`), LongRoPE factor CSVs, and ropeway's own factor-set file (JSON, with provenance).
  */
 import { type } from "arktype"
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 import { mscale } from "./factors.ts"
 import { readLongrope } from "./longrope.ts"
 import { factorVector, show } from "./params.ts"

@@ -10,7 +10,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { canonicalJson, sha256 } from "../../pipeline/workflow/hash.ts"
+import { canonicalJson, sha256 } from "../../common/hash.ts"
 import { sanitizeFitness, type Fidelity } from "./types.ts"
 
 /** What a fitness value depends on. Numbers go into the key exactly (JSON's shortest round-trip form). */

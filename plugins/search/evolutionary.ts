@@ -12,7 +12,7 @@
  */
 import { GenomeIndex, sameGenome } from "./grid.ts"
 import { buildGenes, checkInt, checkStrategyParams, defaultSpaceParams, type SpaceParams } from "./params.ts"
-import { Rng, type RngState } from "../data/rng.ts"
+import { Rng, type RngState } from "../../common/rng.ts"
 import { crossover, mutate, normalise, type Genes } from "./space.ts"
 import { sanitizeFitness, type Candidate, type Evaluated, type Fidelity, type Genome, type Progress, type Result, type SearchContext, type Strategy } from "./types.ts"
 

@@ -19,13 +19,13 @@
  *
  * Plugins contribute more through the plugin API's `fitness` list (pipeline/workflow/plugin.ts).
  */
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 import type { FitnessFunction } from "../../pipeline/workflow/plugin.ts"
-import { sha256 } from "../../pipeline/workflow/hash.ts"
+import { sha256 } from "../../common/hash.ts"
 import type { RopeTable } from "../../kernels/rope-table.ts"
 import { defaultInvFreq } from "../../kernels/rope-table.ts"
 import { IGNORE_LABEL, needleSample } from "../data/prompts.ts"
-import { Rng } from "../data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import type { SyntheticTask } from "../data/synthetic.ts"
 import { type TextTokenizer, withBos } from "../data/tokenizer.ts"
 import { mscale, type MscalePolicy, type RopeGeometry } from "../rope/factors.ts"

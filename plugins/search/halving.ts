@@ -15,11 +15,11 @@
  */
 import { GenomeIndex } from "./grid.ts"
 import { buildGenes, checkInt, checkStrategyParams, defaultSpaceParams, type SpaceParams } from "./params.ts"
-import { Rng, type RngState } from "../data/rng.ts"
+import { Rng, type RngState } from "../../common/rng.ts"
 import { mutate, type Genes } from "./space.ts"
 import { answer, crossoverOfTwo, rank, sampleValues, startingPoint, type Member } from "./evolutionary.ts"
 import { type Candidate, type Evaluated, type Fidelity, type Genome, type Progress, type Result, type SearchContext, type Strategy } from "./types.ts"
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 
 export interface HalvingParams extends SpaceParams {
   /** Full-fidelity individuals kept as parents. */

@@ -9,7 +9,7 @@
  * - `successive-halving` (halving.ts): the budget-aware one; needs the context's cheaper `fidelities`.
  *
  * A user's strategy implements Strategy<Params, State> with a JSON-only State (RNG state included:
- * plugins/data/rng.ts) and calls registerStrategy. Logs and LongRoPE file formats: log.ts. A synthetic landscape for
+ * common/rng.ts) and calls registerStrategy. Logs and LongRoPE file formats: log.ts. A synthetic landscape for
  * testing strategies without a model: synthetic.ts. Fitness functions (ppl-truncate, needle-ppl, the
  * short-context penalty) and how a genome becomes a RoPE table: fitness.ts; the on-disk candidate cache:
  * cache.ts. The `search` stage that drives all of it: stages/search.ts.

@@ -2,7 +2,7 @@
  * Parameters shared by the strategies that use LongRoPE's operators, their defaults (the paper's,
  * `evolution/default_hyper_params/dim_mono.json`) and validation.
  */
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 import { PAPER_START_TOKENS, type AttentionScaleGene, type Genes, type SpaceConfig, type StartTokenGene } from "./space.ts"
 import type { ParamIssue, SearchContext } from "./types.ts"
 

@@ -24,7 +24,7 @@
  * because JSON has no Infinity.
  */
 import type { ParamIssue } from "../../pipeline/workflow/stage.ts"
-import type { RngState } from "../data/rng.ts"
+import type { RngState } from "../../common/rng.ts"
 
 /** How a candidate is to be evaluated: samples × tokens. The full fidelity is the context's. */
 export interface Fidelity {

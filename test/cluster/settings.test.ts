@@ -1,9 +1,9 @@
 // The workflow's `cluster:` setting and the worker's flags: checked before anything connects.
 import { expect, test } from "bun:test"
 import { Effect, Exit } from "effect"
-import { clusterLayer, parseClusterSettings, redact } from "../../pipeline/cluster/index.ts"
-import { parseHostPort } from "../../pipeline/commands/worker.ts"
-import { decodeSamples, encodeSamples } from "../../pipeline/cluster/store.ts"
+import { clusterLayer, parseClusterSettings, redact } from "../../cluster/index.ts"
+import { parseHostPort } from "../../cli/commands/worker.ts"
+import { decodeSamples, encodeSamples } from "../../cluster/store.ts"
 import { samplesHash } from "../../plugins/search/fitness.ts"
 
 test("cluster: {store, concurrency?} is validated with the path of the bad field", () => {

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { memoryCorpus, openCorpus } from "../../plugins/data/corpus.ts"
-import { InputError } from "../../pipeline/errors.ts"
+import { InputError } from "../../common/errors.ts"
 
 const dirs: string[] = []
 const tmp = () => {

@@ -1,6 +1,6 @@
 /** config.json parsing for the llama family: defaults, quirks per architecture, the RoPE spec, errors. */
 import { describe, expect, test } from "bun:test"
-import { InputError } from "../../pipeline/errors.ts"
+import { InputError } from "../../common/errors.ts"
 import { parseLlamaConfig } from "../../plugins/models/llama/config.ts"
 
 const base = {

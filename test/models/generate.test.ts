@@ -355,8 +355,8 @@ describe("generation with dynamic NTK", () => {
 
 // ---- the CLI --------------------------------------------------------------------------------------
 
-// The command is wired into the CLI by pipeline/commands/index.ts; until then this part waits.
-const registered = /\bgenerate\b/.test(readFileSync(join(import.meta.dir, "../../pipeline/commands/index.ts"), "utf8"))
+// The command is wired into the CLI by cli/commands/index.ts; until then this part waits.
+const registered = /\bgenerate\b/.test(readFileSync(join(import.meta.dir, "../../cli/commands/index.ts"), "utf8"))
 
 describe("ropeway generate", () => {
   test.skipIf(!registered)("--tokens --json reports tokens, switches and policy; --text decodes with tokenizer.json", async () => {

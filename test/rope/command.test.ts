@@ -6,8 +6,8 @@ import { join } from "node:path"
 import { NodeServices } from "@effect/platform-node"
 import { Effect } from "effect"
 import { Command } from "effect/cli"
-import { formatRopeReport, rope, ropeReport } from "../../pipeline/commands/rope.ts"
-import { InputError } from "../../pipeline/errors.ts"
+import { formatRopeReport, rope, ropeReport } from "../../cli/commands/rope.ts"
+import { InputError } from "../../common/errors.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-rope-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

@@ -15,7 +15,7 @@ import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
 import type { LlamaSession } from "../../plugins/models/llama/model.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
 import { firstInteger, ModelLoader, passkeyTrialPrompt, type ScoringModel } from "../../stages/evaluate.ts"
-import { emptyMetrics, mergeMetrics, parseMetrics, readMetrics } from "../../stages/metrics.ts"
+import { emptyMetrics, mergeMetrics, parseMetrics, readMetrics } from "../../plugins/eval/metrics.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const dirs: string[] = []

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
 import { layerCollect, loadWorkflow, runWorkflow } from "../../pipeline/workflow/index.ts"
-import { readMetrics } from "../../stages/metrics.ts"
+import { readMetrics } from "../../plugins/eval/metrics.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-reproduce-"))
@@ -37,7 +37,7 @@ steps:
 const SCRIPT = `
 import { readFileSync } from "node:fs"
 import { acquireRuntime } from "${ROOT}/kernels/device.ts"
-import { hashPath } from "${ROOT}/pipeline/workflow/hash.ts"
+import { hashPath } from "${ROOT}/common/hash.ts"
 import { syntheticDocument } from "${ROOT}/plugins/data/synthetic.ts"
 import { byteTokenizer } from "${ROOT}/plugins/data/tokenizer.ts"
 import { loadLlama } from "${ROOT}/plugins/models/llama/model.ts"

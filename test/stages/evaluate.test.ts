@@ -13,7 +13,7 @@ import { syntheticDocument } from "../../plugins/data/synthetic.ts"
 import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
 import { methodScaling, ModelLoader, type ScoringModel } from "../../stages/evaluate.ts"
-import { readMetrics } from "../../stages/metrics.ts"
+import { readMetrics } from "../../plugins/eval/metrics.ts"
 
 const dirs: string[] = []
 const temp = () => {

@@ -247,10 +247,10 @@ describe("paper recipes: the papers' hyper-parameters and wiring", () => {
   })
 })
 
-/** `bun pipeline/cli.ts run FILE --store STORE`: exit code, output, seconds. */
+/** `bun cli/main.ts run FILE --store STORE`: exit code, output, seconds. */
 const runCli = async (file: string, store: string) => {
   const t0 = performance.now()
-  const proc = Bun.spawn([BUN, "pipeline/cli.ts", "run", file, "--store", store], {
+  const proc = Bun.spawn([BUN, "cli/main.ts", "run", file, "--store", store], {
     cwd: ROOT,
     env: { ...process.env, EGL_PLATFORM: "surfaceless" },
     stdout: "pipe",

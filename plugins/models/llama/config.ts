@@ -5,9 +5,9 @@
  */
 import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
-import { inputError } from "../../../pipeline/errors.ts"
+import { inputError } from "../../../common/errors.ts"
 import type { RopeSpec } from "../../rope/types.ts"
-import { isDirectory } from "../safetensors.ts"
+import { isDirectory } from "../../../common/safetensors.ts"
 
 export const SUPPORTED_ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Phi3ForCausalLM", "Qwen2ForCausalLM"] as const
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number]

@@ -15,7 +15,7 @@
  * computed then, rotated with the current table" (test/models/reference-llama.ts referenceDecode); on a
  * multi-layer model it is an approximation of `reprefill` whose error the tests measure.
  */
-import { inputError } from "../../../pipeline/errors.ts"
+import { inputError } from "../../../common/errors.ts"
 import { invFreqAt } from "../../../kernels/rope-table.ts"
 import type { ChosenTable } from "../../rope/index.ts"
 import { fmt } from "../../rope/table.ts"

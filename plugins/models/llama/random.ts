@@ -11,8 +11,8 @@
  */
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
-import { Rng } from "../../data/rng.ts"
-import { type TensorToWrite, writeCheckpoint, writeFileAtomic } from "../safetensors.ts"
+import { Rng } from "../../../common/rng.ts"
+import { type TensorToWrite, writeCheckpoint, writeFileAtomic } from "../../../common/safetensors.ts"
 
 export interface RandomLlamaOptions {
   readonly vocab: number
