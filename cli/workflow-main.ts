@@ -6,18 +6,6 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Effect } from "effect"
 import { Command } from "effect/cli"
 import { run } from "./commands/run.ts"
-import { UserError } from "../common/errors.ts"
+import { renderErrors } from "./render.ts"
 
-const program = Command.run(run, { version: "0.1.0" }).pipe(
-  Effect.catchIf(
-    (e): e is UserError => e instanceof UserError,
-    (e) =>
-      Effect.sync(() => {
-        process.stderr.write(`error: ${e.message}\n`)
-        process.exitCode = 1
-      }),
-  ),
-  Effect.provide(NodeServices.layer),
-)
-
-NodeRuntime.runMain(program)
+NodeRuntime.runMain(Command.run(run, { version: "0.1.0" }).pipe(renderErrors, Effect.provide(NodeServices.layer)))

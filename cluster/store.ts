@@ -6,41 +6,39 @@
  * reads it once and checks the hash, so both sides score exactly the same tokens.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Redacted } from "effect"
+import { Effect, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { inputError } from "../common/errors.ts"
+import { decodeParams, doc, PosInt, withDefault } from "../common/schema.ts"
 import { type FitnessSample, samplesHash } from "../plugins/search/fitness.ts"
 
-/** The workflow's `cluster:` settings. */
-export interface ClusterSettings {
-  /** postgres://user[:password]@host[:port]/database */
-  readonly store: string
-  /** Evaluations of one batch in flight at once (default: the whole batch). */
-  readonly concurrency: number | "unbounded"
-}
-
-/** Checks a `cluster:` mapping (errors name `cluster.<field>`). */
-export function parseClusterSettings(raw: unknown, where = "cluster"): ClusterSettings {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw inputError(where, `expected a mapping {store: postgres://..., concurrency?}, got ${JSON.stringify(raw)}`)
-  const o = raw as Record<string, unknown>
-  for (const k of Object.keys(o)) if (!["store", "concurrency"].includes(k)) throw inputError(`${where}.${k}`, "unknown field; known: store, concurrency")
-  const store = o["store"]
-  if (typeof store !== "string") throw inputError(`${where}.store`, `expected a postgres:// URL, got ${JSON.stringify(store)}`)
-  checkStoreUrl(store, `${where}.store`)
-  const c = o["concurrency"] ?? "unbounded"
-  if (c !== "unbounded" && !(typeof c === "number" && Number.isSafeInteger(c) && c >= 1)) throw inputError(`${where}.concurrency`, `expected an integer ≥ 1 or "unbounded", got ${JSON.stringify(c)}`)
-  return { store, concurrency: c }
-}
-
-export function checkStoreUrl(url: string, where: string): void {
-  let u: URL
+const isPostgresUrl = (url: string): boolean => {
   try {
-    u = new URL(url)
+    const u = new URL(url)
+    return u.protocol === "postgres:" || u.protocol === "postgresql:"
   } catch {
-    throw inputError(where, `expected a postgres:// URL, got ${JSON.stringify(url)}`)
+    return false
   }
-  if (u.protocol !== "postgres:" && u.protocol !== "postgresql:") throw inputError(where, `expected a postgres:// URL, got ${JSON.stringify(url)}`)
 }
+
+/** postgres://user[:password]@host[:port]/database */
+export const PostgresUrl = Schema.String.check(Schema.makeFilter((s) => isPostgresUrl(s) || "expected a postgres:// URL"))
+
+/** The workflow's `cluster:` settings. */
+export const ClusterSettingsSchema = Schema.Struct({
+  store: PostgresUrl.annotate({ description: "the cluster's Postgres: postgres://user[:password]@host[:port]/database" }),
+  /** Evaluations of one batch in flight at once (default: the whole batch). */
+  concurrency: Schema.Union([PosInt, Schema.Literal("unbounded")]).pipe(
+    doc('evaluations of one batch in flight at once: an integer ≥ 1 or "unbounded" (default: the whole batch)'),
+    withDefault("unbounded" as const),
+  ),
+})
+export type ClusterSettings = typeof ClusterSettingsSchema.Type
+
+/** Checks a `cluster:` mapping outside a workflow file (errors name `cluster.<field>`). */
+export const parseClusterSettings = (raw: unknown, where = "cluster"): ClusterSettings => decodeParams(ClusterSettingsSchema, raw, where)
+
+/** Checks a flag's URL (`--store`). */
+export const checkStoreUrl = (url: string, where: string): void => void decodeParams(PostgresUrl, url, where)
 
 /**
  * SqlClient on the store (a small pool: cluster storage polls, plus our few queries). The application

@@ -1,15 +1,65 @@
 /**
- * Errors a user can act on. The CLI prints `error: <message>` on one line and exits 1, with no stack trace;
- * the message names the file (or flag) and what was expected.
+ * The failures a user can act on, one tagged error per kind, matched by tag (`Effect.catchTag`, or
+ * `isUserError` for "any of them"). Each message names the file (or flag, or field) and what was expected;
+ * the CLI prints it once as `error: <message>` and exits 1, with no stack trace.
+ *
+ * They are Errors too, so plain (non-Effect) code such as loaders throws them, and a stage's Effect keeps
+ * the tag when it catches one (stages/kit.ts `asStageError`).
  */
 import { Data } from "effect"
 
-export class UserError extends Data.TaggedError("UserError")<{ readonly message: string }> {}
-
-/** Throwable form for plain (non-Effect) code such as loaders; the CLI turns it into a one-line error. */
-export class InputError extends Error {
-  override readonly name = "InputError"
-}
+/** A file, flag or field has a value ropeway cannot use: `file: problem`. */
+export class InputError extends Data.TaggedError("InputError")<{ readonly message: string }> {}
 
 /** `file: problem`, the shape every input error takes. */
-export const inputError = (file: string, problem: string): InputError => new InputError(`${file}: ${problem}`)
+export const inputError = (file: string, problem: string): InputError => new InputError({ message: `${file}: ${problem}` })
+
+/** A step's params (or a plugin's params, or a workflow setting) fail their schema or a rule: `where.path: problem`. */
+export class BadParams extends Data.TaggedError("BadParams")<{ readonly message: string }> {}
+
+/** The model folder (or file) named is not there. */
+export class ModelNotFound extends Data.TaggedError("ModelNotFound")<{ readonly path: string; readonly message: string }> {}
+
+/** No model family recognises the folder (its config.json names an architecture none handles). */
+export class UnsupportedModel extends Data.TaggedError("UnsupportedModel")<{ readonly file: string; readonly message: string }> {}
+
+/** The model would not fit the device at the length asked for: refused before loading, with the numbers. */
+export class DoesNotFit extends Data.TaggedError("DoesNotFit")<{
+  readonly message: string
+  /** Bytes the largest single buffer needs, and the device's limit for one. */
+  readonly needed: number
+  readonly limit: number
+}> {}
+
+/** The tokenizer has ids the model's vocabulary lacks. */
+export class TokenizerMismatch extends Data.TaggedError("TokenizerMismatch")<{
+  readonly message: string
+  readonly tokenizerVocab: number
+  readonly modelVocab: number
+}> {}
+
+/** No usable WebGPU adapter; the message says what was tried and how to install Mesa's software driver. */
+export class GpuUnavailable extends Data.TaggedError("GpuUnavailable")<{ readonly message: string }> {}
+
+/** A stage could not finish for a reason of its own (a diverged loss, non-finite perplexities, a failed check). */
+export class StageError extends Data.TaggedError("StageError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+/** Work stopped by Ctrl-C (or another interrupt) in code that is not an Effect and must say so. */
+export class Interrupted extends Data.TaggedError("Interrupted")<{ readonly message: string }> {}
+
+/** The errors a stage's Effect may fail with. */
+export type RopewayError = InputError | BadParams | ModelNotFound | UnsupportedModel | DoesNotFit | TokenizerMismatch | GpuUnavailable | StageError | Interrupted
+
+const USER_TAGS = new Set([
+  "InputError", "BadParams", "ModelNotFound", "UnsupportedModel", "DoesNotFit", "TokenizerMismatch", "GpuUnavailable", "StageError", "Interrupted",
+])
+
+/** Whether `e` is one of the errors above (the CLI prints these as one line). */
+export const isUserError = (e: unknown): e is RopewayError =>
+  typeof e === "object" && e !== null && USER_TAGS.has((e as { _tag?: unknown })._tag as string)
+
+/** The message of anything thrown, on one line. */
+export const errorMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e))

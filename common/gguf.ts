@@ -5,7 +5,7 @@
  * Layout: "GGUF", version u32, tensor count u64, metadata count u64, metadata key/values, tensor infos
  * (name, dims innermost-first, ggml type, offset), padding to `general.alignment`, tensor data.
  */
-import { rename, writeFile } from "node:fs/promises"
+import { writeFileAtomic } from "./files.ts"
 import { toF16Bits } from "./safetensors.ts"
 
 export type GgufValue =
@@ -114,11 +114,9 @@ export function encodeGguf(file: GgufFile): Uint8Array {
   return w.result()
 }
 
-/** Writes atomically: a temp file renamed into place, so a crash never leaves half a file. */
+/** Writes atomically: a crash never leaves half a file. */
 export async function writeGguf(path: string, file: GgufFile): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`
-  await writeFile(tmp, encodeGguf(file))
-  await rename(tmp, path)
+  writeFileAtomic(path, encodeGguf(file))
 }
 
 /** Parses a GGUF file (f32/f16 tensors; other ggml types are reported as unsupported). */

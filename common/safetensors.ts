@@ -9,6 +9,7 @@
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from "node:fs"
 import { basename, dirname, join } from "node:path"
 import { inputError } from "./errors.ts"
+import { writeFileAtomic } from "./files.ts"
 
 /** Bytes per element of every dtype the format defines; only F32, F16 and BF16 can be decoded to f32. */
 const DTYPE_BYTES: Readonly<Record<string, number>> = {
@@ -304,26 +305,6 @@ function toHalfBits(x: number, mant: number, expBits: number): number {
 
 export const toF16Bits = (x: number): number => toHalfBits(x, 10, 5)
 export const toBf16Bits = (x: number): number => toHalfBits(x, 7, 8)
-
-/** Writes through a temporary file and a rename, so readers never see a half-written file. */
-export function writeFileAtomic(path: string, bytes: Uint8Array | string): void {
-  mkdirSync(dirname(path), { recursive: true })
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`
-  try {
-    const fd = openSync(tmp, "w")
-    try {
-      const buf = typeof bytes === "string" ? Buffer.from(bytes, "utf8") : bytes
-      let done = 0
-      while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done)
-    } finally {
-      closeSync(fd)
-    }
-    renameSync(tmp, path)
-  } catch (e) {
-    rmSync(tmp, { force: true })
-    throw e
-  }
-}
 
 export function writeSafetensors(path: string, tensors: readonly TensorToWrite[], metadata?: Readonly<Record<string, string>>): void {
   writeFileAtomic(path, encodeSafetensors(tensors, metadata))

@@ -49,6 +49,7 @@ import { generate } from "../plugins/models/llama/generate.ts"
 import { needleSample, passkeyPrompt, type PasskeyPrompt } from "../plugins/data/prompts.ts"
 import { type ChosenTable, resolveRope, type RopeSpec } from "../plugins/rope/index.ts"
 import { emptyMetrics, METRICS_KIND, type PasskeyEntry, type PerplexityEntry, type ShortEntry, writeMetrics } from "../plugins/eval/metrics.ts"
+import { corpusPath } from "./kit.ts"
 
 // ---- protocols: windows and labels (plain arithmetic, unit-tested) -------------------------------
 
@@ -453,6 +454,7 @@ export const evaluateStage = defineStage({
   params: EvaluateParams,
   inputs: { model: "model" },
   outputs: { metrics: METRICS_KIND },
+  paths: corpusPath,
   run: (ctx) =>
     Effect.scoped(
       Effect.gen(function* () {

@@ -7,7 +7,6 @@
 import { Effect, Option, Schema } from "effect"
 import { acquireRuntime, Gpu, GpuUnavailable } from "../kernels/device.ts"
 import type { GpuRuntime } from "../kernels/runtime.ts"
-import { definePlugin } from "../pipeline/workflow/plugin.ts"
 import { defineStage, type Json, type StageContext, StageError } from "../pipeline/workflow/stage.ts"
 import { EXPORT_FORMATS, type ExportChecks, runExport } from "../plugins/export/run.ts"
 
@@ -97,11 +96,4 @@ export const exportModelStage = defineStage({
   inputs: { model: "model" },
   outputs: { export: EXPORT_KIND },
   run: runExportStage,
-})
-
-export const exportPlugin = definePlugin({
-  name: "ropeway-export",
-  version: "0.1.0",
-  description: "the export stages",
-  stages: [exportStage, exportModelStage],
 })

@@ -27,7 +27,6 @@ import { Effect, Schema } from "effect"
 import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { inputError } from "../common/errors.ts"
-import { definePlugin } from "../pipeline/workflow/plugin.ts"
 import { defineStage, type Json, type StageContext } from "../pipeline/workflow/stage.ts"
 import { byteTokenizer, loadTokenizer, type TextTokenizer } from "../plugins/data/tokenizer.ts"
 import { readLlamaConfig } from "../plugins/models/llama/config.ts"
@@ -38,6 +37,7 @@ import { TOKENIZER_FILES, pretrainStage, summary } from "./pretrain.ts"
 import {
   asStageError, checkCoverage, writeTrainedFolder, checkpointing, fail, finishTraining, Obj, optimizerAndSchedule, positionSkipOf, resolveTrainData, ropeCoverage, runTraining, TRAIN_FIELDS, type TrainDefaults, type TrainParams,
 } from "./train-common.ts"
+import { corpusPath } from "./kit.ts"
 
 export const FinetuneParams = Schema.Struct({
   ...TRAIN_FIELDS,
@@ -183,6 +183,7 @@ const stageDef = {
   params: FinetuneParams,
   outputs: { model: "model" },
   run: (ctx: StageContext<FinetuneParams, string, "model">) => runFinetune(ctx),
+  paths: corpusPath,
 } as const
 
 /** `finetune`: the model at its own RoPE settings or at `ropeScaling`. */
@@ -199,12 +200,4 @@ export const finetuneFactorsStage = defineStage({
   name: "finetune-factors",
   description: "fine-tune a model at a searched factor set (LongRoPE's recipe as defaults; optional mixed context window, PoSE position skips)",
   inputs: { model: "model", factors: "rope-factors" },
-})
-
-/** The training stages as a built-in plugin. */
-export const trainPlugin = definePlugin({
-  name: "ropeway-train",
-  version: "0.1.0",
-  description: "pre-training and fine-tuning stages (AdamW on WGSL kernels, exact resume)",
-  stages: [pretrainStage, finetuneStage, finetuneFactorsStage],
 })

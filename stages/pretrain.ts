@@ -18,6 +18,7 @@ import { resolveRope } from "../plugins/rope/index.ts"
 import {
   asStageError, checkCoverage, checkpointing, finishTraining, optimizerAndSchedule, PosInt, positionSkipOf, resolveTrainData, runTraining, TRAIN_FIELDS, writeTrainedFolder, type TrainDefaults, type TrainParams,
 } from "./train-common.ts"
+import { corpusPath } from "./kit.ts"
 
 export const PretrainParams = Schema.Struct({
   ...TRAIN_FIELDS,
@@ -135,4 +136,5 @@ export const pretrainStage = defineStage({
   params: PretrainParams,
   outputs: { model: "model" },
   run: (ctx) => runPretrain(ctx),
+  paths: corpusPath,
 })

@@ -46,9 +46,9 @@ import { dirname, join, resolve } from "node:path"
 import { acquireRuntime, Gpu, GpuUnavailable } from "../kernels/device.ts"
 import { InputError, inputError } from "../common/errors.ts"
 import { hashPath } from "../common/hash.ts"
-import { definePlugin, PluginRegistry, type Registry } from "../pipeline/workflow/plugin.ts"
+import { PluginRegistry, type Registry } from "../pipeline/workflow/plugin.ts"
 import { defineStage, type Json, type ParamIssue, type StageContext, StageError, type ValidateContext } from "../pipeline/workflow/stage.ts"
-import { writeFileAtomic } from "../pipeline/workflow/store.ts"
+import { writeFileAtomic } from "../common/files.ts"
 import { openCorpus } from "../plugins/data/corpus.ts"
 import { type SyntheticTask, syntheticDocument } from "../plugins/data/synthetic.ts"
 import { loadTokenizer, type TextTokenizer, byteTokenizer } from "../plugins/data/tokenizer.ts"
@@ -70,6 +70,7 @@ import {
 } from "../plugins/search/index.ts"
 import type { Candidate, Fidelity, Genome, Progress, Result, SearchContext } from "../plugins/search/types.ts"
 import { geneRequested } from "../plugins/search/params.ts"
+import { corpusPath } from "./kit.ts"
 
 // ---- params ------------------------------------------------------------------------------------
 
@@ -601,6 +602,7 @@ const stageDef = {
   params: SearchParams,
   run: (ctx: StageContext<SearchParams, string, string>) => runSearchStage(ctx),
   validate: (p: SearchParams, ctx: ValidateContext) => validateSearchParams(p, ctx.registry),
+  paths: corpusPath,
 } as const
 
 /** `search`: the model only; modes second/readjust read the table the model folder carries. */
@@ -913,12 +915,3 @@ function resolveRopeLazy(spec: RopeSpec): (length: number) => RopeTable {
     return at(length)
   }
 }
-
-/** The built-in search plugin: the stage and the fitness functions (strategies live in plugins/search). */
-export const searchPlugin = definePlugin({
-  name: "ropeway-search",
-  version: "0.1.0",
-  description: "LongRoPE's search stage and its fitness functions",
-  stages: [searchStage, searchFactorsStage],
-  fitness: builtinFitness,
-})

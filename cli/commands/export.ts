@@ -8,7 +8,7 @@ import { Command, Flag } from "effect/cli"
 import { Gpu } from "../../kernels/device.ts"
 import { EXPORT_FORMATS, type ExportChecks, type ExportFormat, runExport } from "../../plugins/export/run.ts"
 import { summarizeChecks } from "../../stages/export.ts"
-import { inputError, UserError } from "../../common/errors.ts"
+import { inputError, StageError } from "../../common/errors.ts"
 
 export function parseFormats(text: string): ExportFormat[] {
   const out = text.split(",").map((s) => s.trim()).filter((s) => s !== "")
@@ -67,7 +67,7 @@ export const exportCommand = Command.make(
       })
     }).pipe(Effect.provide(Gpu.layer))
     yield* Console.log(json ? JSON.stringify(checks, null, 2) : formatChecks(checks, out))
-    if (!checks.ok) return yield* Effect.fail(new UserError({ message: `export: a check failed: ${JSON.stringify(summarizeChecks(checks))}` }))
+    if (!checks.ok) return yield* Effect.fail(new StageError({ message: `export: a check failed: ${JSON.stringify(summarizeChecks(checks))}` }))
   }),
 ).pipe(Command.withDescription("Export a model (and its factor set) as an HF folder, LongRoPE factor CSVs and GGUF, each checked after writing"))
 

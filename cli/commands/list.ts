@@ -5,12 +5,12 @@
  */
 import { Console, Effect, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
-import { isAbsolute, resolve } from "node:path"
 import { getStrategy, strategyNames } from "../../plugins/search/index.ts"
 import { getRopeMethod, ropeMethodNames } from "../../plugins/rope/index.ts"
-import { UserError } from "../../common/errors.ts"
-import { builtinPlugins } from "../../pipeline/workflow/builtins.ts"
-import { type AnyStage, isPlugin, type Kind, type Plugin, Registry } from "../../pipeline/workflow/index.ts"
+import type { AnyStage, Kind, Registry } from "../../pipeline/workflow/index.ts"
+import { registryFromFlags } from "../workflow.ts"
+
+export { importPluginSpecs, registryWith } from "../workflow.ts"
 
 export interface ParamInfo {
   readonly name: string
@@ -97,22 +97,6 @@ export function stageParams(stage: AnyStage): ParamInfo[] | string {
   }
 }
 
-const looksLikePath = (spec: string): boolean => spec.startsWith(".") || spec.startsWith("/") || /\.(m?[jt]s|tsx?)$/.test(spec)
-
-/** Imports plugin files or packages (resolved from the working directory). */
-export const importPluginSpecs = (specs: readonly string[]): Effect.Effect<Array<{ plugin: Plugin; source: string }>, UserError> =>
-  Effect.forEach(specs, (spec) =>
-    Effect.tryPromise({
-      try: async () => {
-        const target = looksLikePath(spec) ? (isAbsolute(spec) ? spec : resolve(spec)) : Bun.resolveSync(spec, process.cwd())
-        const mod = (await import(target)) as Record<string, unknown>
-        const found = [...new Set(Object.values(mod).filter(isPlugin))]
-        if (found.length === 0) throw new Error(`${target} exports no plugin; expected \`export default definePlugin({ name, version, ... })\``)
-        return found.map((plugin) => ({ plugin, source: looksLikePath(spec) ? target : spec }))
-      },
-      catch: (e) => new UserError({ message: `plugin ${spec}: ${(e instanceof Error ? e.message : String(e)).split("\n")[0]}` }),
-    })).pipe(Effect.map((xs) => xs.flat()))
-
 /** The listing for a registry (built-ins plus whatever was registered into it). */
 export function listing(reg: Registry): Listing {
   const items = <A extends { readonly name: string; readonly description?: string }>(kind: Kind, extra: (a: A) => Partial<Item> = () => ({})): Item[] =>
@@ -165,17 +149,6 @@ export function listing(reg: Registry): Listing {
   }
 }
 
-/** The built-ins plus `plugins`, in one registry (a name defined twice is an error). */
-export function registryWith(plugins: ReadonlyArray<{ plugin: Plugin; source: string }>): Registry {
-  const reg = new Registry()
-  for (const p of builtinPlugins()) reg.register(p, "builtin")
-  for (const { plugin, source } of plugins) {
-    const clash = reg.register(plugin, source)
-    if (clash !== undefined) throw new UserError({ message: clash })
-  }
-  return reg
-}
-
 const section = (title: string, xs: readonly Item[]): string[] => {
   const out = [`${title}:`]
   if (xs.length === 0) out.push("  (none)")
@@ -219,8 +192,7 @@ export const list = Command.make(
     json: Flag.Boolean("json").pipe(Flag.withDescription("print the listing as JSON"), Flag.withDefault(false)),
   },
   ({ plugin, json }) =>
-    importPluginSpecs(plugin).pipe(
-      Effect.flatMap((ps) => Effect.try({ try: () => registryWith(ps), catch: (e) => (e instanceof UserError ? e : new UserError({ message: String(e) })) })),
+    registryFromFlags(plugin).pipe(
       Effect.map(listing),
       Effect.flatMap((l) => Console.log(json ? JSON.stringify(l, null, 2) : formatListing(l))),
     ),

@@ -1,8 +1,7 @@
 /** `ropeway plan [FILE]`: validate a workflow and show its steps, cache keys, hits and what would run. */
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
-import { UserError } from "../../common/errors.ts"
-import { formatPlan, loadWorkflow, planWorkflow } from "../../pipeline/workflow/index.ts"
+import { formatPlan, loadWorkflow, planWorkflow } from "../workflow.ts"
 import { storeFlag, workflowFile } from "./run.ts"
 
 export const plan = Command.make(
@@ -12,6 +11,5 @@ export const plan = Command.make(
     loadWorkflow(file).pipe(
       Effect.flatMap((wf) => planWorkflow(wf, { store })),
       Effect.flatMap((p) => Console.log(json ? JSON.stringify(p, null, 2) : formatPlan(p))),
-      Effect.catchTag("WorkflowInvalid", (e) => Effect.fail(new UserError({ message: e.message }))),
     ),
 ).pipe(Command.withDescription("Validate a workflow file and show each step's cache key, the cache hits and what would run"))

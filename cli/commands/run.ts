@@ -6,10 +6,7 @@
 import { Effect } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import { acquireRuntime, describeAdapter, Gpu } from "../../kernels/device.ts"
-import { writeRunMetrics } from "../../plugins/eval/metrics.ts"
-import { writeRunReportFromDir } from "../../stages/report.ts"
-import { UserError } from "../../common/errors.ts"
-import { AdapterInfo, layerConsole, layerSilent, loadWorkflow, runWorkflow } from "../../pipeline/workflow/index.ts"
+import { type AfterRun, AdapterInfo, layerConsole, layerSilent, loadWorkflow, type RunResult, runWorkflow, type Workflow } from "../workflow.ts"
 
 export const DEFAULT_WORKFLOW = "workflows/default.yaml"
 
@@ -39,6 +36,22 @@ export const provideGpu = <A, E, R>(self: Effect.Effect<A, E, R>) =>
     }),
   )
 
+/**
+ * The plugins' after-run actions, in registration order (the built-ins: `<run>/metrics.json`, every step's
+ * metrics merged, then `<run>/report.md`); the steps' own files stay in the store. A failure is a warning:
+ * the run itself succeeded.
+ */
+export const afterRun = (wf: Workflow, r: RunResult) =>
+  Effect.promise(async () => {
+    for (const a of wf.registry.all("afterRun") as AfterRun[]) {
+      try {
+        await a.run(r.runDir, r.manifest)
+      } catch (e) {
+        process.stderr.write(`warning: ${r.runDir}: ${a.name} failed: ${e instanceof Error ? e.message : String(e)}\n`)
+      }
+    }
+  })
+
 export const run = Command.make(
   "run",
   {
@@ -48,22 +61,8 @@ export const run = Command.make(
   },
   ({ file, store, quiet }) =>
     loadWorkflow(file).pipe(
-      Effect.flatMap((wf) => provideGpu(runWorkflow(wf, { store }))),
-      // <run>/metrics.json (every step's metrics merged) and <run>/report.md; the steps' own files stay in the store
-      Effect.tap(({ runDir, manifest }) =>
-        Effect.promise(async () => {
-          try {
-            writeRunMetrics(runDir, manifest)
-            await writeRunReportFromDir(runDir, manifest)
-          } catch (e) {
-            process.stderr.write(`warning: ${runDir}: metrics.json or report.md not written: ${e instanceof Error ? e.message : String(e)}\n`)
-          }
-        })),
+      Effect.flatMap((wf) => provideGpu(runWorkflow(wf, { store })).pipe(Effect.tap((r) => afterRun(wf, r)))),
       Effect.provide(quiet ? layerSilent : layerConsole),
-      Effect.catchTags({
-        WorkflowInvalid: (e) => Effect.fail(new UserError({ message: e.message })),
-        RunError: (e) => Effect.fail(new UserError({ message: e.message })),
-      }),
       Effect.asVoid,
     ),
 ).pipe(Command.withDescription("Run a workflow: steps already in the store are reused; the last line is the run folder"))

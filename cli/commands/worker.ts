@@ -12,7 +12,7 @@ import { describeAdapter, Gpu } from "../../kernels/device.ts"
 import { checkStoreUrl } from "../../cluster/store.ts"
 import { workerLayer } from "../../cluster/worker.ts"
 import { redact } from "../../cluster/evaluator.ts"
-import { inputError, UserError } from "../../common/errors.ts"
+import { InputError, inputError } from "../../common/errors.ts"
 
 const attempt = <A>(f: () => A): Effect.Effect<A, Error> => Effect.try({ try: f, catch: (e) => (e instanceof Error ? e : new Error(String(e))) })
 
@@ -65,7 +65,7 @@ export const worker = Command.make(
         yield* Layer.build(layer.pipe(Layer.provide(Layer.succeed(Gpu, gpu)))).pipe(
           // Storage failures surface as defects (the cluster layers die on them): one line for the user either way.
           Effect.catchCause((cause) =>
-            Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.fail(new UserError({ message: `cluster store ${redact(store)}: ${describe(Cause.squash(cause))}` })),
+            Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.fail(new InputError({ message: `cluster store ${redact(store)}: ${describe(Cause.squash(cause))}` })),
           ),
         )
         yield* Console.log(`worker ${name} ready (${addr.host}:${addr.port}, store ${redact(store)}, ${describeAdapter(gpu.adapter)})`)

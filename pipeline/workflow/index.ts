@@ -18,11 +18,13 @@
  *   const { runDir, manifest } = yield* runWorkflow(wf, { store: "runs" })  // needs Progress (layerConsole)
  */
 export {
-  type AnyStage, type ArtifactKind, defineStage, type Json, type ParamIssue, type Stage, type StageContext, StageError, type StageProgress, type ValidateContext,
+  type AnyStage, type ArtifactKind, defineStage, type Json, type ParamIssue, type ParamPath, type Stage, type StageContext, StageError, type StageProgress,
+  type ValidateContext,
 } from "./stage.ts"
 export {
-  type Contribution, type Dataset, definePlugin, type FitnessFunction, isPlugin, type Kind, type ModelContribution, type Plugin,
-  type PluginDefinition, type PluginInfo, PluginRegistry, Registry, type SearchStrategy,
+  type AfterRun, type Contribution, type Dataset, definePlugin, type FitnessFunction, isPlugin, type Kind, KINDS, kindLabel, type ModelContribution,
+  type ModelFamilyContribution, type Named, type Plugin, type PluginDefinition, type PluginInfo, PluginRegistry, Registry, type RopeMethodContribution,
+  type SearchStrategy, type WorkflowSetting,
 } from "./plugin.ts"
 export { type Diagnostic, formatDiagnostic, WorkflowInvalid } from "./diagnostics.ts"
 export { type ExternalFile, type InputSource, loadWorkflow, type LoadOptions, MODEL_STEP, type ModelRef, type ResolvedStep, type Workflow } from "./loader.ts"

@@ -12,7 +12,7 @@
 import { Schema } from "effect"
 import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
-import { writeFileAtomic } from "../../common/safetensors.ts"
+import { writeFileAtomic } from "../../common/files.ts"
 
 /** The artifact kind stages declare for a metrics.json output. */
 export const METRICS_KIND = "metrics"

@@ -6,7 +6,7 @@ import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSyn
 import { join } from "node:path"
 import { inputError } from "../../common/errors.ts"
 import { type FactorSetFile, factorSetToHfLongrope, factorSetToScaling, withScaling } from "../rope/formats.ts"
-import { writeFileAtomic } from "../../common/safetensors.ts"
+import { writeFileAtomic } from "../../common/files.ts"
 
 type Json = Record<string, unknown>
 

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
-import { layerCollect, loadWorkflow, runWorkflow } from "../../pipeline/workflow/index.ts"
+import { layerCollect, loadWorkflow, runWorkflow } from "../../cli/workflow.ts"
 import { readMetrics } from "../../plugins/eval/metrics.ts"
 import { gpu } from "../gpu-shared.ts"
 

@@ -12,7 +12,8 @@
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
 import { Rng } from "../../../common/rng.ts"
-import { type TensorToWrite, writeCheckpoint, writeFileAtomic } from "../../../common/safetensors.ts"
+import { writeFileAtomic } from "../../../common/files.ts"
+import { type TensorToWrite, writeCheckpoint } from "../../../common/safetensors.ts"
 
 export interface RandomLlamaOptions {
   readonly vocab: number
