@@ -1,0 +1,66 @@
+/**
+ * Which family reads a model folder: the first registered family that recognises its config.json. Every
+ * stage, command and worker opens models through here, so a plugin's family serves them all.
+ */
+import { type } from "arktype"
+import { existsSync, readFileSync, statSync } from "node:fs"
+import { join } from "node:path"
+import { inputError, ModelNotFound, UnsupportedModel } from "../../common/errors.ts"
+import { checkJson } from "../../common/validate.ts"
+import type { Registry } from "../../pipeline/workflow/plugin.ts"
+import { type InspectedModel, type InspectOptions, isModelFamily, type ModelFamily } from "./family.ts"
+import { llamaFamily } from "./llama/family.ts"
+
+/** The families ropeway has without any plugin. */
+export const BUILTIN_FAMILIES: readonly ModelFamily[] = [llamaFamily]
+
+/** The families of a workflow's registry (the built-ins when there is none: a stage run on its own). */
+export const familiesOf = (registry: Registry | undefined): ModelFamily[] =>
+  registry === undefined ? [...BUILTIN_FAMILIES] : registry.all("families").filter(isModelFamily)
+
+/** What every family's config.json has in common: how it names its architecture. */
+const ConfigHead = type({
+  "architectures?": "string[] | null",
+  "model_type?": "string | null",
+})
+
+/** Reads `dir/config.json` as far as choosing a family needs; every problem names the file. */
+export function readConfigJson(dir: string): { file: string; json: Record<string, unknown> } {
+  if (!existsSync(dir)) throw new ModelNotFound({ path: dir, message: `${dir}: model folder does not exist` })
+  if (!statSync(dir).isDirectory()) throw inputError(dir, "not a folder (expected a Hugging Face model folder)")
+  const file = join(dir, "config.json")
+  if (!existsSync(file)) throw inputError(file, "not found (a Hugging Face model folder needs config.json)")
+  let json: unknown
+  try {
+    json = JSON.parse(readFileSync(file, "utf8"))
+  } catch (e) {
+    throw inputError(file, `malformed JSON (${(e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ")})`)
+  }
+  checkJson(ConfigHead, json, file)
+  return { file, json: json as Record<string, unknown> }
+}
+
+/** The family that reads `dir`, or UnsupportedModel naming what config.json says and what the families read. */
+export function familyFor(families: readonly ModelFamily[], dir: string): ModelFamily {
+  const { file, json } = readConfigJson(dir)
+  const family = families.find((f) => f.recognizes(json))
+  if (family !== undefined) return family
+  const archs = json["architectures"]
+  const named = Array.isArray(archs) && archs.length > 0 ? archs.map(String).join(", ") : typeof json["model_type"] === "string" ? `model_type ${json["model_type"]}` : undefined
+  const supported = families.flatMap((f) => f.architectures).join(", ")
+  const message = named === undefined ? `missing field "architectures" (e.g. ["LlamaForCausalLM"]); supported: ${supported}` : `unsupported architecture ${named}; supported: ${supported}`
+  throw new UnsupportedModel({ file, message: `${file}: ${message}` })
+}
+
+/** The family by name (`pretrain`'s), or UnsupportedModel listing the registered ones. */
+export function familyNamed(families: readonly ModelFamily[], name: string, where: string): ModelFamily {
+  const f = families.find((x) => x.name === name)
+  if (f === undefined) throw new UnsupportedModel({ file: where, message: `${where}: unknown model family "${name}"; known: ${families.map((x) => x.name).join(", ")}` })
+  return f
+}
+
+/** Recognises and inspects a folder: the family and the model as it reads it (no GPU). */
+export function inspectModel(families: readonly ModelFamily[], dir: string, options: InspectOptions = {}): { family: ModelFamily; model: InspectedModel } {
+  const family = familyFor(families, dir)
+  return { family, model: family.inspect(dir, options) }
+}
