@@ -6,7 +6,7 @@
  * They are Errors too, so plain (non-Effect) code such as loaders throws them, and a stage's Effect keeps
  * the tag when it catches one (stages/kit.ts `asStageError`).
  */
-import { Data } from "effect"
+import { Data, Effect } from "effect"
 
 /** A file, flag or field has a value ropeway cannot use: `file: problem`. */
 export class InputError extends Data.TaggedError("InputError")<{ readonly message: string }> {}
@@ -63,3 +63,16 @@ export const isUserError = (e: unknown): e is RopewayError =>
 
 /** The message of anything thrown, on one line. */
 export const errorMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+
+/** A StageError (the generic failure) with an optional cause. */
+export const fail = (message: string, cause?: unknown): StageError => new StageError({ message, ...(cause === undefined ? {} : { cause }) })
+
+/** A ropeway error as it is (its message names the file or field); anything else with `what` before its message. */
+export const asStageError = (e: unknown, what: string): RopewayError => (isUserError(e) ? e : fail(`${what}: ${errorMessage(e)}`, e))
+
+/** Runs plain code that may throw, failing with a tagged error. */
+export const attempt = <A>(what: string, f: () => A): Effect.Effect<A, RopewayError> => Effect.try({ try: f, catch: (e) => asStageError(e, what) })
+
+/** The same for a promise. */
+export const attemptPromise = <A>(what: string, f: () => Promise<A>): Effect.Effect<A, RopewayError> =>
+  Effect.tryPromise({ try: f, catch: (e) => asStageError(e, what) })

@@ -6,6 +6,7 @@
 import { definePlugin, type Plugin } from "../pipeline/workflow/plugin.ts"
 import { BUILTIN_DATASETS } from "../plugins/data/index.ts"
 import { writeRunMetrics } from "../plugins/eval/metrics.ts"
+import { BUILTIN_FAMILIES } from "../plugins/models/registry.ts"
 import { tinyModel } from "../plugins/models/tiny/tiny.ts"
 import { writeRunReportFromDir } from "../plugins/report/report.ts"
 import { BUILTIN_ROPE_METHODS, ropeMethodHook } from "../plugins/rope/index.ts"
@@ -25,9 +26,10 @@ type ManifestLike = Parameters<typeof writeRunReportFromDir>[1]
 export const ropewayPlugin = definePlugin({
   name: "ropeway",
   version: "0.1.0",
-  description: "ropeway's built-in evaluation stage, models, RoPE methods and datasets",
+  description: "ropeway's built-in evaluation stage, model families and models, RoPE methods and datasets",
   stages: [evaluateStage],
   models: [tinyModel],
+  families: BUILTIN_FAMILIES,
   ropeMethods: BUILTIN_ROPE_METHODS,
   datasets: BUILTIN_DATASETS,
   afterRun: [

@@ -63,8 +63,8 @@ export interface MemoryPlan {
 }
 
 export interface LogprobsOptions {
-  /** Overrides the table the model's RoPE method picks for this length. */
-  readonly rope?: RopeTable
+  /** The RoPE table (callers choose it: the model's own is `rope(length)`). */
+  readonly rope: RopeTable
   /** Tokens per forward chunk. */
   readonly chunk?: number
   /** What token errors name (the tokens file). */
@@ -98,7 +98,7 @@ export interface LoadedModel {
   readonly config: ModelConfig
   readonly rope: (length: number) => ChosenTable
   /** `out[i] = ln p(tokens[i+1] | tokens[0..i])`, length n−1, in float64. */
-  logprobs(tokens: Uint32Array | readonly number[], options?: LogprobsOptions): Promise<Float64Array>
+  logprobs(tokens: Uint32Array | readonly number[], options: LogprobsOptions): Promise<Float64Array>
   /** A KV-cache session for generation of up to `capacity` tokens (absent: the family cannot generate). */
   session?(capacity: number): DecodeSession
   /** Full next-token distributions at every position under several tables (short-context KL). */

@@ -15,11 +15,12 @@
  * computed then, rotated with the current table" (test/models/reference-llama.ts referenceDecode); on a
  * multi-layer model it is an approximation of `reprefill` whose error the tests measure.
  */
-import { inputError } from "../../../common/errors.ts"
-import { invFreqAt } from "../../../kernels/rope-table.ts"
-import type { ChosenTable } from "../../rope/index.ts"
-import { fmt } from "../../rope/table.ts"
-import { type LlamaModel, sameRopeTable } from "./model.ts"
+import { inputError } from "../../common/errors.ts"
+import { invFreqAt } from "../../kernels/rope-table.ts"
+import type { ChosenTable } from "../rope/index.ts"
+import { fmt } from "../rope/table.ts"
+import { sameRopeTable } from "../rope/table.ts"
+import type { DecodeSession, LoadedModel } from "./family.ts"
 
 export const POLICIES = ["fixed", "reprefill", "rerotate"] as const
 export type BoundaryPolicy = (typeof POLICIES)[number]
@@ -101,7 +102,18 @@ export function argmax(a: Float64Array): number {
   return best
 }
 
-export async function generate(model: LlamaModel, prompt: Uint32Array | readonly number[], opts: GenerateOptions): Promise<GenerateResult> {
+/** What generation needs of a model: its RoPE method, its depth (for table comparisons) and a KV-cache session. */
+export interface Generator {
+  readonly config: { readonly numLayers: number }
+  readonly rope: LoadedModel["rope"]
+  session(capacity: number): DecodeSession
+}
+
+/** The model as a Generator, or undefined when its family gives no KV-cache session. */
+export const asGenerator = (m: LoadedModel): Generator | undefined =>
+  m.session === undefined ? undefined : { config: m.config, rope: m.rope, session: (capacity) => m.session!(capacity) }
+
+export async function generate(model: Generator, prompt: Uint32Array | readonly number[], opts: GenerateOptions): Promise<GenerateResult> {
   const policy = opts.policy ?? "reprefill"
   if (!POLICIES.includes(policy)) throw inputError("policy", `expected one of ${POLICIES.join(", ")}, got ${JSON.stringify(policy)}`)
   const maxNew = opts.maxNew
@@ -156,6 +168,7 @@ export async function generate(model: LlamaModel, prompt: Uint32Array | readonly
           logprobs = await session.feed(seq, next, feedOpts)
           action = `dropped the cache and re-prefilled ${seq.length} tokens`
         } else {
+          if (session.rerotate === undefined) throw inputError("policy", "rerotate: this model's family cannot rotate cached keys; use reprefill")
           session.rerotate(next)
           logprobs = await session.feed([token], next, feedOpts)
           action = `rerotated ${cached} cached keys × ${layers} layers`

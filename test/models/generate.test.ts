@@ -11,7 +11,7 @@
 import { afterAll, describe, expect, test } from "bun:test"
 import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { type BoundaryPolicy, type GenerateResult, argmax, generate } from "../../plugins/models/llama/generate.ts"
+import { type BoundaryPolicy, type GenerateResult, argmax, generate } from "../../plugins/models/generate.ts"
 import { type LlamaModel, loadLlama } from "../../plugins/models/llama/model.ts"
 import type { ChosenTable } from "../../plugins/rope/index.ts"
 import { gpu } from "../gpu-shared.ts"

@@ -16,7 +16,7 @@ import { syntheticDocument } from "../../plugins/data/synthetic.ts"
 import { BYTE_BOS, byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import { loadLlama, type LlamaModel } from "../../plugins/models/llama/model.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
-import { NEEDLE_STREAM, needleDepths } from "../../stages/evaluate.ts"
+import { NEEDLE_STREAM, needleDepths } from "../../plugins/eval/needle.ts"
 import { type Metrics, readMetrics } from "../../plugins/eval/metrics.ts"
 import { gpu } from "../gpu-shared.ts"
 

@@ -41,9 +41,9 @@ import { hashPath } from "${ROOT}/common/hash.ts"
 import { syntheticDocument } from "${ROOT}/plugins/data/synthetic.ts"
 import { byteTokenizer } from "${ROOT}/plugins/data/tokenizer.ts"
 import { loadLlama } from "${ROOT}/plugins/models/llama/model.ts"
-import { generate } from "${ROOT}/plugins/models/llama/generate.ts"
+import { generate } from "${ROOT}/plugins/models/generate.ts"
 import { resolveRope } from "${ROOT}/plugins/rope/index.ts"
-import { firstInteger, passkeyTrialPrompt } from "${ROOT}/stages/evaluate.ts"
+import { firstInteger, passkeyTrialPrompt } from "${ROOT}/plugins/eval/passkey.ts"
 
 const manifest = JSON.parse(readFileSync(process.env.MANIFEST, "utf8"))
 const step = manifest.steps.find((s) => s.stage === "evaluate")

@@ -12,7 +12,9 @@ import { BYTE_BOS, byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import { syntheticDocument } from "../../plugins/data/synthetic.ts"
 import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
-import { methodScaling, ModelLoader, type ScoringModel } from "../../stages/evaluate.ts"
+import { methodScaling } from "../../plugins/eval/protocols.ts"
+import type { LoadedModel as ScoringModel } from "../../plugins/models/family.ts"
+import { ModelLoader } from "../../stages/kit.ts"
 import { readMetrics } from "../../plugins/eval/metrics.ts"
 
 const dirs: string[] = []

@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test"
 import { defaultInvFreq } from "../../kernels/rope-table.ts"
 import {
   aggregate, type Doc, logprobIndex, methodScaling, planPasses, protocolWindows, tableKey, windowNll,
-} from "../../stages/evaluate.ts"
+} from "../../plugins/eval/protocols.ts"
 import { resolveRope, type RopeSpec } from "../../plugins/rope/index.ts"
 import type { ChosenTable } from "../../plugins/rope/index.ts"
 

@@ -8,7 +8,7 @@ import { acquireRuntime } from "../../kernels/device.ts"
 import { passkeyPrompt } from "../../plugins/data/prompts.ts"
 import { Rng } from "../../common/rng.ts"
 import { BYTE_BOS, BYTE_VOCAB_SIZE, byteTokenizer } from "../../plugins/data/tokenizer.ts"
-import { generate } from "../../plugins/models/llama/generate.ts"
+import { generate } from "../../plugins/models/generate.ts"
 import { inspectLlama, loadLlama } from "../../plugins/models/llama/model.ts"
 import { TINY_CONTEXT, TINY_DIR, TINY_SHA256, tinyModel } from "../../plugins/models/tiny/tiny.ts"
 
