@@ -9,7 +9,7 @@ import { createHash } from "node:crypto"
 import { Cause, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { StageError } from "../pipeline/workflow/stage.ts"
-import { type FitnessRequest, SearchEvaluator } from "../stages/search.ts"
+import { type FitnessRequest, SearchEvaluator } from "../plugins/search/evaluator.ts"
 import { FitnessEvaluation } from "./protocol.ts"
 import { type ClusterSettings, SamplesStore, storeLayer } from "./store.ts"
 

@@ -6,7 +6,7 @@
  * Without `cluster:` nothing here is loaded or needed.
  */
 import { Effect, Layer } from "effect"
-import type { SearchEvaluator } from "../stages/search.ts"
+import type { SearchEvaluator } from "../plugins/search/evaluator.ts"
 import { BadParams, errorMessage, StageError } from "../common/errors.ts"
 import { clusterEvaluatorLayer } from "./evaluator.ts"
 import { parseClusterSettings } from "./store.ts"

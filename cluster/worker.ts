@@ -1,23 +1,22 @@
 /**
  * A worker: an effect/cluster runner that owns a share of the shards of `FitnessEvaluation` and
  * evaluates the requests addressed to them on its own GPU. It loads the model a request names (the
- * same path must hold the same files on every machine: the content hash is checked) and keeps the last
- * one loaded; evaluations run one at a time (one GPU). The scoring is stages/search.ts'
- * evaluateFitnessRequest, the code a local search runs, so the values are the same.
+ * same path must hold the same files on every machine: the content hash is checked) through the model
+ * families it was given (the built-ins and any `--plugin`), and keeps the last one loaded; evaluations run
+ * one at a time (one GPU). The scoring is plugins/search/evaluator.ts' evaluateFitnessRequest, the code a
+ * local search runs, so the values are the same.
  */
 import { NodeClusterSocket } from "@effect/platform-node"
-import { readFileSync } from "node:fs"
-import { join } from "node:path"
 import { Effect, Layer, Option, Semaphore } from "effect"
 import { RunnerAddress } from "effect/cluster"
 import { SqlClient } from "effect/sql"
 import type { RopeTable } from "../kernels/rope-table.ts"
 import { Gpu } from "../kernels/device.ts"
-import { loadLlama, type LlamaModel } from "../plugins/models/llama/model.ts"
-import { ropeSpecFromConfig } from "../plugins/rope/formats.ts"
+import type { LoadedModel, ModelFamily } from "../plugins/models/family.ts"
+import { checkFits, inspectModel } from "../plugins/models/registry.ts"
 import { resolveRope } from "../plugins/rope/index.ts"
+import { evaluateFitnessRequest, type FitnessMemo, type FitnessRequest } from "../plugins/search/evaluator.ts"
 import { type FitnessSample, getFitness } from "../plugins/search/fitness.ts"
-import { evaluateFitnessRequest, type FitnessMemo, type FitnessRequest, inspectForSearch } from "../stages/search.ts"
 import { hashPath } from "../common/hash.ts"
 import { EvaluationFailed, FitnessEvaluation } from "./protocol.ts"
 import { SamplesStore, storeLayer } from "./store.ts"
@@ -30,6 +29,8 @@ export interface WorkerOptions {
   readonly listen?: { readonly host: string; readonly port: number }
   /** Names this worker in replies and logs. */
   readonly id: string
+  /** The model families it reads folders with (the built-ins, and any `--plugin`'s). */
+  readonly families: readonly ModelFamily[]
   /** Called when a model is loaded and after each evaluation (the CLI prints the lines). */
   readonly log?: (line: string) => void
 }
@@ -38,7 +39,7 @@ interface Loaded {
   readonly path: string
   readonly hash: string
   readonly fullAttention: boolean
-  readonly model: LlamaModel
+  readonly model: LoadedModel
   readonly baseTable: (length: number) => RopeTable
   readonly memo: FitnessMemo
 }
@@ -76,11 +77,12 @@ const handlers = (o: WorkerOptions) =>
           if (h !== hash) throw new Error(`${path} on ${o.id} has hash ${h}, the coordinator's has ${hash}`)
           loaded?.model.dispose()
           loaded = undefined
-          const model = await loadLlama(gpu, inspectForSearch(path, fullAttention))
+          const { family, model: inspected } = inspectModel(o.families, path, fullAttention ? { fullAttention } : {})
+          checkFits(family, inspected, Math.max(req.table.length, req.penalty?.length ?? 0), gpu.limits)
+          const model = await family.load(gpu, inspected)
           o.log?.(`loaded model ${path}`)
-          const spec = ropeSpecFromConfig(JSON.parse(readFileSync(join(path, "config.json"), "utf8")))
           let base: ((length: number) => RopeTable) | undefined
-          loaded = { path, hash, fullAttention, model, baseTable: (length) => (base ??= resolveRope(spec))(length), memo: { base: new Map() } }
+          loaded = { path, hash, fullAttention, model, baseTable: (length) => (base ??= resolveRope(model.config.rope))(length), memo: { base: new Map() } }
           return loaded
         },
         catch: (e) => failed(`loading model: ${errorText(e)}`),

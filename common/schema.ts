@@ -36,7 +36,7 @@ export function decodeProblems<A>(schema: Schema.Codec<A, any, never, never>, va
     issues.map((i) => {
       const path = (i.path ?? []).map((p) => (typeof p === "object" ? p.key : p)) as Array<string | number>
       const last = String(path[path.length - 1])
-      if (i.message.includes("excess property")) return { path, message: `unknown key "${last}"`, at: "key" as const }
+      if (i.message.includes("excess property") || i.message.startsWith("unknown key")) return { path, message: `unknown key "${last}"`, at: "key" as const }
       if (i.message === "Missing key") return { path, message: `missing key "${last}"`, at: "value" as const }
       return { path, message: i.message, at: "value" as const }
     }),

@@ -1,5 +1,5 @@
 /**
- * `ropeway worker --store postgres://user@host:port/db [--address HOST:PORT] [--listen HOST:PORT] [--id NAME]`:
+ * `ropeway worker --store postgres://user@host:port/db [--address HOST:PORT] [--listen HOST:PORT] [--id NAME] [--plugin FILE]...`:
  * runs a cluster worker on this machine's GPU until interrupted (Ctrl-C / SIGTERM leave the cluster
  * cleanly: shards are released, the runner unregistered). Searches whose workflow has
  * `cluster: { store: <the same URL> }` send their fitness evaluations to the workers.
@@ -12,6 +12,8 @@ import { describeAdapter, Gpu } from "../../kernels/device.ts"
 import { checkStoreUrl } from "../../cluster/store.ts"
 import { workerLayer } from "../../cluster/worker.ts"
 import { redact } from "../../cluster/evaluator.ts"
+import { familiesOf } from "../../plugins/models/registry.ts"
+import { registryFromFlags } from "../workflow.ts"
 import { InputError, inputError } from "../../common/errors.ts"
 
 const attempt = <A>(f: () => A): Effect.Effect<A, Error> => Effect.try({ try: f, catch: (e) => (e instanceof Error ? e : new Error(String(e))) })
@@ -45,8 +47,9 @@ export const worker = Command.make(
     ),
     listen: Flag.String("listen").pipe(Flag.withDescription("HOST:PORT to listen on when it differs from --address"), Flag.optional),
     id: Flag.String("id").pipe(Flag.withDescription("this worker's name in logs and replies (default: host-pid)"), Flag.optional),
+    plugin: Flag.String("plugin").pipe(Flag.withDescription("a plugin file or npm package whose model families the worker reads (repeatable)"), Flag.atLeast(0)),
   },
-  Effect.fn(function* ({ store, address, listen, id }) {
+  Effect.fn(function* ({ store, address, listen, id, plugin }) {
     yield* attempt(() => checkStoreUrl(store, "--store"))
     const addr = yield* attempt(() => (Option.isSome(address) ? parseHostPort(address.value, "--address") : { host: hostname(), port: 34431 }))
     const bind = Option.isSome(listen) ? yield* attempt(() => parseHostPort(listen.value, "--listen")) : undefined
@@ -56,6 +59,7 @@ export const worker = Command.make(
       address: addr,
       ...(bind === undefined ? {} : { listen: bind }),
       id: name,
+      families: familiesOf(yield* registryFromFlags(plugin)),
       log: (line) => process.stdout.write(`${name}: ${line}\n`),
     })
     // The GPU first, so a machine without one fails before it joins the cluster.

@@ -14,9 +14,11 @@ import { llamaFamily } from "./llama/family.ts"
 /** The families ropeway has without any plugin. */
 export const BUILTIN_FAMILIES: readonly ModelFamily[] = [llamaFamily]
 
-/** The families of a workflow's registry (the built-ins when there is none: a stage run on its own). */
-export const familiesOf = (registry: Registry | undefined): ModelFamily[] =>
-  registry === undefined ? [...BUILTIN_FAMILIES] : registry.all("families").filter(isModelFamily)
+/** A workflow registry's families, then the built-in ones it does not already hold (a stage run on its own has only those). */
+export const familiesOf = (registry: Registry | undefined): ModelFamily[] => {
+  const own = registry?.all("families").filter(isModelFamily) ?? []
+  return [...own, ...BUILTIN_FAMILIES.filter((b) => !own.some((f) => f.name === b.name))]
+}
 
 /** What every family's config.json has in common: how it names its architecture. */
 const ConfigHead = type({

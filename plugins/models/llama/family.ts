@@ -21,7 +21,7 @@ const recognizes = (config: Readonly<Record<string, unknown>>): boolean => {
 }
 
 /** The folder as the llama plugin reads it; `fullAttention` drops the sliding window (there is only full attention). */
-function inspect(dir: string, options: InspectOptions = {}): InspectedModel<LlamaConfig> & InspectedLlama {
+export function inspectLlamaModel(dir: string, options: InspectOptions = {}): InspectedModel<LlamaConfig> & InspectedLlama {
   const m = inspectLlama(dir, options)
   const config = options.fullAttention === true && m.config.slidingWindow !== undefined ? { ...m.config, slidingWindow: undefined } : m.config
   return { ...m, config, checkSequence: (tokens, source) => checkSequence(config, tokens, source) }
@@ -60,7 +60,7 @@ export const llamaFamily: ModelFamily = {
   description: "LLaMA, Mistral, Phi-3, Qwen2: RMSNorm, SwiGLU MLP, rotate-half RoPE, GQA (transformers' semantics)",
   architectures: SUPPORTED_ARCHITECTURES,
   recognizes,
-  inspect,
+  inspect: inspectLlamaModel,
   memory: llamaMemory,
   // a model inspected elsewhere (another options set) is read again from its folder
   load: (rt: GpuRuntime, m: InspectedModel) => loadLlama(rt, "checkpoint" in m ? (m as unknown as InspectedLlama) : m.config.dir),
