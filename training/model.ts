@@ -5,6 +5,7 @@
 import type { RopeTable } from "../kernels/rope-table.ts"
 import type { Tensor } from "../kernels/tensor.ts"
 import type { TensorToWrite } from "../common/safetensors.ts"
+import type { Json } from "./checkpoint.ts"
 import type { ParamInit } from "./optimizer.ts"
 
 /** Host weights by HF name. */
@@ -49,6 +50,8 @@ export interface LossResult {
 }
 
 export interface TrainableModel {
+  /** What identifies interchangeable weights: a training checkpoint that records another is refused. */
+  readonly architecture?: Json
   /** The trainable parameters, HF names, in checkpoint order (norms and biases without weight decay). */
   readonly params: readonly ParamInit[]
   /** Forward (and, with `grad`, backward) of one sequence. */

@@ -12,10 +12,12 @@ import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Gpu, describeAdapter } from "../../kernels/device.ts"
 import { type TextTokenizer, loadHfTokenizer, withBos } from "../../plugins/data/tokenizer.ts"
-import { type BoundaryPolicy, type GenerateResult, POLICIES, generate as generateTokens } from "../../plugins/models/generate.ts"
-import { type InspectedLlama, checkTokens, inspectLlama, loadLlama } from "../../plugins/models/llama/model.ts"
+import type { InspectedModel, ModelFamily } from "../../plugins/models/family.ts"
+import { asGenerator, type BoundaryPolicy, type GenerateResult, POLICIES, generate as generateTokens } from "../../plugins/models/generate.ts"
+import { checkFits, familiesOf, inspectModel } from "../../plugins/models/registry.ts"
+import { registryFromFlags } from "../workflow.ts"
 import { inputError } from "../../common/errors.ts"
-import { parseRopeScalingFlag, readTokensFile } from "./score.ts"
+import { parseRopeScalingFlag, pluginFlag, readTokensFile } from "./score.ts"
 
 const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)))
 const attempt = <A>(f: () => A): Effect.Effect<A, Error> => Effect.try({ try: f, catch: asError })
@@ -53,12 +55,14 @@ export const generate = Command.make(
     ropeScaling: Flag.String("rope-scaling").pipe(Flag.withDescription("HF rope_scaling JSON object; replaces config.json's"), Flag.optional),
     stop: Flag.String("stop").pipe(Flag.withDescription("comma-separated token ids that end generation (default: the tokenizer's EOS, if any)"), Flag.optional),
     json: Flag.Boolean("json").pipe(Flag.withDescription("print one JSON object"), Flag.withDefault(false)),
+    plugin: pluginFlag,
   },
-  Effect.fn(function* ({ model, tokens, text, maxNew, policy, ropeScaling, stop, json }) {
+  Effect.fn(function* ({ model, tokens, text, maxNew, policy, ropeScaling, stop, json, plugin }) {
     if (!(POLICIES as readonly string[]).includes(policy)) return yield* Effect.fail(inputError("--policy", `expected one of ${POLICIES.join(", ")}, got ${JSON.stringify(policy)}`))
     if (maxNew < 0) return yield* Effect.fail(inputError("--max-new", `must be ≥ 0, got ${maxNew}`))
     const override = Option.isSome(ropeScaling) ? yield* attempt(() => parseRopeScalingFlag(ropeScaling.value)) : undefined
-    const inspected: InspectedLlama = yield* attempt(() => inspectLlama(model, override === undefined ? {} : { ropeScaling: override, ropeSource: "--rope-scaling" }))
+    const families = familiesOf(yield* registryFromFlags(plugin))
+    const { family, model: inspected } = yield* attempt(() => inspectModel(families, model, override === undefined ? {} : { ropeScaling: override, ropeSource: "--rope-scaling" }))
     const hasTokenizer = existsSync(join(model, "tokenizer.json"))
     const tokenizer: TextTokenizer | undefined = hasTokenizer ? yield* attempt(() => loadHfTokenizer(model)) : undefined
     if (Option.isSome(tokens) && Option.isSome(text)) return yield* Effect.fail(inputError("--tokens/--text", "give one of them, not both"))
@@ -76,21 +80,27 @@ export const generate = Command.make(
       return yield* Effect.fail(inputError("generate", "give --tokens FILE (a JSON array of token ids) or --text FILE|STRING"))
     }
     if (ids.length === 0) return yield* Effect.fail(inputError(source, "the prompt is empty"))
-    yield* attempt(() => checkTokens(ids, inspected.config.vocabSize, source))
+    yield* attempt(() => inspected.checkSequence(ids, source))
     const stopIds = Option.isSome(stop) ? yield* attempt(() => parseStopFlag(stop.value)) : tokenizer?.eos === undefined ? [] : [tokenizer.eos]
     // Resolve every table the run may need now, so a method's error shows before the GPU starts.
     yield* attempt(() => {
       inspected.rope(ids.length)
       inspected.rope(ids.length + maxNew)
     })
-    yield* Effect.provide(run(inspected, ids, source, maxNew, policy as BoundaryPolicy, stopIds, tokenizer, json), Gpu.layer)
+    yield* Effect.provide(run(family, inspected, ids, source, maxNew, policy as BoundaryPolicy, stopIds, tokenizer, json), Gpu.layer)
   }),
 ).pipe(Command.withDescription("Greedy continuation with a KV cache; --policy decides what happens at a RoPE factor-set switch"))
 
-const run = (inspected: InspectedLlama, ids: readonly number[], source: string, maxNew: number, policy: BoundaryPolicy, stop: readonly number[], tokenizer: TextTokenizer | undefined, json: boolean) =>
+const run = (family: ModelFamily, inspected: InspectedModel, ids: readonly number[], source: string, maxNew: number, policy: BoundaryPolicy, stop: readonly number[], tokenizer: TextTokenizer | undefined, json: boolean) =>
   Effect.gen(function* () {
     const rt = yield* Gpu
-    const llama = yield* Effect.tryPromise({ try: () => loadLlama(rt, inspected), catch: asError })
+    yield* attempt(() => checkFits(family, inspected, ids.length + maxNew, rt.limits))
+    const loaded = yield* Effect.tryPromise({ try: () => family.load(rt, inspected), catch: asError })
+    const llama = asGenerator(loaded)
+    if (llama === undefined) {
+      loaded.dispose()
+      return yield* Effect.fail(inputError("--model", `the ${family.name} family gives no KV-cache session to generate with`))
+    }
     const started = performance.now()
     const streamed: number[] = []
     const result = yield* Effect.tryPromise({
@@ -111,7 +121,7 @@ const run = (inspected: InspectedLlama, ids: readonly number[], source: string, 
               }),
         }),
       catch: asError,
-    }).pipe(Effect.ensuring(Effect.sync(() => llama.dispose())))
+    }).pipe(Effect.ensuring(Effect.sync(() => loaded.dispose())))
     const seconds = (performance.now() - started) / 1000
     const text = tokenizer?.decode(result.tokens)
     if (json) {

@@ -6,7 +6,10 @@
  */
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
+import type { ModelFamily } from "../../plugins/models/family.ts"
+import { BUILTIN_FAMILIES, familiesOf, familyFor } from "../../plugins/models/registry.ts"
+import { registryFromFlags } from "../workflow.ts"
+import { pluginFlag } from "./score.ts"
 import { parseScalingJson } from "../../plugins/rope/formats.ts"
 import { resolveRope, tableFactors } from "../../plugins/rope/index.ts"
 import type { RopePlotInput } from "../../plugins/report/rope-plot.ts"
@@ -48,11 +51,11 @@ export function ropeReportFor(spec: RopeSpec, length: number, model = ""): RopeR
   }
 }
 
-/** Reads DIR/config.json (optionally replacing its rope_scaling) and reports the table at `length`. */
-export function ropeReport(modelDir: string, length: number, ropeScaling?: string): RopeReport {
+/** Reads DIR/config.json with its family (optionally replacing its rope_scaling) and reports the table at `length`. */
+export function ropeReport(modelDir: string, length: number, ropeScaling?: string, families: readonly ModelFamily[] = BUILTIN_FAMILIES): RopeReport {
   if (!Number.isInteger(length) || length < 1) throw inputError("--length", `expected an integer ≥ 1, got ${length}`)
   const override = ropeScaling === undefined ? {} : { ropeScaling: parseScalingJson(ropeScaling) ?? null }
-  const config = readLlamaConfig(modelDir, override)
+  const config = familyFor(families, modelDir).readConfig(modelDir, override)
   const spec: RopeSpec = { ...config.rope, scalingKey: ropeScaling === undefined ? "rope_scaling" : "--rope-scaling" }
   return ropeReportFor(spec, length, modelDir)
 }
@@ -93,10 +96,12 @@ export const rope = Command.make(
     length: Flag.Int("length").pipe(Flag.withDescription("input length in tokens")),
     json: Flag.Boolean("json").pipe(Flag.withDescription("print JSON instead of a table"), Flag.withDefault(false)),
     plot: Flag.String("plot").pipe(Flag.withDescription("also write an SVG of the factor curve against PI, NTK and YaRN at the same scale"), Flag.optional),
+    plugin: pluginFlag,
   },
   (o) =>
     Effect.gen(function* () {
-      const report = ropeReport(o.model, o.length, Option.getOrUndefined(o.ropeScaling))
+      const families = familiesOf(yield* registryFromFlags(o.plugin))
+      const report = ropeReport(o.model, o.length, Option.getOrUndefined(o.ropeScaling), families)
       yield* Console.log(o.json ? JSON.stringify(report, null, 2) : formatRopeReport(report).trimEnd())
       const plot = Option.getOrUndefined(o.plot)
       if (plot !== undefined) {

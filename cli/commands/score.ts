@@ -1,9 +1,11 @@
 /**
- * `ropeway score --model DIR (--tokens FILE | --text FILE) [--rope-scaling JSON] [--chunk N] [--json]`:
- * next-token log-probs and perplexity of a token sequence under a model folder.
+ * `ropeway score --model DIR (--tokens FILE | --text FILE) [--rope-scaling JSON] [--chunk N] [--plugin FILE]... [--json]`:
+ * next-token log-probs and perplexity of a token sequence under a model folder, read by whichever model
+ * family recognises it (the built-in llama family, or a `--plugin`'s).
  *
  * Everything a user can get wrong (folder, config, tensor headers, tokens) is checked before the GPU is
- * acquired, so bad input fails fast with one line.
+ * acquired, so bad input fails fast with one line; a model too large for the device is refused before
+ * loading.
  */
 import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
@@ -11,11 +13,16 @@ import { Tokenizer } from "@huggingface/tokenizers"
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Gpu, describeAdapter } from "../../kernels/device.ts"
-import { type InspectedLlama, checkSequence, inspectLlama, loadLlama } from "../../plugins/models/llama/model.ts"
-import type { ChosenTable } from "../../plugins/rope/index.ts"
 import { inputError } from "../../common/errors.ts"
+import type { InspectedModel, ModelFamily } from "../../plugins/models/family.ts"
+import { checkFits, familiesOf, inspectModel } from "../../plugins/models/registry.ts"
+import type { ChosenTable } from "../../plugins/rope/index.ts"
+import { registryFromFlags } from "../workflow.ts"
 
 const oneLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ").trim()
+
+/** `--plugin FILE` (repeatable): a plugin whose model families the command reads folders with. */
+export const pluginFlag = Flag.String("plugin").pipe(Flag.withDescription("a plugin file or npm package to load (its model families), repeatable"), Flag.atLeast(0))
 
 /** Runs plain code that may throw an InputError, as an Effect whose failure the CLI prints as one line. */
 const attempt = <A>(f: () => A): Effect.Effect<A, Error> =>
@@ -94,13 +101,13 @@ export const score = Command.make(
     ropeScaling: Flag.String("rope-scaling").pipe(Flag.withDescription("HF rope_scaling JSON object; replaces config.json's"), Flag.optional),
     chunk: Flag.Int("chunk").pipe(Flag.withDescription("tokens per forward chunk"), Flag.withDefault(512)),
     json: Flag.Boolean("json").pipe(Flag.withDescription("print one JSON object"), Flag.withDefault(false)),
+    plugin: pluginFlag,
   },
-  Effect.fn(function* ({ model, tokens, text, ropeScaling, chunk, json }) {
+  Effect.fn(function* ({ model, tokens, text, ropeScaling, chunk, json, plugin }) {
     if (chunk < 1) return yield* Effect.fail(inputError("--chunk", `must be ≥ 1, got ${chunk}`))
     const override = Option.isSome(ropeScaling) ? yield* attempt(() => parseRopeScalingFlag(ropeScaling.value)) : undefined
-    const inspected: InspectedLlama = yield* attempt(() =>
-      inspectLlama(model, override === undefined ? {} : { ropeScaling: override }),
-    )
+    const families = familiesOf(yield* registryFromFlags(plugin))
+    const { family, model: inspected } = yield* attempt(() => inspectModel(families, model, override === undefined ? {} : { ropeScaling: override }))
     let ids: number[]
     let source: string
     if (Option.isSome(tokens) && Option.isSome(text)) return yield* Effect.fail(inputError("--tokens/--text", "give one of them, not both"))
@@ -113,19 +120,20 @@ export const score = Command.make(
     } else {
       return yield* Effect.fail(inputError("score", "give --tokens FILE (a JSON array of token ids) or --text FILE"))
     }
-    yield* attempt(() => checkSequence(inspected.config, ids, source))
+    yield* attempt(() => inspected.checkSequence(ids, source))
     if (ids.length < 2) return yield* Effect.fail(inputError(source, `needs at least 2 tokens to score, got ${ids.length}`))
     const table = yield* attempt(() => inspected.rope(ids.length))
-    yield* Effect.provide(run(model, inspected, table, ids, source, chunk, json), Gpu.layer)
+    yield* Effect.provide(run(model, family, inspected, table, ids, source, chunk, json), Gpu.layer)
   }),
 ).pipe(Command.withDescription("Next-token log-probs and perplexity of a token sequence"))
 
 /** The GPU part, after every input check has passed. */
-const run = (model: string, inspected: InspectedLlama, table: ChosenTable, ids: readonly number[], source: string, chunk: number, json: boolean) =>
+const run = (model: string, family: ModelFamily, inspected: InspectedModel, table: ChosenTable, ids: readonly number[], source: string, chunk: number, json: boolean) =>
   Effect.gen(function* () {
     const rt = yield* Gpu
+    yield* attempt(() => checkFits(family, inspected, ids.length, rt.limits, { chunk }))
     const started = performance.now()
-    const llama = yield* Effect.tryPromise({ try: () => loadLlama(rt, inspected), catch: asError })
+    const llama = yield* Effect.tryPromise({ try: () => family.load(rt, inspected), catch: asError })
     const loaded = performance.now()
     const logprobs = yield* Effect.tryPromise({ try: () => llama.logprobs(ids, { chunk, source, rope: table }), catch: asError }).pipe(
       Effect.ensuring(Effect.sync(() => llama.dispose())),
@@ -149,7 +157,7 @@ const run = (model: string, inspected: InspectedLlama, table: ChosenTable, ids: 
     } else {
       yield* Console.log(
         [
-          `model       ${model} (${inspected.config.architecture}, ${inspected.config.numLayers} layers, d=${inspected.config.hiddenSize}, vocab ${inspected.config.vocabSize})`,
+          `model       ${model} (${inspected.config.architecture}, ${family.name} family, ${inspected.config.numLayers} layers, d=${inspected.config.hiddenSize}, vocab ${inspected.config.vocabSize})`,
           `adapter     ${describeAdapter(rt.adapter)}`,
           `rope        ${table.method}: ${table.reason}`,
           `tokens      ${ids.length} (${logprobs.length} scored)`,

@@ -51,7 +51,7 @@ export const SearchDataParams = Schema.Struct({
 export type SearchDataParams = typeof SearchDataParams.Type
 
 /** Tokens per synthetic document: an integer, or [min, max] drawn per document. */
-const DocLength = Schema.Union([PosInt, Schema.Tuple([PosInt, PosInt]).check(Schema.makeFilter(([a, b]) => a <= b || { path: [1], issue: `expected ≥ min (${a})` }))])
+const DocLength = Schema.Union([PosInt, Schema.Tuple([PosInt, PosInt]).check(Schema.makeFilter(([a, b]: readonly [number, number]) => a <= b || { path: [1], issue: `expected ≥ min (${a})` }))])
 
 const TRAIN_SYNTHETIC = ["tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries", "copies", "keys", "answerWeight"] as const
 

@@ -113,6 +113,8 @@ export interface ModelFamily extends ModelFamilyContribution {
   readonly architectures: readonly string[]
   /** Whether the family reads a folder with this config.json. */
   readonly recognizes: (config: Readonly<Record<string, unknown>>) => boolean
+  /** config.json alone (no weights needed): shapes and the RoPE spec, for what only reads the RoPE settings. */
+  readonly readConfig: (dir: string, options?: InspectOptions) => ModelConfig
   readonly inspect: (dir: string, options?: InspectOptions) => InspectedModel
   readonly memory: (model: InspectedModel, length: number, options?: { readonly chunk?: number }) => MemoryPlan
   readonly load: (rt: GpuRuntime, model: InspectedModel) => Promise<LoadedModel>
@@ -123,4 +125,4 @@ export interface ModelFamily extends ModelFamilyContribution {
 }
 
 export const isModelFamily = (u: unknown): u is ModelFamily =>
-  typeof u === "object" && u !== null && ["recognizes", "inspect", "memory", "load"].every((k) => typeof (u as Record<string, unknown>)[k] === "function")
+  typeof u === "object" && u !== null && ["recognizes", "readConfig", "inspect", "memory", "load"].every((k) => typeof (u as Record<string, unknown>)[k] === "function")

@@ -17,7 +17,7 @@ import { getFitness } from "../../plugins/search/fitness.ts"
 import { getStrategy } from "../../plugins/search/index.ts"
 import type { SearchContext } from "../../plugins/search/types.ts"
 import { FINETUNE_DEFAULTS } from "../../stages/finetune.ts"
-import { optimizerAndSchedule, type TrainParams } from "../../stages/train-common.ts"
+import { optimizerAndSchedule, type TrainHyper as TrainParams } from "../../training/config.ts"
 
 const ROOT = resolve(import.meta.dir, "../..")
 const DIR = join(ROOT, "workflows/paper")

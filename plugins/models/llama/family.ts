@@ -5,7 +5,7 @@
 import type { GpuRuntime } from "../../../kernels/runtime.ts"
 import type { HostWeights } from "../../../training/model.ts"
 import type { InspectedModel, InspectOptions, MemoryPlan, ModelConfig, ModelFamily } from "../family.ts"
-import { type LlamaConfig, parseLlamaConfig, SUPPORTED_ARCHITECTURES } from "./config.ts"
+import { type LlamaConfig, parseLlamaConfig, readLlamaConfig, SUPPORTED_ARCHITECTURES } from "./config.ts"
 import { checkSequence, DEFAULT_CHUNK, type InspectedLlama, inspectLlama, loadLlama } from "./model.ts"
 import { createTrainableLlama } from "./train.ts"
 
@@ -55,15 +55,24 @@ export function llamaMemory(model: InspectedModel, length: number, options: { re
   }
 }
 
+/** What identifies interchangeable weights; a training checkpoint with another one is refused. */
+export const llamaArchitecture = (c: LlamaConfig) => ({
+  architecture: c.architecture, hidden: c.hiddenSize, intermediate: c.intermediateSize, layers: c.numLayers,
+  heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, vocab: c.vocabSize, tied: c.tieWordEmbeddings,
+  qkvBias: c.qkvBias, oBias: c.oBias, mlpBias: c.mlpBias,
+})
+
 export const llamaFamily: ModelFamily = {
   name: "llama",
   description: "LLaMA, Mistral, Phi-3, Qwen2: RMSNorm, SwiGLU MLP, rotate-half RoPE, GQA (transformers' semantics)",
   architectures: SUPPORTED_ARCHITECTURES,
   recognizes,
+  readConfig: (dir, options = {}) => readLlamaConfig(dir, options),
   inspect: inspectLlamaModel,
   memory: llamaMemory,
   // a model inspected elsewhere (another options set) is read again from its folder
   load: (rt: GpuRuntime, m: InspectedModel) => loadLlama(rt, "checkpoint" in m ? (m as unknown as InspectedLlama) : m.config.dir),
-  trainable: (rt: GpuRuntime, config: ModelConfig, weights: string | HostWeights) => createTrainableLlama(rt, config as LlamaConfig, weights),
+  trainable: (rt: GpuRuntime, config: ModelConfig, weights: string | HostWeights) =>
+    Object.assign(createTrainableLlama(rt, config as LlamaConfig, weights), { architecture: llamaArchitecture(config as LlamaConfig) }),
   parseConfig: (json, file, dir) => parseLlamaConfig(json, file, dir),
 }
