@@ -26,7 +26,7 @@ export { sha256 } from "../common/hash.ts"
 export { Rng, type RngState } from "../common/rng.ts"
 export { Checkpoint, type TensorInfo, type TensorToWrite, writeCheckpoint } from "../common/safetensors.ts"
 export { decodeParams, doc, NonNeg, NonNegInt, PosInt, withDefault } from "../common/schema.ts"
-export { checkJson } from "../common/validate.ts"
+export { checkJson, readJsonFile } from "../common/validate.ts"
 
 // ---- kernels ----
 export { appendKv, attention, createKvCache, type KvCache, releaseKvCache } from "../kernels/attention.ts"

@@ -3,10 +3,10 @@
  * stage, command and worker opens models through here, so a plugin's family serves them all.
  */
 import { type } from "arktype"
-import { existsSync, readFileSync, statSync } from "node:fs"
+import { existsSync, statSync } from "node:fs"
 import { join } from "node:path"
 import { DoesNotFit, inputError, ModelNotFound, UnsupportedModel } from "../../common/errors.ts"
-import { checkJson } from "../../common/validate.ts"
+import { checkJson, readJsonFile } from "../../common/validate.ts"
 import type { Registry } from "../../pipeline/workflow/plugin.ts"
 import { type InspectedModel, type InspectOptions, isModelFamily, type MemoryPlan, type ModelFamily } from "./family.ts"
 import { llamaFamily } from "./llama/family.ts"
@@ -31,13 +31,7 @@ export function readConfigJson(dir: string): { file: string; json: Record<string
   if (!existsSync(dir)) throw new ModelNotFound({ path: dir, message: `${dir}: model folder does not exist` })
   if (!statSync(dir).isDirectory()) throw inputError(dir, "not a folder (expected a Hugging Face model folder)")
   const file = join(dir, "config.json")
-  if (!existsSync(file)) throw inputError(file, "not found (a Hugging Face model folder needs config.json)")
-  let json: unknown
-  try {
-    json = JSON.parse(readFileSync(file, "utf8"))
-  } catch (e) {
-    throw inputError(file, `malformed JSON (${(e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ")})`)
-  }
+  const json = readJsonFile(file, "not found (a Hugging Face model folder needs config.json)")
   checkJson(ConfigHead, json, file)
   return { file, json: json as Record<string, unknown> }
 }

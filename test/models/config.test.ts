@@ -72,8 +72,8 @@ describe("llama config", () => {
   })
 
   test("errors name the file and field", () => {
-    expectError(() => parse({ hidden_size: undefined }), "/m/config.json", '"hidden_size"')
-    expectError(() => parse({ vocab_size: "100" }), "/m/config.json", '"vocab_size"', "positive integer")
+    expectError(() => parse({ hidden_size: undefined }), "/m/config.json", "hidden_size")
+    expectError(() => parse({ vocab_size: "100" }), "/m/config.json", "vocab_size", "positive integer")
     expectError(() => parse({ architectures: ["GemmaForCausalLM"] }), "unsupported architecture GemmaForCausalLM", "Qwen2ForCausalLM")
     expectError(() => parse({ num_key_value_heads: 3 }), "num_key_value_heads")
     expectError(() => parse({ partial_rotary_factor: 0.1 }), "partial_rotary_factor")

@@ -4,9 +4,8 @@
  * `partial_rotary_factor` / `rope_theta` (newer).
  */
 import { type } from "arktype"
-import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
-import { checkJson, inputError, type InspectOptions, type ModelConfig, ModelNotFound, type RopeSpec, ropeSpecFromConfig } from "../../../plugins/api.ts"
+import { checkJson, inputError, type InspectOptions, type ModelConfig, readJsonFile, type RopeSpec, ropeSpecFromConfig } from "../../../plugins/api.ts"
 
 export const ARCHITECTURE = "GPTNeoXForCausalLM"
 
@@ -61,14 +60,7 @@ export function parseNeoxConfig(json: unknown, file: string, dir: string, option
 
 export function readNeoxConfig(dir: string, options: InspectOptions = {}): NeoxConfig {
   const file = join(dir, "config.json")
-  if (!existsSync(file)) throw new ModelNotFound({ path: dir, message: `${file}: not found (a Hugging Face model folder needs config.json)` })
-  let json: unknown
-  try {
-    json = JSON.parse(readFileSync(file, "utf8"))
-  } catch (e) {
-    throw inputError(file, `malformed JSON (${e instanceof Error ? e.message : String(e)})`)
-  }
-  return parseNeoxConfig(json, file, dir, options)
+  return parseNeoxConfig(readJsonFile(file, "not found (a Hugging Face model folder needs config.json)"), file, dir, options)
 }
 
 /** Every tensor the config implies, with its shape (HF names). */

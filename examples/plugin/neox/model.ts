@@ -82,7 +82,9 @@ function uploadLayers(c: NeoxConfig, m: InspectedNeox, w: Weights): GpuLayer[] {
 }
 
 /** The forward of one chunk of tokens at positions start.., through every layer and the final norm. */
-function forward(rt: GpuRuntime, c: NeoxConfig, g: { embedIn: Tensor; layers: GpuLayer[]; final: Norm }) {
+type Forward = (ids: Uint32Array, start: number, table: GpuRopeTable, caches: readonly KvCache[]) => Tensor
+
+function forward(rt: GpuRuntime, c: NeoxConfig, g: { embedIn: Tensor; layers: GpuLayer[]; final: Norm }): Forward {
   return (ids: Uint32Array, start: number, table: GpuRopeTable, caches: readonly KvCache[]): Tensor => {
     const len = ids.length
     const idT = rt.upload(ids)
@@ -114,13 +116,6 @@ function forward(rt: GpuRuntime, c: NeoxConfig, g: { embedIn: Tensor; layers: Gp
   }
 }
 
-/** Rows [from, from + rows) of x [*, width] as a new tensor. */
-const sliceRows = (rt: GpuRuntime, x: Tensor, from: number, rows: number, width: number): Tensor => {
-  const t = rt.tensor([rows, width])
-  rt.copy(x.buffer, from * width * 4, t.buffer, 0, rows * width * 4)
-  return t
-}
-
 const logSoftmax = (logits: Float32Array): Float64Array => {
   let max = -Infinity
   for (const v of logits) if (v > max) max = v
@@ -128,6 +123,51 @@ const logSoftmax = (logits: Float32Array): Float64Array => {
   for (const v of logits) sum += Math.exp(v - max)
   const lse = max + Math.log(sum)
   return Float64Array.from(logits, (v) => v - lse)
+}
+
+/** A KV-cache session over `cs` (one cache per layer): feed the prompt, then one token at a time. */
+function session(rt: GpuRuntime, m: InspectedNeox, run: Forward, cs: KvCache[], logits: (x: Tensor) => Promise<Float32Array>): DecodeSession {
+  const c = m.config
+  const capacity = cs[0]!.capacity
+  let length = 0
+  let table: RopeTable | undefined
+  let gpuTable: GpuRopeTable | undefined
+  return {
+    get length() {
+      return length
+    },
+    capacity,
+    get table() {
+      return table
+    },
+    async feed(tokens, t, o = {}) {
+      m.checkSequence(tokens, o.source)
+      if (length + tokens.length > capacity) throw new Error(`neox session: ${length} cached + ${tokens.length} new tokens exceed the capacity ${capacity}`)
+      if (table === undefined || !sameRopeTable(table, t, c.numLayers)) {
+        if (length > 0) throw new Error("neox session: the table differs from the one the cached keys carry; reset() first")
+        if (gpuTable !== undefined) releaseRopeTable(rt, gpuTable)
+        table = t
+        gpuTable = uploadRopeTable(rt, t, c.numLayers)
+      }
+      const ids = Uint32Array.from(tokens)
+      const chunk = chunkFor(c, o.chunk)
+      // all but the last token in chunks, then the last alone: its one row is the next-token logits' input
+      for (let at = 0; at < ids.length - 1; at += chunk) rt.release(run(ids.subarray(at, Math.min(at + chunk, ids.length - 1)), length + at, gpuTable!, cs))
+      const last = run(ids.subarray(ids.length - 1), length + ids.length - 1, gpuTable!, cs)
+      length += ids.length
+      const values = await logits(last)
+      rt.release(last)
+      return logSoftmax(values)
+    },
+    reset() {
+      length = 0
+    },
+    dispose() {
+      rt.flush()
+      for (const cache of cs) releaseKvCache(rt, cache)
+      if (gpuTable !== undefined) releaseRopeTable(rt, gpuTable)
+    },
+  }
 }
 
 export async function loadNeox(rt: GpuRuntime, m: InspectedNeox): Promise<LoadedModel> {
@@ -182,52 +222,5 @@ export async function loadNeox(rt: GpuRuntime, m: InspectedNeox): Promise<Loaded
     return out
   }
 
-  function session(capacity: number): DecodeSession {
-    const cs = caches(capacity)
-    let length = 0
-    let table: RopeTable | undefined
-    let gpuTable: GpuRopeTable | undefined
-    return {
-      get length() {
-        return length
-      },
-      capacity,
-      get table() {
-        return table
-      },
-      async feed(tokens, t, o = {}) {
-        m.checkSequence(tokens, o.source)
-        if (length + tokens.length > capacity) throw new Error(`neox session: ${length} cached + ${tokens.length} new tokens exceed the capacity ${capacity}`)
-        if (table === undefined || !sameRopeTable(table, t, c.numLayers)) {
-          if (length > 0) throw new Error("neox session: the table differs from the one the cached keys carry; reset() first")
-          if (gpuTable !== undefined) releaseRopeTable(rt, gpuTable)
-          table = t
-          gpuTable = uploadRopeTable(rt, t, c.numLayers)
-        }
-        const ids = Uint32Array.from(tokens)
-        const chunk = chunkFor(c, o.chunk)
-        let last: Tensor | undefined
-        for (let at = 0; at < ids.length; at += chunk) {
-          const len = Math.min(chunk, ids.length - at)
-          const x = run(ids.subarray(at, at + len), length + at, gpuTable!, cs)
-          if (at + len === ids.length) last = sliceRows(rt, x, len - 1, 1, c.hiddenSize)
-          rt.release(x)
-        }
-        length += ids.length
-        const values = await logits(last!)
-        rt.release(last!)
-        return logSoftmax(values)
-      },
-      reset() {
-        length = 0
-      },
-      dispose() {
-        rt.flush()
-        for (const cache of cs) releaseKvCache(rt, cache)
-        if (gpuTable !== undefined) releaseRopeTable(rt, gpuTable)
-      },
-    }
-  }
-
-  return { config: c, rope: m.rope, logprobs, session, dispose: () => w.release() }
+  return { config: c, rope: m.rope, logprobs, session: (capacity) => session(rt, m, run, caches(capacity), logits), dispose: () => w.release() }
 }
