@@ -1,7 +1,7 @@
 /**
  * `ropeway list [--plugin FILE]... [--json]`: what a workflow can use — stages (with their params, from
- * their schemas), RoPE methods, search strategies, fitness functions, datasets and models — from the
- * built-ins and any plugin files or packages given.
+ * their schemas), RoPE methods, search strategies, fitness functions, datasets, models and model
+ * families — from the built-ins and any plugin files or packages given.
  */
 import { Console, Effect, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
@@ -40,6 +40,7 @@ export interface Listing {
   readonly fitness: readonly Item[]
   readonly datasets: readonly Item[]
   readonly models: readonly Item[]
+  readonly families: readonly Item[]
 }
 
 /** The rope_scaling keys each built-in method reads (plugins/rope; a plugin's method may carry `params`). */
@@ -146,6 +147,9 @@ export function listing(reg: Registry): Listing {
     models: items<{ name: string; description?: string; version?: string; materialize?: unknown }>("models", (m) => ({
       ...(typeof m.materialize === "function" ? { params: "built-in model: `model: <name>` in a workflow" } : { params: "model family: `model: <path to an HF folder>`" }),
     })),
+    families: items<{ name: string; description?: string; architectures?: readonly string[] }>("families", (f) => ({
+      params: `reads ${(f.architectures ?? []).join(", ")} folders: \`model: <path to an HF folder>\`, \`--model DIR\``,
+    })),
   }
 }
 
@@ -182,6 +186,8 @@ export function formatListing(l: Listing): string {
     ...section("datasets", l.datasets),
     "",
     ...section("models", l.models),
+    "",
+    ...section("model families", l.families),
   ].join("\n")
 }
 

@@ -202,6 +202,43 @@ const concat = (a: Float64Array | undefined, b: Float64Array): Float64Array => {
 }
 
 /**
+ * Causal softmax attention; head h reads kv head floor(h / (H/KV)) (repeat_kv). Query row t sits at
+ * position start + t and attends to positions 0..start+t.
+ */
+function attend(q: Float64Array, k: Float64Array, v: Float64Array, d: { n: number; T: number; H: number; KV: number; hd: number; start: number }): Float64Array {
+  const { n, T, H, KV, hd, start } = d
+  const att = new Float64Array(n * H * hd)
+  const scale = 1 / Math.sqrt(hd)
+  const scores = new Float64Array(T)
+  for (let hh = 0; hh < H; hh++) {
+    const kvh = Math.floor(hh / (H / KV))
+    for (let t = 0; t < n; t++) {
+      const qo = t * H * hd + hh * hd
+      const last = start + t
+      let max = -Infinity
+      for (let s = 0; s <= last; s++) {
+        const ko = s * KV * hd + kvh * hd
+        let dot = 0
+        for (let i = 0; i < hd; i++) dot += q[qo + i]! * k[ko + i]!
+        scores[s] = dot * scale
+        if (scores[s]! > max) max = scores[s]!
+      }
+      let sum = 0
+      for (let s = 0; s <= last; s++) {
+        scores[s] = Math.exp(scores[s]! - max)
+        sum += scores[s]!
+      }
+      for (let s = 0; s <= last; s++) {
+        const wgt = scores[s]! / sum
+        const vo = s * KV * hd + kvh * hd
+        for (let i = 0; i < hd; i++) att[qo + i] = att[qo + i]! + wgt * v[vo + i]!
+      }
+    }
+  }
+  return att
+}
+
+/**
  * The forward of tokens[start..T) given the keys/values of positions < start in `state` (which it extends);
  * without a state, start is 0 and this is the plain whole-sequence forward. Returns the final-normed hidden
  * states of the new rows [T − start, D] and the output head.
@@ -269,36 +306,7 @@ function referenceForward(model: ReferenceModel, tokens: readonly number[], opts
     const k = Float64Array.from(rawK)
     applyRope(k, T, KV, hd, rope)
 
-    // Causal softmax attention; head h reads kv head floor(h / (H/KV)) (repeat_kv). Query row t sits at
-    // position start + t and attends to positions 0..start+t.
-    const att = new Float64Array(n * H * hd)
-    const scale = 1 / Math.sqrt(hd)
-    const scores = new Float64Array(T)
-    for (let hh = 0; hh < H; hh++) {
-      const kvh = Math.floor(hh / (H / KV))
-      for (let t = 0; t < n; t++) {
-        const qo = t * H * hd + hh * hd
-        const last = start + t
-        let max = -Infinity
-        for (let s = 0; s <= last; s++) {
-          const ko = s * KV * hd + kvh * hd
-          let dot = 0
-          for (let i = 0; i < hd; i++) dot += q[qo + i]! * k[ko + i]!
-          scores[s] = dot * scale
-          if (scores[s]! > max) max = scores[s]!
-        }
-        let sum = 0
-        for (let s = 0; s <= last; s++) {
-          scores[s] = Math.exp(scores[s]! - max)
-          sum += scores[s]!
-        }
-        for (let s = 0; s <= last; s++) {
-          const wgt = scores[s]! / sum
-          const vo = s * KV * hd + kvh * hd
-          for (let i = 0; i < hd; i++) att[qo + i] = att[qo + i]! + wgt * v[vo + i]!
-        }
-      }
-    }
+    const att = attend(q, k, v, { n, T, H, KV, hd, start })
     const o = linear(att, n, H * hd, get(`${p}self_attn.o_proj.weight`), D, bias("self_attn.o_proj.bias"))
     for (let i = 0; i < x.length; i++) x[i] = x[i]! + o[i]!
 
