@@ -5,7 +5,7 @@
  * distributed search differs from a local one only in where the forwards run.
  */
 import { NodeClusterSocket } from "@effect/platform-node"
-import { createHash } from "node:crypto"
+import { sha256 } from "../common/hash.ts"
 import { Cause, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { StageError } from "../pipeline/workflow/stage.ts"
@@ -17,7 +17,7 @@ const message = (e: unknown): string =>
   typeof e === "object" && e !== null && "message" in e && typeof e.message === "string" && e.message !== "" ? e.message : String(e)
 
 /** One entity per distinct request: its content hash, so ids spread evenly over shards (and workers). */
-const entityId = (req: FitnessRequest): string => createHash("sha256").update(JSON.stringify(req)).digest("hex").slice(0, 32)
+const entityId = (req: FitnessRequest): string => sha256(JSON.stringify(req)).slice(0, 32)
 
 const evaluatorEffect = (settings: ClusterSettings) =>
   Effect.gen(function* () {

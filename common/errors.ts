@@ -4,7 +4,8 @@
  * the CLI prints it once as `error: <message>` and exits 1, with no stack trace.
  *
  * They are Errors too, so plain (non-Effect) code such as loaders throws them, and a stage's Effect keeps
- * the tag when it catches one (stages/kit.ts `asStageError`).
+ * the tag when it catches one (`asStageError`). An interrupt (Ctrl-C) is not an error value: it is Effect's
+ * interruption, which the runner records ("interrupted") and the CLI ends with exit 130.
  */
 import { Data, Effect } from "effect"
 
@@ -47,14 +48,11 @@ export class StageError extends Data.TaggedError("StageError")<{
   readonly cause?: unknown
 }> {}
 
-/** Work stopped by Ctrl-C (or another interrupt) in code that is not an Effect and must say so. */
-export class Interrupted extends Data.TaggedError("Interrupted")<{ readonly message: string }> {}
-
 /** The errors a stage's Effect may fail with. */
-export type RopewayError = InputError | BadParams | ModelNotFound | UnsupportedModel | DoesNotFit | TokenizerMismatch | GpuUnavailable | StageError | Interrupted
+export type RopewayError = InputError | BadParams | ModelNotFound | UnsupportedModel | DoesNotFit | TokenizerMismatch | GpuUnavailable | StageError
 
 const USER_TAGS = new Set([
-  "InputError", "BadParams", "ModelNotFound", "UnsupportedModel", "DoesNotFit", "TokenizerMismatch", "GpuUnavailable", "StageError", "Interrupted",
+  "InputError", "BadParams", "ModelNotFound", "UnsupportedModel", "DoesNotFit", "TokenizerMismatch", "GpuUnavailable", "StageError",
 ])
 
 /** Whether `e` is one of the errors above (the CLI prints these as one line). */

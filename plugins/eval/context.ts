@@ -4,11 +4,11 @@
  * evaluation resumes where it stopped (each computation is uninterruptible, the gaps between them are not).
  */
 import { Effect } from "effect"
-import { createHash } from "node:crypto"
 import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { attempt, attemptPromise, type RopewayError } from "../../common/errors.ts"
 import { writeJsonAtomic } from "../../common/files.ts"
+import { sha256 } from "../../common/hash.ts"
 import type { StageProgress } from "../../pipeline/workflow/stage.ts"
 import type { TextTokenizer } from "../data/tokenizer.ts"
 import type { LoadedModel } from "../models/family.ts"
@@ -37,7 +37,7 @@ export interface EvalContext {
 }
 
 /** sha256 of `text`, 24 hex digits: checkpoint file names. */
-export const sha = (text: string): string => createHash("sha256").update(text).digest("hex").slice(0, 24)
+export const sha = (text: string): string => sha256(text).slice(0, 24)
 
 /** `{ chunk }` when one is set, for the model's options. */
 export const chunkOption = (e: EvalContext): { readonly chunk?: number } => (e.chunk === undefined ? {} : { chunk: e.chunk })

@@ -20,7 +20,7 @@ import { appendToLog, emptySearchLog, evolutionaryToLongRoPELog, formatFactorsCs
 import type { Job } from "./modes.ts"
 import type { Candidate, Fidelity, Genome, Progress, Result } from "./types.ts"
 
-export interface Checkpoint {
+export interface SearchCheckpoint {
   readonly format: 1
   readonly strategy: string
   readonly state: unknown
@@ -87,9 +87,9 @@ function penaltySamples(env: Env, memo: Map<string, string>): string {
 export function runSearch(env: Env, strategy: AnyStrategy, job: Job, onGeneration: (progress: Progress, state: unknown) => Effect.Effect<void>) {
   return Effect.gen(function* () {
     const file = join(env.checkpointDir, `${job.tag === "" ? "search" : `search-${job.tag}`}.json`)
-    let cp: Checkpoint
+    let cp: SearchCheckpoint
     if (existsSync(file)) {
-      cp = JSON.parse(readFileSync(file, "utf8")) as Checkpoint
+      cp = JSON.parse(readFileSync(file, "utf8")) as SearchCheckpoint
       if (cp.strategy !== strategy.name) return yield* fail(`${file}: checkpoint of strategy "${cp.strategy}", this step runs "${strategy.name}"`)
       yield* env.progress.log(`search${job.tag === "" ? "" : ` ${job.tag}`}: resuming at generation ${strategy.progress(cp.state).generation}`)
     } else {
@@ -151,9 +151,9 @@ export function runSearch(env: Env, strategy: AnyStrategy, job: Job, onGeneratio
       const prog = strategy.progress(next)
       const log = prog.generation > before ? appendToLog(cp.log, prog, seconds) : cp.log
       // Continue from the JSON form, exactly what a resumed run would read back.
-      const text = JSON.stringify({ format: 1, strategy: strategy.name, state: next, log, seconds } satisfies Checkpoint)
+      const text = JSON.stringify({ format: 1, strategy: strategy.name, state: next, log, seconds } satisfies SearchCheckpoint)
       writeFileAtomic(file, text)
-      cp = JSON.parse(text) as Checkpoint
+      cp = JSON.parse(text) as SearchCheckpoint
       if (prog.generation > before) yield* onGeneration(prog, next)
     }
     return cp
@@ -172,7 +172,7 @@ function longropeLog(strategy: AnyStrategy, state: unknown): LongRoPELog {
   return { iteration: Math.max(0, p.generation - 1), population: p.population.map((m) => entry(m.genome, m.fitness)), history: p.population.map((m) => entry(m.genome, m.fitness)) }
 }
 
-export function writeLogs(dir: string, strategy: AnyStrategy, cp: Checkpoint, baseFactors: readonly number[] | undefined): void {
+export function writeLogs(dir: string, strategy: AnyStrategy, cp: SearchCheckpoint, baseFactors: readonly number[] | undefined): void {
   mkdirSync(dir, { recursive: true })
   writeFileSync(join(dir, "search-log.json"), `${JSON.stringify(cp.log, null, 2)}\n`)
   writeFileSync(join(dir, "longrope-log.json"), `${stringifyLongRoPELog(longropeLog(strategy, cp.state))}\n`)
@@ -202,7 +202,7 @@ function progressNote(env: Env, jobs: readonly Job[], k: number) {
 /** Every job in turn, to the end; each job's final checkpoint and its best (failing when a job evaluated nothing). */
 export function runJobs(env: Env, strategy: AnyStrategy, jobs: readonly Job[]) {
   return Effect.gen(function* () {
-    const results: Checkpoint[] = []
+    const results: SearchCheckpoint[] = []
     for (let k = 0; k < jobs.length; k++) results.push(yield* runSearch(env, strategy, jobs[k]!, progressNote(env, jobs, k)))
     const bests = yield* attempt("search", () =>
       results.map((cp, k) => {

@@ -126,47 +126,52 @@ const logSoftmax = (logits: Float32Array): Float64Array => {
 }
 
 /** A KV-cache session over `cs` (one cache per layer): feed the prompt, then one token at a time. */
-function session(rt: GpuRuntime, m: InspectedNeox, run: Forward, cs: KvCache[], logits: (x: Tensor) => Promise<Float32Array>): DecodeSession {
-  const c = m.config
-  const capacity = cs[0]!.capacity
-  let length = 0
-  let table: RopeTable | undefined
-  let gpuTable: GpuRopeTable | undefined
-  return {
-    get length() {
-      return length
-    },
-    capacity,
-    get table() {
-      return table
-    },
-    async feed(tokens, t, o = {}) {
-      m.checkSequence(tokens, o.source)
-      if (length + tokens.length > capacity) throw new Error(`neox session: ${length} cached + ${tokens.length} new tokens exceed the capacity ${capacity}`)
-      if (table === undefined || !sameRopeTable(table, t, c.numLayers)) {
-        if (length > 0) throw new Error("neox session: the table differs from the one the cached keys carry; reset() first")
-        if (gpuTable !== undefined) releaseRopeTable(rt, gpuTable)
-        table = t
-        gpuTable = uploadRopeTable(rt, t, c.numLayers)
-      }
-      const ids = Uint32Array.from(tokens)
-      const chunk = chunkFor(c, o.chunk)
-      // all but the last token in chunks, then the last alone: its one row is the next-token logits' input
-      for (let at = 0; at < ids.length - 1; at += chunk) rt.release(run(ids.subarray(at, Math.min(at + chunk, ids.length - 1)), length + at, gpuTable!, cs))
-      const last = run(ids.subarray(ids.length - 1), length + ids.length - 1, gpuTable!, cs)
-      length += ids.length
-      const values = await logits(last)
-      rt.release(last)
-      return logSoftmax(values)
-    },
-    reset() {
-      length = 0
-    },
-    dispose() {
-      rt.flush()
-      for (const cache of cs) releaseKvCache(rt, cache)
-      if (gpuTable !== undefined) releaseRopeTable(rt, gpuTable)
-    },
+class NeoxSession implements DecodeSession {
+  length = 0
+  table: RopeTable | undefined
+  private gpuTable: GpuRopeTable | undefined
+  readonly capacity: number
+
+  constructor(
+    private readonly rt: GpuRuntime,
+    private readonly m: InspectedNeox,
+    private readonly run: Forward,
+    private readonly cs: KvCache[],
+    private readonly logits: (x: Tensor) => Promise<Float32Array>,
+  ) {
+    this.capacity = cs[0]!.capacity
+  }
+
+  async feed(tokens: Uint32Array | readonly number[], t: RopeTable, o: { readonly chunk?: number; readonly source?: string } = {}): Promise<Float64Array> {
+    const { rt, m, cs } = this
+    const c = m.config
+    m.checkSequence(tokens, o.source)
+    if (this.length + tokens.length > this.capacity) throw new Error(`neox session: ${this.length} cached + ${tokens.length} new tokens exceed the capacity ${this.capacity}`)
+    if (this.table === undefined || !sameRopeTable(this.table, t, c.numLayers)) {
+      if (this.length > 0) throw new Error("neox session: the table differs from the one the cached keys carry; reset() first")
+      if (this.gpuTable !== undefined) releaseRopeTable(rt, this.gpuTable)
+      this.table = t
+      this.gpuTable = uploadRopeTable(rt, t, c.numLayers)
+    }
+    const ids = Uint32Array.from(tokens)
+    const chunk = chunkFor(c, o.chunk)
+    // all but the last token in chunks, then the last alone: its one row is the next-token logits' input
+    for (let at = 0; at < ids.length - 1; at += chunk) rt.release(this.run(ids.subarray(at, Math.min(at + chunk, ids.length - 1)), this.length + at, this.gpuTable!, cs))
+    const last = this.run(ids.subarray(ids.length - 1), this.length + ids.length - 1, this.gpuTable!, cs)
+    this.length += ids.length
+    const values = await this.logits(last)
+    rt.release(last)
+    return logSoftmax(values)
+  }
+
+  reset(): void {
+    this.length = 0
+  }
+
+  dispose(): void {
+    this.rt.flush()
+    for (const cache of this.cs) releaseKvCache(this.rt, cache)
+    if (this.gpuTable !== undefined) releaseRopeTable(this.rt, this.gpuTable)
   }
 }
 
@@ -222,5 +227,5 @@ export async function loadNeox(rt: GpuRuntime, m: InspectedNeox): Promise<Loaded
     return out
   }
 
-  return { config: c, rope: m.rope, logprobs, session: (capacity) => session(rt, m, run, caches(capacity), logits), dispose: () => w.release() }
+  return { config: c, rope: m.rope, logprobs, session: (capacity) => new NeoxSession(rt, m, run, caches(capacity), logits), dispose: () => w.release() }
 }
