@@ -1,6 +1,6 @@
 /**
  * The search's scale-out protocol on effect/cluster: one entity type, `FitnessEvaluation`, whose
- * `Evaluate` RPC takes a fitness request (stages/search.ts FitnessRequest) and answers its fitness.
+ * `Evaluate` RPC takes a fitness request (plugins/search/evaluator.ts FitnessRequest) and answers its fitness.
  * Each request is addressed to its own entity id (the candidate's cache key), so the ids hash evenly
  * over the shards and thus over the worker runners. Messages are persisted (SqlMessageStorage in
  * Postgres): a request to a worker that dies is delivered again to the shard's next owner.

@@ -65,7 +65,7 @@ describe("JSONL", () => {
     const dir = tmp()
     const f = join(dir, "bad.jsonl")
     writeFileSync(f, `${JSON.stringify({ text: "ok" })}\n\n${JSON.stringify({ content: "no text" })}\n`)
-    expect(() => openCorpus(f)).toThrow(`${f}:3: no field "text"`)
+    expect(() => openCorpus(f)).toThrow(`${f}:3: text must be a string (the document's text`)
     writeFileSync(f, `${JSON.stringify({ text: 5 })}\n`)
     expect(() => openCorpus(f)).toThrow(`${f}:1: field "text" is a number`)
   })
