@@ -13,7 +13,8 @@
  *   })
  *   export default definePlugin({ name: "my-plugin", version: "1.0.0", stages: [double] })
  *
- *   const wf = yield* loadWorkflow("workflows/x.yaml")          // WorkflowInvalid with positioned diagnostics
+ *   // the engine has no built-ins: hand them in (cli/workflow.ts's loadWorkflow does, with ropeway's)
+ *   const wf = yield* loadWorkflow("workflows/x.yaml", { builtins })   // WorkflowInvalid with positioned diagnostics
  *   console.log(formatPlan(yield* planWorkflow(wf, { store: "runs" })))
  *   const { runDir, manifest } = yield* runWorkflow(wf, { store: "runs" })  // needs Progress (layerConsole)
  */
