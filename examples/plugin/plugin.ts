@@ -18,7 +18,7 @@
 import { Effect, Option, Schema } from "effect"
 import { writeFileSync } from "node:fs"
 import {
-  type Candidate, definePlugin, defineStage, type Evaluated, familiesOf, familyFor, type Genome, methodScaling, PluginRegistry, resolveRope, type Result, Rng,
+  type Candidate, definePlugin, defineStage, type Evaluated, familiesOf, familyFor, type Genome, methodScaling, PluginRegistry, PosInt, resolveRope, type Result, Rng,
   type RngState, StageError, type Strategy, tableFactors,
 } from "../../plugins/api.ts"
 import { neoxFamily } from "./neox/family.ts"
@@ -42,7 +42,7 @@ export const factorReport = defineStage({
   version: "1",
   description: "The RoPE table a model picks at each length (λ_i, n̂, attention scale) next to PI/NTK/YaRN at the same scale",
   params: Schema.Struct({
-    lengths: Schema.NonEmptyArray(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))).annotate({ description: "input lengths to report" }),
+    lengths: Schema.NonEmptyArray(PosInt).annotate({ description: "input lengths to report" }),
     baselines: Schema.Boolean.annotate({ description: "add PI, NTK and YaRN at the same scale (default true)" }).pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
   }),
   inputs: { model: "model" },
