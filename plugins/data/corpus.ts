@@ -62,7 +62,7 @@ const indexJsonl = (file: string, field: string): Entry[] => {
     let fileOffset = 0
     let lineNo = 0
     // each line: a JSON object whose text is a string under `field` (other fields are the corpus' own metadata)
-    const line = type({ [field]: type("string").describe("a string (the document's text; the corpus's `field` option names another field)") })
+    const line = type({ [field]: "string" })
     const finishLine = (bytes: Buffer, start: number): void => {
       lineNo++
       let len = bytes.length

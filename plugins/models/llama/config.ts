@@ -139,7 +139,9 @@ function ropeOf(j: ConfigJson, file: string, a: Architecture, headDim: number, o
 }
 
 export function parseLlamaConfig(json: unknown, file: string, dir: string, options: ConfigOptions = {}): LlamaConfig {
-  const j = checkJson(ConfigJson, json, file)
+  // a key set to undefined (a config built in code, not read from JSON) is an absent key
+  const present = typeof json === "object" && json !== null && !Array.isArray(json) ? Object.fromEntries(Object.entries(json).filter(([, v]) => v !== undefined)) : json
+  const j = checkJson(ConfigJson, present, file)
   const architecture = architectureOf(j, file)
   const numHeads = j.num_attention_heads
   const numKvHeads = j.num_key_value_heads ?? numHeads
