@@ -2,9 +2,10 @@
  * Acquiring a Dawn device: the best adapter available (Vulkan/Metal/D3D12 on a real GPU; Mesa's llvmpipe
  * through OpenGL ES and surfaceless EGL on a CPU-only server), with the limits the kernels need.
  */
-import { Context, Data, Effect, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { dlopen } from "bun:ffi"
 import { create, globals } from "webgpu"
+import { GpuUnavailable } from "../common/errors.ts"
 import { type AdapterDescription, type AdapterProfile, GpuRuntime } from "./runtime.ts"
 
 // The WebGPU classes and constants (GPUBufferUsage, GPUBuffer, …) as globals, as in a browser.
@@ -12,7 +13,7 @@ Object.assign(globalThis, globals)
 
 export const MESA_PACKAGES = "libegl1 libegl-mesa0 libgles2 libgl1-mesa-dri"
 
-export class GpuUnavailable extends Data.TaggedError("GpuUnavailable")<{ readonly message: string }> {}
+export { GpuUnavailable }
 
 /** Limits raised above WebGPU's defaults (compat defaults are far below what adapters grant). */
 const WANTED_LIMITS = [

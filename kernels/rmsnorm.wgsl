@@ -15,21 +15,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w1: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y1: array<f32>;
 
-const WG = 64u;
-var<workgroup> partial: array<f32, WG>;
-
-// Workgroup sum of each invocation's `v`; every invocation gets the total.
-fn workgroupSum(li: u32, v: f32) -> f32 {
-  partial[li] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (li < s) { partial[li] += partial[li + s]; }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  workgroupBarrier(); // partial is reused by the next row
-  return total;
-}
+// workgroupSum and WG: workgroup-sum.wgsl, prepended by the wrapper.
 
 @compute @workgroup_size(WG)
 fn main4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32, @builtin(num_workgroups) nwg: vec3u) {

@@ -11,12 +11,13 @@
  * crash before the rename leaves only a temp folder that readers ignore and the next save removes.
  * Older checkpoints are pruned (keep the last k) only after the new one is in place.
  */
-import { createHash } from "node:crypto"
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs"
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs"
 import { join } from "node:path"
-import { inputError } from "../pipeline/errors.ts"
-import { SafetensorsFile, SINGLE_FILE, encodeSafetensors } from "../plugins/models/safetensors.ts"
+import { inputError } from "../common/errors.ts"
+import { SafetensorsFile, SINGLE_FILE, encodeSafetensors } from "../common/safetensors.ts"
 import { type Optimizer, type OptimizerState, type ParamState, shapeProblems } from "./optimizer.ts"
+import { writeAll } from "../common/files.ts"
+import { sha256 } from "../common/hash.ts"
 
 export type Json = null | boolean | number | string | readonly Json[] | { readonly [key: string]: Json }
 
@@ -206,17 +207,7 @@ export function restoreTraining(dir: string, optimizer: Optimizer, architecture?
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-function writeSynced(path: string, bytes: Uint8Array | string): void {
-  const buf = typeof bytes === "string" ? Buffer.from(bytes, "utf8") : bytes
-  const fd = openSync(path, "w")
-  try {
-    let done = 0
-    while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-}
+const writeSynced = (path: string, bytes: Uint8Array | string): void => writeAll(path, bytes, true)
 
 /** Makes a rename or new entries durable; some platforms cannot open folders, which is harmless. */
 function fsyncDir(path: string): void {
@@ -231,7 +222,6 @@ function fsyncDir(path: string): void {
   }
 }
 
-const sha256 = (bytes: Uint8Array): string => createHash("sha256").update(bytes).digest("hex")
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
 

@@ -6,14 +6,15 @@
 import { Cause, Context, Data, Effect, Exit, Option } from "effect"
 import { existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs"
 import { join } from "node:path"
-import { withCluster } from "../cluster/index.ts"
 import { formatDiagnostic } from "./diagnostics.ts"
-import { hashPath } from "./hash.ts"
+import { writeFileAtomic } from "../../common/files.ts"
+import { hashPath } from "../../common/hash.ts"
 import type { InputSource, ResolvedStep, Workflow } from "./loader.ts"
 import { PluginRegistry } from "./plugin.ts"
 import { Progress } from "./progress.ts"
-import type { Json, StageContext, StageError } from "./stage.ts"
-import { cacheKey, type EntryMeta, type OutputRecord, RunStore, writeFileAtomic } from "./store.ts"
+import type { RopewayError } from "../../common/errors.ts"
+import type { Json, StageContext } from "./stage.ts"
+import { cacheKey, type EntryMeta, type OutputRecord, RunStore } from "./store.ts"
 
 /** The GPU adapter (or any other machine description) for the manifest, when a service provides one. */
 export class AdapterInfo extends Context.Service<AdapterInfo, { readonly adapter: string }>()("ropeway/AdapterInfo") {}
@@ -97,6 +98,13 @@ export const stepKey = (step: ResolvedStep, hashes: Record<string, { hash: strin
     seed: step.seed,
     inputs: Object.fromEntries(Object.entries(hashes).map(([k, v]) => [k, v.hash])),
   })
+
+/** The workflow's plugin settings (`cluster:`), each wrapping a step's Effect as its plugin says. */
+const withSettings = (wf: Workflow) => <A, E>(self: Effect.Effect<A, E>): Effect.Effect<A, E | RopewayError> =>
+  Object.entries(wf.settings).reduce<Effect.Effect<A, E | RopewayError>>(
+    (eff, [key, value]) => wf.registry.settings.get(key)!.value.provide(value)(eff) as Effect.Effect<A, E | RopewayError>,
+    self,
+  )
 
 const stamp = (d: Date): string => d.toISOString().replace(/[-:]/g, "").replace(/\.(\d+)Z$/, "-$1Z").replace("T", "-")
 
@@ -211,8 +219,8 @@ export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effe
                   log: (line) => progress.emit({ _tag: "Log", step: step.name, line }),
                 },
               }
-              // With a `cluster:` setting, stages that fan out (the search's fitness evaluations) use the workers.
-              const result = yield* (step.stage.run(ctx) as Effect.Effect<Json | void, StageError>).pipe(withCluster(wf.cluster))
+              // Plugin settings wrap the step: with `cluster:`, stages that fan out (the search's fitness evaluations) use the workers.
+              const result = yield* (step.stage.run(ctx) as Effect.Effect<Json | void, RopewayError>).pipe(withSettings(wf))
               const missing = Object.entries(outputs).filter(([, p]) => !existsSync(p)).map(([o]) => o)
               if (missing.length > 0) {
                 return yield* Effect.fail(new Error(`stage ${step.stage.name} did not write its output(s): ${missing.join(", ")}`))

@@ -9,7 +9,8 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { join, resolve } from "node:path"
-import { canonicalJson, hashPath, sha256 } from "./hash.ts"
+import { writeFileAtomic } from "../../common/files.ts"
+import { canonicalJson, hashPath, sha256 } from "../../common/hash.ts"
 import type { Json } from "./stage.ts"
 
 export interface OutputRecord {
@@ -44,13 +45,6 @@ export interface KeyParts {
 /** hash(stage name + version, canonical params JSON, seed, input artifacts' content hashes). */
 export const cacheKey = (p: KeyParts): string =>
   sha256(canonicalJson({ format: 1, stage: p.stage, version: p.version, params: p.params, seed: p.seed, inputs: p.inputs })).slice(0, 32)
-
-/** Writes a file by writing a sibling and renaming it, so readers never see half a file. */
-export const writeFileAtomic = (path: string, text: string): void => {
-  const tmp = `${path}.${process.pid}.tmp`
-  writeFileSync(tmp, text)
-  renameSync(tmp, path)
-}
 
 const alive = (pid: number): boolean => {
   try {

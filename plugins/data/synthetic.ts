@@ -8,7 +8,7 @@
  */
 import type { Corpus } from "./corpus.ts"
 import type { DocumentSource } from "./pack.ts"
-import { Rng } from "./rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { type AnswerSpan, type Encoded, type FillerKind, type Piece, decodeContinuation, encodePieces, fillerStream, randomKeyName } from "./text.ts"
 import type { TextTokenizer } from "./tokenizer.ts"
 

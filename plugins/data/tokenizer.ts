@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers"
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 
 export interface TextTokenizer {
   /** "byte" or the folder the tokenizer came from, for logs and manifests. */

@@ -3,7 +3,8 @@
  * old name `su`), LongRoPE factor CSVs, and ropeway's own factor-set file (JSON, with provenance).
  */
 import { type } from "arktype"
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
+import { checkJson } from "../../common/validate.ts"
 import { mscale } from "./factors.ts"
 import { readLongrope } from "./longrope.ts"
 import { factorVector, show } from "./params.ts"
@@ -266,8 +267,7 @@ export function parseFactorSetFile(text: string, where = "rope.json"): FactorSet
   } catch (e) {
     throw inputError(where, `expected JSON, got a parse error (${(e as Error).message})`)
   }
-  const out = FactorSetFile(v)
-  if (out instanceof type.errors) throw inputError(where, out.summary.replace(/\n/g, "; "))
+  const out = checkJson(FactorSetFile, v, where)
   const half = out.model.rotary_dim / 2
   out.sets.forEach((s, k) => {
     const rows = Array.isArray(s.factors[0]) ? (s.factors as number[][]) : [s.factors as number[]]

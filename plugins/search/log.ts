@@ -15,7 +15,7 @@
 import { rank, initEvolutionary, type EvolutionaryParams, type EvolutionaryState, type Member } from "./evolutionary.ts"
 import type { HalvingState } from "./halving.ts"
 import { sameGenome } from "./grid.ts"
-import { Rng } from "../data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { isValid, type Genes } from "./space.ts"
 import { sanitizeFitness, WORST, type Genome, type Progress, type SearchContext } from "./types.ts"
 

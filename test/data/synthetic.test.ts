@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test"
 import { join } from "node:path"
 import { Packer } from "../../plugins/data/pack.ts"
 import { drawPasskey, type KeyDraw, type SyntheticOptions, syntheticCorpus, syntheticDocument, syntheticSource } from "../../plugins/data/synthetic.ts"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { PAPER_GARBAGE, paperGarbage } from "../../plugins/data/text.ts"
 import { byteTokenizer, loadHfTokenizer } from "../../plugins/data/tokenizer.ts"
 

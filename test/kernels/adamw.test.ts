@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test"
 import { ADAMW_DEFAULTS, type AdamWHyper, adamwStep, adamwUniforms } from "../../kernels/adamw.ts"
 import { adamwRef } from "../../kernels/adamw.ref.ts"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const randn = (rng: Rng, n: number, scale = 1): Float32Array => Float32Array.from({ length: n }, () => (rng.float() * 2 - 1) * scale)

@@ -1,4 +1,4 @@
-/** Runs `bun pipeline/cli.ts …` as a user would, for the CLI tests. */
+/** Runs `bun cli/main.ts …` as a user would, for the CLI tests. */
 import { resolve } from "node:path"
 
 export const ROOT = resolve(import.meta.dir, "../..")
@@ -10,7 +10,7 @@ export interface CliResult {
 }
 
 export async function runCli(args: readonly string[]): Promise<CliResult> {
-  const proc = Bun.spawn([resolve(ROOT, "node_modules/.bin/bun"), "pipeline/cli.ts", ...args], {
+  const proc = Bun.spawn([resolve(ROOT, "node_modules/.bin/bun"), "cli/main.ts", ...args], {
     cwd: ROOT,
     env: { ...process.env, EGL_PLATFORM: "surfaceless" },
     stdout: "pipe",

@@ -9,7 +9,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { type TensorToWrite, type WriteDType, writeCheckpoint } from "../../plugins/models/safetensors.ts"
+import { type TensorToWrite, type WriteDType, writeCheckpoint } from "../../common/safetensors.ts"
 
 export type Arch = "LlamaForCausalLM" | "MistralForCausalLM" | "Phi3ForCausalLM" | "Qwen2ForCausalLM"
 export type FloatDType = "F32" | "F16" | "BF16"

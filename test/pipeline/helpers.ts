@@ -4,10 +4,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll } from "bun:test"
-import { builtinPlugins } from "../../pipeline/workflow/builtins.ts"
 import {
-  type Kind, layerSilent, loadWorkflow, type LoadOptions, type Manifest, type PluginInfo, runWorkflow, WorkflowInvalid, type Workflow,
-} from "../../pipeline/workflow/index.ts"
+  builtinPlugins, type Kind, layerSilent, loadWorkflow, type LoadOptions, type Manifest, type PluginInfo, runWorkflow, WorkflowInvalid, type Workflow,
+} from "../../cli/workflow.ts"
 
 export const FIXTURES = resolve(import.meta.dir, "../fixtures/workflows")
 export const fixture = (name: string): string => join(FIXTURES, name)

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, test } from "bun:test"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { ropeReport } from "../../pipeline/commands/rope.ts"
+import { ropeReport } from "../../cli/commands/rope.ts"
 import { ropePlotSpec } from "../../plugins/report/rope-plot.ts"
 import { yarnFactors } from "../../plugins/rope/factors.ts"
 import { assertWellFormedSvg, svgTexts } from "./svg.ts"
@@ -53,7 +53,7 @@ describe("rope --plot", () => {
 
   test("the CLI writes an SVG with the title, the series and the axis labels", async () => {
     const out = join(dir, "plots", "rope.svg")
-    const p = Bun.spawn([join(root, "node_modules", ".bin", "bun"), "pipeline/cli.ts", "rope", "--model", dir, "--length", "32768", "--json", "--plot", out], {
+    const p = Bun.spawn([join(root, "node_modules", ".bin", "bun"), "cli/main.ts", "rope", "--model", dir, "--length", "32768", "--json", "--plot", out], {
       cwd: root,
       env: { ...process.env, EGL_PLATFORM: "surfaceless" },
       stdout: "pipe",

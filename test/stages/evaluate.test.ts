@@ -7,13 +7,15 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "bun:test"
 import type { RopeTable } from "../../kernels/rope-table.ts"
-import { layerCollect, loadWorkflow, type ProgressEvent, runWorkflow } from "../../pipeline/workflow/index.ts"
+import { layerCollect, loadWorkflow, type ProgressEvent, runWorkflow } from "../../cli/workflow.ts"
 import { BYTE_BOS, byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import { syntheticDocument } from "../../plugins/data/synthetic.ts"
 import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
-import { methodScaling, ModelLoader, type ScoringModel } from "../../stages/evaluate.ts"
-import { readMetrics } from "../../stages/metrics.ts"
+import { methodScaling } from "../../plugins/eval/protocols.ts"
+import type { LoadedModel as ScoringModel } from "../../plugins/models/family.ts"
+import { ModelLoader } from "../../stages/kit.ts"
+import { readMetrics } from "../../plugins/eval/metrics.ts"
 
 const dirs: string[] = []
 const temp = () => {

@@ -5,12 +5,14 @@ import { afterAll, describe, expect, test } from "bun:test"
 import { Effect, Schema } from "effect"
 import { mkdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
-import { FitnessRequestSchema } from "../../pipeline/cluster/protocol.ts"
+import { FitnessRequestSchema } from "../../cluster/protocol.ts"
 import type { StageContext } from "../../pipeline/workflow/index.ts"
 import { loadLlama } from "../../plugins/models/llama/model.ts"
 import { yarnInitFactors } from "../../plugins/rope/factors.ts"
 import { parseFactorSetFile } from "../../plugins/rope/formats.ts"
-import { type FitnessRequest, inspectForSearch, runSearchStage, SearchEvaluator, type SearchParams } from "../../stages/search.ts"
+import { inspectLlamaModel } from "../../plugins/models/llama/family.ts"
+import { type FitnessRequest, SearchEvaluator } from "../../plugins/search/evaluator.ts"
+import { runSearchStage, type SearchParams } from "../../stages/search.ts"
 import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir, writeRandomModel } from "../models/random-model.ts"
 
@@ -32,6 +34,8 @@ writeRandomModel(modelDir, {
   configPatch: { sliding_window: WINDOW },
 })
 const geometry = { rotaryDim: 16, base: 10000 }
+/** The model as the search loads it, with or without its sliding window. */
+const inspectForSearch = (dir: string, fullAttention: boolean) => inspectLlamaModel(dir, { fullAttention })
 
 async function search(params: SearchParams) {
   const requests: FitnessRequest[] = []

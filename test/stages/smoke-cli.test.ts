@@ -10,7 +10,7 @@ const store = mkdtempSync(join(tmpdir(), "ropeway-smoke-cli-"))
 afterAll(() => rmSync(store, { recursive: true, force: true }))
 
 async function runWorkflow(): Promise<{ code: number; lastLine: string; stderr: string }> {
-  const proc = Bun.spawn(["./node_modules/.bin/bun", "pipeline/workflow-main.ts", "workflows/smoke.yaml", "--store", store], {
+  const proc = Bun.spawn(["./node_modules/.bin/bun", "cli/workflow-main.ts", "workflows/smoke.yaml", "--store", store], {
     env: { ...process.env, EGL_PLATFORM: "surfaceless" },
     stdout: "pipe",
     stderr: "pipe",

@@ -11,13 +11,13 @@ import { Effect } from "effect"
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
-import { loadWorkflow, type Plan, type PlanStep, planWorkflow } from "../../pipeline/workflow/index.ts"
+import { loadWorkflow, type Plan, type PlanStep, planWorkflow } from "../../cli/workflow.ts"
 import { defaultEvolutionaryParams } from "../../plugins/search/evolutionary.ts"
 import { getFitness } from "../../plugins/search/fitness.ts"
 import { getStrategy } from "../../plugins/search/index.ts"
 import type { SearchContext } from "../../plugins/search/types.ts"
 import { FINETUNE_DEFAULTS } from "../../stages/finetune.ts"
-import { optimizerAndSchedule, type TrainParams } from "../../stages/train-common.ts"
+import { optimizerAndSchedule, type TrainHyper as TrainParams } from "../../training/config.ts"
 
 const ROOT = resolve(import.meta.dir, "../..")
 const DIR = join(ROOT, "workflows/paper")
@@ -247,10 +247,10 @@ describe("paper recipes: the papers' hyper-parameters and wiring", () => {
   })
 })
 
-/** `bun pipeline/cli.ts run FILE --store STORE`: exit code, output, seconds. */
+/** `bun cli/main.ts run FILE --store STORE`: exit code, output, seconds. */
 const runCli = async (file: string, store: string) => {
   const t0 = performance.now()
-  const proc = Bun.spawn([BUN, "pipeline/cli.ts", "run", file, "--store", store], {
+  const proc = Bun.spawn([BUN, "cli/main.ts", "run", file, "--store", store], {
     cwd: ROOT,
     env: { ...process.env, EGL_PLATFORM: "surfaceless" },
     stdout: "pipe",

@@ -9,7 +9,7 @@ import { Effect } from "effect"
 import { mkdtempSync, readdirSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
-import { loadWorkflow, planWorkflow } from "../../pipeline/workflow/index.ts"
+import { loadWorkflow, planWorkflow } from "../../cli/workflow.ts"
 
 const DIR = resolve(import.meta.dir, "../../workflows")
 const files = readdirSync(DIR).filter((f) => f.endsWith(".yaml")).sort()

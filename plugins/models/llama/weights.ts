@@ -3,8 +3,8 @@
  * against the safetensors headers (presence, dtype, shape) before anything is read or uploaded, and read
  * per layer with Phi-3's fused projections split into q/k/v and gate/up.
  */
-import { inputError } from "../../../pipeline/errors.ts"
-import { type Checkpoint, FLOAT_DTYPES, type TensorInfo, isFloatDType } from "../safetensors.ts"
+import { inputError } from "../../../common/errors.ts"
+import { type Checkpoint, FLOAT_DTYPES, type TensorInfo, isFloatDType } from "../../../common/safetensors.ts"
 import type { LlamaConfig } from "./config.ts"
 
 /** One layer's weights on the host, HF layout ([out, in] for linears). */
