@@ -13,7 +13,7 @@ import { SqlClient } from "effect/sql"
 import type { RopeTable } from "../kernels/rope-table.ts"
 import { Gpu } from "../kernels/device.ts"
 import type { LoadedModel, ModelFamily } from "../plugins/models/family.ts"
-import { checkFits, inspectModel } from "../plugins/models/registry.ts"
+import { checkFits, deviceBudget, inspectModel } from "../plugins/models/registry.ts"
 import { resolveRope } from "../plugins/rope/index.ts"
 import { evaluateFitnessRequest, type FitnessMemo, type FitnessRequest } from "../plugins/search/evaluator.ts"
 import { type FitnessSample, getFitness } from "../plugins/search/fitness.ts"
@@ -78,7 +78,7 @@ const handlers = (o: WorkerOptions) =>
           loaded?.model.dispose()
           loaded = undefined
           const { family, model: inspected } = inspectModel(o.families, path, fullAttention ? { fullAttention } : {})
-          checkFits(family, inspected, Math.max(req.table.length, req.penalty?.length ?? 0), gpu.limits)
+          checkFits(family, inspected, Math.max(req.table.length, req.penalty?.length ?? 0), deviceBudget(gpu))
           const model = await family.load(gpu, inspected)
           o.log?.(`loaded model ${path}`)
           let base: ((length: number) => RopeTable) | undefined

@@ -1,5 +1,5 @@
 /** Files written whole or not at all: a crash mid-write leaves the old file (or none), never half a new one. */
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
+import { closeSync, copyFileSync, fsyncSync, linkSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
 import { dirname } from "node:path"
 
 /** Writes every byte to `path` (created or truncated); with `sync`, flushed to the disk before returning. */
@@ -30,3 +30,13 @@ export function writeFileAtomic(path: string, bytes: Uint8Array | string): void 
 
 /** `value` as compact JSON, atomically (checkpoints of intermediate results). */
 export const writeJsonAtomic = (path: string, value: unknown): void => writeFileAtomic(path, JSON.stringify(value))
+
+/** A hard link of `from` at `to` (free, whatever the size), or a copy where links fail (another file system). */
+export function linkOrCopy(from: string, to: string): void {
+  rmSync(to, { force: true })
+  try {
+    linkSync(from, to)
+  } catch {
+    copyFileSync(from, to)
+  }
+}

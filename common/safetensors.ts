@@ -111,8 +111,12 @@ export function readTensor(info: TensorInfo): Float32Array {
   if (!isFloatDType(info.dtype)) {
     throw inputError(info.file, `tensor "${info.name}" has dtype ${info.dtype}; expected one of ${FLOAT_DTYPES.join(", ")}`)
   }
+  return decode(info.dtype, readTensorBytes(info).buffer as ArrayBuffer)
+}
+
+/** One tensor's bytes as stored (any dtype), in a fresh buffer so typed-array views are aligned whatever the file offset. */
+export function readTensorBytes(info: TensorInfo): Uint8Array {
   const bytes = info.end - info.begin
-  // A fresh buffer, so typed-array views are aligned whatever the file offset.
   const raw = new Uint8Array(bytes)
   const fd = openSync(info.file, "r")
   try {
@@ -125,7 +129,7 @@ export function readTensor(info: TensorInfo): Float32Array {
   } finally {
     closeSync(fd)
   }
-  return decode(info.dtype, raw.buffer)
+  return raw
 }
 
 function decode(dtype: FloatDType, buf: ArrayBuffer): Float32Array {
@@ -163,8 +167,18 @@ function f16Table(): Float32Array {
 export const SINGLE_FILE = "model.safetensors"
 export const INDEX_FILE = "model.safetensors.index.json"
 
+/** Where a model's tensors are read from: a checkpoint, or one with an adapter merged in (training/peft.ts). */
+export interface TensorSource {
+  /** What errors about the weights as a whole name (the index file, the single file). */
+  readonly source: string
+  readonly tensors: ReadonlyMap<string, TensorInfo>
+  get(name: string): TensorInfo | undefined
+  /** The tensor as f32. */
+  read(name: string): Float32Array
+}
+
 /** A model folder's weights: `model.safetensors`, or shards listed by `model.safetensors.index.json`. */
-export class Checkpoint {
+export class Checkpoint implements TensorSource {
   private constructor(
     readonly dir: string,
     /** What errors about the checkpoint as a whole name: the index file or the single file. */
@@ -212,6 +226,12 @@ export class Checkpoint {
     return this.tensors.get(name)
   }
 
+  /** The weight files of the folder (the index last), as written: what a copy of the weights must carry. */
+  files(): string[] {
+    const shards = [...new Set([...this.tensors.values()].map((t) => basename(t.file)))].sort()
+    return this.source.endsWith(INDEX_FILE) ? [...shards, INDEX_FILE] : shards
+  }
+
   read(name: string): Float32Array {
     const info = this.tensors.get(name)
     if (info === undefined) throw inputError(this.source, `missing tensor "${name}"`)
@@ -231,43 +251,110 @@ export interface TensorToWrite {
   readonly data: ArrayLike<number>
 }
 
-/** Encodes tensors as one safetensors file's bytes. */
-export function encodeSafetensors(tensors: readonly TensorToWrite[], metadata?: Readonly<Record<string, string>>): Uint8Array {
+/**
+ * A tensor whose bytes are made only when the writer reaches it, so a checkpoint far larger than memory
+ * can be written holding one tensor at a time. `bytes` returns exactly shape × dtype-size bytes.
+ */
+export interface LazyTensor {
+  readonly name: string
+  readonly dtype: WriteDType
+  readonly shape: readonly number[]
+  readonly bytes: () => Uint8Array
+}
+
+const byteSize = (t: { readonly dtype: WriteDType; readonly shape: readonly number[] }): number => t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype]!
+
+/** A tensor given by value as a lazy one (its bytes encoded when written). */
+export function lazyTensor(t: TensorToWrite): LazyTensor {
+  const count = t.shape.reduce((a, b) => a * b, 1)
+  if (count !== t.data.length) throw new Error(`${t.name}: ${t.data.length} values do not fill shape [${t.shape.join(", ")}]`)
+  return { name: t.name, dtype: t.dtype, shape: t.shape, bytes: () => encodeData(t.dtype, t.data) }
+}
+
+/** The header bytes (length prefix included) of a file holding `tensors` in order. */
+function headerBytes(tensors: readonly { readonly name: string; readonly dtype: WriteDType; readonly shape: readonly number[] }[], metadata?: Readonly<Record<string, string>>): Uint8Array {
   const header: Record<string, unknown> = {}
   if (metadata !== undefined) header["__metadata__"] = metadata
   let offset = 0
-  const parts: Uint8Array[] = []
   for (const t of tensors) {
-    const count = t.shape.reduce((a, b) => a * b, 1)
-    if (count !== t.data.length) throw new Error(`${t.name}: ${t.data.length} values do not fill shape [${t.shape.join(", ")}]`)
-    const bytes = encodeData(t.dtype, t.data)
-    header[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + bytes.length] }
-    parts.push(bytes)
-    offset += bytes.length
+    const n = byteSize(t)
+    header[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + n] }
+    offset += n
   }
   let json = JSON.stringify(header)
   // Pad with spaces so the data starts 8-byte aligned, as the reference writer does.
   json += " ".repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8)
-  const headerBytes = Buffer.from(json, "utf8")
-  const out = new Uint8Array(8 + headerBytes.length + offset)
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true)
-  out.set(headerBytes, 8)
-  let at = 8 + headerBytes.length
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
+  const text = Buffer.from(json, "utf8")
+  const out = new Uint8Array(8 + text.length)
+  new DataView(out.buffer).setBigUint64(0, BigInt(text.length), true)
+  out.set(text, 8)
+  return out
+}
+
+/** Encodes tensors as one safetensors file's bytes. */
+export function encodeSafetensors(tensors: readonly TensorToWrite[], metadata?: Readonly<Record<string, string>>): Uint8Array {
+  const lazy = tensors.map(lazyTensor)
+  const head = headerBytes(lazy, metadata)
+  const out = new Uint8Array(head.length + lazy.reduce((a, t) => a + byteSize(t), 0))
+  out.set(head, 0)
+  let at = head.length
+  for (const t of lazy) {
+    const b = t.bytes()
+    out.set(b, at)
+    at += b.length
   }
   return out
+}
+
+/** Writes one safetensors file from lazy tensors, one tensor in memory at a time, atomically (temp + rename). */
+export function writeSafetensorsLazy(path: string, tensors: readonly LazyTensor[], metadata?: Readonly<Record<string, string>>): void {
+  mkdirSync(dirname(path), { recursive: true })
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const fd = openSync(tmp, "w")
+  try {
+    const put = (b: Uint8Array): void => {
+      let done = 0
+      while (done < b.length) done += writeSync(fd, b, done, b.length - done)
+    }
+    put(headerBytes(tensors, metadata))
+    for (const t of tensors) {
+      const b = t.bytes()
+      if (b.length !== byteSize(t)) throw new Error(`${t.name}: ${b.length} bytes written, shape [${t.shape.join(", ")}] of ${t.dtype} needs ${byteSize(t)}`)
+      put(b)
+    }
+    closeSync(fd)
+    renameSync(tmp, path)
+  } catch (e) {
+    try {
+      closeSync(fd)
+    } catch {
+      // already closed
+    }
+    rmSync(tmp, { force: true })
+    throw e
+  }
 }
 
 function encodeData(dtype: WriteDType, data: ArrayLike<number>): Uint8Array {
   const n = data.length
   if (dtype === "F32") return new Uint8Array(Float32Array.from(data).buffer)
   if (dtype === "I32") return new Uint8Array(Int32Array.from(data).buffer)
+  if (dtype === "BF16" && data instanceof Float32Array) return new Uint8Array(f32ToBf16(data).buffer)
   const out = new Uint16Array(n)
   const enc = dtype === "F16" ? toF16Bits : toBf16Bits
   for (let i = 0; i < n; i++) out[i] = enc(data[i]!)
   return new Uint8Array(out.buffer)
+}
+
+/** f32 values to bf16 bits, rounded to nearest-even (the bits' top half; a NaN stays a quiet NaN). */
+export function f32ToBf16(values: Float32Array): Uint16Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length)
+  const out = new Uint16Array(values.length)
+  for (let i = 0; i < bits.length; i++) {
+    const u = bits[i]!
+    out[i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 0x40 : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16
+  }
+  return out
 }
 
 /** Rounds half-way cases to even, as IEEE conversion does. */
@@ -310,29 +397,55 @@ export function writeSafetensors(path: string, tensors: readonly TensorToWrite[]
   writeFileAtomic(path, encodeSafetensors(tensors, metadata))
 }
 
+export interface CheckpointWriteOptions {
+  /** Split into this many files of about equal tensor count (HF's sharded layout). */
+  readonly shards?: number
+  /** Or: start a new file whenever the next tensor would take one past this many bytes. */
+  readonly maxShardBytes?: number
+  readonly metadata?: Readonly<Record<string, string>>
+}
+
 /**
- * Writes a checkpoint into `dir`: one `model.safetensors`, or with `shards` > 1 the HF sharded layout
- * (`model-0000i-of-0000n.safetensors` + index, written last so a reader never sees a partial set).
+ * Writes a checkpoint into `dir`: one `model.safetensors`, or, split by `shards` or `maxShardBytes`, the HF
+ * sharded layout (`model-0000i-of-0000n.safetensors` + index, written last so a reader never sees a partial
+ * set). Lazy tensors are made one at a time as their file is written, so memory holds one tensor at most.
  */
-export function writeCheckpoint(dir: string, tensors: readonly TensorToWrite[], options: { readonly shards?: number; readonly metadata?: Readonly<Record<string, string>> } = {}): void {
-  const shards = Math.max(1, Math.min(options.shards ?? 1, tensors.length))
+export function writeCheckpoint(dir: string, tensors: readonly (TensorToWrite | LazyTensor)[], options: CheckpointWriteOptions = {}): void {
+  const lazy = tensors.map((t) => ("bytes" in t ? t : lazyTensor(t)))
+  const groups: LazyTensor[][] = []
+  if (options.maxShardBytes !== undefined) {
+    let bytes = 0
+    for (const t of lazy) {
+      const n = byteSize(t)
+      if (groups.length === 0 || (bytes + n > options.maxShardBytes && bytes > 0)) {
+        groups.push([])
+        bytes = 0
+      }
+      groups.at(-1)!.push(t)
+      bytes += n
+    }
+  } else {
+    const shards = Math.max(1, Math.min(options.shards ?? 1, lazy.length))
+    for (let s = 0; s < shards; s++) groups.push(lazy.filter((_, i) => Math.floor((i * shards) / lazy.length) === s))
+  }
   const metadata = options.metadata ?? { format: "pt" }
-  if (shards === 1) {
+  mkdirSync(dir, { recursive: true })
+  if (groups.length <= 1) {
     rmSync(join(dir, INDEX_FILE), { force: true })
-    writeSafetensors(join(dir, SINGLE_FILE), tensors, metadata)
+    writeSafetensorsLazy(join(dir, SINGLE_FILE), groups[0] ?? [], metadata)
     return
   }
   const pad = (i: number) => String(i).padStart(5, "0")
   const weightMap: Record<string, string> = {}
   let total = 0
-  for (let s = 0; s < shards; s++) {
-    const part = tensors.filter((_, i) => Math.floor((i * shards) / tensors.length) === s)
-    const file = `model-${pad(s + 1)}-of-${pad(shards)}.safetensors`
-    const bytes = encodeSafetensors(part, metadata)
-    for (const t of part) total += t.data.length * (DTYPE_BYTES[t.dtype] ?? 4)
-    writeFileAtomic(join(dir, file), bytes)
-    for (const t of part) weightMap[t.name] = file
-  }
+  groups.forEach((part, s) => {
+    const file = `model-${pad(s + 1)}-of-${pad(groups.length)}.safetensors`
+    writeSafetensorsLazy(join(dir, file), part, metadata)
+    for (const t of part) {
+      weightMap[t.name] = file
+      total += byteSize(t)
+    }
+  })
   writeFileAtomic(join(dir, INDEX_FILE), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2))
   rmSync(join(dir, SINGLE_FILE), { force: true })
 }

@@ -45,9 +45,9 @@ export type { Tensor } from "../kernels/tensor.ts"
 
 // ---- the library: model families, RoPE, search, evaluation ----
 export type {
-  DecodeSession, DistributionRows, InspectedModel, InspectOptions, LoadedModel, LogprobsOptions, MemoryPlan, ModelConfig, ModelFamily,
+  DecodeSession, DistributionRows, InspectedModel, InspectOptions, LoadedModel, LogprobsOptions, MemoryOptions, MemoryPlan, ModelConfig, ModelFamily, PlannedModel, TrainPlan,
 } from "./models/family.ts"
-export { checkFits, familiesOf, familyFor, inspectModel, readConfigJson } from "./models/registry.ts"
+export { checkFits, deviceBudget, familiesOf, familyFor, inspectModel, longestFit, readConfigJson } from "./models/registry.ts"
 export { methodScaling } from "./eval/protocols.ts"
 export { ropeSpecFromConfig } from "./rope/formats.ts"
 export { type ChosenTable, resolveRope, type RopeMethod, type RopeSpec, tableFactors } from "./rope/index.ts"

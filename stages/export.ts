@@ -2,7 +2,8 @@
  * `export` (model + factor set) and `export-model` (a model alone, with its own rope_scaling): writes an
  * `export` folder artifact with each requested format and checks.json (plugins/export/run.ts): an HF folder
  * whose config.json carries the factors, LongRoPE factor CSVs, and GGUF for llama.cpp, each reloaded,
- * scored and compared after writing. The stage fails when a check does (checks.json says which).
+ * scored and compared after writing; a LoRA fine-tune's folder goes out merged, and `peft` writes its
+ * adapter alone. The stage fails when a check does (checks.json says which).
  */
 import { Effect, Schema } from "effect"
 import { UnsupportedModel } from "../common/errors.ts"
@@ -17,7 +18,7 @@ export const EXPORT_KIND = "export"
 const LengthParam = Schema.Int.check(Schema.isGreaterThanOrEqualTo(2))
 
 export const ExportParams = Schema.Struct({
-  formats: Schema.NonEmptyArray(Schema.Literals(EXPORT_FORMATS)).pipe(doc("formats written (default hf, csv, gguf)"), withDefault(["hf", "csv", "gguf"] as const)),
+  formats: Schema.NonEmptyArray(Schema.Literals(EXPORT_FORMATS)).pipe(doc("formats written: hf, csv, gguf, peft (a LoRA adapter alone); default hf, csv, gguf"), withDefault(["hf", "csv", "gguf"] as const)),
   dtype: Schema.Literals(["f32", "f16"]).pipe(doc("GGUF weight type (default f32; norms and factors stay f32)"), withDefault("f32" as const)),
   llamacpp: Schema.Boolean.pipe(doc("score the GGUF with llama.cpp when node-llama-cpp is installed (default true)"), withDefault(true)),
   checkLengths: Schema.optionalKey(Schema.Array(LengthParam).pipe(doc("token counts the checks score (default one ≤ L0 and one past it)"))),
@@ -33,6 +34,7 @@ export function summarizeChecks(c: ExportChecks): Json {
       if ("skipped" in k) return { format: k.format, skipped: k.skipped }
       if (k.format === "hf") return { format: "hf", path: k.path, ok: k.ok, maxAbsDiff: Math.max(...k.scored.map((s) => s.maxAbsDiff)) }
       if (k.format === "csv") return { format: "csv", ok: k.ok, files: k.files.length }
+      if (k.format === "peft") return { format: "peft", path: k.path, ok: k.ok, tensors: k.tensors }
       const cpp = Array.isArray(k.llamacpp) ? Math.max(...k.llamacpp.map((s) => s.maxAbsDiff)) : null
       return { format: "gguf", path: k.path, ok: k.ok, rope: k.ropeForm, llamacppMaxAbsDiff: cpp }
     }),

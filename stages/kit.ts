@@ -14,7 +14,7 @@ import { PluginRegistry } from "../pipeline/workflow/plugin.ts"
 import type { StageContext } from "../pipeline/workflow/stage.ts"
 import { byteTokenizer, loadTokenizer, type TextTokenizer } from "../plugins/data/tokenizer.ts"
 import type { InspectOptions, LoadedModel, ModelFamily } from "../plugins/models/family.ts"
-import { checkFits, familiesOf, inspectModel } from "../plugins/models/registry.ts"
+import { checkFits, deviceBudget, familiesOf, inspectModel } from "../plugins/models/registry.ts"
 
 export { asStageError, attempt, attemptPromise, fail } from "../common/errors.ts"
 
@@ -62,6 +62,6 @@ export const openModel = (dir: string, o: { readonly length: number; readonly ch
     const families = yield* modelFamilies
     const { family, model } = yield* attempt(`cannot load the model ${dir}`, () => inspectModel(families, dir, o.options))
     const rt = yield* gpuRuntime
-    yield* attempt("memory", () => checkFits(family, model, o.length, rt.limits, o.chunk === undefined ? {} : { chunk: o.chunk }))
+    yield* attempt("memory", () => checkFits(family, model, o.length, deviceBudget(rt), o.chunk === undefined ? {} : { chunk: o.chunk }))
     return yield* Effect.acquireRelease(attemptPromise(`cannot load the model ${dir}`, () => family.load(rt, model)), release)
   })

@@ -19,21 +19,23 @@ import { Effect, Schema } from "effect"
 import { copyFileSync, existsSync, mkdirSync, statSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { attempt, attemptPromise, inputError } from "../common/errors.ts"
-import { writeFileAtomic } from "../common/files.ts"
-import { Rng } from "../common/rng.ts"
+import { linkOrCopy, writeFileAtomic } from "../common/files.ts"
+import { mixSeed, Rng } from "../common/rng.ts"
 import { NonNeg, NonNegInt, PosInt } from "../common/schema.ts"
-import { writeCheckpoint } from "../common/safetensors.ts"
+import { Checkpoint, writeCheckpoint } from "../common/safetensors.ts"
 import type { RopeTable } from "../kernels/rope-table.ts"
 import type { Json, StageContext } from "../pipeline/workflow/stage.ts"
 import { type DataCursor, Packer } from "../plugins/data/pack.ts"
 import { TrainDataParams } from "../plugins/data/params.ts"
 import type { TrainData } from "../plugins/data/training.ts"
 import type { TextTokenizer } from "../plugins/data/tokenizer.ts"
-import type { ModelConfig, ModelFamily } from "../plugins/models/family.ts"
+import type { ModelConfig, ModelFamily, TrainPlan } from "../plugins/models/family.ts"
+import { checkFits, deviceBudget } from "../plugins/models/registry.ts"
 import { latestTrainingCheckpoint, restoreTraining } from "../training/checkpoint.ts"
 import type { TrainHyper } from "../training/config.ts"
 import { loopPosition, trainLoop } from "../training/loop.ts"
-import type { HostWeights, TrainableModel } from "../training/model.ts"
+import type { HostWeights, LoraSpec, TrainableModel } from "../training/model.ts"
+import { writePeftAdapter } from "../training/peft.ts"
 import { Optimizer, type OptimizerConfig } from "../training/optimizer.ts"
 import type { ScheduleConfig } from "../training/schedule.ts"
 import { documentSpans, type PositionSkip, sequenceCalls, SKIP_STREAM, skipPositions } from "../training/sequences.ts"
@@ -91,6 +93,8 @@ export interface TrainingSetup {
   readonly config: ModelConfig
   /** Initial weights: a model folder or host tensors by HF name. */
   readonly weights: string | HostWeights
+  /** LoRA adapters instead of training every weight. */
+  readonly lora?: LoraSpec
   /** The RoPE table for an input length (memoised here). */
   readonly tableFor: (length: number) => RopeTable
   readonly seqLen: number
@@ -141,13 +145,25 @@ const finiteOrNull = (x: number): number | null => (Number.isFinite(x) ? x : nul
 const isCursor = (v: unknown): v is DataCursor =>
   typeof v === "object" && v !== null && ["epoch", "doc", "offset"].every((k) => typeof (v as Record<string, unknown>)[k] === "number")
 
-/** The device, the family's trainable model and AdamW over its parameters, released with the scope. */
+/** What the memory plan of this run trains. */
+export const trainPlanOf = (lora: LoraSpec | undefined): TrainPlan =>
+  lora === undefined ? { mode: "full" } : { mode: "lora", rank: lora.rank, targets: lora.targets, trainNorms: lora.trainNorms === true, trainEmbeddings: lora.trainEmbeddings === true }
+
+/** Seeds LoRA dropout masks: one stream per (update, micro-batch, call), so a resumed run drops what the first would have. */
+const DROPOUT_STREAM = 0xd209
+
+/**
+ * The device, the family's trainable model and AdamW over its parameters, released with the scope. The
+ * memory plan of a step is checked first: a run that cannot fit is refused before any weight is read.
+ */
 const trainer = (s: TrainingSetup) =>
   Effect.gen(function* () {
     const rt = yield* gpuRuntime
     const trainable = s.family.trainable
     if (trainable === undefined) return yield* inputError(s.stage, `model family "${s.family.name}" has no training support`)
-    const model = yield* Effect.acquireRelease(attempt(`${s.stage}: loading the weights`, () => trainable(rt, s.config, s.weights)), (m) => Effect.sync(() => m.dispose()))
+    yield* attempt(`${s.stage}: memory`, () => checkFits(s.family, { config: s.config }, s.seqLen, deviceBudget(rt), { train: trainPlanOf(s.lora) }))
+    const options = s.lora === undefined ? {} : { lora: s.lora }
+    const model = yield* Effect.acquireRelease(attempt(`${s.stage}: loading the weights`, () => trainable(rt, s.config, s.weights, options)), (m) => Effect.sync(() => m.dispose()))
     const optimizer = yield* Effect.acquireRelease(attempt(`${s.stage}: optimizer`, () => new Optimizer(rt, model.params, s.optimizer)), (o) => Effect.sync(() => o.dispose()))
     return { model, optimizer }
   })
@@ -178,7 +194,7 @@ function microSteps(s: TrainingSetup, model: TrainableModel, optimizer: Optimize
     return t
   }
   let stepLoss = 0
-  const microStep = async ({ micro }: { readonly micro: number }): Promise<number> => {
+  const microStep = async ({ step, micro }: { readonly step: number; readonly micro: number }): Promise<number> => {
     if (micro === 0) stepLoss = 0
     const at = s.positionSkip === undefined ? undefined : packer.cursor()
     const seq = packer.next()
@@ -188,10 +204,10 @@ function microSteps(s: TrainingSetup, model: TrainableModel, optimizer: Optimize
     const calls = sequenceCalls(seq.tokens, seq.positions, seq.docLengths, s.mixed, tableFor, seq.weights)
     const total = calls.reduce((a, c) => a + c.scored, 0)
     let loss = 0
-    for (const c of calls) {
+    for (const [i, c] of calls.entries()) {
       const r = await model.lossAndGrad(
         {
-          inputs: c.inputs, targets: c.targets, rope: c.rope,
+          inputs: c.inputs, targets: c.targets, rope: c.rope, dropoutSeed: mixSeed(s.data.seed, DROPOUT_STREAM, step, micro, i),
           ...(c.positions === undefined ? {} : { positions: c.positions }),
           ...(c.segments === undefined ? {} : { segments: c.segments }),
           ...(c.labelMask === undefined ? {} : { labelMask: c.labelMask }),
@@ -269,6 +285,23 @@ export function summary(r: TrainingResult): Json {
     lossCurve: curve.map(([s, l]) => [s, l]),
     tokens: r.tokens, seconds: r.seconds, tokensPerSecond: r.tokensPerSecond,
   }
+}
+
+/**
+ * Writes a LoRA-trained model as a folder that reads as the adapted model: the base's weight files linked
+ * (not copied: hard links cost nothing), the adapter in PEFT's layout beside them (training/peft.ts),
+ * config.json and whichever of `copy` exist in `base`.
+ */
+export async function writeAdaptedFolder(dir: string, base: string, model: TrainableModel, lora: LoraSpec, configJson: unknown, copy: readonly string[]): Promise<void> {
+  if (model.trainedTensors === undefined) throw new Error("this model family cannot give its trained tensors for an adapter file")
+  mkdirSync(dir, { recursive: true })
+  for (const f of Checkpoint.open(base).files()) linkOrCopy(join(base, f), join(dir, f))
+  const tensors = await model.trainedTensors()
+  // what trains besides the adapters is saved whole, as PEFT's modules_to_save (named by their last part)
+  const saved = [...new Set(tensors.filter((t) => !/\.lora_[AB]\.weight$/.test(t.name)).map((t) => t.name.replace(/\.weight$/, "").split(".").at(-1)!))]
+  writePeftAdapter(dir, { rank: lora.rank, alpha: lora.alpha, dropout: lora.dropout, targets: lora.targets, modulesToSave: saved, base: resolve(base) }, tensors)
+  writeFileAtomic(join(dir, "config.json"), `${JSON.stringify(configJson, null, 2)}\n`)
+  for (const f of copy) if (existsSync(join(base, f))) copyFileSync(join(base, f), join(dir, f))
 }
 
 /** Files of an HF tokenizer folder carried into the model folder. */

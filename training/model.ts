@@ -8,6 +8,24 @@ import type { TensorToWrite } from "../common/safetensors.ts"
 import type { Json } from "./checkpoint.ts"
 import type { ParamInit } from "./optimizer.ts"
 
+/** LoRA instead of full training: adapters on `targets` (module names), the base frozen. */
+export interface LoraSpec {
+  readonly rank: number
+  readonly alpha: number
+  /** PEFT's lora_dropout on the adapter's input while training. */
+  readonly dropout: number
+  readonly targets: readonly string[]
+  /** LongLoRA: norms and the input embeddings train too. */
+  readonly trainNorms?: boolean
+  readonly trainEmbeddings?: boolean
+  /** Seeds the adapters' initial A. */
+  readonly seed: number
+}
+
+export interface TrainableOptions {
+  readonly lora?: LoraSpec
+}
+
 /** Host weights by HF name. */
 export type HostWeights = ReadonlyMap<string, Float32Array>
 
@@ -30,6 +48,8 @@ export interface TrainBatch {
    * sequences). Default: one document (plain causal attention, as HF does with position ids alone).
    */
   readonly segments?: ArrayLike<number>
+  /** Seeds this call's dropout masks (LoRA dropout), so a resumed run drops the same elements; default 0. */
+  readonly dropoutSeed?: number
 }
 
 export interface GradOptions {
@@ -47,6 +67,8 @@ export interface LossResult {
   readonly loss: number
   /** Scored targets. */
   readonly tokens: number
+  /** ln p(target) at every position (f32), where the model reports them. */
+  readonly logprobs?: Float32Array
 }
 
 export interface TrainableModel {
@@ -56,7 +78,9 @@ export interface TrainableModel {
   readonly params: readonly ParamInit[]
   /** Forward (and, with `grad`, backward) of one sequence. */
   lossAndGrad(batch: TrainBatch, grad?: GradOptions): Promise<LossResult>
-  /** The weights in the checkpoint's own layout, F32, for writing the trained folder. */
+  /** The weights in the checkpoint's own layout, F32 (adapters merged in), for writing the trained folder. */
   hfTensors(): Promise<TensorToWrite[]>
+  /** The trainable parameters alone, by name, F32 (with LoRA: what an adapter file holds). */
+  trainedTensors?(): Promise<TensorToWrite[]>
   dispose(): void
 }

@@ -30,6 +30,7 @@ export function formatChecks(c: ExportChecks, out: string): string {
       lines.push(`  hf    ${k.path} (${k.ropeType}) reloaded; ${k.scored.map((s) => `${s.length} tokens max |Δ log p| ${num(s.maxAbsDiff)}`).join(", ")} [${k.ok ? "ok" : "FAIL"}]`)
       for (const s of k.vsFactorSet ?? []) lines.push(`        vs the factor set's own table at ${s.length}: ${num(s.maxAbsDiff)} (${s.note ?? ""})`)
     } else if (k.format === "csv") lines.push(`  csv   ${k.files.map((f) => f.file).join(", ")} re-read [${k.ok ? "ok" : "FAIL"}]`)
+    else if (k.format === "peft") lines.push(`  peft  ${k.path}: ${k.tensors} adapter tensors re-read and fitted to the base [${k.ok ? "ok" : "FAIL"}]`)
     else {
       const cpp = Array.isArray(k.llamacpp)
         ? k.llamacpp.map((s) => `${s.length} tokens max |Δ log p| ${num(s.maxAbsDiff)}`).join(", ")
@@ -46,8 +47,8 @@ export const exportCommand = Command.make(
   {
     model: Flag.String("model").pipe(Flag.withDescription("Hugging Face model folder (config.json, *.safetensors)")),
     factors: Flag.String("factors").pipe(Flag.withDescription("ropeway factor-set file (rope.json); default: the model's own rope_scaling"), Flag.optional),
-    out: Flag.String("out").pipe(Flag.withDescription("output folder (hf/, csv/, gguf/, checks.json)")),
-    format: Flag.String("format").pipe(Flag.withDescription("comma-separated formats: hf, csv, gguf"), Flag.withDefault("hf,csv,gguf")),
+    out: Flag.String("out").pipe(Flag.withDescription("output folder (hf/, csv/, gguf/, peft/, checks.json)")),
+    format: Flag.String("format").pipe(Flag.withDescription("comma-separated formats: hf, csv, gguf, peft (a LoRA adapter alone)"), Flag.withDefault("hf,csv,gguf")),
     dtype: Flag.String("dtype").pipe(Flag.withDescription("GGUF weight type: f32 or f16"), Flag.withDefault("f32")),
     noLlamacpp: Flag.Boolean("no-llamacpp").pipe(Flag.withDescription("do not score the GGUF with llama.cpp"), Flag.withDefault(false)),
     json: Flag.Boolean("json").pipe(Flag.withDescription("print checks.json"), Flag.withDefault(false)),

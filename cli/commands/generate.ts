@@ -14,7 +14,7 @@ import { Gpu, describeAdapter } from "../../kernels/device.ts"
 import { type TextTokenizer, loadHfTokenizer, withBos } from "../../plugins/data/tokenizer.ts"
 import type { InspectedModel, ModelFamily } from "../../plugins/models/family.ts"
 import { asGenerator, type BoundaryPolicy, type GenerateResult, POLICIES, generate as generateTokens } from "../../plugins/models/generate.ts"
-import { checkFits, familiesOf, inspectModel } from "../../plugins/models/registry.ts"
+import { checkFits, deviceBudget, familiesOf, inspectModel } from "../../plugins/models/registry.ts"
 import { registryFromFlags } from "../workflow.ts"
 import { inputError } from "../../common/errors.ts"
 import { parseRopeScalingFlag, pluginFlag, readTokensFile } from "./score.ts"
@@ -94,7 +94,7 @@ export const generate = Command.make(
 const run = (family: ModelFamily, inspected: InspectedModel, ids: readonly number[], source: string, maxNew: number, policy: BoundaryPolicy, stop: readonly number[], tokenizer: TextTokenizer | undefined, json: boolean) =>
   Effect.gen(function* () {
     const rt = yield* Gpu
-    yield* attempt(() => checkFits(family, inspected, ids.length + maxNew, rt.limits))
+    yield* attempt(() => checkFits(family, inspected, ids.length + maxNew, deviceBudget(rt)))
     const loaded = yield* Effect.tryPromise({ try: () => family.load(rt, inspected), catch: asError })
     const llama = asGenerator(loaded)
     if (llama === undefined) {

@@ -15,7 +15,7 @@ import { Command, Flag } from "effect/cli"
 import { Gpu, describeAdapter } from "../../kernels/device.ts"
 import { inputError } from "../../common/errors.ts"
 import type { InspectedModel, ModelFamily } from "../../plugins/models/family.ts"
-import { checkFits, familiesOf, inspectModel } from "../../plugins/models/registry.ts"
+import { checkFits, deviceBudget, familiesOf, inspectModel } from "../../plugins/models/registry.ts"
 import type { ChosenTable } from "../../plugins/rope/index.ts"
 import { registryFromFlags } from "../workflow.ts"
 
@@ -131,7 +131,7 @@ export const score = Command.make(
 const run = (model: string, family: ModelFamily, inspected: InspectedModel, table: ChosenTable, ids: readonly number[], source: string, chunk: number, json: boolean) =>
   Effect.gen(function* () {
     const rt = yield* Gpu
-    yield* attempt(() => checkFits(family, inspected, ids.length, rt.limits, { chunk }))
+    yield* attempt(() => checkFits(family, inspected, ids.length, deviceBudget(rt), { chunk }))
     const started = performance.now()
     const llama = yield* Effect.tryPromise({ try: () => family.load(rt, inspected), catch: asError })
     const loaded = performance.now()

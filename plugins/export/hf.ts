@@ -1,12 +1,15 @@
 /**
  * Hugging Face folder exports: the source folder's files hard-linked (copied where links fail: another
- * file system) with config.json rewritten to carry a RoPE setting. Weights are never rewritten.
+ * file system) with config.json rewritten to carry a RoPE setting. Weights are rewritten only when the
+ * source carries a LoRA adapter (PEFT's layout): then the folder holds the merged weights instead.
  */
-import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs"
 import { join } from "node:path"
 import { inputError } from "../../common/errors.ts"
 import { type FactorSetFile, factorSetToHfLongrope, factorSetToScaling, withScaling } from "../rope/formats.ts"
-import { writeFileAtomic } from "../../common/files.ts"
+import { linkOrCopy, writeFileAtomic } from "../../common/files.ts"
+import { Checkpoint, writeCheckpoint } from "../../common/safetensors.ts"
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdaptedWeights, mergedTensors, readPeftAdapter } from "../../training/peft.ts"
 
 type Json = Record<string, unknown>
 
@@ -57,21 +60,38 @@ export function ropeFromFactorSet(f: FactorSetFile, sourceConfig: Json, where: s
   return { exact: { scaling: factorSetToScaling(f), originalMaxPositions: L0, maxPositions }, hfPair: pair, pairNote }
 }
 
-/** Links (or copies) every top-level file of `src` into a fresh `dst`, then writes config.json. */
+/**
+ * Links (or copies) every top-level file of `src` into a fresh `dst`, then writes config.json. A source with
+ * a LoRA adapter is written merged (its weights rewritten tensor by tensor, the adapter files left out).
+ */
 export function writeHfFolder(src: string, dst: string, config: Json): string[] {
   rmSync(dst, { recursive: true, force: true })
   mkdirSync(dst, { recursive: true })
+  const adapter = readPeftAdapter(src)
+  const skip = new Set(["config.json", ...(adapter === undefined ? [] : [ADAPTER_CONFIG, ADAPTER_WEIGHTS, ...Checkpoint.open(src).files()])])
   const files: string[] = []
   for (const name of readdirSync(src)) {
     const from = join(src, name)
-    if (name === "config.json" || !statSync(from).isFile()) continue
-    try {
-      linkSync(from, join(dst, name))
-    } catch {
-      copyFileSync(from, join(dst, name))
-    }
+    if (skip.has(name) || !statSync(from).isFile()) continue
+    linkOrCopy(from, join(dst, name))
     files.push(name)
+  }
+  if (adapter !== undefined) {
+    writeCheckpoint(dst, mergedTensors(new AdaptedWeights(Checkpoint.open(src), adapter)), { maxShardBytes: MERGED_SHARD_BYTES, metadata: { format: "pt", ropeway: `LoRA adapter of ${src} merged` } })
+    files.push(...Checkpoint.open(dst).files())
   }
   writeFileAtomic(join(dst, "config.json"), `${JSON.stringify(config, null, 2)}\n`)
   return ["config.json", ...files]
+}
+
+/** Shards of a merged folder: HF's usual size. */
+const MERGED_SHARD_BYTES = 5e9
+
+/** The adapter of `src` alone in `dst` (PEFT's layout), its files linked; undefined when `src` has none. */
+export function writePeftFolder(src: string, dst: string): string[] | undefined {
+  if (readPeftAdapter(src) === undefined) return undefined
+  rmSync(dst, { recursive: true, force: true })
+  mkdirSync(dst, { recursive: true })
+  for (const f of [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) linkOrCopy(join(src, f), join(dst, f))
+  return [ADAPTER_CONFIG, ADAPTER_WEIGHTS]
 }

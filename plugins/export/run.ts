@@ -6,7 +6,11 @@
  *                  `longrope-research` table, plus hf-longrope/ with the HF pair), weights hard-linked
  *   csv/           LongRoPE factor CSVs, one per set ({max_length/1024}k.csv)
  *   gguf/          model-{f32|f16}.gguf for llama.cpp (from the HF pair)
+ *   peft/          a LoRA-adapted source's adapter alone (adapter_config.json + adapter_model.safetensors)
  *   checks.json    what was reloaded and scored, against what, and the max |Δ log p|
+ *
+ * A source carrying a LoRA adapter (finetune with `lora`) goes out merged in hf/ and the GGUF: its adapted
+ * tensors written in F32 (W + alpha/r·B·A), the others as stored.
  *
  * Checks: HF folders are reloaded with loadLlama and scored against the source weights under the same
  * rope_scaling (tolerance 1e-4). CSVs are re-read with the LongRoPE-compatible parser (exact). GGUF is
@@ -27,10 +31,14 @@ import { inspectLlama, loadLlama, type LlamaModel } from "../models/llama/model.
 import { type FactorSetFile, factorSetFromHfLongrope, factorSetToScaling, parseFactorSetFile, ropeSpecFromConfig } from "../rope/formats.ts"
 import { writeFileAtomic } from "../../common/files.ts"
 import { writeFactorCsvs, type CsvCheck } from "./csv.ts"
-import { configWithRope, type HfRope, readConfigJson, ropeFromFactorSet, writeHfFolder } from "./hf.ts"
+import { configWithRope, type HfRope, readConfigJson, ropeFromFactorSet, writeHfFolder, writePeftFolder } from "./hf.ts"
+import { Checkpoint } from "../../common/safetensors.ts"
+import { AdaptedWeights, readPeftAdapter } from "../../training/peft.ts"
 import { llamaCppAvailable, llamaCppContext, llamaCppLogprobs } from "./llamacpp.ts"
 
-export const EXPORT_FORMATS = ["hf", "csv", "gguf"] as const
+export const EXPORT_FORMATS = ["hf", "csv", "gguf", "peft"] as const
+/** What `formats` defaults to. */
+export const DEFAULT_FORMATS = ["hf", "csv", "gguf"] as const
 export type ExportFormat = (typeof EXPORT_FORMATS)[number]
 
 export const HF_TOLERANCE = 1e-4
@@ -106,6 +114,14 @@ export interface GgufCheck {
   readonly ok: boolean
 }
 
+export interface PeftCheck {
+  readonly format: "peft"
+  readonly path: string
+  /** Adapter tensors re-read from the written folder and fitted against the base weights (shapes). */
+  readonly tensors: number
+  readonly ok: boolean
+}
+
 export interface CsvChecks {
   readonly format: "csv"
   readonly files: readonly CsvCheck[]
@@ -115,7 +131,7 @@ export interface CsvChecks {
 export interface ExportChecks {
   readonly source: { readonly model: string; readonly factors: string | null }
   readonly formats: readonly ExportFormat[]
-  readonly checks: readonly (HfCheck | CsvChecks | GgufCheck | { readonly format: ExportFormat; readonly skipped: string })[]
+  readonly checks: readonly (HfCheck | CsvChecks | GgufCheck | PeftCheck | { readonly format: ExportFormat; readonly skipped: string })[]
   readonly notes: readonly string[]
   readonly ok: boolean
 }
@@ -314,6 +330,14 @@ async function checkGguf(r: Run, out: string, sourceDir: string): Promise<Export
   }
 }
 
+/** The adapter alone (peft/), re-read and fitted against the source's base weights. */
+function checkPeft(source: string, dir: string): ExportChecks["checks"][number] {
+  if (writePeftFolder(source, dir) === undefined) return { format: "peft", skipped: "the model carries no LoRA adapter (adapter_config.json)" }
+  const adapter = readPeftAdapter(dir)!
+  const fitted = new AdaptedWeights(Checkpoint.open(source), adapter)
+  return { format: "peft", path: dir, tensors: adapter.tensors.size, ok: fitted.adapted > 0 }
+}
+
 /** The formats written and checked (hf, csv, gguf); the folders a GGUF needs are staged when hf is not asked for. */
 async function writeAndCheck(r: Run, out: string, formats: readonly ExportFormat[], sourceConfig: Record<string, unknown>): Promise<ExportChecks["checks"]> {
   const { o, exact, pair } = r
@@ -344,6 +368,7 @@ async function writeAndCheck(r: Run, out: string, formats: readonly ExportFormat
       }
     }
     if (formats.includes("gguf")) checks.push(await checkGguf(r, out, ggufSourceDir))
+    if (formats.includes("peft")) checks.push(checkPeft(o.model, join(out, "peft")))
   } finally {
     for (const m of r.models.values()) m.dispose()
     rmSync(staging, { recursive: true, force: true })
@@ -353,7 +378,7 @@ async function writeAndCheck(r: Run, out: string, formats: readonly ExportFormat
 }
 
 export async function runExport(rt: GpuRuntime, o: ExportOptions): Promise<ExportChecks> {
-  const formats = o.formats ?? EXPORT_FORMATS
+  const formats = o.formats ?? DEFAULT_FORMATS
   const out = resolve(o.out)
   const sourceConfig = readConfigJson(o.model)
   const notes: string[] = []

@@ -15,7 +15,7 @@
 import type { RopeTable } from "../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../kernels/runtime.ts"
 import type { ModelFamilyContribution } from "../../pipeline/workflow/plugin.ts"
-import type { HostWeights, TrainableModel } from "../../training/model.ts"
+import type { HostWeights, TrainableModel, TrainableOptions } from "../../training/model.ts"
 import type { ChosenTable, RopeSpec } from "../rope/types.ts"
 
 /** What every family's config says (a family's own config type extends it). */
@@ -49,17 +49,58 @@ export interface InspectedModel<C extends ModelConfig = ModelConfig> {
   readonly checkSequence: (tokens: Uint32Array | readonly number[], source?: string) => void
 }
 
-/** Device memory a model needs at one length, in bytes; `largest*` are what single-buffer limits refuse. */
+/** What a memory plan reads: the config, and the inspected folder when there is one (its file dtypes). */
+export type PlannedModel = Pick<InspectedModel, "config"> | InspectedModel
+
+/** What a run will train, for the memory plan: every weight, or LoRA adapters (plus LongLoRA's norms and embeddings). */
+export type TrainPlan =
+  | { readonly mode: "full" }
+  | {
+      readonly mode: "lora"
+      readonly rank: number
+      /** Module names (the family's `loraTargets`). */
+      readonly targets: readonly string[]
+      readonly trainNorms?: boolean
+      readonly trainEmbeddings?: boolean
+    }
+
+export interface MemoryOptions {
+  /** Tokens per forward chunk (inference). */
+  readonly chunk?: number
+  /** Plan a training step of `length` tokens instead of scoring. */
+  readonly train?: TrainPlan
+}
+
+/** One named part of a plan, in bytes. */
+export interface PlanPart {
+  readonly bytes: number
+  readonly what: string
+}
+
+/**
+ * Memory a model needs at one length, in bytes, stated before anything is loaded: what lives on the
+ * device, what the host holds besides while loading, and the largest single buffers (what per-buffer
+ * limits refuse). `ropeway inspect` prints it; every stage checks it (plugins/models/memory.ts).
+ */
 export interface MemoryPlan {
+  readonly length: number
+  /** The weights as they sit on the device (their dtype there, padding included). */
   readonly weights: number
   readonly kvCache: number
-  /** Working buffers of one forward chunk (activations, one block of logits). */
+  /** Working buffers of one forward chunk (activations, one block of logits), or of one training step. */
   readonly activations: number
+  /** Training only: gradients, optimizer moments and LoRA adapters (their values). */
+  readonly gradients?: number
+  readonly optimizer?: number
+  readonly lora?: number
+  /** Everything on the device: the sum of the above. */
   readonly total: number
+  /** Host memory used besides while loading (one tensor being read and converted at a time). */
+  readonly hostStaging: number
   /** The largest buffer a kernel binds whole (e.g. the embedding table), against maxStorageBufferBindingSize. */
-  readonly largestBinding: { readonly bytes: number; readonly what: string }
+  readonly largestBinding: PlanPart
   /** The largest buffer allocated (e.g. one layer's K cache), against maxBufferSize. */
-  readonly largestBuffer: { readonly bytes: number; readonly what: string }
+  readonly largestBuffer: PlanPart
 }
 
 export interface LogprobsOptions {
@@ -116,10 +157,16 @@ export interface ModelFamily extends ModelFamilyContribution {
   /** config.json alone (no weights needed): shapes and the RoPE spec, for what only reads the RoPE settings. */
   readonly readConfig: (dir: string, options?: InspectOptions) => ModelConfig
   readonly inspect: (dir: string, options?: InspectOptions) => InspectedModel
-  readonly memory: (model: InspectedModel, length: number, options?: { readonly chunk?: number }) => MemoryPlan
+  /**
+   * What it needs at `length` tokens (growing with length: the longest length that fits is searched for).
+   * `model` is an inspected folder, or only a config (a model made from scratch, as `pretrain` does).
+   */
+  readonly memory: (model: PlannedModel, length: number, options?: MemoryOptions) => MemoryPlan
   readonly load: (rt: GpuRuntime, model: InspectedModel) => Promise<LoadedModel>
-  /** The model for training: `weights` a folder or host tensors by HF name. */
-  readonly trainable?: (rt: GpuRuntime, config: ModelConfig, weights: string | HostWeights) => TrainableModel
+  /** The model for training: `weights` a folder or host tensors by HF name; every weight trains, or with `lora` adapters. */
+  readonly trainable?: (rt: GpuRuntime, config: ModelConfig, weights: string | HostWeights, options?: TrainableOptions) => TrainableModel
+  /** The module names LoRA can adapt in a model of this config (`lora.targets` is checked against them). */
+  readonly loraTargets?: (config: ModelConfig) => readonly string[]
   /** A config.json parsed as this family (`pretrain`'s shape params, without a folder). */
   readonly parseConfig?: (json: unknown, file: string, dir: string) => ModelConfig
 }

@@ -5,10 +5,10 @@
 import { type } from "arktype"
 import { existsSync, statSync } from "node:fs"
 import { join } from "node:path"
-import { DoesNotFit, inputError, ModelNotFound, UnsupportedModel } from "../../common/errors.ts"
+import { inputError, ModelNotFound, UnsupportedModel } from "../../common/errors.ts"
 import { checkJson, readJsonFile } from "../../common/validate.ts"
 import type { Registry } from "../../pipeline/workflow/plugin.ts"
-import { type InspectedModel, type InspectOptions, isModelFamily, type MemoryPlan, type ModelFamily } from "./family.ts"
+import { type InspectedModel, type InspectOptions, isModelFamily, type ModelFamily } from "./family.ts"
 import { llamaFamily } from "./llama/family.ts"
 
 /** The families ropeway has without any plugin. */
@@ -61,27 +61,4 @@ export function inspectModel(families: readonly ModelFamily[], dir: string, opti
   return { family, model: family.inspect(dir, options) }
 }
 
-/** The device limits a memory plan is checked against. */
-export interface DeviceLimits {
-  readonly maxStorageBufferBindingSize: number
-  readonly maxBufferSize: number
-}
-
-const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`
-
-/** Refuses, before loading, a model whose buffers at `length` tokens exceed what the device allows for one. */
-export function checkFits(family: ModelFamily, model: InspectedModel, length: number, limits: DeviceLimits, options: { readonly chunk?: number } = {}): MemoryPlan {
-  const plan = family.memory(model, length, options)
-  const over = (need: { bytes: number; what: string }, limit: number, name: string) => {
-    if (need.bytes <= limit) return
-    throw new DoesNotFit({
-      message: `${model.config.dir}: ${need.what} needs ${mib(need.bytes)} at ${length} tokens; this device allows ${mib(limit)} per buffer (${name}); ` +
-        `the model needs ${mib(plan.total)} in all (weights ${mib(plan.weights)}, KV cache ${mib(plan.kvCache)}, activations ${mib(plan.activations)})`,
-      needed: need.bytes,
-      limit,
-    })
-  }
-  over(plan.largestBinding, limits.maxStorageBufferBindingSize, "maxStorageBufferBindingSize")
-  over(plan.largestBuffer, limits.maxBufferSize, "maxBufferSize")
-  return plan
-}
+export { checkFits, type DeviceBudget, type DeviceLimits, deviceBudget, longestFit } from "./memory.ts"

@@ -4,7 +4,7 @@
  * length, and loads them for log-probs (chunked) and generation (KV cache). No training: the contract's
  * `trainable` is optional.
  */
-import { Checkpoint, type GpuRuntime, type InspectedModel, type InspectOptions, inputError, type MemoryPlan, type ModelFamily } from "../../../plugins/api.ts"
+import { Checkpoint, type GpuRuntime, type InspectedModel, type InspectOptions, inputError, type MemoryPlan, type ModelFamily, type PlannedModel } from "../../../plugins/api.ts"
 import { resolveRope } from "../../../plugins/api.ts"
 import { ARCHITECTURE, type NeoxConfig, parseNeoxConfig, readNeoxConfig } from "./config.ts"
 import { chunkFor, loadNeox } from "./model.ts"
@@ -28,7 +28,7 @@ export function inspectNeox(dir: string, options: InspectOptions = {}): Inspecte
 }
 
 /** f32 on the device: weights, a K and a V cache per layer, one chunk's activations and logits. */
-export function neoxMemory(model: InspectedModel, length: number, options: { readonly chunk?: number } = {}): MemoryPlan {
+export function neoxMemory(model: PlannedModel, length: number, options: { readonly chunk?: number } = {}): MemoryPlan {
   const c = model.config as NeoxConfig
   const D = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize
   const weights = 4 * (2 * V * D + 2 * D + c.numLayers * (4 * D + 4 * D * D + 4 * D + 2 * D * I + I + D))
@@ -36,7 +36,9 @@ export function neoxMemory(model: InspectedModel, length: number, options: { rea
   const chunk = Math.min(length, chunkFor(c, options.chunk))
   const activations = 4 * chunk * (6 * D + 2 * I + V)
   return {
-    weights, kvCache, activations, total: weights + kvCache + activations,
+    length, weights, kvCache, activations, total: weights + kvCache + activations,
+    // loading reads one layer (f32) at a time; the embedding and the head are the largest tensors
+    hostStaging: 4 * Math.max(V * D, 4 * D * D + 2 * D * I),
     largestBinding: { bytes: 4 * V * D, what: `the embedding table (${V} × ${D})` },
     largestBuffer: { bytes: 4 * length * D, what: `one layer's K cache (${length} tokens × ${D})` },
   }

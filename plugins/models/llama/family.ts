@@ -3,11 +3,12 @@
  * Qwen2 folders (config.ts), their memory at a length, loading (model.ts), training (train.ts).
  */
 import type { GpuRuntime } from "../../../kernels/runtime.ts"
-import type { HostWeights } from "../../../training/model.ts"
-import type { InspectedModel, InspectOptions, MemoryPlan, ModelConfig, ModelFamily } from "../family.ts"
+import type { HostWeights, TrainableOptions } from "../../../training/model.ts"
+import type { InspectedModel, InspectOptions, ModelConfig, ModelFamily } from "../family.ts"
 import { type LlamaConfig, parseLlamaConfig, readLlamaConfig, SUPPORTED_ARCHITECTURES } from "./config.ts"
-import { checkSequence, DEFAULT_CHUNK, type InspectedLlama, inspectLlama, loadLlama } from "./model.ts"
-import { createTrainableLlama } from "./train.ts"
+import { llamaMemory } from "./memory.ts"
+import { checkSequence, type InspectedLlama, inspectLlama, loadLlama } from "./model.ts"
+import { createTrainableLlama, loraTargetsOf } from "./train.ts"
 
 /** model_type of folders without `architectures`. */
 export const MODEL_TYPES: Readonly<Record<string, (typeof SUPPORTED_ARCHITECTURES)[number]>> = {
@@ -27,34 +28,6 @@ export function inspectLlamaModel(dir: string, options: InspectOptions = {}): In
   return { ...m, config, checkSequence: (tokens, source) => checkSequence(config, tokens, source) }
 }
 
-/** Logit rows per lm_head block in inference (model.ts caps rows × vocab at 16M floats). */
-const LOGIT_FLOATS = 16 * 1024 * 1024
-
-/** f32 on the device: every weight, one K and one V cache per layer, one chunk's activations and logits. */
-export function llamaMemory(model: InspectedModel, length: number, options: { readonly chunk?: number } = {}): MemoryPlan {
-  const c = model.config as LlamaConfig
-  const D = c.hiddenSize
-  const qDim = c.numHeads * c.headDim
-  const kvDim = c.numKvHeads * c.headDim
-  const I = c.intermediateSize
-  const V = c.vocabSize
-  const perLayer = 2 * D + D * (qDim + 2 * kvDim) + qDim * D + 3 * D * I + (c.qkvBias ? qDim + 2 * kvDim : 0) + (c.oBias ? D : 0) + (c.mlpBias ? 2 * I + D : 0)
-  const weights = 4 * (V * D * (c.tieWordEmbeddings ? 1 : 2) + D + c.numLayers * perLayer)
-  const kvRow = 4 * kvDim
-  const kvCache = 2 * c.numLayers * length * kvRow
-  const chunk = Math.min(length, options.chunk ?? DEFAULT_CHUNK)
-  const rows = Math.max(1, Math.min(chunk, Math.floor(LOGIT_FLOATS / V)))
-  const activations = 4 * (chunk * (3 * D + qDim + 2 * kvDim + 2 * I) + rows * V)
-  return {
-    weights,
-    kvCache,
-    activations,
-    total: weights + kvCache + activations,
-    largestBinding: { bytes: 4 * V * D, what: `the embedding table (${V} × ${D})` },
-    largestBuffer: { bytes: length * kvRow, what: `one layer's K cache (${length} tokens × ${kvDim})` },
-  }
-}
-
 /** What identifies interchangeable weights; a training checkpoint with another one is refused. */
 export const llamaArchitecture = (c: LlamaConfig) => ({
   architecture: c.architecture, hidden: c.hiddenSize, intermediate: c.intermediateSize, layers: c.numLayers,
@@ -72,7 +45,16 @@ export const llamaFamily: ModelFamily = {
   memory: llamaMemory,
   // a model inspected elsewhere (another options set) is read again from its folder
   load: (rt: GpuRuntime, m: InspectedModel) => loadLlama(rt, "checkpoint" in m ? (m as unknown as InspectedLlama) : m.config.dir),
-  trainable: (rt: GpuRuntime, config: ModelConfig, weights: string | HostWeights) =>
-    Object.assign(createTrainableLlama(rt, config as LlamaConfig, weights), { architecture: llamaArchitecture(config as LlamaConfig) }),
+  trainable: (rt: GpuRuntime, config: ModelConfig, weights: string | HostWeights, options: TrainableOptions = {}) => {
+    const c = config as LlamaConfig
+    const lora = options.lora
+    const model = createTrainableLlama(rt, c, weights, lora === undefined ? {} : {
+      lora: { config: { rank: lora.rank, alpha: lora.alpha, seed: lora.seed }, targets: lora.targets, dropout: lora.dropout, trainNorms: lora.trainNorms === true, trainEmbeddings: lora.trainEmbeddings === true },
+    })
+    // a checkpoint resumes only into the same weights and the same adapters
+    const architecture = lora === undefined ? llamaArchitecture(c) : { ...llamaArchitecture(c), lora: { rank: lora.rank, alpha: lora.alpha, targets: [...lora.targets], trainNorms: lora.trainNorms === true, trainEmbeddings: lora.trainEmbeddings === true } }
+    return Object.assign(model, { architecture })
+  },
+  loraTargets: (config: ModelConfig) => loraTargetsOf(config as LlamaConfig),
   parseConfig: (json, file, dir) => parseLlamaConfig(json, file, dir),
 }

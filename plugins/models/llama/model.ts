@@ -19,7 +19,8 @@ import type { Tensor } from "../../../kernels/tensor.ts"
 import { inputError } from "../../../common/errors.ts"
 import { type ChosenTable, resolveRope } from "../../rope/index.ts"
 import { sameRopeTable } from "../../rope/table.ts"
-import { Checkpoint } from "../../../common/safetensors.ts"
+import { Checkpoint, type TensorSource } from "../../../common/safetensors.ts"
+import { AdaptedWeights, readPeftAdapter } from "../../../training/peft.ts"
 import { type ConfigOptions, type LlamaConfig, readLlamaConfig } from "./config.ts"
 import { readLayer, validateCheckpoint } from "./weights.ts"
 
@@ -27,12 +28,13 @@ export { sameRopeTable }
 
 export const DEFAULT_CHUNK = 512
 /** Logit rows per lm_head matmul are capped so that rows × vocab stays under this many floats (64 MiB). */
-const LOGIT_FLOATS = 16 * 1024 * 1024
+export const LOGIT_FLOATS = 16 * 1024 * 1024
 
 /** A model folder checked without touching the GPU: config, tensor headers and the RoPE method. */
 export interface InspectedLlama {
   readonly config: LlamaConfig
-  readonly checkpoint: Checkpoint
+  /** The weights; with a LoRA adapter in the folder (PEFT's layout), merged in as they are read. */
+  readonly checkpoint: TensorSource
   /** The RoPE table for an input length (resolved from config.json's rope_scaling or the override). */
   readonly rope: (length: number) => ChosenTable
 }
@@ -42,12 +44,19 @@ export interface InspectOptions extends ConfigOptions {
   readonly ropeSource?: string
 }
 
-/** Reads config.json, opens the checkpoint and validates every tensor's name, dtype and shape. */
+/** The folder's weights: its checkpoint, with the folder's LoRA adapter (if any) merged in, headers checked. */
+export function openWeights(config: LlamaConfig, dir: string): TensorSource {
+  const base = Checkpoint.open(dir)
+  validateCheckpoint(config, base)
+  const adapter = readPeftAdapter(dir)
+  return adapter === undefined ? base : new AdaptedWeights(base, adapter)
+}
+
+/** Reads config.json, opens the checkpoint (and adapter) and validates every tensor's name, dtype and shape. */
 export function inspectLlama(dir: string, options: InspectOptions = {}): InspectedLlama {
   const config = readLlamaConfig(dir, options)
   const rope = options.ropeSource === undefined ? resolveRope(config.rope) : resolveRope(config.rope, options.ropeSource)
-  const checkpoint = Checkpoint.open(dir)
-  validateCheckpoint(config, checkpoint)
+  const checkpoint = openWeights(config, dir)
   return { config, checkpoint, rope }
 }
 

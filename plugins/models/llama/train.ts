@@ -29,6 +29,8 @@ import { applyRopeBackward, inverseRopeTable } from "../../../kernels/rope-backw
 import type { RopeTable } from "../../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../../kernels/runtime.ts"
 import { axpyInPlace, fill } from "../../../kernels/scale.ts"
+import { dropout } from "../../../kernels/dropout.ts"
+import { mixSeed } from "../../../common/rng.ts"
 import { swiglu } from "../../../kernels/swiglu.ts"
 import { swigluBackward } from "../../../kernels/swiglu-backward.ts"
 import { type Tensor, numel, shapeString } from "../../../kernels/tensor.ts"
@@ -36,13 +38,13 @@ import { inputError } from "../../../common/errors.ts"
 import { type LoraAdapter, type LoraConfig, addLoraForward, createLora, loraParams, mergeLoraHost, releaseLora } from "../../../training/lora.ts"
 import type { GradOptions, HostWeights, LossResult, TrainableModel, TrainBatch } from "../../../training/model.ts"
 import type { ParamInit } from "../../../training/optimizer.ts"
-import { Checkpoint, type TensorToWrite } from "../../../common/safetensors.ts"
+import { Checkpoint, type TensorSource, type TensorToWrite } from "../../../common/safetensors.ts"
 import type { LlamaConfig } from "./config.ts"
-import { checkTokens } from "./model.ts"
+import { checkTokens, openWeights } from "./model.ts"
 import { type HostLayer, layerPrefix, readLayer, validateCheckpoint } from "./weights.ts"
 
 /** Logit rows per lm_head chunk are capped so rows × vocab stays under this many floats (16 MiB). */
-const LOGIT_FLOATS = 4 * 1024 * 1024
+export const LOGIT_FLOATS = 4 * 1024 * 1024
 
 /** Host weights by HF name, unfused (q_proj/k_proj/v_proj, gate_proj/up_proj, even for Phi-3). */
 export type { GradOptions, HostWeights, LossResult, TrainBatch } from "../../../training/model.ts"
@@ -60,6 +62,8 @@ export interface TrainableLlama extends TrainableModel {
   lossAndGrad(batch: TrainBatch, grad?: GradOptions): Promise<LossResult>
   /** The weights in the checkpoint's own layout (Phi-3's projections fused again, LoRA merged in), F32. */
   hfTensors(): Promise<TensorToWrite[]>
+  /** The trainable parameters by name (with LoRA: the adapters, PEFT-named, and the norms / embeddings trained), F32. */
+  trainedTensors(): Promise<TensorToWrite[]>
   dispose(): void
 }
 
@@ -136,8 +140,25 @@ type LinField = "q" | "k" | "v" | "o" | "gate" | "up" | "down"
 const LIN_FIELDS: Readonly<Record<LoraTarget, LinField>> = {
   q_proj: "q", k_proj: "k", v_proj: "v", o_proj: "o", gate_proj: "gate", up_proj: "up", down_proj: "down",
 }
+/** The projections in a fixed order (dropout streams are keyed by the index). */
+const LIN_ORDER: readonly LinField[] = ["q", "k", "v", "o", "gate", "up", "down"]
 const BIAS_OF: Readonly<Record<LinField, keyof LayerParams>> = {
   q: "qBias", k: "kBias", v: "vBias", o: "oBias", gate: "gateBias", up: "upBias", down: "downBias",
+}
+
+/** The modules LoRA can adapt in a model of this config (Phi-3's fused q/k/v and gate/up are not split in its files). */
+export const loraTargetsOf = (c: Pick<LlamaConfig, "fused">): readonly LoraTarget[] =>
+  c.fused ? ["o_proj", "down_proj"] : (Object.keys(LIN_FIELDS) as LoraTarget[])
+
+/** Throws an InputError naming `where` when a target names no module LoRA can adapt here. */
+export function checkLoraTargets(c: Pick<LlamaConfig, "fused" | "file">, targets: readonly string[], where: string): asserts targets is readonly LoraTarget[] {
+  const known = loraTargetsOf(c)
+  for (const t of targets) {
+    if (!(known as readonly string[]).includes(t)) {
+      const why = c.fused && t in LIN_FIELDS ? ` (this model's ${c.file} fuses q/k/v and gate/up)` : ""
+      throw inputError(where, `LoRA target "${t}" names no module of the model${why}; known: ${known.join(", ")}`)
+    }
+  }
 }
 
 export interface TrainableOptions {
@@ -146,11 +167,13 @@ export interface TrainableOptions {
   /**
    * LoRA instead of full fine-tuning: adapters (PEFT names, `….q_proj.lora_A.weight`) on `targets`, the
    * base weights frozen. LongLoRA's trainable norms and embeddings are options (`model.embed_tokens`
-   * only, as LongLoRA: an untied lm_head stays frozen).
+   * only, as LongLoRA: an untied lm_head stays frozen). `dropout` is PEFT's lora_dropout: the adapter's
+   * input dropped with that probability while training (a mask per batch `dropoutSeed`, layer and module).
    */
   readonly lora?: {
     readonly config: LoraConfig
-    readonly targets: readonly LoraTarget[]
+    readonly targets: readonly string[]
+    readonly dropout?: number
     readonly trainNorms?: boolean
     readonly trainEmbeddings?: boolean
   }
@@ -160,7 +183,7 @@ export interface TrainableOptions {
  * Loads weights (a model folder, an opened checkpoint, or host tensors by HF name) as f32 tensors. Every
  * weight is a trainable parameter, or with `lora` the adapters (and optionally norms and embeddings).
  */
-export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source: string | Checkpoint | HostWeights, options: TrainableOptions = {}): TrainableLlama {
+export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source: string | TensorSource | HostWeights, options: TrainableOptions = {}): TrainableLlama {
   const c = config
   const D = c.hiddenSize
   const qDim = c.numHeads * c.headDim
@@ -169,6 +192,10 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
   const V = c.vocabSize
   const L = c.numLayers
   const lora = options.lora
+  // before anything is read or allocated
+  if (lora !== undefined) checkLoraTargets(c, lora.targets, "lora.targets")
+  const dropoutP = lora?.dropout ?? 0
+  if (!(dropoutP >= 0 && dropoutP < 1)) throw inputError("lora.dropout", `must be in [0, 1), got ${dropoutP}`)
 
   const owned: Tensor[] = []
   const adapters = new Map<string, LoraAdapter>()
@@ -187,9 +214,9 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
 
   let read: (name: string) => Float32Array
   let layerOf: (i: number) => HostLayer
-  if (typeof source === "string" || source instanceof Checkpoint) {
-    const ckpt = typeof source === "string" ? Checkpoint.open(source) : source
-    validateCheckpoint(c, ckpt)
+  if (typeof source === "string" || isTensorSource(source)) {
+    const ckpt = typeof source === "string" ? openWeights(c, source) : source
+    if (typeof source !== "string") validateCheckpoint(c, ckpt)
     read = (name) => ckpt.read(name)
     layerOf = (i) => readLayer(c, ckpt, i)
   } else {
@@ -268,9 +295,8 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
     }
     try {
       for (let i = 0; i < L; i++) {
-        for (const target of new Set(lora.targets)) {
+        for (const target of new Set(lora.targets as readonly LoraTarget[])) {
           const f = LIN_FIELDS[target]
-          if (f === undefined) throw new Error(`lora: unknown target "${String(target)}"; known: ${Object.keys(LIN_FIELDS).join(", ")}`)
           const module = layerPrefix(i) + LAYER_NAMES[f].slice(0, -".weight".length)
           const [outF, inF] = layers[i]![f].shape as [number, number]
           const a = createLora(rt, module, inF, outF, lora.config)
@@ -343,6 +369,14 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
       ? { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim }
       : { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, segments: segT }
 
+    /**
+     * The adapter's input: x, or while training with lora dropout, x with this call's mask for (layer,
+     * module) applied; the same mask every time it is asked (the recomputed forward, the backward).
+     */
+    const dropSeed = (l: number, f: LinField): number => mixSeed(batch.dropoutSeed ?? 0, l, LIN_ORDER.indexOf(f))
+    const dropping = grad !== undefined && dropoutP > 0
+    const adapterInput = (x: Tensor, l: number, f: LinField): Tensor => (dropping ? dropout(rt, x, dropoutP, dropSeed(l, f)) : x)
+
     /** y = x·Wᵀ (+ b) (+ the LoRA term) for layer l's projection f. */
     const lin = (x: Tensor, l: number, f: LinField): Tensor => {
       const w = layers[l]!
@@ -354,7 +388,11 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
         rt.release(bb)
       }
       const adapter = adapterOf(l, f)
-      if (adapter !== undefined) addLoraForward(rt, y, x, adapter)
+      if (adapter !== undefined) {
+        const xa = adapterInput(x, l, f)
+        addLoraForward(rt, y, xa, adapter)
+        if (xa !== x) rt.release(xa)
+      }
       return y
     }
 
@@ -375,19 +413,24 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
       const dx = matmul(rt, dy, w[f])
       const adapter = adapterOf(l, f)
       if (adapter !== undefined) {
+        // with dropout the adapter saw xa = mask ⊙ x/(1−p): its weights' gradients use xa, and dx takes the mask again
         const s = adapter.scaling
+        const xa = adapterInput(x, l, f)
         const gB = gradOf(`${adapter.name}.lora_B.weight`)
         if (gB !== undefined) {
-          const h = matmul(rt, x, adapter.a, { transB: true })
+          const h = matmul(rt, xa, adapter.a, { transB: true })
           accumulate(gB, matmul(rt, dy, h, { transA: true }), s)
           rt.release(h)
         }
         const dh = matmul(rt, dy, adapter.b)
         const gA = gradOf(`${adapter.name}.lora_A.weight`)
-        if (gA !== undefined) accumulate(gA, matmul(rt, dh, x, { transA: true }), s)
+        if (gA !== undefined) accumulate(gA, matmul(rt, dh, xa, { transA: true }), s)
+        if (xa !== x) rt.release(xa)
         const dxa = matmul(rt, dh, adapter.a)
-        axpyInPlace(rt, dx, dxa, s)
+        const dxm = dropping ? dropout(rt, dxa, dropoutP, dropSeed(l, f)) : dxa
+        axpyInPlace(rt, dx, dxm, s)
         rt.release(dh, dxa)
+        if (dxm !== dxa) rt.release(dxm)
       }
       return dx
     }
@@ -516,7 +559,7 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
       const lp = await rt.read(lpAll)
       let sum = 0
       for (let t = 0; t < T; t++) sum += w(t) * lp[t]!
-      return { loss: weightSum > 0 ? -sum / weightSum : 0, tokens: scored }
+      return { loss: weightSum > 0 ? -sum / weightSum : 0, tokens: scored, logprobs: lp }
     } finally {
       if (last !== undefined) releaseActs(last)
       rt.release(...saved.splice(0), ...temps)
@@ -530,6 +573,13 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
     if (numel(g.shape) !== numel(delta.shape)) throw new Error(`trainable llama: gradient ${shapeString(delta.shape)} does not fit ${shapeString(g.shape)}`)
     axpyInPlace(rt, g, { buffer: delta.buffer, shape: g.shape, dtype: "f32" }, s)
     rt.release(delta)
+  }
+
+  /** The trainable parameters as they are now (LoRA: the adapters and any norms / embeddings trained), F32. */
+  async function trainedTensors(): Promise<TensorToWrite[]> {
+    const out: TensorToWrite[] = []
+    for (const p of params) out.push({ name: p.name, dtype: "F32", shape: p.value.shape, data: await rt.read(p.value) })
+    return out
   }
 
   async function hfTensors(): Promise<TensorToWrite[]> {
@@ -571,6 +621,7 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
     },
     lossAndGrad,
     hfTensors,
+    trainedTensors,
     dispose() {
       if (disposed) return
       disposed = true
@@ -580,6 +631,8 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
     },
   }
 }
+
+const isTensorSource = (s: TensorSource | HostWeights): s is TensorSource => s instanceof Checkpoint || "source" in s
 
 function splitTokens(batch: TrainBatch): { inputs: Uint32Array; targets: Uint32Array } {
   if (batch.tokens !== undefined) {

@@ -4,7 +4,7 @@
  * per layer with Phi-3's fused projections split into q/k/v and gate/up.
  */
 import { inputError } from "../../../common/errors.ts"
-import { type Checkpoint, FLOAT_DTYPES, type TensorInfo, isFloatDType } from "../../../common/safetensors.ts"
+import { FLOAT_DTYPES, type TensorInfo, type TensorSource, isFloatDType } from "../../../common/safetensors.ts"
 import type { LlamaConfig } from "./config.ts"
 
 /** One layer's weights on the host, HF layout ([out, in] for linears). */
@@ -71,7 +71,7 @@ export function expectedTensors(c: LlamaConfig): Map<string, readonly number[]> 
 }
 
 /** Checks every expected tensor's presence, dtype and shape from the headers alone (nothing is read). */
-export function validateCheckpoint(c: LlamaConfig, ckpt: Checkpoint): void {
+export function validateCheckpoint(c: LlamaConfig, ckpt: TensorSource): void {
   for (const [name, shape] of expectedTensors(c)) {
     const info = ckpt.get(name)
     if (info === undefined) throw inputError(ckpt.source, `missing tensor "${name}" (expected shape [${shape.join(", ")}])`)
@@ -89,7 +89,7 @@ function checkInfo(info: TensorInfo, shape: readonly number[]): void {
 }
 
 /** Reads layer i (after validateCheckpoint), splitting fused projections the way transformers does. */
-export function readLayer(c: LlamaConfig, ckpt: Checkpoint, i: number): HostLayer {
+export function readLayer(c: LlamaConfig, ckpt: TensorSource, i: number): HostLayer {
   const p = layerPrefix(i)
   const D = c.hiddenSize
   const qDim = c.numHeads * c.headDim

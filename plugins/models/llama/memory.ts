@@ -1,0 +1,115 @@
+/**
+ * The llama family's memory plan: what loading and running a folder will allocate, computed from config.json
+ * and the tensor headers before anything is read, mirroring what model.ts (scoring) and train.ts (training)
+ * allocate. test/models/memory-plan.test.ts holds the plan against the bytes measured on the device.
+ */
+import type { MemoryOptions, MemoryPlan, PlanPart, PlannedModel, TrainPlan } from "../family.ts"
+import type { LlamaConfig } from "./config.ts"
+import { DEFAULT_CHUNK, LOGIT_FLOATS } from "./model.ts"
+import { LOGIT_FLOATS as TRAIN_LOGIT_FLOATS } from "./train.ts"
+
+const F32 = 4
+
+/** Per-layer shapes. */
+function shapes(c: LlamaConfig) {
+  const D = c.hiddenSize
+  const qDim = c.numHeads * c.headDim
+  const kvDim = c.numKvHeads * c.headDim
+  const I = c.intermediateSize
+  /** The linear layers of one layer, [out, in], by HF module name. */
+  const linears: Readonly<Record<string, readonly [number, number]>> = {
+    q_proj: [qDim, D], k_proj: [kvDim, D], v_proj: [kvDim, D], o_proj: [D, qDim], gate_proj: [I, D], up_proj: [I, D], down_proj: [D, I],
+  }
+  const biases = (c.qkvBias ? qDim + 2 * kvDim : 0) + (c.oBias ? D : 0) + (c.mlpBias ? 2 * I + D : 0)
+  return { D, qDim, kvDim, I, V: c.vocabSize, L: c.numLayers, linears, biases }
+}
+
+/** Elements of a prepared weight W [n, k]: stored transposed, K padded to 4, N to a 16-column block. */
+const preparedElements = (n: number, k: number): number => Math.ceil(k / 4) * 4 * Math.ceil(n / 16) * 16
+
+
+/** The plan at `length` tokens: scoring (chunks of `chunk`, a KV cache) or, with `train`, one training step of `length` tokens. */
+export function llamaMemory(model: PlannedModel, length: number, options: MemoryOptions = {}): MemoryPlan {
+  const c = model.config as LlamaConfig
+  return options.train === undefined ? scoringPlan(c, length, options.chunk) : trainingPlan(c, length, options.train)
+}
+
+/** Scoring (model.ts): f32 weights, one K and one V cache per layer, one chunk's working buffers. */
+function scoringPlan(c: LlamaConfig, length: number, chunkOpt: number | undefined): MemoryPlan {
+  const { D, qDim, kvDim, I, V, L, linears, biases } = shapes(c)
+  const layerLinears = Object.values(linears).reduce((a, [n, k]) => a + preparedElements(n, k), 0)
+  // the embedding table is a storage buffer; the head a prepared weight (a second copy when tied)
+  const weights = F32 * (V * D + preparedElements(V, D) + D + L * (2 * D + layerLinears + biases))
+  const kvCache = 2 * L * length * kvDim * F32
+  const chunk = Math.max(1, Math.min(length, chunkOpt ?? DEFAULT_CHUNK))
+  const rows = Math.max(1, Math.min(chunk, Math.floor(LOGIT_FLOATS / V)))
+  // residual, norm, q, k, v, attention output, gate, up, swiglu; x copied into a texture for the matmul; one logits block
+  const activations = F32 * (chunk * (3 * D + 2 * qDim + 2 * kvDim + 3 * I) + Math.ceil(chunk / 64 + 1) * 64 * Math.ceil(Math.max(D, I, qDim) / 64) * 64 + rows * V)
+  // loading reads one layer at a time (f32) and transposes one matrix beside it; the embedding is read whole
+  const layerHost = Object.values(linears).reduce((a, [n, k]) => a + n * k, 0) + 2 * D + biases
+  const largestLinear = Math.max(...Object.values(linears).map(([n, k]) => preparedElements(n, k)))
+  const hostStaging = F32 * Math.max(layerHost + largestLinear, V * D + preparedElements(V, D))
+  return {
+    length,
+    weights,
+    kvCache,
+    activations,
+    total: weights + kvCache + activations,
+    hostStaging,
+    largestBinding: { bytes: F32 * V * D, what: `the embedding table (${V} × ${D} f32)` },
+    largestBuffer: largest(
+      { bytes: length * kvDim * F32, what: `one layer's K cache (${length} tokens × ${kvDim} f32)` },
+      { bytes: F32 * V * D, what: `the embedding table (${V} × ${D} f32)` },
+    ),
+  }
+}
+
+/** One training step (train.ts): f32 parameters; gradients and AdamW moments for what trains; saved layer inputs. */
+function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan): MemoryPlan {
+  const { D, qDim, kvDim, I, V, L, linears, biases } = shapes(c)
+  const H = c.numHeads
+  const layerParams = Object.values(linears).reduce((a, [n, k]) => a + n * k, 0) + 2 * D + biases
+  const all = V * D * (c.tieWordEmbeddings ? 1 : 2) + D + L * layerParams
+  let trained: number
+  let loraValues = 0
+  if (train.mode === "full") trained = all
+  else {
+    loraValues = L * train.targets.reduce((a, t) => {
+      const s = linears[t]
+      return s === undefined ? a : a + train.rank * (s[0] + s[1])
+    }, 0)
+    trained = loraValues + (train.trainNorms === true ? D + 2 * L * D : 0) + (train.trainEmbeddings === true ? V * D : 0)
+  }
+  const weights = F32 * all
+  const lora = F32 * loraValues
+  const gradients = F32 * trained
+  const optimizer = 2 * F32 * trained
+  const rows = Math.max(1, Math.min(T, Math.floor(TRAIN_LOGIT_FLOATS / V)))
+  // every layer's input; one layer's internals (recomputed) and the backward's temporaries beside them; one
+  // block of logits and their gradient; the head transposed for its matmul
+  const saved = (L + 1) * T * D
+  const internals = T * (4 * D + 2 * qDim + 2 * kvDim + H + 3 * I)
+  const backward = T * (2 * I + 3 * D + qDim + 2 * kvDim)
+  const activations = F32 * (saved + internals + backward + 2 * rows * V + preparedElements(V, D))
+  const largestLinear = Math.max(...Object.values(linears).map(([n, k]) => n * k))
+  const hostStaging = F32 * Math.max(layerParams, V * D, largestLinear)
+  return {
+    length: T,
+    weights,
+    kvCache: 0,
+    activations,
+    gradients,
+    optimizer,
+    lora,
+    total: weights + lora + gradients + optimizer + activations,
+    hostStaging,
+    largestBinding: { bytes: F32 * V * D, what: `the embedding table (${V} × ${D} f32)` },
+    largestBuffer: largest(
+      { bytes: F32 * V * D, what: `the embedding table (${V} × ${D} f32)` },
+      { bytes: F32 * T * Math.max(I, qDim), what: `one layer's MLP activations (${T} tokens × ${Math.max(I, qDim)} f32)` },
+    ),
+  }
+}
+
+const largest = (a: PlanPart, b: PlanPart): PlanPart => (a.bytes >= b.bytes ? a : b)
+
