@@ -1,6 +1,7 @@
 // The CLI's subcommands, in the order `--help` lists them. Add a command: one file here, one line below.
 import { exportCommand } from "./export.ts"
 import { generate } from "./generate.ts"
+import { inspect } from "./inspect.ts"
 import { list } from "./list.ts"
 import { plan } from "./plan.ts"
 import { rope } from "./rope.ts"
@@ -8,4 +9,4 @@ import { run } from "./run.ts"
 import { score } from "./score.ts"
 import { worker } from "./worker.ts"
 
-export const commands = [run, plan, list, score, generate, rope, exportCommand, worker] as const
+export const commands = [run, plan, list, score, generate, inspect, rope, exportCommand, worker] as const

@@ -43,8 +43,14 @@ function scoringPlan(c: LlamaConfig, length: number, chunkOpt: number | undefine
   const kvCache = 2 * L * length * kvDim * F32
   const chunk = Math.max(1, Math.min(length, chunkOpt ?? DEFAULT_CHUNK))
   const rows = Math.max(1, Math.min(chunk, Math.floor(LOGIT_FLOATS / V)))
-  // residual, norm, q, k, v, attention output, gate, up, swiglu; x copied into a texture for the matmul; one logits block
-  const activations = F32 * (chunk * (3 * D + 2 * qDim + 2 * kvDim + 3 * I) + Math.ceil(chunk / 64 + 1) * 64 * Math.ceil(Math.max(D, I, qDim) / 64) * 64 + rows * V)
+  // One chunk's buffers: residual, norm, q, k, v, attention output, gate, up, swiglu, the two residual
+  // updates' scratch outputs; x copied into a texture for the matmul; a block of logits (and its padded
+  // scratch when the vocabulary is not a multiple of 16). The pool keeps what a chunk released for the next,
+  // and a last, shorter chunk allocates a second set of sizes.
+  const xTexture = (Math.ceil(chunk / 64) * 64 + 1) * (Math.ceil(Math.max(D, I, qDim) / 64) * 64 + 4)
+  const logits = rows * V + (V % 16 === 0 ? 0 : rows * Math.ceil(V / 16) * 16)
+  const sets = length - 1 > chunk ? 2 : 1 // (not 1 again at exact multiples: the plan must grow with length)
+  const activations = sets * F32 * (chunk * (5 * D + 2 * qDim + 2 * kvDim + 3 * I) + xTexture + logits)
   // loading reads one layer at a time (f32) and transposes one matrix beside it; the embedding is read whole
   const layerHost = Object.values(linears).reduce((a, [n, k]) => a + n * k, 0) + 2 * D + biases
   const largestLinear = Math.max(...Object.values(linears).map(([n, k]) => preparedElements(n, k)))
@@ -85,12 +91,16 @@ function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan): MemoryPlan {
   const gradients = F32 * trained
   const optimizer = 2 * F32 * trained
   const rows = Math.max(1, Math.min(T, Math.floor(TRAIN_LOGIT_FLOATS / V)))
-  // every layer's input; one layer's internals (recomputed) and the backward's temporaries beside them; one
-  // block of logits and their gradient; the head transposed for its matmul
+  // Every layer's input is kept; one layer's internals (recomputed) live beside the backward's temporaries,
+  // and the pool keeps every size it saw: ~3 sets of a layer's internals. The storage matmul transposes
+  // each weight it multiplies by (a layer's worth, and the head), and with every weight training, each
+  // weight gradient's product is a temporary too. A block of logits, their gradient and its transpose (a
+  // fourth for the head's gradient when the embeddings train). Measured against this: test/models/memory-plan.
+  const headTrains = train.mode === "full" || train.trainEmbeddings === true
   const saved = (L + 1) * T * D
   const internals = T * (4 * D + 2 * qDim + 2 * kvDim + H + 3 * I)
-  const backward = T * (2 * I + 3 * D + qDim + 2 * kvDim)
-  const activations = F32 * (saved + internals + backward + 2 * rows * V + preparedElements(V, D))
+  const repacks = layerParams + preparedElements(V, D) + (train.mode === "full" ? layerParams : 0) + (headTrains ? V * D : 0)
+  const activations = F32 * (saved + 3 * internals + repacks + (headTrains ? 4 : 3) * rows * V)
   const largestLinear = Math.max(...Object.values(linears).map(([n, k]) => n * k))
   const hostStaging = F32 * Math.max(layerParams, V * D, largestLinear)
   return {

@@ -1,0 +1,175 @@
+/**
+ * The llama family's memory plan against the bytes the device actually held (GpuRuntime's peak), scoring
+ * and training, and the checks built on it: the longest length that fits, one-line refusals naming what is
+ * needed and what there is, before anything is loaded (score, finetune), and `ropeway inspect`.
+ */
+import { afterAll, describe, expect, test } from "bun:test"
+import { Effect, Exit } from "effect"
+import { mkdirSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { Gpu } from "../../kernels/device.ts"
+import type { GpuRuntime } from "../../kernels/runtime.ts"
+import { llamaFamily } from "../../plugins/models/llama/family.ts"
+import { randomTokens } from "../../plugins/models/llama/model.ref.ts"
+import { writeRandomLlama } from "../../plugins/models/llama/random.ts"
+import { budgetOf, checkFits, longestFit, parseMemory, whyNotFits } from "../../plugins/models/memory.ts"
+import { resolveRope } from "../../plugins/rope/index.ts"
+import { runFinetune } from "../../stages/finetune.ts"
+import { Optimizer } from "../../training/optimizer.ts"
+import { gpu } from "../gpu-shared.ts"
+import { ownStderr, runCli } from "./cli-helpers.ts"
+import { removeDir, tempDir } from "./random-model.ts"
+
+const root = tempDir("ropeway-plan-")
+afterAll(() => removeDir(root))
+
+const SHAPES = {
+  tied: { vocab: 3000, hidden: 128, layers: 3, heads: 4, kvHeads: 2, intermediate: 384, maxPositions: 4096, tied: true, seed: 1 },
+  wide: { vocab: 512, hidden: 256, layers: 2, heads: 4, kvHeads: 4, intermediate: 512, maxPositions: 4096, seed: 2 },
+} as const
+const dirOf = (name: keyof typeof SHAPES): string => {
+  const dir = join(root, name)
+  writeRandomLlama(dir, SHAPES[name], { dtype: "BF16" })
+  return dir
+}
+const dirs = { tied: dirOf("tied"), wide: dirOf("wide") }
+
+/** Peak device bytes of `work`, above what was live before it. */
+async function peakOf(rt: GpuRuntime, work: () => Promise<void>): Promise<number> {
+  rt.flush()
+  rt.trim()
+  rt.resetPeak()
+  const before = rt.stats.liveBytes
+  await work()
+  await rt.sync()
+  return rt.stats.peakBytes - before
+}
+
+describe("the plan holds what the device held", () => {
+  for (const name of ["tied", "wide"] as const) {
+    for (const [T, chunk] of [[700, 256], [300, 512]] as const) {
+      test(`${name}: scoring ${T} tokens in chunks of ${chunk}: measured ≤ plan ≤ 1.5× measured`, async () => {
+        const rt = await gpu()
+        const m = llamaFamily.inspect(dirs[name])
+        const peak = await peakOf(rt, async () => {
+          const model = await llamaFamily.load(rt, m)
+          await model.logprobs(randomTokens(T, SHAPES[name].vocab, 1), { rope: m.rope(T), chunk })
+          model.dispose()
+        })
+        const plan = llamaFamily.memory(m, T, { chunk })
+        expect(plan.total).toBeGreaterThanOrEqual(peak)
+        expect(plan.total).toBeLessThanOrEqual(1.5 * peak)
+      })
+    }
+    for (const mode of ["full", "lora"] as const) {
+      test(`${name}: one ${mode} training step of 512 tokens: measured ≤ plan ≤ 2.5× measured`, async () => {
+        const rt = await gpu()
+        const m = llamaFamily.inspect(dirs[name])
+        const lora = { rank: 8, alpha: 16, dropout: 0.1, targets: ["q_proj", "v_proj"], seed: 1 }
+        const peak = await peakOf(rt, async () => {
+          const model = llamaFamily.trainable!(rt, m.config, dirs[name], mode === "lora" ? { lora } : {})
+          const opt = new Optimizer(rt, model.params, {})
+          await model.lossAndGrad({ tokens: randomTokens(513, SHAPES[name].vocab, 2), rope: resolveRope(m.config.rope)(512) }, { grads: (n) => opt.grad(n) })
+          await opt.step(1e-3)
+          opt.dispose()
+          model.dispose()
+        })
+        const plan = llamaFamily.memory(m, 512, { train: mode === "full" ? { mode } : { mode, rank: 8, targets: lora.targets } })
+        expect(plan.total).toBeGreaterThanOrEqual(peak)
+        expect(plan.total).toBeLessThanOrEqual(2.5 * peak)
+      })
+    }
+  }
+})
+
+describe("fitting", () => {
+  const m = llamaFamily.inspect(dirs.tied)
+  const limits = { maxStorageBufferBindingSize: 128 * 2 ** 20, maxBufferSize: 2 ** 31 }
+
+  test("the longest length that fits fits, one more does not; a budget below the weights fits nothing", () => {
+    const budget = budgetOf(limits, true, { ROPEWAY_MEMORY: "64M" })
+    const n = longestFit(llamaFamily, m, budget)
+    expect(n).toBeGreaterThan(1000)
+    expect(whyNotFits(llamaFamily.memory(m, n), budget)).toBeUndefined()
+    expect(whyNotFits(llamaFamily.memory(m, n + 1), budget)).toBeDefined()
+    expect(longestFit(llamaFamily, m, budgetOf(limits, true, { ROPEWAY_MEMORY: "1M" }))).toBe(0)
+  })
+
+  test("a refusal is one line: what is needed, what there is, the longest that fits", () => {
+    const budget = budgetOf(limits, true, { ROPEWAY_MEMORY: "40M" })
+    let msg = ""
+    try {
+      checkFits(llamaFamily, m, 1_000_000, budget)
+    } catch (e) {
+      expect((e as { _tag: string })._tag).toBe("DoesNotFit")
+      msg = (e as Error).message
+    }
+    expect(msg).not.toContain("\n")
+    expect(msg).toMatch(/does not fit at 1000000 tokens: needs [\d.]+ GiB \(weights .*KV cache .*\), ROPEWAY_MEMORY is 40\.0 MiB; the longest that fits is \d+ tokens/)
+    // a per-buffer limit: one layer's K cache past maxBufferSize
+    expect(() => checkFits(llamaFamily, m, 100_000, { maxStorageBufferBindingSize: 2 ** 27, maxBufferSize: 2 ** 24 })).toThrow(/one layer's K cache .* maxBufferSize/)
+  })
+
+  test("a GPU's memory is unknown unless stated; ROPEWAY_MEMORY takes K/M/G suffixes and refuses nonsense", () => {
+    expect(budgetOf(limits, false, {}).memory).toBeUndefined()
+    expect(budgetOf(limits, false, { ROPEWAY_MEMORY: "8G" }).memory!.bytes).toBe(8 * 2 ** 30)
+    expect(parseMemory("512M")).toBe(512 * 2 ** 20)
+    expect(parseMemory("1.5GiB")).toBe(1.5 * 2 ** 30)
+    expect(parseMemory("12345")).toBe(12345)
+    expect(() => parseMemory("lots")).toThrow(/ROPEWAY_MEMORY: expected a byte count/)
+  })
+})
+
+describe("refused before loading", () => {
+  test("score: one line, exit ≠ 0, naming need and availability", async () => {
+    const tokens = join(root, "tokens.json")
+    writeFileSync(tokens, JSON.stringify(randomTokens(2000, 3000, 4)))
+    process.env.ROPEWAY_MEMORY = "4M"
+    let r
+    try {
+      r = await runCli(["score", "--model", dirs.tied, "--tokens", tokens])
+    } finally {
+      delete process.env.ROPEWAY_MEMORY
+    }
+    const err = ownStderr(r.stderr)
+    expect(r.code).not.toBe(0)
+    expect(err.split("\n")).toHaveLength(1)
+    expect(err).toContain(`error: ${dirs.tied}: does not fit at 2000 tokens: needs`)
+    expect(err).toContain("ROPEWAY_MEMORY is 4.00 MiB; not even 1 token fits")
+  })
+
+  test("finetune: the plan of a training step is checked before any weight is read", async () => {
+    const out = join(root, "ft")
+    mkdirSync(out, { recursive: true })
+    const notes: string[] = []
+    process.env.ROPEWAY_MEMORY = "6M"
+    let exit
+    try {
+      exit = await Effect.runPromiseExit(runFinetune({
+        step: "finetune", params: { steps: 1, seqLen: 512, data: { tasks: { filler: 1 } }, lora: { rank: 4 } }, seed: 1, key: "k",
+        inputs: { model: dirs.tied }, outputs: { model: join(out, "model") }, outDir: out, checkpointDir: join(out, "cp"),
+        progress: { report: () => Effect.void, log: (l) => Effect.sync(() => void notes.push(l)) },
+      }).pipe(Effect.provideService(Gpu, await gpu())))
+    } finally {
+      delete process.env.ROPEWAY_MEMORY
+    }
+    expect(Exit.isFailure(exit)).toBe(true)
+    const msg = JSON.stringify(exit)
+    expect(msg).toContain("DoesNotFit")
+    expect(msg).toContain("does not fit training (LoRA) at 512 tokens")
+  })
+
+  test("inspect prints the plan, the limits and the longest length", async () => {
+    const r = await runCli(["inspect", "--model", dirs.tied, "--length", "4096"])
+    expect(r.code).toBe(0)
+    for (const line of ["on disk      ", "plan         scoring 4096 tokens in chunks of 512", "  KV cache", "fits         yes", "longest      "]) expect(r.stdout).toContain(line)
+    const j = await runCli(["inspect", "--model", dirs.tied, "--length", "1024", "--train", "lora", "--lora-targets", "q_proj,nope", "--json"])
+    expect(j.code).not.toBe(0)
+    expect(ownStderr(j.stderr)).toBe('error: --lora-targets: "nope" names no module LoRA can adapt; known: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj')
+    const ok = await runCli(["inspect", "--model", dirs.tied, "--length", "1024", "--train", "full", "--json"])
+    const parsed = JSON.parse(ok.stdout) as { plan: { gradients: number; optimizer: number }; fits: boolean; longest: number }
+    expect(parsed.plan.optimizer).toBe(2 * parsed.plan.gradients)
+    expect(parsed.fits).toBe(true)
+    expect(parsed.longest).toBeGreaterThan(1024)
+  })
+})
