@@ -1,6 +1,7 @@
 /**
- * `bun run bench [--json] [matmul|attention|scoring ...]`: every benchmark, each figure a ratio against a
- * baseline measured in the same process. With names, runs only those.
+ * `bun run bench [--json] [matmul|attention|scoring|training|scale ...]`: the benchmarks, each figure a ratio
+ * against a baseline measured in the same process. With names, runs only those; without, all but `scale`
+ * (real model shapes: minutes and gigabytes).
  */
 import { acquireRuntime, describeAdapter } from "../kernels/device.ts"
 import type { GpuRuntime } from "../kernels/runtime.ts"
@@ -11,8 +12,11 @@ const suites: Record<string, () => Promise<{ run: (rt: GpuRuntime) => Promise<vo
   attention: () => import("./attention.ts"),
   scoring: () => import("./scoring.ts"),
   training: () => import("./training.ts"),
+  scale: () => import("./scale.ts"),
 }
 
+// `scale` (real model shapes, minutes) runs only when named
+const DEFAULT_OFF = new Set(["scale"])
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("--"))
 for (const name of wanted) {
   if (!(name in suites)) {
@@ -23,7 +27,7 @@ for (const name of wanted) {
 const rt = await acquireRuntime()
 if (!jsonOutput()) console.log(`adapter: ${describeAdapter(rt.adapter)}`)
 for (const [name, load] of Object.entries(suites)) {
-  if (wanted.length > 0 && !wanted.includes(name)) continue
+  if (wanted.length > 0 ? !wanted.includes(name) : DEFAULT_OFF.has(name)) continue
   await (await load()).run(rt)
 }
 rt.destroy()

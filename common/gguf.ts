@@ -5,8 +5,9 @@
  * Layout: "GGUF", version u32, tensor count u64, metadata count u64, metadata key/values, tensor infos
  * (name, dims innermost-first, ggml type, offset), padding to `general.alignment`, tensor data.
  */
-import { writeFileAtomic } from "./files.ts"
-import { toF16Bits } from "./safetensors.ts"
+import { closeSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
+import { dirname } from "node:path"
+import { f32ToF16 } from "./safetensors.ts"
 
 export type GgufValue =
   | { readonly type: "u32"; readonly value: number }
@@ -30,6 +31,14 @@ export interface GgufTensor {
 export interface GgufFile {
   readonly metadata: ReadonlyMap<string, GgufValue>
   readonly tensors: readonly GgufTensor[]
+}
+
+/** A tensor whose values are made only when the writer reaches it (a model larger than memory, one tensor at a time). */
+export interface LazyGgufTensor {
+  readonly name: string
+  readonly shape: readonly number[]
+  readonly dtype: "f32" | "f16"
+  readonly data: () => Float32Array
 }
 
 const T = { u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9, u64: 10, i64: 11, f64: 12 } as const
@@ -76,11 +85,10 @@ function writeValue(w: Writer, v: GgufValue): void {
   }
 }
 
-function toF16(data: Float32Array): Uint8Array {
-  const out = new Uint16Array(data.length)
-  for (let i = 0; i < data.length; i++) out[i] = toF16Bits(data[i]!)
-  return new Uint8Array(out.buffer)
-}
+const toF16 = (data: Float32Array): Uint8Array => new Uint8Array(f32ToF16(data).buffer)
+
+const blobOf = (dtype: "f32" | "f16", data: Float32Array): Uint8Array => (dtype === "f16" ? toF16(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+const blobBytes = (t: { readonly shape: readonly number[]; readonly dtype: "f32" | "f16" }): number => t.shape.reduce((a, b) => a * b, 1) * (t.dtype === "f16" ? 2 : 4)
 
 export function f16ToF32(h: number): number {
   const sign = h & 0x8000 ? -1 : 1
@@ -91,32 +99,64 @@ export function f16ToF32(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15)
 }
 
-/** Serialises a GGUF file. */
-export function encodeGguf(file: GgufFile): Uint8Array {
+/** Everything before the tensor data: magic, counts, metadata, tensor infos, padding. Needs shapes only. */
+function ggufHeader(metadata: ReadonlyMap<string, GgufValue>, tensors: readonly { readonly name: string; readonly shape: readonly number[]; readonly dtype: "f32" | "f16" }[]): Uint8Array {
   const w = new Writer()
   w.u32(0x46554747) // "GGUF" little-endian
   w.u32(3)
-  w.u64(file.tensors.length)
-  w.u64(file.metadata.size)
-  for (const [key, value] of file.metadata) { w.string(key); writeValue(w, value) }
-  const blobs = file.tensors.map((t) => (t.dtype === "f16" ? toF16(t.data) : new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)))
+  w.u64(tensors.length)
+  w.u64(metadata.size)
+  for (const [key, value] of metadata) { w.string(key); writeValue(w, value) }
   let offset = 0
-  file.tensors.forEach((t, i) => {
+  for (const t of tensors) {
     w.string(t.name)
     w.u32(t.shape.length)
     for (const d of [...t.shape].reverse()) w.u64(d)
     w.u32(t.dtype === "f16" ? GGML_F16 : GGML_F32)
     w.u64(offset)
-    offset += Math.ceil(blobs[i]!.length / ALIGNMENT) * ALIGNMENT
-  })
+    offset += Math.ceil(blobBytes(t) / ALIGNMENT) * ALIGNMENT
+  }
   w.pad(ALIGNMENT)
-  for (const b of blobs) { w.bytes(b); w.pad(ALIGNMENT) }
+  return w.result()
+}
+
+/** Serialises a GGUF file. */
+export function encodeGguf(file: GgufFile): Uint8Array {
+  const w = new Writer()
+  w.bytes(ggufHeader(file.metadata, file.tensors))
+  for (const t of file.tensors) { w.bytes(blobOf(t.dtype, t.data)); w.pad(ALIGNMENT) }
   return w.result()
 }
 
 /** Writes atomically: a crash never leaves half a file. */
 export async function writeGguf(path: string, file: GgufFile): Promise<void> {
-  writeFileAtomic(path, encodeGguf(file))
+  writeGgufLazy(path, file.metadata, file.tensors.map((t) => ({ ...t, data: () => t.data })))
+}
+
+/** Writes a GGUF file holding one tensor in memory at a time, atomically (temp + rename). */
+export function writeGgufLazy(path: string, metadata: ReadonlyMap<string, GgufValue>, tensors: readonly LazyGgufTensor[]): void {
+  mkdirSync(dirname(path), { recursive: true })
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const fd = openSync(tmp, "w")
+  try {
+    let at = 0
+    const put = (b: Uint8Array): void => {
+      let done = 0
+      while (done < b.length) done += writeSync(fd, b, done, b.length - done)
+      at += b.length
+    }
+    put(ggufHeader(metadata, tensors))
+    for (const t of tensors) {
+      put(blobOf(t.dtype, t.data()))
+      put(new Uint8Array((ALIGNMENT - (at % ALIGNMENT)) % ALIGNMENT))
+    }
+    closeSync(fd)
+    renameSync(tmp, path)
+  } catch (e) {
+    try { closeSync(fd) } catch { /* already closed */ }
+    rmSync(tmp, { force: true })
+    throw e
+  }
 }
 
 /** Parses a GGUF file (f32/f16 tensors; other ggml types are reported as unsupported). */

@@ -340,6 +340,7 @@ function encodeData(dtype: WriteDType, data: ArrayLike<number>): Uint8Array {
   if (dtype === "F32") return new Uint8Array(Float32Array.from(data).buffer)
   if (dtype === "I32") return new Uint8Array(Int32Array.from(data).buffer)
   if (dtype === "BF16" && data instanceof Float32Array) return new Uint8Array(f32ToBf16(data).buffer)
+  if (dtype === "F16" && data instanceof Float32Array) return new Uint8Array(f32ToF16(data).buffer)
   const out = new Uint16Array(n)
   const enc = dtype === "F16" ? toF16Bits : toBf16Bits
   for (let i = 0; i < n; i++) out[i] = enc(data[i]!)
@@ -353,6 +354,50 @@ export function f32ToBf16(values: Float32Array): Uint16Array {
   for (let i = 0; i < bits.length; i++) {
     const u = bits[i]!
     out[i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 0x40 : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16
+  }
+  return out
+}
+
+/** f32 values to IEEE binary16 bits, rounded to nearest-even (overflow to ±inf, subnormals kept, NaN quiet). */
+export function f32ToF16(values: Float32Array): Uint16Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length)
+  const out = new Uint16Array(values.length)
+  for (let i = 0; i < bits.length; i++) {
+    const u = bits[i]!
+    const sign = (u >>> 16) & 0x8000
+    const exp = (u >>> 23) & 0xff
+    const mant = u & 0x7fffff
+    if (exp === 0xff) {
+      out[i] = sign | 0x7c00 | (mant !== 0 ? 0x200 : 0)
+      continue
+    }
+    const e = exp - 112 // rebias 127 → 15
+    if (e >= 31) {
+      out[i] = sign | 0x7c00
+      continue
+    }
+    let h: number
+    let rem: number
+    let half: number
+    if (e <= 0) {
+      // subnormal in f16: the 24-bit significand shifted to units of 2^-24
+      const shift = 14 - e
+      if (shift > 24) {
+        out[i] = sign
+        continue
+      }
+      const m = mant | 0x800000
+      h = m >>> shift
+      rem = m & ((1 << shift) - 1)
+      half = 1 << (shift - 1)
+    } else {
+      h = (e << 10) | (mant >>> 13)
+      rem = mant & 0x1fff
+      half = 0x1000
+    }
+    // a carry out of the mantissa bumps the exponent, up to infinity: the bit layout does it
+    if (rem > half || (rem === half && (h & 1) === 1)) h++
+    out[i] = sign | h
   }
   return out
 }

@@ -7,16 +7,13 @@
  */
 import { afterAll, describe, expect, test } from "bun:test"
 import { Deferred, Effect, Exit, Fiber } from "effect"
-import { spawn } from "node:child_process"
 import { createHash } from "node:crypto"
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { layerSilent, loadWorkflow, runWorkflow } from "../../cli/workflow.ts"
 import { Gpu } from "../../kernels/device.ts"
 import type { GpuRuntime } from "../../kernels/runtime.ts"
 import { fill } from "../../kernels/scale.ts"
 import type { Tensor } from "../../kernels/tensor.ts"
-import type { StageContext } from "../../pipeline/workflow/stage.ts"
 import { runExport } from "../../plugins/export/run.ts"
 import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
 import { llamaFamily } from "../../plugins/models/llama/family.ts"
@@ -30,9 +27,9 @@ import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, readPeftAdapter } from "../../training
 import type { LoraSpec, TrainableModel } from "../../training/model.ts"
 import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir } from "../models/random-model.ts"
+import { type Ctx as KitCtx, killAtCheckpoint, ROOT, runWorkflowIn, trainingContext } from "./training-kit.ts"
 
 const TIMEOUT = 120_000
-const ROOT = join(import.meta.dir, "..", "..")
 const dirs: string[] = []
 afterAll(() => {
   for (const d of dirs) removeDir(d)
@@ -51,29 +48,10 @@ writeRandomLlama(modelDir, { ...SHAPE, seed: 3 }, { dtype: "BF16" })
 const LORA = { rank: 4, alpha: 8, dropout: 0.1, targets: ["q_proj", "v_proj", "down_proj"] as [string, ...string[]], trainNorms: true }
 const BASE: FinetuneParams = { steps: 4, seqLen: 64, lr: 1e-2, warmup: 1, checkpointEvery: 2, data: { tasks: { filler: 1 } }, lora: LORA }
 
-interface Ctx {
-  readonly ctx: StageContext<FinetuneParams, string, "model">
-  readonly notes: string[]
-}
+type Ctx = KitCtx<FinetuneParams, string>
 
-function context(params: FinetuneParams, checkpointDir = tmp(), onReport?: (note: string) => void): Ctx {
-  const outDir = join(tmp(), "out")
-  mkdirSync(outDir, { recursive: true })
-  const notes: string[] = []
-  return {
-    notes,
-    ctx: {
-      step: "finetune", params, seed: 5, key: "test", inputs: { model: modelDir }, outputs: { model: join(outDir, "model") }, outDir, checkpointDir,
-      progress: {
-        report: (_f, note) => Effect.sync(() => {
-          notes.push(note ?? "")
-          onReport?.(note ?? "")
-        }),
-        log: (line) => Effect.sync(() => void notes.push(line)),
-      },
-    },
-  }
-}
+const context = (params: FinetuneParams, checkpointDir = tmp(), onReport?: (note: string) => void): Ctx =>
+  trainingContext("finetune", params, { model: modelDir }, 5, tmp(), checkpointDir, onReport)
 
 const run = async (c: Ctx, rt?: GpuRuntime) => Effect.runPromiseExit(runFinetune(c.ctx).pipe(Effect.provideService(Gpu, rt ?? (await gpu()))))
 const sha = (file: string): string => createHash("sha256").update(readFileSync(file)).digest("hex")
@@ -258,15 +236,6 @@ describe("LoRA errors, before anything is loaded", () => {
   }, TIMEOUT)
 })
 
-const groupAlive = (pgid: number): boolean => {
-  try {
-    process.kill(-pgid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
-
 describe("LoRA from a workflow file", () => {
   const workflow = (dir: string, targets: string) => {
     const file = join(dir, "lora.yaml")
@@ -307,34 +276,13 @@ steps:
     const dir = tmp()
     const file = workflow(dir, "[q_proj, v_proj, down_proj]")
     const killedStore = join(dir, "killed")
-    const child = spawn(join(ROOT, "node_modules", ".bin", "bun"), ["cli/main.ts", "run", file, "--store", killedStore, "--quiet"], {
-      cwd: ROOT, env: { ...process.env, EGL_PLATFORM: "surfaceless" }, stdio: "ignore", detached: true,
-    })
-    const exited = new Promise<number | null>((res) => child.on("exit", (code) => res(code)))
-    let killedAt: string[] = []
-    const deadline = Date.now() + 60_000
-    for (;;) {
-      const cps = join(killedStore, "_checkpoints")
-      const keys = existsSync(cps) ? readdirSync(cps) : []
-      const steps = keys.flatMap((k) => (existsSync(join(cps, k, "training")) ? readdirSync(join(cps, k, "training")) : []))
-      if (steps.includes("step-00000003")) {
-        process.kill(-child.pid!, "SIGKILL")
-        killedAt = steps
-        break
-      }
-      if (Date.now() > deadline || child.exitCode !== null) break
-      await Bun.sleep(5)
-    }
-    await exited
-    for (let i = 0; i < 200 && groupAlive(child.pid!); i++) await Bun.sleep(10)
+    const killedAt = await killAtCheckpoint(file, killedStore, 3, 60_000)
     expect(killedAt).toContain("step-00000003")
     expect(killedAt).not.toContain("step-00000030")
 
     const rt = await gpu()
-    const runIn = (store: string) =>
-      Effect.runPromise(loadWorkflow(file).pipe(Effect.flatMap((wf) => runWorkflow(wf, { store, printRunDir: false })), Effect.provide(layerSilent), Effect.provideService(Gpu, rt)))
-    const resumed = await runIn(killedStore)
-    const fresh = await runIn(join(dir, "fresh"))
+    const resumed = await runWorkflowIn(file, killedStore, rt)
+    const fresh = await runWorkflowIn(file, join(dir, "fresh"), rt)
     const adapter = (r: typeof resumed) => join(r.manifest.steps[0]!.outputs["model"]!.path, ADAPTER_WEIGHTS)
     expect((resumed.manifest.steps[0]!.result as { resumedAt: number }).resumedAt).toBeGreaterThanOrEqual(3)
     expect((fresh.manifest.steps[0]!.result as { resumedAt: number }).resumedAt).toBe(0)

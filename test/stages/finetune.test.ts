@@ -11,7 +11,6 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
 import type { RopeTable } from "../../kernels/rope-table.ts"
-import type { StageContext } from "../../pipeline/workflow/stage.ts"
 import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
 import { loadLlama } from "../../plugins/models/llama/model.ts"
 import { writeRandomLlama } from "../../plugins/models/llama/random.ts"
@@ -25,6 +24,7 @@ import { decodeParams } from "../../common/schema.ts"
 import { documentSpans, sequenceCalls, skipPositions } from "../../training/sequences.ts"
 import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir } from "../models/random-model.ts"
+import { type Ctx as KitCtx, trainingContext } from "./training-kit.ts"
 
 const TIMEOUT = 60_000
 const dirs: string[] = []
@@ -59,29 +59,10 @@ writeFileSync(factorsFile, formatFactorSetFile(factorSet))
 const FILLER = { tasks: { filler: 1 } }
 const BASE: FinetuneParams = { steps: 4, seqLen: 64, lr: 1e-3, warmup: 1, checkpointEvery: 2, data: FILLER }
 
-interface Ctx {
-  readonly ctx: StageContext<FinetuneParams, string, "model">
-  readonly notes: string[]
-}
+type Ctx = KitCtx<FinetuneParams, string>
 
-function context(params: FinetuneParams, inputs: Record<string, string>, checkpointDir = tmp(), onReport?: (note: string) => void): Ctx {
-  const outDir = join(tmp(), "out")
-  mkdirSync(outDir, { recursive: true })
-  const notes: string[] = []
-  return {
-    notes,
-    ctx: {
-      step: "finetune", params, seed: 5, key: "test", inputs, outputs: { model: join(outDir, "model") }, outDir, checkpointDir,
-      progress: {
-        report: (_f, note) => Effect.sync(() => {
-          notes.push(note ?? "")
-          onReport?.(note ?? "")
-        }),
-        log: (line) => Effect.sync(() => void notes.push(line)),
-      },
-    },
-  }
-}
+const context = (params: FinetuneParams, inputs: Record<string, string>, checkpointDir = tmp(), onReport?: (note: string) => void): Ctx =>
+  trainingContext("finetune", params, inputs, 5, tmp(), checkpointDir, onReport)
 
 const run = async (c: Ctx) => Effect.runPromiseExit(runFinetune(c.ctx).pipe(Effect.provideService(Gpu, await gpu())))
 const sha = (file: string): string => createHash("sha256").update(readFileSync(file)).digest("hex")

@@ -6,20 +6,17 @@
  */
 import { afterAll, describe, expect, test } from "bun:test"
 import { Deferred, Effect, Exit, Fiber } from "effect"
-import { spawn } from "node:child_process"
 import { createHash } from "node:crypto"
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
-import { layerSilent, loadWorkflow, runWorkflow } from "../../cli/workflow.ts"
-import type { StageContext } from "../../pipeline/workflow/stage.ts"
 import { loadLlama } from "../../plugins/models/llama/model.ts"
 import { type PretrainParams, runPretrain } from "../../stages/pretrain.ts"
 import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir } from "../models/random-model.ts"
+import { type Ctx as KitCtx, killAtCheckpoint, runWorkflowIn, trainingContext } from "./training-kit.ts"
 
 const TIMEOUT = 60_000
-const ROOT = join(import.meta.dir, "..", "..")
 const dirs: string[] = []
 afterAll(() => {
   for (const d of dirs) removeDir(d)
@@ -36,29 +33,10 @@ const BASE: PretrainParams = {
   steps: 6, lr: 1e-2, warmup: 0, checkpointEvery: 2, data: { tasks: { filler: 1 }, filler: "paper" },
 }
 
-interface Ctx {
-  readonly ctx: StageContext<PretrainParams, never, "model">
-  readonly notes: string[]
-}
+type Ctx = KitCtx<PretrainParams, never>
 
-function context(params: PretrainParams, checkpointDir = tmp(), onReport?: (note: string) => void): Ctx {
-  const outDir = join(tmp(), "out")
-  mkdirSync(outDir, { recursive: true })
-  const notes: string[] = []
-  return {
-    notes,
-    ctx: {
-      step: "pretrain", params, seed: 11, key: "test", inputs: {}, outputs: { model: join(outDir, "model") }, outDir, checkpointDir,
-      progress: {
-        report: (_f, note) => Effect.sync(() => {
-          notes.push(note ?? "")
-          onReport?.(note ?? "")
-        }),
-        log: (line) => Effect.sync(() => void notes.push(line)),
-      },
-    },
-  }
-}
+const context = (params: PretrainParams, checkpointDir = tmp(), onReport?: (note: string) => void): Ctx =>
+  trainingContext("pretrain", params, {}, 11, tmp(), checkpointDir, onReport)
 
 const run = async (c: Ctx) => Effect.runPromiseExit(runPretrain(c.ctx).pipe(Effect.provideService(Gpu, await gpu())))
 
@@ -75,15 +53,6 @@ function treeHashes(dir: string): Record<string, string> {
   }
   walk(dir, "")
   return out
-}
-
-const groupAlive = (pgid: number): boolean => {
-  try {
-    process.kill(-pgid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 const errorOf = (exit: Exit.Exit<unknown, unknown>): string => {
@@ -167,38 +136,14 @@ steps:
     params: { hidden: 32, layers: 2, heads: 2, kvHeads: 1, intermediate: 64, context: 32, steps: 40, lr: 0.01, warmup: 2, checkpointEvery: 1, keepCheckpoints: 50, data: { tasks: { filler: 1 } } }
 `)
     const killedStore = join(dir, "killed")
-    const child = spawn(join(ROOT, "node_modules", ".bin", "bun"), ["run", "workflow", file, "--store", killedStore, "--quiet"], {
-      cwd: ROOT, env: { ...process.env, EGL_PLATFORM: "surfaceless" }, stdio: "ignore",
-      // Its own process group: `bun run` starts the workflow in a grandchild, and the kill must reach it.
-      detached: true,
-    })
-    const exited = new Promise<number | null>((res) => child.on("exit", (code) => res(code)))
-    let killedAt: string[] = []
-    const deadline = Date.now() + 45_000
-    for (;;) {
-      const cps = join(killedStore, "_checkpoints")
-      const keys = existsSync(cps) ? readdirSync(cps) : []
-      const steps = keys.flatMap((k) => (existsSync(join(cps, k, "training")) ? readdirSync(join(cps, k, "training")) : []))
-      if (steps.includes("step-00000003")) {
-        process.kill(-child.pid!, "SIGKILL")
-        killedAt = steps
-        break
-      }
-      if (Date.now() > deadline || child.exitCode !== null) break
-      await Bun.sleep(5)
-    }
-    await exited
-    // The group's last member (the workflow process) may outlive `bun run` by a moment.
-    for (let i = 0; i < 200 && groupAlive(child.pid!); i++) await Bun.sleep(10)
+    const killedAt = await killAtCheckpoint(file, killedStore, 3, 45_000)
     expect(killedAt).toContain("step-00000003")
     expect(killedAt).not.toContain("step-00000040")
     expect(existsSync(join(killedStore, "_store"))).toBe(false) // nothing committed
 
     const rt = await gpu()
-    const runIn = (store: string) =>
-      Effect.runPromise(loadWorkflow(file).pipe(Effect.flatMap((wf) => runWorkflow(wf, { store, printRunDir: false })), Effect.provide(layerSilent), Effect.provideService(Gpu, rt)))
-    const resumed = await runIn(killedStore)
-    const fresh = await runIn(join(dir, "fresh"))
+    const resumed = await runWorkflowIn(file, killedStore, rt)
+    const fresh = await runWorkflowIn(file, join(dir, "fresh"), rt)
     const model = (r: typeof resumed) => join(r.manifest.steps[0]!.outputs["model"]!.path, "model.safetensors")
     const resumedAt = (resumed.manifest.steps[0]!.result as { resumedAt: number }).resumedAt
     expect(resumedAt).toBeGreaterThanOrEqual(3)

@@ -16,7 +16,7 @@ import { readLongrope } from "../../rope/longrope.ts"
 import { Params } from "../../rope/params.ts"
 import { methodName, resolveRope } from "../../rope/index.ts"
 import type { RopeSpec } from "../../rope/types.ts"
-import type { GgufFile, GgufTensor, GgufValue } from "../../../common/gguf.ts"
+import type { GgufFile, GgufTensor, GgufValue, LazyGgufTensor } from "../../../common/gguf.ts"
 import type { LlamaConfig } from "./config.ts"
 import type { InspectedLlama } from "./model.ts"
 import { type HostLayer, readLayer } from "./weights.ts"
@@ -184,7 +184,40 @@ export function ggufRope(spec: RopeSpec, arch = "llama", options: { readonly yar
   }
 }
 
+/** Where a GGUF's tensors come from: the model on the host, held whole or read one layer at a time. */
+interface HostSource {
+  readonly config: LlamaConfig
+  readonly layer: (i: number) => HostLayer
+  readonly embed: () => Float32Array
+  readonly norm: () => Float32Array
+  /** undefined when tied to the embeddings. */
+  readonly lmHead: (() => Float32Array) | undefined
+}
+
+/** A checkpoint's weights on the host, held whole, as a GGUF file in memory (exports and their checks). */
 export function llamaToGguf(m: HostLlama, options: GgufExportOptions = {}): GgufFile & { readonly rope: GgufRope } {
+  const lmHead = m.lmHead
+  const g = llamaGguf({ config: m.config, layer: (i) => m.layers[i]!, embed: () => m.embed, norm: () => m.norm, lmHead: lmHead === undefined ? undefined : () => lmHead }, options)
+  return { metadata: g.metadata, tensors: g.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype, data: t.data() })), rope: g.rope }
+}
+
+/**
+ * A folder's weights as GGUF tensors read one layer at a time as a writer reaches them (writeGgufLazy): a
+ * model larger than memory goes out holding one layer.
+ */
+export function llamaGgufFromFolder(inspected: InspectedLlama, options: GgufExportOptions = {}): { readonly metadata: ReadonlyMap<string, GgufValue>; readonly tensors: readonly LazyGgufTensor[]; readonly rope: GgufRope } {
+  const { config, checkpoint } = inspected
+  let cached: { i: number; layer: HostLayer } | undefined
+  const layer = (i: number): HostLayer => (cached?.i === i ? cached.layer : (cached = { i, layer: readLayer(config, checkpoint, i) }).layer)
+  return llamaGguf({
+    config, layer,
+    embed: () => checkpoint.read("model.embed_tokens.weight"),
+    norm: () => checkpoint.read("model.norm.weight"),
+    lmHead: config.tieWordEmbeddings ? undefined : () => checkpoint.read("lm_head.weight"),
+  }, options)
+}
+
+function llamaGguf(m: HostSource, options: GgufExportOptions): { readonly metadata: Map<string, GgufValue>; readonly tensors: LazyGgufTensor[]; readonly rope: GgufRope } {
   const c = m.config
   if (c.qkvBias || c.oBias || c.mlpBias) throw new Error("GGUF export: biases are not exported yet")
   // llama.cpp's llama architecture asserts n_rot == head_dim.
@@ -226,33 +259,33 @@ export function llamaToGguf(m: HostLlama, options: GgufExportOptions = {}): Gguf
     ["tokenizer.ggml.add_bos_token", { type: "bool", value: false }],
   ])
   const D = c.hiddenSize
-  const t = (name: string, shape: number[], data: Float32Array): GgufTensor => ({
+  const t = (name: string, shape: number[], data: () => Float32Array): LazyGgufTensor => ({
     name,
     shape,
     data,
     // llama.cpp keeps 1-D tensors (norms) in f32 whatever the file type.
     dtype: shape.length === 1 ? "f32" : dtype,
   })
-  const tensors: GgufTensor[] = [t("token_embd.weight", [vocab, D], m.embed)]
+  const tensors: LazyGgufTensor[] = [t("token_embd.weight", [vocab, D], m.embed)]
   const qDim = c.numHeads * c.headDim
   const kvDim = c.numKvHeads * c.headDim
-  m.layers.forEach((l, i) => {
+  for (let i = 0; i < c.numLayers; i++) {
     const p = `blk.${i}.`
     tensors.push(
-      t(`${p}attn_norm.weight`, [D], l.inputNorm),
-      t(`${p}attn_q.weight`, [qDim, D], permuteRotaryRows(l.q, c.numHeads, c.headDim, D, c.rope.rotaryDim)),
-      t(`${p}attn_k.weight`, [kvDim, D], permuteRotaryRows(l.k, c.numKvHeads, c.headDim, D, c.rope.rotaryDim)),
-      t(`${p}attn_v.weight`, [kvDim, D], l.v),
-      t(`${p}attn_output.weight`, [D, qDim], l.o),
-      t(`${p}ffn_norm.weight`, [D], l.postNorm),
-      t(`${p}ffn_gate.weight`, [c.intermediateSize, D], l.gate),
-      t(`${p}ffn_up.weight`, [c.intermediateSize, D], l.up),
-      t(`${p}ffn_down.weight`, [D, c.intermediateSize], l.down),
+      t(`${p}attn_norm.weight`, [D], () => m.layer(i).inputNorm),
+      t(`${p}attn_q.weight`, [qDim, D], () => permuteRotaryRows(m.layer(i).q, c.numHeads, c.headDim, D, c.rope.rotaryDim)),
+      t(`${p}attn_k.weight`, [kvDim, D], () => permuteRotaryRows(m.layer(i).k, c.numKvHeads, c.headDim, D, c.rope.rotaryDim)),
+      t(`${p}attn_v.weight`, [kvDim, D], () => m.layer(i).v),
+      t(`${p}attn_output.weight`, [D, qDim], () => m.layer(i).o),
+      t(`${p}ffn_norm.weight`, [D], () => m.layer(i).postNorm),
+      t(`${p}ffn_gate.weight`, [c.intermediateSize, D], () => m.layer(i).gate),
+      t(`${p}ffn_up.weight`, [c.intermediateSize, D], () => m.layer(i).up),
+      t(`${p}ffn_down.weight`, [D, c.intermediateSize], () => m.layer(i).down),
     )
-  })
+  }
   tensors.push(t("output_norm.weight", [D], m.norm))
   if (m.lmHead !== undefined) tensors.push(t("output.weight", [vocab, D], m.lmHead))
-  tensors.push(...rope.tensors)
+  tensors.push(...rope.tensors.map((r) => ({ ...r, data: () => r.data })))
   return { metadata, tensors, rope }
 }
 

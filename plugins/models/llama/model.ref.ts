@@ -8,12 +8,39 @@
  * head, log_softmax. It shares nothing with the GPU path or plugins/rope: it reads the config object and the
  * HF-named tensors directly, splitting Phi-3's fused projections itself.
  */
+import { readFileSync } from "node:fs"
+import { join } from "node:path"
+import { Checkpoint } from "../../../common/safetensors.ts"
 
-type Tensors = ReadonlyMap<string, { readonly shape: readonly number[]; readonly data: Float64Array }>
+/** Tensors by HF name in float64: a Map, or a folder read one tensor at a time (`referenceModelFromFolder`). */
+interface Tensors {
+  get(name: string): { readonly shape: readonly number[]; readonly data: Float64Array } | undefined
+  has(name: string): boolean
+}
 
 export interface ReferenceModel {
   readonly config: Readonly<Record<string, unknown>>
   readonly tensors: Tensors
+}
+
+/**
+ * A model folder as the reference reads it, each tensor read from its file (decoded exactly to float64)
+ * only when asked and not kept: memory holds about one layer, so models of billions of parameters can be
+ * checked. Reads config.json and the safetensors files itself (through the shared format reader only).
+ */
+export function referenceModelFromFolder(dir: string): ReferenceModel {
+  const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>
+  const ckpt = Checkpoint.open(dir)
+  return {
+    config,
+    tensors: {
+      has: (name) => ckpt.get(name) !== undefined,
+      get: (name) => {
+        const info = ckpt.get(name)
+        return info === undefined ? undefined : { shape: info.shape, data: Float64Array.from(ckpt.read(name)) }
+      },
+    },
+  }
 }
 
 const num = (c: Readonly<Record<string, unknown>>, k: string, fallback?: number): number => {
@@ -23,10 +50,33 @@ const num = (c: Readonly<Record<string, unknown>>, k: string, fallback?: number)
   throw new Error(`reference: config lacks ${k}`)
 }
 
-/** x [T, inF] · W[out, inF]ᵀ (+ b) → [T, out]. */
+/** x [T, inF] · W[out, inF]ᵀ (+ b) → [T, out]; four rows at a time share each weight load (2× faster, same sums). */
 function linear(x: Float64Array, T: number, inF: number, w: Float64Array, out: number, b?: Float64Array): Float64Array {
   const y = new Float64Array(T * out)
-  for (let t = 0; t < T; t++) {
+  let t = 0
+  for (; t + 4 <= T; t += 4) {
+    const x0 = t * inF
+    const x1 = x0 + inF
+    const x2 = x1 + inF
+    const x3 = x2 + inF
+    for (let o = 0; o < out; o++) {
+      const wo = o * inF
+      const b0 = b === undefined ? 0 : b[o]!
+      let s0 = b0, s1 = b0, s2 = b0, s3 = b0
+      for (let i = 0; i < inF; i++) {
+        const wv = w[wo + i]!
+        s0 += x[x0 + i]! * wv
+        s1 += x[x1 + i]! * wv
+        s2 += x[x2 + i]! * wv
+        s3 += x[x3 + i]! * wv
+      }
+      y[t * out + o] = s0
+      y[(t + 1) * out + o] = s1
+      y[(t + 2) * out + o] = s2
+      y[(t + 3) * out + o] = s3
+    }
+  }
+  for (; t < T; t++) {
     const xo = t * inF
     for (let o = 0; o < out; o++) {
       const wo = o * inF

@@ -1,0 +1,217 @@
+/**
+ * `bun run bench scale [--shapes=smollm2-135m,llama-3.2-1b]`: ropeway on models with the exact shapes of
+ * published checkpoints (random bf16 weights, sharded, made here in a temporary folder and removed after),
+ * each figure against a baseline from the same run:
+ *
+ * - load: seconds, and the process's peak resident memory (VmHWM) and the device's buffer bytes against
+ *   the weight files' size (each measurement in a child process, so one shape's peak is not another's);
+ * - scoring tokens/s at 2k and 8k against llama.cpp's CPU build on the same weights (GGUF f16, which holds
+ *   every bf16 value of these weights exactly; f16 KV cache, flash attention, 2 threads);
+ * - peak device bytes of scoring at 4k, 8k and 16k (linear in length: 16k/4k should be ~4×);
+ * - LoRA training tokens/s at 2k (r 8 on q/k/v/o) against scoring tokens/s at 2k;
+ * - one search generation at 8k (4 candidate tables, one 8k-token sample each, perplexity fitness);
+ * - the memory plan's longest scoring length on this machine.
+ *
+ * A shape whose plan does not fit this device is reported with the plan's one-line reason instead.
+ */
+import { spawnSync } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { writeGgufLazy } from "../common/gguf.ts"
+import type { GpuRuntime } from "../kernels/runtime.ts"
+import { Checkpoint } from "../common/safetensors.ts"
+import { llamaFamily } from "../plugins/models/llama/family.ts"
+import { llamaGgufFromFolder } from "../plugins/models/llama/gguf-export.ts"
+import { inspectLlamaModel } from "../plugins/models/llama/family.ts"
+import { type PublishedShape, PUBLISHED_SHAPES, writePublishedShape } from "../plugins/models/llama/random.ts"
+import { deviceBudget, formatBytes, longestFit } from "../plugins/models/memory.ts"
+import { report } from "./harness.ts"
+
+const BUN = resolve(import.meta.dir, "../node_modules/.bin/bun")
+const SCORE_LENGTHS = [2048, 8192]
+const MEMORY_LENGTHS = [4096, 8192, 16384]
+
+function tokensOf(n: number, vocab: number): number[] {
+  let s = 12345
+  return Array.from({ length: n }, () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 8) % vocab)
+}
+
+/** Peak resident memory of this process so far (Linux), bytes. */
+function peakRss(): number {
+  const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync("/proc/self/status", "utf8"))
+  return m === null ? Number.NaN : Number(m[1]) * 1024
+}
+
+interface ChildResult {
+  readonly [key: string]: unknown
+}
+
+/** Runs a child measurement (this file, `child <task> <json>`) and returns its last JSON line. */
+function child(task: string, args: Record<string, unknown>): ChildResult {
+  const r = spawnSync(BUN, [import.meta.path, "child", task, JSON.stringify(args)], { env: { ...process.env, EGL_PLATFORM: "surfaceless" }, encoding: "utf8", maxBuffer: 1 << 26 })
+  const lines = (r.stdout ?? "").split("\n").filter((l) => l.startsWith("{"))
+  if (r.status !== 0 || lines.length === 0) return { error: (r.stderr ?? "").split("\n").filter((l) => l.startsWith("error") || l.includes("Error")).slice(0, 2).join(" ") || `exit ${r.status}` }
+  return JSON.parse(lines.at(-1)!) as ChildResult
+}
+
+export async function run(rt: GpuRuntime): Promise<void> {
+  const flag = process.argv.find((a) => a.startsWith("--shapes="))
+  const shapes = (flag === undefined ? ["smollm2-135m", "llama-3.2-1b"] : flag.slice("--shapes=".length).split(",")) as PublishedShape[]
+  for (const shape of shapes) {
+    if (!(shape in PUBLISHED_SHAPES)) throw new Error(`bench scale: unknown shape "${shape}"; known: ${Object.keys(PUBLISHED_SHAPES).join(", ")}`)
+    const dir = mkdtempSync(join(tmpdir(), `ropeway-scale-${shape}-`))
+    try {
+      await runShape(rt, shape, dir)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+}
+
+async function runShape(rt: GpuRuntime, shape: PublishedShape, dir: string): Promise<void> {
+  const b = `scale ${shape}`
+  const t0 = performance.now()
+  writePublishedShape(dir, shape)
+  const files = Checkpoint.open(dir).files().filter((f) => f.endsWith(".safetensors"))
+  const fileBytes = files.reduce((a, f) => a + statSync(join(dir, f)).size, 0)
+  report({ bench: "scale", case: `${shape}: weight files`, value: fileBytes / 2 ** 20, unit: "MiB", note: `${files.length} bf16 shards, made in ${((performance.now() - t0) / 1000).toFixed(1)} s` })
+
+  const m = inspectLlamaModel(dir)
+  const longest = longestFit(llamaFamily, m, deviceBudget(rt))
+  report({ bench: "scale", case: `${shape}: plan's longest input`, value: longest, unit: "tokens", note: `scoring in chunks of 512 on this device (${formatBytes(deviceBudget(rt).memory?.bytes ?? Number.NaN)} available)` })
+
+  // load, memory against the files, scoring speed, and memory at three lengths
+  const score = child("score", { dir, timed: SCORE_LENGTHS, memory: MEMORY_LENGTHS })
+  if (typeof score.error === "string") {
+    report({ bench: "scale", case: `${shape}: scoring`, value: Number.NaN, unit: "", note: score.error })
+    return
+  }
+  report({ bench: "scale", case: `${shape}: load`, value: score.loadSeconds as number, unit: "s" })
+  report({ bench: "scale", case: `${shape}: device bytes after load`, value: (score.weightBytes as number) / 2 ** 20, unit: "MiB", baseline: fileBytes / 2 ** 20, ratio: (score.weightBytes as number) / fileBytes, note: "baseline: the weight files" })
+  report({ bench: "scale", case: `${shape}: peak process memory (load + score 512)`, value: (score.rss512 as number) / 2 ** 20, unit: "MiB", baseline: fileBytes / 2 ** 20, ratio: (score.rss512 as number) / fileBytes, note: "VmHWM; baseline: the weight files" })
+
+  const gguf = join(dir, "model-f16.gguf")
+  const g = llamaGgufFromFolder(m, { dtype: "f16" })
+  writeGgufLazy(gguf, g.metadata, g.tensors)
+  const { scoreWithLlamaCpp } = await import("./llamacpp.ts")
+  for (const n of SCORE_LENGTHS) {
+    const tps = (score.tokensPerSecond as Record<string, number>)[n]!
+    let cpp = Number.NaN
+    try {
+      cpp = n / (await scoreWithLlamaCpp(gguf, tokensOf(n, PUBLISHED_SHAPES[shape].vocab), { flashAttention: true, kvType: "F16", threads: 2 })).seconds
+    } catch (e) {
+      report({ bench: "scale", case: `${shape}: llama.cpp ${n}`, value: Number.NaN, unit: "", note: String(e).slice(0, 120) })
+    }
+    report({ bench: "scale", case: `${shape}: scoring ${n} tokens`, value: tps, unit: "tok/s", baseline: cpp, ratio: tps / cpp, note: "baseline: llama.cpp CPU, same weights (GGUF f16), f16 KV, flash attention, 2 threads" })
+  }
+  const peaks = score.peakBytes as Record<string, number>
+  for (const n of MEMORY_LENGTHS) report({ bench: "scale", case: `${shape}: scoring ${n} peak device bytes`, value: peaks[n]! / 2 ** 20, unit: "MiB", note: "above the weights" })
+  report({ bench: "scale", case: `${shape}: peak 16k / 4k`, value: peaks[16384]! / peaks[4096]!, unit: "×", note: "linear in length would be 4×" })
+
+  if (shape !== "smollm2-135m") return
+  const train = child("train", { dir, length: 2048 })
+  const score2k = (score.tokensPerSecond as Record<string, number>)[2048]!
+  if (typeof train.error === "string") report({ bench: "scale", case: `${shape}: LoRA training 2048`, value: Number.NaN, unit: "", note: train.error })
+  else report({ bench: "scale", case: `${shape}: LoRA training 2048 tokens`, value: train.tokensPerSecond as number, unit: "tok/s", baseline: score2k, ratio: (train.tokensPerSecond as number) / score2k, note: "r 8 on q/k/v/o; baseline: scoring 2048 tokens" })
+  const search = child("search", { dir, length: 8192, population: 4 })
+  if (typeof search.error === "string") report({ bench: "scale", case: `${shape}: search generation 8192`, value: Number.NaN, unit: "", note: search.error })
+  else report({ bench: "scale", case: `${shape}: search generation at 8192`, value: search.seconds as number, unit: "s", baseline: 8192 / (score.tokensPerSecond as Record<string, number>)[8192]!, ratio: (search.seconds as number) / (8192 / (score.tokensPerSecond as Record<string, number>)[8192]!), note: "4 candidates × one 8192-token sample; baseline: one 8192-token scoring" })
+}
+
+// ---- child measurements ---------------------------------------------------------------------------
+
+async function childMain(task: string, args: Record<string, unknown>): Promise<void> {
+  const { acquireRuntime } = await import("../kernels/device.ts")
+  const { checkFits } = await import("../plugins/models/memory.ts")
+  const rt = await acquireRuntime()
+  const dir = args.dir as string
+  const m = inspectLlamaModel(dir)
+  const vocab = m.config.vocabSize
+  const out: Record<string, unknown> = {}
+  if (task === "score") {
+    const timed = args.timed as number[]
+    const memory = args.memory as number[]
+    checkFits(llamaFamily, m, Math.max(...timed, ...memory), deviceBudget(rt))
+    const t0 = performance.now()
+    const model = await llamaFamily.load(rt, m)
+    await rt.sync()
+    out.loadSeconds = (performance.now() - t0) / 1000
+    out.weightBytes = rt.stats.liveBytes
+    await model.logprobs(tokensOf(512, vocab), { rope: m.rope(512) })
+    out.rss512 = peakRss()
+    const tps: Record<number, number> = {}
+    for (const n of timed) {
+      const toks = tokensOf(n, vocab)
+      await model.logprobs(toks.slice(0, 600), { rope: m.rope(n) }) // compiles what this length uses
+      const s = performance.now()
+      await model.logprobs(toks, { rope: m.rope(n) })
+      tps[n] = n / ((performance.now() - s) / 1000)
+    }
+    out.tokensPerSecond = tps
+    const peaks: Record<number, number> = {}
+    for (const n of memory) {
+      rt.flush()
+      rt.trim()
+      rt.resetPeak()
+      const base = rt.stats.liveBytes
+      await model.logprobs(tokensOf(n, vocab), { rope: m.rope(n) })
+      peaks[n] = rt.stats.peakBytes - base
+    }
+    out.peakBytes = peaks
+    model.dispose()
+  } else if (task === "train") {
+    const T = args.length as number
+    const { Optimizer } = await import("../training/optimizer.ts")
+    const { resolveRope } = await import("../plugins/rope/index.ts")
+    const lora = { rank: 8, alpha: 16, dropout: 0.05, targets: ["q_proj", "k_proj", "v_proj", "o_proj"], seed: 1 }
+    checkFits(llamaFamily, m, T, deviceBudget(rt), { train: { mode: "lora", rank: 8, targets: lora.targets } })
+    const model = llamaFamily.trainable!(rt, m.config, dir, { lora })
+    const opt = new Optimizer(rt, model.params, {})
+    const rope = resolveRope(m.config.rope)(T)
+    const step = async (i: number) => {
+      opt.zeroGrad()
+      await model.lossAndGrad({ tokens: tokensOf(T + 1 + i, vocab).slice(i), rope, dropoutSeed: i }, { grads: (n) => opt.grad(n) })
+      await opt.step(1e-4)
+    }
+    await step(0) // compiles
+    const s = performance.now()
+    await step(1)
+    await step(2)
+    out.tokensPerSecond = (2 * T) / ((performance.now() - s) / 1000)
+    opt.dispose()
+    model.dispose()
+  } else if (task === "search") {
+    const n = args.length as number
+    const population = args.population as number
+    const { perplexity } = await import("../plugins/search/fitness.ts")
+    const { resolveRope } = await import("../plugins/rope/index.ts")
+    checkFits(llamaFamily, m, n, deviceBudget(rt))
+    const model = await llamaFamily.load(rt, m)
+    const sample = { tokens: Uint32Array.from(tokensOf(n, vocab)), targets: undefined }
+    const scalings = [{ rope_type: "linear", factor: 4 }, { rope_type: "dynamic", factor: 4 }, { rope_type: "yarn", factor: 4 }, { rope_type: "yarn", factor: 6 }].slice(0, population)
+    const tables = scalings.map((sc) => resolveRope({ ...m.config.rope, scaling: sc, scalingKey: "bench" })(n))
+    await model.logprobs(sample.tokens.subarray(0, 600), { rope: tables[0]! })
+    const s = performance.now()
+    for (const t of tables) await perplexity(model, [sample], t)
+    out.seconds = (performance.now() - s) / 1000
+    model.dispose()
+  }
+  console.log(JSON.stringify(out))
+  rt.destroy()
+}
+
+if (import.meta.main) {
+  const [mode, task, json] = process.argv.slice(2)
+  if (mode === "child") {
+    await childMain(task!, JSON.parse(json!) as Record<string, unknown>).catch((e: unknown) => {
+      console.error(`error: ${e instanceof Error ? e.message : String(e)}`)
+      process.exit(1)
+    })
+  } else {
+    const { acquireRuntime } = await import("../kernels/device.ts")
+    const rt = await acquireRuntime()
+    await run(rt)
+    rt.destroy()
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * A model with the exact shapes of SmolLM2-135M (30 layers, hidden 576, 9/3 heads, ffn 1536, vocab 49152,
+ * tied), random bf16 weights in 3 shards made here (never committed), scored on the device against the
+ * float64 reference on a short sequence. The Llama-3.2-1B shape is checked by test/scale/ (opt-in: minutes).
+ */
+import { afterAll, describe, expect, test } from "bun:test"
+import { readdirSync } from "node:fs"
+import { loadLlama } from "../../plugins/models/llama/model.ts"
+import { randomTokens, referenceLogprobs, referenceModelFromFolder } from "../../plugins/models/llama/model.ref.ts"
+import { PUBLISHED_SHAPES, writePublishedShape } from "../../plugins/models/llama/random.ts"
+import { gpu } from "../gpu-shared.ts"
+import { removeDir, tempDir } from "./random-model.ts"
+
+const dir = tempDir("ropeway-135m-")
+afterAll(() => removeDir(dir))
+
+describe("SmolLM2-135M shape, bf16, sharded", () => {
+  test("scores like the float64 reference (40 tokens, 1e-3)", async () => {
+    writePublishedShape(dir, "smollm2-135m", 7)
+    expect(readdirSync(dir).filter((f) => f.endsWith(".safetensors")).length).toBe(3)
+    const rt = await gpu()
+    const model = await loadLlama(rt, dir)
+    const tokens = randomTokens(40, PUBLISHED_SHAPES["smollm2-135m"].vocab, 11)
+    let got: Float64Array
+    try {
+      got = await model.logprobs(tokens, { chunk: 16 })
+    } finally {
+      model.dispose()
+    }
+    const want = referenceLogprobs(referenceModelFromFolder(dir), tokens)
+    let worst = 0
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!))
+    console.log(`135M shape: max |Δ log p| ${worst.toExponential(2)} over ${want.length} positions (log p ${Math.min(...want).toFixed(2)}..${Math.max(...want).toFixed(2)})`)
+    expect(worst).toBeLessThan(1e-3)
+  }, 180_000)
+})
