@@ -15,7 +15,7 @@ import { inspectLlama, loadLlama } from "../plugins/models/llama/model.ts"
 import { writeRandomLlama } from "../plugins/models/llama/random.ts"
 import { readLayer } from "../plugins/models/llama/weights.ts"
 import { Checkpoint } from "../plugins/models/safetensors.ts"
-import { referenceLogprobs } from "../test/models/reference-llama.ts"
+import { referenceLogprobs } from "../plugins/models/llama/model.ref.ts"
 import { bestOf, report } from "./harness.ts"
 import { scoreWithLlamaCpp } from "./llamacpp.ts"
 

@@ -17,7 +17,7 @@ import type { ChosenTable } from "../../plugins/rope/index.ts"
 import { gpu } from "../gpu-shared.ts"
 import { TINY_TOKENIZER, ownStderr, runCli } from "./cli-helpers.ts"
 import { type RandomModel, type RandomModelOptions, removeDir, rng, tempDir, writeRandomModel } from "./random-model.ts"
-import { type ExplicitRope, randomTokens, referenceDecode, referenceNextLogprobs } from "./reference-llama.ts"
+import { type ExplicitRope, randomTokens, referenceDecode, referenceNextLogprobs } from "../../plugins/models/llama/model.ref.ts"
 
 const TOL = 1e-4
 const dirs: string[] = []

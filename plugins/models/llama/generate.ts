@@ -12,7 +12,7 @@
  * `reprefill` and `fixed` equal a fresh prefill with their table at every step. `rerotate` equals it only
  * in the first layer: the keys and values cached in deeper layers came from hidden states that attended
  * under the old table, which no rotation can undo. What it computes exactly is "every cached key as
- * computed then, rotated with the current table" (test/models/reference-llama.ts referenceDecode); on a
+ * computed then, rotated with the current table" (plugins/models/llama/model.ref.ts referenceDecode); on a
  * multi-layer model it is an approximation of `reprefill` whose error the tests measure.
  */
 import { inputError } from "../../../pipeline/errors.ts"
