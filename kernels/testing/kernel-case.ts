@@ -99,6 +99,39 @@ export function expectShapeOf(op: string, what: string, t: Tensor, shape: readon
   return t
 }
 
+export interface LauncherOptions {
+  /** Derives what is compared from what was read (a sub-range, an angle). */
+  readonly view?: (got: Readonly<Record<string, Float32Array>>) => Outputs
+  /** Frees what is not a tensor (a weight, a KV cache, a rope table) at release. */
+  readonly cleanup?: () => void
+}
+
+/**
+ * The usual launcher: `run` records the op and returns the tensors to read back, by name. Those not
+ * among `inputs` are the op's fresh outputs, freed before the next run; `inputs` are freed by release.
+ */
+export function launcher(rt: GpuRuntime, inputs: readonly (Tensor | undefined)[], run: () => Readonly<Record<string, Tensor>>, opts: LauncherOptions = {}): Launch {
+  let out: Readonly<Record<string, Tensor>> = {}
+  const free = (): void => rt.release(...new Set(Object.values(out).filter((t) => !inputs.includes(t))))
+  return {
+    run() {
+      free()
+      out = run()
+    },
+    async read() {
+      const got: Record<string, Float32Array> = {}
+      for (const [name, t] of Object.entries(out)) got[name] = await rt.read(t)
+      return opts.view === undefined ? got : opts.view(got)
+    },
+    release() {
+      free()
+      out = {}
+      rt.release(...inputs)
+      opts.cleanup?.()
+    },
+  }
+}
+
 /** The adapter as test names show it: device and backend, e.g. "llvmpipe (LLVM 19.1.7, 256 bits) via opengles". */
 export function adapterLabel(rt: GpuRuntime): string {
   const a = rt.adapter

@@ -1,7 +1,7 @@
 /** Table cases of the AdamW step: two steps checked by hand, and ten against the float64 reference. */
 import { ADAMW_DEFAULTS, type AdamWHyper, adamwStep, adamwUniforms } from "../../adamw.ts"
 import { adamwRef } from "../../adamw.ref.ts"
-import { type KernelCase, type KernelOp, SINGLE, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, SINGLE, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 /** The first Adam step moves each weight by lr·sign(g) after decay; the second is worked out by hand for element 0. */
@@ -15,20 +15,13 @@ function byHandCase(): KernelCase {
       const g = rt.upload(Float32Array.of(0.5, -2, 0, 4, 1e-3))
       const m = rt.upload(new Float32Array(5)), v = rt.upload(new Float32Array(5))
       const after1 = [rt.tensor([5]), rt.tensor([5]), rt.tensor([5])] as const
-      return {
-        run() {
-          adamwStep(rt, p, g, m, v, adamwUniforms(h, 0.1, 1, 1))
-          after1.forEach((dst, i) => rt.copy([p, m, v][i]!.buffer, 0, dst.buffer, 0, 20)) // in batch order
-          adamwStep(rt, p, g, m, v, adamwUniforms(h, 0.1, 2, 0.5))
-        },
-        read: async () => ({
-          "p after step 1": await rt.read(after1[0]),
-          "m after step 1": await rt.read(after1[1]),
-          "v after step 1": await rt.read(after1[2]),
-          "p[0] after step 2": (await rt.read(p)).subarray(0, 1),
-        }),
-        release: () => rt.release(p, g, m, v, ...after1),
+      const run = () => {
+        adamwStep(rt, p, g, m, v, adamwUniforms(h, 0.1, 1, 1))
+        after1.forEach((dst, i) => rt.copy([p, m, v][i]!.buffer, 0, dst.buffer, 0, 20)) // in batch order
+        adamwStep(rt, p, g, m, v, adamwUniforms(h, 0.1, 2, 0.5))
+        return { "p after step 1": after1[0], "m after step 1": after1[1], "v after step 1": after1[2], p }
       }
+      return launcher(rt, [p, g, m, v, ...after1], run, { view: ({ p: p2, ...rest }) => ({ ...rest, "p[0] after step 2": p2!.subarray(0, 1) }) })
     },
     expected: () => ({
       // t = 1: m̂ = g, v̂ = g², so the update is lr·g/(|g| + eps); decay multiplies p by 1 − 0.1·0.01.
@@ -62,11 +55,10 @@ export function adamwCase(n: number, note?: string): KernelCase {
         const { clip, lr } = schedule(i + 1)
         return adamwUniforms(H, lr, i + 1, clip)
       })
-      return {
-        run: () => gs.forEach((g, i) => adamwStep(rt, p, g, m, v, params[i]!)),
-        read: async () => ({ p: await rt.read(p), m: await rt.read(m), v: await rt.read(v) }),
-        release: () => rt.release(p, m, v, ...gs),
-      }
+      return launcher(rt, [p, m, v, ...gs], () => {
+        gs.forEach((g, i) => adamwStep(rt, p, g, m, v, params[i]!))
+        return { p, m, v }
+      })
     },
     expected: once(() => {
       const { p0, grads } = host()

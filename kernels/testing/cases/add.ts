@@ -1,8 +1,7 @@
 /** Table cases of elementwise addition: `add` (a new tensor) and `addInPlace`. */
 import { add, addInPlace } from "../../add.ts"
 import { addRef } from "../../add.ref.ts"
-import type { Tensor } from "../../tensor.ts"
-import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 export function addCase(shape: readonly number[], note?: string): KernelCase {
@@ -14,16 +13,11 @@ export function addCase(shape: readonly number[], note?: string): KernelCase {
     setup(rt) {
       const { a, b } = host()
       const ta = rt.upload(a, shape), tb = rt.upload(b, shape)
-      let out: Tensor | undefined
-      return {
-        run() {
-          rt.release(out)
-          out = expectShapeOf("add", "output", add(rt, ta, tb), shape)
-          addInPlace(rt, ta, tb)
-        },
-        read: async () => ({ add: await rt.read(out!), addInPlace: await rt.read(ta) }),
-        release: () => rt.release(ta, tb, out),
-      }
+      return launcher(rt, [ta, tb], () => {
+        const sum = expectShapeOf("add", "output", add(rt, ta, tb), shape)
+        addInPlace(rt, ta, tb)
+        return { add: sum, addInPlace: ta }
+      })
     },
     expected: once(() => {
       const { a, b } = host()

@@ -2,10 +2,9 @@
 import { attentionBackward, attentionTrain } from "../../attention-backward.ts"
 import { type TrainAttentionRefOptions, attentionBackwardRef, attentionTrainRef } from "../../attention-backward.ref.ts"
 import { attentionRef } from "../../attention.ref.ts"
-import type { Tensor } from "../../tensor.ts"
 import type { Tolerance } from "../compare.ts"
 import { dotLoss, fdGrad } from "../gradcheck.ts"
-import { type KernelCase, type KernelOp, type ReferenceCheck, SINGLE, expectShapeOf, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, type ReferenceCheck, SINGLE, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 /** Document ids for packed sequences: documents of the given lengths, back to back. */
@@ -48,30 +47,14 @@ export function trainAttentionCase(p: TrainAttentionParams): KernelCase {
       const tdo = rt.upload(dO, [T, heads * headDim])
       const tseg = seg === undefined ? undefined : rt.upload(seg)
       const opts = { heads, kvHeads, headDim, ...(tseg === undefined ? {} : { segments: tseg }) }
-      let out: Record<Output, Tensor> | undefined
-      const free = (): void => {
-        if (out !== undefined) rt.release(...Object.values(out))
-      }
-      return {
-        run() {
-          free()
-          const { o, lse } = attentionTrain(rt, tq, tk, tv, opts)
-          const { dq, dk, dv } = attentionBackward(rt, tq, tk, tv, o, lse, tdo, opts)
-          expectShapeOf("attentionTrain", "o", o, [T, heads * headDim])
-          expectShapeOf("attentionTrain", "lse", lse, [T, heads])
-          expectShapeOf("attentionBackward", "dk", dk, [T, kvHeads * headDim])
-          out = { o, lse, dq, dk, dv }
-        },
-        async read() {
-          const r: Record<string, Float32Array> = {}
-          for (const [n, t] of Object.entries(out!)) r[n] = await rt.read(t)
-          return r
-        },
-        release() {
-          free()
-          rt.release(tq, tk, tv, tdo, tseg)
-        },
-      }
+      return launcher(rt, [tq, tk, tv, tdo, tseg], () => {
+        const { o, lse } = attentionTrain(rt, tq, tk, tv, opts)
+        const { dq, dk, dv } = attentionBackward(rt, tq, tk, tv, o, lse, tdo, opts)
+        expectShapeOf("attentionTrain", "o", o, [T, heads * headDim])
+        expectShapeOf("attentionTrain", "lse", lse, [T, heads])
+        expectShapeOf("attentionBackward", "dk", dk, [T, kvHeads * headDim])
+        return { o, lse, dq, dk, dv }
+      })
     },
     expected: once(() => {
       const { q, k, v, dO, seg } = host()

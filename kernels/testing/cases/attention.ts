@@ -1,8 +1,9 @@
 /** Table cases of causal attention over the KV cache (inference), both kernels, chunk after chunk. */
 import { type AttentionVariant, appendKv, attention, createKvCache, releaseKvCache } from "../../attention.ts"
 import { attentionRef } from "../../attention.ref.ts"
+import type { AdapterProfile } from "../../runtime.ts"
 import type { Tensor } from "../../tensor.ts"
-import { type KernelCase, type KernelOp, type Variant, expectShapeOf, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, type Variant, expectShapeOf, launcher, once } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 export interface AttentionKernelVariant extends Variant {
@@ -13,6 +14,9 @@ export const ATTENTION_VARIANTS: readonly AttentionKernelVariant[] = [
   { name: "cpu kernel", kernel: "cpu" },
   { name: "gpu kernel", kernel: "gpu" },
 ]
+
+/** The variant `attention` picks by default on an adapter of this profile. */
+export const defaultAttentionVariant = (profile: AdapterProfile): AttentionKernelVariant => ATTENTION_VARIANTS[profile === "cpu" ? 0 : 1]!
 
 // f32 kernels against the float64 reference: outputs are convex combinations of V rows in [-1, 1], and
 // f32 rounding of scores, exp2 and the running sums stays near 1e-7; 1e-5 leaves room for that.
@@ -41,16 +45,21 @@ export interface AttentionParams {
   readonly slow?: boolean
 }
 
+/** The case's q [t, heads·headDim], k and v [t, kvHeads·headDim] (benches compare their own baselines on them). */
+export function attentionInputs(p: AttentionParams): { q: Float32Array; k: Float32Array; v: Float32Array } {
+  const seed = p.seed ?? 1
+  return {
+    q: rand(p.t * p.heads * p.headDim, seed, p.qGain ?? 1),
+    k: rand(p.t * p.kvHeads * p.headDim, seed + 1),
+    v: rand(p.t * p.kvHeads * p.headDim, seed + 2),
+  }
+}
+
 export function attentionCase(p: AttentionParams): KernelCase<AttentionKernelVariant> {
   const { heads, kvHeads, headDim: d, t } = p
   const chunks = p.chunks ?? [t]
   if (chunks.reduce((a, b) => a + b, 0) !== t) throw new Error(`attentionCase: chunks ${chunks.join("+")} do not add up to ${t}`)
-  const seed = p.seed ?? 1
-  const host = once(() => ({
-    q: rand(t * heads * d, seed, p.qGain ?? 1),
-    k: rand(t * kvHeads * d, seed + 1),
-    v: rand(t * kvHeads * d, seed + 2),
-  }))
+  const host = once(() => attentionInputs(p))
   const parts = [
     heads === kvHeads ? `MHA ${heads}` : `${kvHeads === 1 ? "MQA" : "GQA"} ${heads}:${kvHeads}`,
     `head_dim ${d}`,
@@ -87,38 +96,29 @@ export function attentionCase(p: AttentionParams): KernelCase<AttentionKernelVar
         rt.release(kt, vt)
         at += n
       }
-      let outs: Tensor[] = []
-      return {
-        run() {
-          rt.release(...outs)
-          let offset = 0
-          outs = chunks.map((n, i) => {
-            const out = attention(rt, qs[i]!, cache, {
-              heads,
-              queryOffset: offset,
-              variant: v.kernel,
-              ...(p.scale !== undefined ? { scale: p.scale } : {}),
-              ...(p.rows !== undefined ? { rows: p.rows } : {}),
-              ...(p.windowRows !== undefined ? { windowRows: p.windowRows } : {}),
-            })
-            offset += n
-            return expectShapeOf("attention", "output", out, [n, heads * d])
-          })
-        },
-        async read() {
-          const o = new Float32Array(t * heads * d)
-          let offset = 0
-          for (let i = 0; i < chunks.length; i++) {
-            o.set(await rt.read(outs[i]!), offset * heads * d)
-            offset += chunks[i]!
-          }
-          return { o }
-        },
-        release() {
-          rt.release(...qs, ...outs)
-          releaseKvCache(rt, cache)
-        },
+      const opts = {
+        heads,
+        variant: v.kernel,
+        ...(p.scale !== undefined ? { scale: p.scale } : {}),
+        ...(p.rows !== undefined ? { rows: p.rows } : {}),
+        ...(p.windowRows !== undefined ? { windowRows: p.windowRows } : {}),
       }
+      const run = () => {
+        const outs: Record<string, Tensor> = {}
+        let queryOffset = 0
+        chunks.forEach((n, i) => {
+          outs[`chunk ${i}`] = expectShapeOf("attention", "output", attention(rt, qs[i]!, cache, { ...opts, queryOffset }), [n, heads * d])
+          queryOffset += n
+        })
+        return outs
+      }
+      // The chunks' outputs, back to back: one [t, heads·headDim] output.
+      const view = (got: Readonly<Record<string, Float32Array>>) => {
+        const o = new Float32Array(t * heads * d)
+        chunks.forEach((n, i) => o.set(got[`chunk ${i}`]!, chunks.slice(0, i).reduce((a, b) => a + b, 0) * heads * d))
+        return { o }
+      }
+      return launcher(rt, qs, run, { view, cleanup: () => releaseKvCache(rt, cache) })
     },
     expected: once(() => {
       const { q, k, v } = host()

@@ -1,9 +1,8 @@
 /** Table cases of the cross-entropy backward (d logits of a weighted mean of −log p(target)). */
 import { crossEntropyBackward } from "../../cross-entropy-backward.ts"
 import { crossEntropyBackwardRef, crossEntropyRef } from "../../cross-entropy-backward.ref.ts"
-import type { Tensor } from "../../tensor.ts"
 import { fdGrad } from "../gradcheck.ts"
-import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 const MASKED_ROW = 3
@@ -32,18 +31,9 @@ export function crossEntropyBackwardCase(T: number, V: number, scale: number): K
     setup(rt) {
       const { logits, targets, w } = host()
       const tl = rt.upload(logits, [T, V]), tt = rt.upload(targets), tw = rt.upload(w)
-      let out: Tensor | undefined
-      return {
-        run() {
-          rt.release(out)
-          out = expectShapeOf("crossEntropyBackward", "output", crossEntropyBackward(rt, tl, tt, tw), [T, V])
-        },
-        async read() {
-          const got = await rt.read(out!)
-          return { dlogits: got, "masked row": got.subarray(MASKED_ROW * V, (MASKED_ROW + 1) * V) }
-        },
-        release: () => rt.release(tl, tt, tw, out),
-      }
+      return launcher(rt, [tl, tt, tw], () => ({ dlogits: expectShapeOf("crossEntropyBackward", "output", crossEntropyBackward(rt, tl, tt, tw), [T, V]) }), {
+        view: ({ dlogits }) => ({ dlogits: dlogits!, "masked row": dlogits!.subarray(MASKED_ROW * V, (MASKED_ROW + 1) * V) }),
+      })
     },
     expected: once(() => {
       const { logits, targets, w } = host()

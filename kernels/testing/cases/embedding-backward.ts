@@ -3,7 +3,7 @@ import { type EmbeddingBackwardOptions, embeddingBackward } from "../../embeddin
 import { embeddingBackwardRef } from "../../embedding-backward.ref.ts"
 import { embedRef } from "../../embedding.ref.ts"
 import { dotLoss, fdGrad } from "../gradcheck.ts"
-import { type KernelCase, type KernelOp, type Variant, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, type Variant, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 export interface EmbeddingBackwardVariant extends Variant {
@@ -54,11 +54,10 @@ export function embeddingBackwardCase(c: EmbeddingBackwardParams): KernelCase<Em
       const { dTable0, dOut, ids } = host()
       const tTable = rt.upload(dTable0, [V, D]), tIds = rt.upload(ids), tOut = rt.upload(dOut, [T, D])
       const opts = { method: v.method, ...(c.maxBindingBytes === undefined ? {} : { maxBindingBytes: c.maxBindingBytes }) }
-      return {
-        run: () => embeddingBackward(rt, tTable, tIds, tOut, opts),
-        read: async () => ({ dTable: await rt.read(tTable) }),
-        release: () => rt.release(tTable, tIds, tOut),
-      }
+      return launcher(rt, [tTable, tIds, tOut], () => {
+        embeddingBackward(rt, tTable, tIds, tOut, opts)
+        return { dTable: tTable }
+      })
     },
     expected: once(() => {
       const { dTable0, dOut, ids } = host()

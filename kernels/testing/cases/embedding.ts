@@ -1,8 +1,7 @@
 /** Table cases of the token embedding lookup (exact: a copy of rows, zeros for out-of-vocabulary ids). */
 import { embed } from "../../embedding.ts"
 import { embedRef } from "../../embedding.ref.ts"
-import type { Tensor } from "../../tensor.ts"
-import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 export interface EmbeddingParams {
@@ -29,15 +28,7 @@ export function embeddingCase(c: EmbeddingParams): KernelCase {
       // Pre-fill the pooled output buffer with garbage so the zero rows are really written.
       rt.release(rt.upload(new Float32Array(c.T * c.D).fill(9), [c.T, c.D]))
       const opts = c.maxBindingBytes === undefined ? {} : { maxBindingBytes: c.maxBindingBytes }
-      let out: Tensor | undefined
-      return {
-        run() {
-          rt.release(out)
-          out = expectShapeOf("embed", "output", embed(rt, tt, ti, opts), [c.T, c.D])
-        },
-        read: async () => ({ rows: await rt.read(out!) }),
-        release: () => rt.release(tt, ti, out),
-      }
+      return launcher(rt, [tt, ti], () => ({ rows: expectShapeOf("embed", "output", embed(rt, tt, ti, opts), [c.T, c.D]) }))
     },
     expected: once(() => {
       const { table, ids } = host()

@@ -1,8 +1,7 @@
 /** Table cases of log-softmax rows: log p(target) and the row logsumexp. */
 import { logprobsFromLogits, logsumexpRows } from "../../logprobs.ts"
 import { logprobsRef, logsumexpRowsRef } from "../../logprobs.ref.ts"
-import type { Tensor } from "../../tensor.ts"
-import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { uniform } from "../random.ts"
 
 export interface LogprobsParams {
@@ -30,15 +29,10 @@ export function logprobsCase(c: LogprobsParams): KernelCase {
     setup(rt) {
       const { logits, targets } = host()
       const tl = rt.upload(logits, [c.T, c.V]), tt = rt.upload(targets)
-      let out: Tensor[] = []
-      return {
-        run() {
-          rt.release(...out)
-          out = [expectShapeOf("logprobs", "output", logprobsFromLogits(rt, tl, tt), [c.T]), logsumexpRows(rt, tl)]
-        },
-        read: async () => ({ logprobs: await rt.read(out[0]!), logsumexp: await rt.read(out[1]!) }),
-        release: () => rt.release(tl, tt, ...out),
-      }
+      return launcher(rt, [tl, tt], () => ({
+        logprobs: expectShapeOf("logprobs", "output", logprobsFromLogits(rt, tl, tt), [c.T]),
+        logsumexp: expectShapeOf("logsumexpRows", "output", logsumexpRows(rt, tl), [c.T]),
+      }))
     },
     expected: once(() => {
       const { logits, targets } = host()
@@ -65,18 +59,9 @@ function maskedCase(): KernelCase {
       logits[V + 1] = 1e4
       logits[V + 2] = 1e4 - Math.log(3) // row 1: p = 3/4, 1/4
       const tl = rt.upload(logits, [2, V]), tt = rt.upload(Uint32Array.from([5, 2]))
-      let out: Tensor | undefined
-      return {
-        run() {
-          rt.release(out)
-          out = logprobsFromLogits(rt, tl, tt)
-        },
-        async read() {
-          const got = await rt.read(out!)
-          return { "row 0": got.subarray(0, 1), "row 1": got.subarray(1, 2) }
-        },
-        release: () => rt.release(tl, tt, out),
-      }
+      return launcher(rt, [tl, tt], () => ({ lp: logprobsFromLogits(rt, tl, tt) }), {
+        view: ({ lp }) => ({ "row 0": lp!.subarray(0, 1), "row 1": lp!.subarray(1, 2) }),
+      })
     },
     expected: () => ({
       "row 0": { want: [0], tol: { abs: 1e-6 } },

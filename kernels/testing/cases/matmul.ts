@@ -2,8 +2,7 @@
 import { type MatmulVariant, linear, matmul, prepareWeight, releaseWeight } from "../../matmul.ts"
 import { matmulRef } from "../../matmul.ref.ts"
 import type { AdapterProfile, GpuRuntime } from "../../runtime.ts"
-import type { Tensor } from "../../tensor.ts"
-import { type KernelCase, type KernelOp, type Variant, expectShapeOf, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, type Variant, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 export interface LinearVariant extends Variant {
@@ -86,20 +85,12 @@ export function linearCase(p: LinearParams): KernelCase<LinearVariant> {
       const xt = rt.upload(x, [...lead, k])
       const bt = p.bias === true ? rt.upload(bias) : undefined
       const acc = p.addTo === true ? rt.upload(base, [...lead, n]) : undefined
-      let y: Tensor | undefined
-      return {
-        run() {
-          if (acc === undefined) rt.release(y)
-          y = linear(rt, xt, weight, { variant: v.kernel, ...(bt !== undefined ? { bias: bt } : {}), ...(acc !== undefined ? { addTo: acc } : {}) })
-          if (acc !== undefined && y !== acc) throw new Error("linear: with addTo, the result must be addTo itself")
-          expectShapeOf("linear", "y", y, [...lead, n])
-        },
-        read: async () => ({ y: await rt.read(y!) }),
-        release() {
-          rt.release(xt, bt, acc, acc === undefined ? y : undefined)
-          releaseWeight(rt, weight)
-        },
+      const run = () => {
+        const y = linear(rt, xt, weight, { variant: v.kernel, ...(bt !== undefined ? { bias: bt } : {}), ...(acc !== undefined ? { addTo: acc } : {}) })
+        if (acc !== undefined && y !== acc) throw new Error("linear: with addTo, the result must be addTo itself")
+        return { y: expectShapeOf("linear", "y", y, [...lead, n]) }
       }
+      return launcher(rt, [xt, bt, acc], run, { cleanup: () => releaseWeight(rt, weight) })
     },
     expected: once(() => {
       const { x, w, bias, base } = host()
@@ -134,15 +125,7 @@ export function matmulCase(p: MatmulParams): KernelCase<MatmulKernelVariant> {
       const { a, b } = host()
       const at = rt.upload(a, transA ? [k, m] : [m, k])
       const bt = rt.upload(b, transB ? [n, k] : [k, n])
-      let c: Tensor | undefined
-      return {
-        run() {
-          rt.release(c)
-          c = expectShapeOf("matmul", "C", matmul(rt, at, bt, { transA, transB, variant: v.kernel }), [m, n])
-        },
-        read: async () => ({ c: await rt.read(c!) }),
-        release: () => rt.release(at, bt, c),
-      }
+      return launcher(rt, [at, bt], () => ({ c: expectShapeOf("matmul", "C", matmul(rt, at, bt, { transA, transB, variant: v.kernel }), [m, n]) }))
     },
     expected: once(() => {
       const { a, b } = host()

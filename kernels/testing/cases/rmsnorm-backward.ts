@@ -2,9 +2,8 @@
 import { rmsnormBackward } from "../../rmsnorm-backward.ts"
 import { rmsnormBackwardRef } from "../../rmsnorm-backward.ref.ts"
 import { rmsnormRef } from "../../rmsnorm.ref.ts"
-import type { Tensor } from "../../tensor.ts"
 import { dotLoss, fdGrad } from "../gradcheck.ts"
-import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 export interface RmsnormBackwardParams {
@@ -25,17 +24,10 @@ export function rmsnormBackwardCase(c: RmsnormBackwardParams): KernelCase {
     setup(rt) {
       const { x, w, dy } = host()
       const tx = rt.upload(x, [c.T, c.D]), tw = rt.upload(w), tdy = rt.upload(dy, [c.T, c.D])
-      let out: { dx: Tensor; dw: Tensor } | undefined
-      return {
-        run() {
-          if (out !== undefined) rt.release(out.dx, out.dw)
-          out = rmsnormBackward(rt, tx, tw, tdy, c.eps)
-          expectShapeOf("rmsnormBackward", "dx", out.dx, [c.T, c.D])
-          expectShapeOf("rmsnormBackward", "dw", out.dw, [c.D])
-        },
-        read: async () => ({ dx: await rt.read(out!.dx), dw: await rt.read(out!.dw) }),
-        release: () => rt.release(tx, tw, tdy, out?.dx, out?.dw),
-      }
+      return launcher(rt, [tx, tw, tdy], () => {
+        const { dx, dw } = rmsnormBackward(rt, tx, tw, tdy, c.eps)
+        return { dx: expectShapeOf("rmsnormBackward", "dx", dx, [c.T, c.D]), dw: expectShapeOf("rmsnormBackward", "dw", dw, [c.D]) }
+      })
     },
     expected: once(() => {
       const { x, w, dy } = host()

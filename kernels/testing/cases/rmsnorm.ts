@@ -1,8 +1,7 @@
 /** Table cases of RMSNorm (forward). */
 import { rmsnorm } from "../../rmsnorm.ts"
 import { rmsnormRef } from "../../rmsnorm.ref.ts"
-import type { Tensor } from "../../tensor.ts"
-import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 export interface RmsnormParams {
@@ -32,15 +31,7 @@ export function rmsnormCase(c: RmsnormParams): KernelCase {
     setup(rt) {
       const { x, w } = host()
       const tx = rt.upload(x, shape), tw = rt.upload(w)
-      let out: Tensor | undefined
-      return {
-        run() {
-          rt.release(out)
-          out = expectShapeOf("rmsnorm", "output", rmsnorm(rt, tx, tw, c.eps), shape)
-        },
-        read: async () => ({ y: await rt.read(out!) }),
-        release: () => rt.release(tx, tw, out),
-      }
+      return launcher(rt, [tx, tw], () => ({ y: expectShapeOf("rmsnorm", "output", rmsnorm(rt, tx, tw, c.eps), shape) }))
     },
     expected: once(() => {
       const { x, w } = host()

@@ -5,7 +5,7 @@ import { type RopeTable, defaultInvFreq } from "../../rope-table.ts"
 import { applyRope, releaseRopeTable, uploadRopeTable } from "../../rope.ts"
 import { ropeRef } from "../../rope.ref.ts"
 import { dotLoss, fdGrad } from "../gradcheck.ts"
-import { type KernelCase, type KernelOp, SINGLE, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, SINGLE, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 /** LongRoPE-like table: per-layer factors (layer l divides θ_i by 1 + (l + 1)·i/half·3), n̂, m. */
@@ -42,20 +42,14 @@ export function ropeBackwardCase(c: RopeBackwardParams): KernelCase {
       const inv = inverseRopeTable(rt, gt)
       const tdy = rt.upload(dy(), [c.T, width]), tp = rt.upload(positions)
       const tx = rt.upload(dy(), [c.T, width])
-      return {
-        run() {
-          applyRopeBackward(rt, tdy, tp, gt, opts)
-          // The round trip with a prepared inverse table.
-          applyRope(rt, tx, tp, gt, opts)
-          applyRopeBackward(rt, tx, tp, gt, opts, inv)
-        },
-        read: async () => ({ dx: await rt.read(tdy), "backward∘forward": await rt.read(tx) }),
-        release() {
-          rt.release(tdy, tp, tx)
-          releaseRopeTable(rt, gt)
-          releaseRopeTable(rt, inv)
-        },
+      const run = () => {
+        applyRopeBackward(rt, tdy, tp, gt, opts)
+        // The round trip with a prepared inverse table.
+        applyRope(rt, tx, tp, gt, opts)
+        applyRopeBackward(rt, tx, tp, gt, opts, inv)
+        return { dx: tdy, "backward∘forward": tx }
       }
+      return launcher(rt, [tdy, tp, tx], run, { cleanup: () => [gt, inv].forEach((t) => releaseRopeTable(rt, t)) })
     },
     expected: once(() => {
       // backward(forward(x)) = m²·x on rotated dims of positions ≥ n̂, x elsewhere.

@@ -1,13 +1,20 @@
 /** Table cases of applyRope: angle precision to positions past 4M, head and rotary sizes, n̂, m, per-layer tables. */
 import { type RopeTable, defaultInvFreq } from "../../rope-table.ts"
-import { applyRope, releaseRopeTable, uploadRopeTable } from "../../rope.ts"
+import { type GpuRopeTable, type RopeOptions, applyRope, releaseRopeTable, uploadRopeTable } from "../../rope.ts"
 import { ropeCosSinRef, ropeRef } from "../../rope.ref.ts"
-import type { Expected, KernelCase, KernelOp } from "../kernel-case.ts"
-import { SINGLE, once } from "../kernel-case.ts"
+import type { GpuRuntime } from "../../runtime.ts"
+import type { Tensor } from "../../tensor.ts"
+import { type Expected, type KernelCase, type KernelOp, SINGLE, launcher, once } from "../kernel-case.ts"
 import { uniform } from "../random.ts"
 
 /** Angle difference wrapped to (−π, π]. */
 export const wrapAngle = (a: number): number => a - 2 * Math.PI * Math.round(a / (2 * Math.PI))
+
+/** Rotates x in place; x is the output. */
+function rotate(rt: GpuRuntime, x: Tensor, positions: Tensor, table: GpuRopeTable, opts: RopeOptions): { x: Tensor } {
+  applyRope(rt, x, positions, table, opts)
+  return { x }
+}
 
 /** LongRoPE-like table: θ_i / λ_i with λ rising linearly from 1 to `maxFactor`. */
 function longTable(rotaryDim: number, base: number, maxFactor: number): RopeTable {
@@ -35,23 +42,20 @@ function precisionCase(base: number, maxFactor: number): KernelCase {
       for (let t = 0; t < T; t++) x.fill(1, t * headDim, t * headDim + half)
       const tx = rt.upload(x, [T, headDim]), tp = rt.upload(Uint32Array.from(PRECISION_POSITIONS))
       const gt = uploadRopeTable(rt, table, 1)
-      return {
-        run: () => applyRope(rt, tx, tp, gt, { heads: 1, headDim, layer: 0 }),
-        async read() {
-          const out = await rt.read(tx)
-          // The kernel's angle, on the branch nearest the reference's (angles are defined mod 2π).
-          const angle = Float64Array.from(ref(), (r, k) => {
-            const t = Math.floor(k / half), i = k % half
-            const want = wrapAngle(r.angle)
-            return want + wrapAngle(Math.atan2(out[t * headDim + half + i]!, out[t * headDim + i]!) - want)
-          })
-          return { angle, "cos, sin": out }
-        },
-        release() {
-          releaseRopeTable(rt, gt)
-          rt.release(tx, tp)
-        },
+      const run = () => {
+        applyRope(rt, tx, tp, gt, { heads: 1, headDim, layer: 0 })
+        return { "cos, sin": tx }
       }
+      // The kernel's angle, on the branch nearest the reference's (angles are defined mod 2π).
+      const view = ({ "cos, sin": out }: Readonly<Record<string, Float32Array>>) => ({
+        "cos, sin": out!,
+        angle: Float64Array.from(ref(), (r, k) => {
+          const t = Math.floor(k / half), i = k % half
+          const want = wrapAngle(r.angle)
+          return want + wrapAngle(Math.atan2(out![t * headDim + half + i]!, out![t * headDim + i]!) - want)
+        }),
+      })
+      return launcher(rt, [tx, tp], run, { view, cleanup: () => releaseRopeTable(rt, gt) })
     },
     expected: once(() => {
       const cs = new Float64Array(T * headDim)
@@ -113,17 +117,10 @@ export function ropeCase(p: RopeParams): KernelCase {
       const { table, x, positions } = host()
       const tx = rt.upload(x, [p.T, D]), tp = rt.upload(positions)
       const gt = uploadRopeTable(rt, table, p.layers ?? 1)
-      return {
-        run: () => applyRope(rt, tx, tp, gt, opts),
-        async read() {
-          const got = await rt.read(tx)
-          return { x: got, "pass-through dims": passThrough(got) }
-        },
-        release() {
-          releaseRopeTable(rt, gt)
-          rt.release(tx, tp)
-        },
-      }
+      return launcher(rt, [tx, tp], () => rotate(rt, tx, tp, gt, opts), {
+        view: ({ x }) => ({ x: x!, "pass-through dims": passThrough(x!) }),
+        cleanup: () => releaseRopeTable(rt, gt),
+      })
     },
     expected: once(() => {
       const { table, x, positions } = host()
@@ -155,17 +152,10 @@ function startTokensCase(layer: number): KernelCase {
       const x = startTokensInput()
       const tx = rt.upload(x, [5, 16]), tp = rt.upload(START_TOKEN_POSITIONS)
       const gt = uploadRopeTable(rt, table, 2)
-      return {
-        run: () => applyRope(rt, tx, tp, gt, opts),
-        async read() {
-          const got = await rt.read(tx)
-          return { x: got, "row at position 0": got.subarray(0, 16) }
-        },
-        release() {
-          releaseRopeTable(rt, gt)
-          rt.release(tx, tp)
-        },
-      }
+      return launcher(rt, [tx, tp], () => rotate(rt, tx, tp, gt, opts), {
+        view: ({ x }) => ({ x: x!, "row at position 0": x!.subarray(0, 16) }),
+        cleanup: () => releaseRopeTable(rt, gt),
+      })
     },
     expected: once(() => {
       const x = startTokensInput()

@@ -1,7 +1,7 @@
 /** Table cases of the in-place helpers: scale (x *= s), axpy (x += s·y), fill (x = s). */
 import { axpyInPlace, fill, scaleInPlace } from "../../scale.ts"
 import { axpyRef, scaleRef } from "../../scale.ref.ts"
-import { type KernelCase, type KernelOp, SINGLE, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, SINGLE, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 export function scaleCase(n: number, s: number, note?: string): KernelCase {
@@ -14,15 +14,12 @@ export function scaleCase(n: number, s: number, note?: string): KernelCase {
       const sx = rt.upload(x), ax = rt.upload(x), ty = rt.upload(y)
       // NaN and Inf first: fill must overwrite them (zeroing gradients), where scaling by 0 would not.
       const fx = rt.upload(new Float32Array(n).map((_, i) => (i % 3 === 0 ? NaN : i % 3 === 1 ? Infinity : x[i]!)))
-      return {
-        run() {
-          scaleInPlace(rt, sx, s)
-          axpyInPlace(rt, ax, ty, s)
-          fill(rt, fx, s)
-        },
-        read: async () => ({ scale: await rt.read(sx), axpy: await rt.read(ax), fill: await rt.read(fx) }),
-        release: () => rt.release(sx, ax, ty, fx),
-      }
+      return launcher(rt, [sx, ax, ty, fx], () => {
+        scaleInPlace(rt, sx, s)
+        axpyInPlace(rt, ax, ty, s)
+        fill(rt, fx, s)
+        return { scale: sx, axpy: ax, fill: fx }
+      })
     },
     expected: once(() => {
       const { x, y } = host()

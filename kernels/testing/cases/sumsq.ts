@@ -3,7 +3,7 @@ import type { AdapterProfile } from "../../runtime.ts"
 import { sumSquares } from "../../sumsq.ts"
 import { clipCoefRef, sumSquaresRef } from "../../sumsq.ref.ts"
 import type { Tensor } from "../../tensor.ts"
-import { type KernelCase, type KernelOp, type Variant, once, withProfile } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, type Variant, once, withProfile, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 export interface SumsqVariant extends Variant {
@@ -43,16 +43,10 @@ export function sumsqCase(c: SumsqParams): KernelCase<SumsqVariant> {
       const { tensors, noise } = host()
       const ts = tensors.map((h) => rt.upload(h))
       const noiseT = c.otherWorkFirst === true ? rt.upload(noise) : undefined
-      let out: Tensor[] = []
-      return {
-        run() {
-          rt.release(...out)
-          out = noiseT === undefined ? [] : [sumSquares(rt, [noiseT])]
-          out.push(sumSquares(rt, ts))
-        },
-        read: async () => ({ sum: await rt.read(out[out.length - 1]!) }),
-        release: () => rt.release(...ts, noiseT, ...out),
-      }
+      return launcher(rt, [...ts, noiseT], () => {
+        if (noiseT !== undefined) rt.release(sumSquares(rt, [noiseT])) // safe mid-batch: the pool hands it out in order
+        return { sum: sumSquares(rt, ts) }
+      })
     },
     expected: once(() => ({
       // f32 sums of ≤ ~800 terms per invocation, then trees: relative error well under 1e-5.

@@ -2,9 +2,8 @@
 import { swigluBackward } from "../../swiglu-backward.ts"
 import { swigluBackwardRef } from "../../swiglu-backward.ref.ts"
 import { swigluRef } from "../../swiglu.ref.ts"
-import type { Tensor } from "../../tensor.ts"
 import { dotLoss, fdGrad } from "../gradcheck.ts"
-import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 export function swigluBackwardCase(T: number, D: number, scale: number): KernelCase {
@@ -16,17 +15,10 @@ export function swigluBackwardCase(T: number, D: number, scale: number): KernelC
     setup(rt) {
       const { gate, up, dOut } = host()
       const tg = rt.upload(gate, [T, D]), tu = rt.upload(up, [T, D]), td = rt.upload(dOut, [T, D])
-      let out: { dgate: Tensor; dup: Tensor } | undefined
-      return {
-        run() {
-          if (out !== undefined) rt.release(out.dgate, out.dup)
-          out = swigluBackward(rt, tg, tu, td)
-          expectShapeOf("swigluBackward", "dgate", out.dgate, [T, D])
-          expectShapeOf("swigluBackward", "dup", out.dup, [T, D])
-        },
-        read: async () => ({ dgate: await rt.read(out!.dgate), dup: await rt.read(out!.dup) }),
-        release: () => rt.release(tg, tu, td, out?.dgate, out?.dup),
-      }
+      return launcher(rt, [tg, tu, td], () => {
+        const { dgate, dup } = swigluBackward(rt, tg, tu, td)
+        return { dgate: expectShapeOf("swigluBackward", "dgate", dgate, [T, D]), dup: expectShapeOf("swigluBackward", "dup", dup, [T, D]) }
+      })
     },
     expected: once(() => {
       const { gate, up, dOut } = host()

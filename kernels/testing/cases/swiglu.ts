@@ -1,9 +1,8 @@
 /** Table cases of SwiGLU: silu(gate)·up. */
 import { swiglu } from "../../swiglu.ts"
 import { swigluRef } from "../../swiglu.ref.ts"
-import type { Tensor } from "../../tensor.ts"
 import type { Tolerance } from "../compare.ts"
-import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 function swigluCase(name: string, shape: readonly number[], inputs: () => { gate: Float32Array; up: Float32Array }, tol: Tolerance): KernelCase {
@@ -14,15 +13,7 @@ function swigluCase(name: string, shape: readonly number[], inputs: () => { gate
     setup(rt) {
       const { gate, up } = host()
       const tg = rt.upload(gate, shape), tu = rt.upload(up, shape)
-      let out: Tensor | undefined
-      return {
-        run() {
-          rt.release(out)
-          out = expectShapeOf("swiglu", "output", swiglu(rt, tg, tu), shape)
-        },
-        read: async () => ({ y: await rt.read(out!) }),
-        release: () => rt.release(tg, tu, out),
-      }
+      return launcher(rt, [tg, tu], () => ({ y: expectShapeOf("swiglu", "output", swiglu(rt, tg, tu), shape) }))
     },
     expected: once(() => {
       const { gate, up } = host()
