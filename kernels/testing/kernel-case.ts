@@ -132,7 +132,7 @@ export function launcher(rt: GpuRuntime, inputs: readonly (Tensor | undefined)[]
   }
 }
 
-/** The adapter as test names show it: device and backend, e.g. "llvmpipe (LLVM 19.1.7, 256 bits) via opengles". */
+/** The adapter as test names show it: device and backend, e.g. "llvmpipe-llvm-15-0-6-256-bits via opengles". */
 export function adapterLabel(rt: GpuRuntime): string {
   const a = rt.adapter
   const device = [a.device.replace(/-+$/, ""), a.description].find((s) => s !== "") ?? a.vendor
@@ -183,7 +183,7 @@ export function checkOutputs(what: string, got: Outputs, expected: Readonly<Reco
 }
 
 /** The name a test shows for a case: op, variant, dtype, case, adapter. */
-export const caseTitle = (op: string, c: KernelCase, v: Variant, rt: GpuRuntime): string =>
+const caseTitle = (op: string, c: KernelCase, v: Variant, rt: GpuRuntime): string =>
   `${op} [${v.name}, ${c.dtype}] ${c.name} on ${adapterLabel(rt)}`
 
 /** Runs a case and compares every output with its float64 reference. */

@@ -20,7 +20,7 @@ export const defaultAttentionVariant = (profile: AdapterProfile): AttentionKerne
 
 // f32 kernels against the float64 reference: outputs are convex combinations of V rows in [-1, 1], and
 // f32 rounding of scores, exp2 and the running sums stays near 1e-7; 1e-5 leaves room for that.
-export const ATTENTION_TOL = 1e-5
+const ATTENTION_TOL = 1e-5
 
 export interface AttentionParams {
   readonly heads: number
@@ -68,7 +68,7 @@ export function attentionCase(p: AttentionParams): KernelCase<AttentionKernelVar
     p.windowRows !== undefined ? `windows of ${p.windowRows} rows` : "",
     p.scale !== undefined ? `scale ${p.scale}` : "",
     p.qGain !== undefined ? `q×${p.qGain}` : "",
-    p.rows !== undefined ? `cpu rows ${p.rows}` : "cpu rows by default",
+    p.rows !== undefined ? `${p.rows} rows per invocation (cpu kernel)` : "",
     p.refScale !== undefined ? `reference scale ${p.refScale}` : "",
   ]
   return {

@@ -45,7 +45,7 @@ const maxAbs = (v: ArrayLike<number>): number => {
  * walk, sqrt(K) of them. The ×4 covers the tail over thousands of outputs. An indexing error shows up as
  * a whole missing or extra term (≈ max|a|·max|b|), far above this for the sizes tested.
  */
-export function matmulTolerance(k: number, a: ArrayLike<number>, b: ArrayLike<number>): number {
+function matmulTolerance(k: number, a: ArrayLike<number>, b: ArrayLike<number>): number {
   return 4 * 2 ** -23 * Math.sqrt(k) * (Math.sqrt(k) * maxAbs(a) * maxAbs(b))
 }
 

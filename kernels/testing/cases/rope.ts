@@ -23,7 +23,7 @@ function longTable(rotaryDim: number, base: number, maxFactor: number): RopeTabl
   return { rotaryDim, invFreq, originalInvFreq: orig, startTokens: 0, attentionScale: 1 }
 }
 
-export const PRECISION_POSITIONS = [0, 1, 2, 4095, 4096, 2 ** 20 + 3, 2_000_000, 2_097_151, 4_194_303, 4_194_304 + 12_345, 16_777_217, 2 ** 31 + 7, 2 ** 32 - 1]
+const PRECISION_POSITIONS = [0, 1, 2, 4095, 4096, 2 ** 20 + 3, 2_000_000, 2_097_151, 4_194_303, 4_194_304 + 12_345, 16_777_217, 2 ** 31 + 7, 2 ** 32 - 1]
 
 /**
  * Unit inputs (x_i = 1, x_{i+half} = 0) make the kernel output (m·cos, m·sin) of every angle directly.
