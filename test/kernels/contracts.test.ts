@@ -13,12 +13,14 @@ import { embed } from "../../kernels/embedding.ts"
 import { logprobsFromLogits } from "../../kernels/logprobs.ts"
 import { expandTemplate, linear, matmul, prepareWeight, releaseWeight, setMatmulVariant } from "../../kernels/matmul.ts"
 import { defaultInvFreq } from "../../kernels/rope-table.ts"
+import { readSumSquares } from "../../kernels/sumsq.ts"
 import { applyRope, releaseRopeTable, turnsFixedPoint, uploadRopeTable } from "../../kernels/rope.ts"
 import { ropeRef } from "../../kernels/rope.ref.ts"
-import { attentionCase } from "../../kernels/testing/cases/attention.ts"
+import { attentionCase, defaultAttentionVariant } from "../../kernels/testing/cases/attention.ts"
+import { defaultLinearVariant, linearCase } from "../../kernels/testing/cases/matmul.ts"
 import { START_TOKEN_POSITIONS, startTokensInput, startTokensTable, wrapAngle } from "../../kernels/testing/cases/rope.ts"
 import { compare, describeComparison, expectClose } from "../../kernels/testing/compare.ts"
-import { checkCase, expectSameOutputs, withProfile } from "../../kernels/testing/kernel-case.ts"
+import { type KernelCase, type Variant, checkCase, checkOutputs, expectSameOutputs, withProfile } from "../../kernels/testing/kernel-case.ts"
 import { rand } from "../../kernels/testing/random.ts"
 import { gpu } from "../gpu-shared.ts"
 
@@ -49,6 +51,37 @@ describe("the table's comparison", () => {
       // Far past the tolerance, not at its edge.
       expect(Number(/max abs error ([^,]+)/.exec(failure ?? "")?.[1])).toBeGreaterThan(100 * 1e-5)
     }
+  })
+})
+
+describe("launchers, as bench/ runs them", () => {
+  /** Runs a launch six times: the pool must end where it was after one run, the outputs still the reference's. */
+  async function repeated<V extends Variant>(c: KernelCase<V>, v: V): Promise<void> {
+    const rt = await gpu()
+    const launch = c.setup(rt, v)
+    launch.run()
+    await rt.sync()
+    const live = rt.stats.liveBytes
+    for (let i = 0; i < 5; i++) launch.run()
+    await rt.sync()
+    expect(rt.stats.liveBytes).toBe(live)
+    checkOutputs(c.name, await launch.read(), c.expected())
+    launch.release()
+  }
+  test("repeated runs free the previous outputs and still match the reference", async () => {
+    const { profile } = (await gpu()).adapter
+    await repeated(linearCase({ m: 37, n: 21, k: 19, bias: true }), defaultLinearVariant(profile))
+    await repeated(attentionCase({ heads: 2, kvHeads: 1, headDim: 16, t: 20, chunks: [13, 7], rows: 2 }), defaultAttentionVariant(profile))
+  })
+})
+
+describe("sumsq's read helper", () => {
+  test("readSumSquares reads the one number sumSquares leaves: 0 for no tensors", async () => {
+    const rt = await gpu()
+    expect(await readSumSquares(rt, [])).toBe(0)
+    const t = rt.upload(Float32Array.of(1, -2, 3))
+    expect(await readSumSquares(rt, [t])).toBe(14)
+    rt.release(t)
   })
 })
 
