@@ -13,3 +13,26 @@ export class InputError extends Error {
 
 /** `file: problem`, the shape every input error takes. */
 export const inputError = (file: string, problem: string): InputError => new InputError(`${file}: ${problem}`)
+
+/** A file that could not be written (disk full, no permission, ...): names the file and the reason. */
+export class WriteError extends Error {
+  override readonly name = "WriteError"
+}
+
+const WRITE_REASONS: Readonly<Record<string, string>> = {
+  ENOSPC: "no space left on device",
+  EDQUOT: "disk quota exceeded",
+  EFBIG: "file too large for this file system or process limit",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EROFS: "read-only file system",
+  EIO: "input/output error",
+}
+
+/** `path: cannot write: <reason> (<code>)`; a WriteError passes through unchanged. */
+export const writeError = (path: string, cause: unknown): WriteError => {
+  if (cause instanceof WriteError) return cause
+  const code = (cause as NodeJS.ErrnoException | undefined)?.code
+  const reason = code !== undefined && WRITE_REASONS[code] !== undefined ? `${WRITE_REASONS[code]} (${code})` : cause instanceof Error ? cause.message : String(cause)
+  return new WriteError(`${path}: cannot write: ${reason}`, { cause })
+}

@@ -9,7 +9,7 @@ import { acquireRuntime, describeAdapter, Gpu } from "../../kernels/device.ts"
 import { writeRunMetrics } from "../../stages/metrics.ts"
 import { writeRunReportFromDir } from "../../stages/report.ts"
 import { UserError } from "../errors.ts"
-import { AdapterInfo, layerConsole, layerSilent, loadWorkflow, runWorkflow } from "../workflow/index.ts"
+import { AdapterInfo, layerConsole, layerWarnings, loadWorkflow, runWorkflow } from "../workflow/index.ts"
 
 export const DEFAULT_WORKFLOW = "workflows/default.yaml"
 
@@ -44,7 +44,7 @@ export const run = Command.make(
   {
     file: workflowFile,
     store: storeFlag,
-    quiet: Flag.Boolean("quiet").pipe(Flag.withAlias("q"), Flag.withDescription("no progress output"), Flag.withDefault(false)),
+    quiet: Flag.Boolean("quiet").pipe(Flag.withAlias("q"), Flag.withDescription("no progress output (warnings still print)"), Flag.withDefault(false)),
   },
   ({ file, store, quiet }) =>
     loadWorkflow(file).pipe(
@@ -59,7 +59,7 @@ export const run = Command.make(
             process.stderr.write(`warning: ${runDir}: metrics.json or report.md not written: ${e instanceof Error ? e.message : String(e)}\n`)
           }
         })),
-      Effect.provide(quiet ? layerSilent : layerConsole),
+      Effect.provide(quiet ? layerWarnings : layerConsole),
       Effect.catchTags({
         WorkflowInvalid: (e) => Effect.fail(new UserError({ message: e.message })),
         RunError: (e) => Effect.fail(new UserError({ message: e.message })),
