@@ -467,7 +467,8 @@ function runSearch(env: Env, strategy: AnyStrategy, job: Job, onGeneration: (pro
       })
       const next = yield* Effect.try({ try: () => strategy.observe(state, results), catch: (e) => asStageError(e, `strategy ${strategy.name}`) })
       const prog = strategy.progress(next)
-      const log = prog.generation > before ? appendToLog(cp.log, prog, seconds) : cp.log
+      // no timings in the log: an artifact holds the same bytes for the same inputs (the step's result has the time)
+      const log = prog.generation > before ? appendToLog(cp.log, prog) : cp.log
       // Continue from the JSON form, exactly what a resumed run would read back.
       const text = JSON.stringify({ format: 1, strategy: strategy.name, state: next, log, seconds } satisfies Checkpoint)
       writeFileAtomic(file, text)
@@ -870,7 +871,6 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
             run_id: ctx.key,
             lengths,
             scale,
-            created: new Date().toISOString(),
             source: `${mode} search, strategy ${strategy.name}, fitness ${setup.fitness.name}, step ${ctx.step}`,
             notes: `best fitness ${bests.map((b) => b.fitness).join(", ")}${mode === "second" ? "; factors are λ_rel ⊙ λ_ft" : ""}`,
           },

@@ -250,8 +250,11 @@ export const FactorSetFile = type({
     lengths: "number.integer > 0 [] ",
     /** The scale s = L'/L0 they target. */
     scale: "number > 0",
-    /** ISO 8601 time of creation. */
-    created: "string",
+    /**
+     * ISO 8601 time of creation, in files from before ropeway made artifacts reproducible (the same
+     * inputs give the same bytes): the run manifest records when a step ran.
+     */
+    "created?": "string",
     "source?": "string",
     "notes?": "string",
   },
