@@ -5,7 +5,7 @@
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Cause, Effect } from "effect"
 import { Command } from "effect/cli"
-import { InputError, UserError } from "./errors.ts"
+import { InputError, UserError, WriteError } from "./errors.ts"
 import { commands } from "./commands/index.ts"
 
 const root = Command.make("ropeway").pipe(
@@ -16,7 +16,7 @@ const root = Command.make("ropeway").pipe(
 const program = Command.run(root, { version: "0.1.0" }).pipe(
   Effect.catchCause((cause) => {
     const err = Cause.squash(cause)
-    if (err instanceof UserError || err instanceof InputError || (err as { _tag?: string })?._tag === "GpuUnavailable") {
+    if (err instanceof UserError || err instanceof InputError || err instanceof WriteError || (err as { _tag?: string })?._tag === "GpuUnavailable") {
       return Effect.sync(() => {
         process.stderr.write(`error: ${(err as Error).message}\n`)
         process.exitCode = 1

@@ -16,10 +16,11 @@
  *   they live in the workflow, not in the user's copy of the weights.
  */
 import { Effect, Schema } from "effect"
-import { readFileSync, writeFileSync } from "node:fs"
+import { readFileSync } from "node:fs"
 import { InputError } from "../pipeline/errors.ts"
 import { definePlugin } from "../pipeline/workflow/plugin.ts"
 import { defineStage, type Json, StageError } from "../pipeline/workflow/stage.ts"
+import { writeFileAtomic } from "../pipeline/workflow/store.ts"
 import { configWithRope, readConfigJson, writeHfFolder } from "../plugins/export/hf.ts"
 import {
   type FactorSetFile, factorSetToHfLongrope, factorSetToScaling, formatFactorSetFile, parseFactorSetFile, ropeSpecFromConfig,
@@ -213,7 +214,7 @@ export const mergeFactorsStage = defineStage({
           const m = mergeFactorSets(base, extra, ctx.params.take)
           const out = { ...m, provenance: { ...m.provenance, run_id: ctx.key } }
           // The same reader every consumer uses checks what is written (order, factor counts).
-          writeFileSync(ctx.outputs.factors, formatFactorSetFile(parseFactorSetFile(formatFactorSetFile(out), "merge-factors output")))
+          writeFileAtomic(ctx.outputs.factors, formatFactorSetFile(parseFactorSetFile(formatFactorSetFile(out), "merge-factors output")))
           return out
         },
         catch: (e) => asStageError(e, "merge-factors"),

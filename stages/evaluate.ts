@@ -34,12 +34,13 @@
  */
 import { Context, Effect, Option, Schema } from "effect"
 import { createHash } from "node:crypto"
-import { existsSync, readFileSync, writeFileSync, renameSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { acquireRuntime, Gpu, GpuUnavailable } from "../kernels/device.ts"
 import type { RopeTable } from "../kernels/rope-table.ts"
 import type { GpuRuntime } from "../kernels/runtime.ts"
 import { defineStage, StageError } from "../pipeline/workflow/stage.ts"
+import { writeFileAtomic } from "../pipeline/workflow/store.ts"
 import { byteTokenizer, loadTokenizer, type TextTokenizer } from "../plugins/data/tokenizer.ts"
 import { openCorpus } from "../plugins/data/corpus.ts"
 import { Rng } from "../plugins/data/rng.ts"
@@ -409,11 +410,7 @@ const loadDocs = (p: EvaluateParams, seed: number, tokens: number, tok: TextToke
   return { docs, data: `corpus ${path}, seeded order (seed ${seed}), first ${p.samples} documents with ≥ ${need} tokens, cut to ${tokens}${shorter}, tokenizer ${tok.name}` }
 }
 
-const writeJsonAtomic = (path: string, value: unknown): void => {
-  const tmp = `${path}.${process.pid}.tmp`
-  writeFileSync(tmp, JSON.stringify(value))
-  renameSync(tmp, path)
-}
+const writeJsonAtomic = (path: string, value: unknown): void => writeFileAtomic(path, JSON.stringify(value))
 
 /** generate() reads only config.numLayers, rope and session of a LlamaModel: a ScoringModel with those will do. */
 const generator = (m: ScoringModel): LlamaModel | undefined =>

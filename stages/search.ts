@@ -41,7 +41,7 @@
  * workflow must wire every input a stage declares.
  */
 import { Context, Effect, Option, Schema } from "effect"
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { acquireRuntime, Gpu, GpuUnavailable } from "../kernels/device.ts"
 import { InputError, inputError } from "../pipeline/errors.ts"
@@ -493,11 +493,11 @@ function longropeLog(strategy: AnyStrategy, state: unknown): LongRoPELog {
 
 function writeLogs(dir: string, strategy: AnyStrategy, cp: Checkpoint, baseFactors: readonly number[] | undefined): void {
   mkdirSync(dir, { recursive: true })
-  writeFileSync(join(dir, "search-log.json"), `${JSON.stringify(cp.log, null, 2)}\n`)
-  writeFileSync(join(dir, "longrope-log.json"), `${stringifyLongRoPELog(longropeLog(strategy, cp.state))}\n`)
-  for (const e of cp.log.entries) if (e.best !== null) writeFileSync(join(dir, resultCsvName(e.generation)), formatFactorsCsv(absoluteFactors(e.best.genome, baseFactors)))
+  writeFileAtomic(join(dir, "search-log.json"), `${JSON.stringify(cp.log, null, 2)}\n`)
+  writeFileAtomic(join(dir, "longrope-log.json"), `${stringifyLongRoPELog(longropeLog(strategy, cp.state))}\n`)
+  for (const e of cp.log.entries) if (e.best !== null) writeFileAtomic(join(dir, resultCsvName(e.generation)), formatFactorsCsv(absoluteFactors(e.best.genome, baseFactors)))
   const best = strategy.best(cp.state)
-  if (best !== undefined) writeFileSync(join(dir, resultCsvName("final")), formatFactorsCsv(absoluteFactors(best.genome, baseFactors)))
+  if (best !== undefined) writeFileAtomic(join(dir, resultCsvName("final")), formatFactorsCsv(absoluteFactors(best.genome, baseFactors)))
 }
 
 type SetEntry = FactorSetFile["sets"][number]
@@ -876,7 +876,7 @@ export function runSearchStage(ctx: StageContext<SearchParams, string, string>) 
           },
         }
         // Validate what we write with the same reader every consumer uses.
-        writeFileSync(out.factors, formatFactorSetFile(parseFactorSetFile(formatFactorSetFile(file), "search output")))
+        writeFileAtomic(out.factors, formatFactorSetFile(parseFactorSetFile(formatFactorSetFile(file), "search output")))
         jobs.forEach((job, k) => writeLogs(job.tag === "" ? out.log : join(out.log, job.tag), strategy, results[k]!, job.table.baseFactors))
       },
       catch: (e) => asStageError(e, "search: writing outputs"),

@@ -45,7 +45,7 @@ import type { LlamaConfig } from "../plugins/models/llama/config.ts"
 import { createTrainableLlama, type HostWeights, type TrainableLlama } from "../plugins/models/llama/train.ts"
 import { writeCheckpoint } from "../plugins/models/safetensors.ts"
 import type { RopeSpec } from "../plugins/rope/types.ts"
-import { latestTrainingCheckpoint, restoreTraining } from "../training/checkpoint.ts"
+import { latestTrainingCheckpoint, restoreNewestTraining, restoreTraining } from "../training/checkpoint.ts"
 import { loopPosition, trainLoop } from "../training/loop.ts"
 import { Optimizer, type OptimizerConfig } from "../training/optimizer.ts"
 import { type ScheduleConfig, type ScheduleKind, validateSchedule } from "../training/schedule.ts"
@@ -544,12 +544,15 @@ export function runTraining(ctx: StageContext<unknown, string, string>, s: Train
     const root = join(ctx.checkpointDir, "training")
     const architecture = architectureOf(s.config)
 
-    // Resume: this step's own newest checkpoint, else `resumeFrom`. A mismatch fails here, touching nothing on disk.
+    // Resume: this step's own newest whole checkpoint (a damaged newer one is set aside), else `resumeFrom`.
+    // A mismatch (another architecture) fails here, touching nothing on disk.
+    const setAside: string[] = []
     const resumed = yield* Effect.try({
       try: () => {
-        const dir = latestTrainingCheckpoint(root) ?? (s.resumeFrom === undefined ? undefined : resumeDir(s.stage, s.resumeFrom))
-        if (dir === undefined) return undefined
-        const ckpt = restoreTraining(dir, optimizer, architecture)
+        let ckpt = restoreNewestTraining(root, optimizer, architecture, (e, dir) => setAside.push(`${s.stage}: checkpoint ${dir} is damaged (${e.message}); set aside, resuming from the one before`))
+        if (ckpt === undefined && s.resumeFrom !== undefined) ckpt = restoreTraining(resumeDir(s.stage, s.resumeFrom), optimizer, architecture)
+        if (ckpt === undefined) return undefined
+        const dir = ckpt.dir
         const data = ckpt.meta.data as unknown as Partial<DataMeta> | null
         if (data === null || !isCursor(data.cursor)) throw inputError(join(dir, "trainer_state.json"), "no data cursor (not written by a ropeway training stage)")
         const step = loopPosition(ckpt)
@@ -558,6 +561,7 @@ export function runTraining(ctx: StageContext<unknown, string, string>, s: Train
       },
       catch: (e) => asStageError(e, `${s.stage}: resuming`),
     })
+    for (const line of setAside) yield* ctx.progress.log(line)
     const start = resumed?.step ?? 0
     const losses: number[] = [...(resumed?.losses ?? [])].slice(0, start)
     if (resumed !== undefined) yield* ctx.progress.log(`${s.stage}: resuming at step ${start}/${s.steps} from ${resumed.dir}`)

@@ -11,7 +11,7 @@
  */
 import { Cause, Context, Data, Effect, Exit, Option } from "effect"
 import { existsSync, mkdirSync, symlinkSync } from "node:fs"
-import { join } from "node:path"
+import { join, relative } from "node:path"
 import { withCluster } from "../cluster/index.ts"
 import { formatDiagnostic } from "./diagnostics.ts"
 import type { InputSource, ResolvedStep, Workflow } from "./loader.ts"
@@ -227,10 +227,12 @@ export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effe
             m.outputs[name] = rec
           }
           m.result = meta.result
-          // a convenience view of this run's artifacts: <run>/steps/<step> -> the store entry's (read-only) outputs
+          // a convenience view of this run's artifacts: <run>/steps/<step> -> the store entry's (read-only)
+          // outputs, linked relatively so the store can be moved or copied whole
           try {
-            mkdirSync(join(runDir, "steps"), { recursive: true })
-            symlinkSync(join(store.entryDir(key), "out"), join(runDir, "steps", step.name), "dir")
+            const steps = join(runDir, "steps")
+            mkdirSync(steps, { recursive: true })
+            symlinkSync(relative(steps, join(store.entryDir(key), "out")), join(steps, step.name), "dir")
           } catch {
             // a file system without links, or the link is there: the manifest has every path
           }

@@ -5,7 +5,8 @@
  * Layout: "GGUF", version u32, tensor count u64, metadata count u64, metadata key/values, tensor infos
  * (name, dims innermost-first, ggml type, offset), padding to `general.alignment`, tensor data.
  */
-import { rename, writeFile } from "node:fs/promises"
+import { rename, rm, writeFile } from "node:fs/promises"
+import { writeError } from "../../pipeline/errors.ts"
 import { toF16Bits } from "./safetensors.ts"
 
 export type GgufValue =
@@ -114,11 +115,16 @@ export function encodeGguf(file: GgufFile): Uint8Array {
   return w.result()
 }
 
-/** Writes atomically: a temp file renamed into place, so a crash never leaves half a file. */
+/** Writes atomically: a temp file renamed into place, so a crash never leaves half a file; a failure names `path`. */
 export async function writeGguf(path: string, file: GgufFile): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`
-  await writeFile(tmp, encodeGguf(file))
-  await rename(tmp, path)
+  try {
+    await writeFile(tmp, encodeGguf(file))
+    await rename(tmp, path)
+  } catch (e) {
+    await rm(tmp, { force: true })
+    throw writeError(path, e)
+  }
 }
 
 /** Parses a GGUF file (f32/f16 tensors; other ggml types are reported as unsupported). */

@@ -8,7 +8,7 @@
  */
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from "node:fs"
 import { basename, dirname, join } from "node:path"
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError, writeError } from "../../pipeline/errors.ts"
 
 /** Bytes per element of every dtype the format defines; only F32, F16 and BF16 can be decoded to f32. */
 const DTYPE_BYTES: Readonly<Record<string, number>> = {
@@ -305,7 +305,7 @@ function toHalfBits(x: number, mant: number, expBits: number): number {
 export const toF16Bits = (x: number): number => toHalfBits(x, 10, 5)
 export const toBf16Bits = (x: number): number => toHalfBits(x, 7, 8)
 
-/** Writes through a temporary file and a rename, so readers never see a half-written file. */
+/** Writes through a temporary file and a rename, so readers never see a half-written file; a failure (a full disk) names `path`. */
 export function writeFileAtomic(path: string, bytes: Uint8Array | string): void {
   mkdirSync(dirname(path), { recursive: true })
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`
@@ -321,7 +321,7 @@ export function writeFileAtomic(path: string, bytes: Uint8Array | string): void 
     renameSync(tmp, path)
   } catch (e) {
     rmSync(tmp, { force: true })
-    throw e
+    throw writeError(path, e)
   }
 }
 

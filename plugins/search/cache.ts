@@ -8,7 +8,8 @@
  * candidate is never evaluated twice across runs, strategies and modes (a `second` search's relative
  * genome that multiplies out to a vector already scored is a hit).
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
+import { writeError } from "../../pipeline/errors.ts"
 import { join } from "node:path"
 import { canonicalJson, sha256 } from "../../pipeline/workflow/hash.ts"
 import { sanitizeFitness, type Fidelity } from "./types.ts"
@@ -70,8 +71,13 @@ export class CandidateCache {
     const p = this.path(key)
     mkdirSync(join(this.dir, key.slice(0, 2)), { recursive: true })
     const tmp = `${p}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`
-    writeFileSync(tmp, `${JSON.stringify(entry)}\n`)
-    renameSync(tmp, p)
+    try {
+      writeFileSync(tmp, `${JSON.stringify(entry)}\n`)
+      renameSync(tmp, p)
+    } catch (e) {
+      rmSync(tmp, { force: true })
+      throw writeError(p, e)
+    }
     this.writes++
     return entry
   }
