@@ -11,8 +11,17 @@ export class InputError extends Error {
   override readonly name = "InputError"
 }
 
-/** `file: problem`, the shape every input error takes. */
-export const inputError = (file: string, problem: string): InputError => new InputError(`${file}: ${problem}`)
+/** Characters of a problem shown: an error that echoes a hostile file's values stays one readable line. */
+const MAX_PROBLEM = 600
+
+/** One line of at most MAX_PROBLEM characters: line breaks and other control characters escaped, the rest cut. */
+export const oneLine = (text: string): string => {
+  const s = text.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => (c === "\n" ? "\\n" : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`))
+  return s.length <= MAX_PROBLEM ? s : `${s.slice(0, MAX_PROBLEM)}… (${s.length - MAX_PROBLEM} more characters)`
+}
+
+/** `file: problem`, the shape every input error takes, on one line. */
+export const inputError = (file: string, problem: string): InputError => new InputError(`${file}: ${oneLine(problem)}`)
 
 /** A file that could not be written (disk full, no permission, ...): names the file and the reason. */
 export class WriteError extends Error {

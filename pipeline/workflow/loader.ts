@@ -269,7 +269,13 @@ export const loadWorkflow = (file: string, options: LoadOptions = {}): Effect.Ef
       )
     }
     const src = new SourceMap(abs, doc, lines, text)
-    const raw: unknown = doc.toJS()
+    let raw: unknown
+    try {
+      raw = doc.toJS()
+    } catch (e) {
+      // the yaml library refuses aliases that expand too far (a "billion laughs" file)
+      return yield* fail([{ file: abs, line: 1, column: 1, path: "", message: `YAML: ${(e instanceof Error ? e.message : String(e)).split("\n")[0]}` }])
+    }
     if (!isMap(doc.contents)) return yield* fail([src.diag([], "expected a mapping with name, seed and steps")])
     const rawObj = raw as Record<string, unknown>
 

@@ -261,6 +261,10 @@ export const FactorSetFile = type({
 })
 export type FactorSetFile = typeof FactorSetFile.infer
 
+/** True when arrays or objects nest more than `levels` deep (looks no deeper than that). */
+const nestedDeeperThan = (v: unknown, levels: number): boolean =>
+  typeof v === "object" && v !== null && (levels === 0 || Object.values(v).some((x) => nestedDeeperThan(x, levels - 1)))
+
 /** Parses and validates a factor-set file; errors name the file and the path in it. */
 export function parseFactorSetFile(text: string, where = "rope.json"): FactorSetFile {
   let v: unknown
@@ -269,6 +273,8 @@ export function parseFactorSetFile(text: string, where = "rope.json"): FactorSet
   } catch (e) {
     throw inputError(where, `expected JSON, got a parse error (${(e as Error).message})`)
   }
+  // arktype's messages quote the offending value at every level: a deeply nested one would cost gigabytes
+  if (nestedDeeperThan(v, 8)) throw inputError(where, "JSON nested more than 8 levels deep; a factor-set file has at most 5")
   const out = FactorSetFile(v)
   if (out instanceof type.errors) throw inputError(where, out.summary.replace(/\n/g, "; "))
   const half = out.model.rotary_dim / 2

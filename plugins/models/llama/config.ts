@@ -59,6 +59,8 @@ export function readLlamaConfig(dir: string, options: ConfigOptions = {}): Llama
   return parseLlamaConfig(json, file, dir, options)
 }
 
+const MAX_HEAD_DIM = 65536
+
 const DEFAULT_EPS: Readonly<Record<Architecture, number>> = {
   LlamaForCausalLM: 1e-6,
   MistralForCausalLM: 1e-6,
@@ -82,7 +84,7 @@ export function parseLlamaConfig(json: unknown, file: string, dir: string, optio
   let architecture: Architecture | undefined
   let named: string
   if (Array.isArray(archs) && archs.length > 0) {
-    named = archs.map(String).join(", ")
+    named = archs.map((a) => (typeof a === "string" ? a : `(${Array.isArray(a) ? "a list" : a === null ? "null" : typeof a})`)).join(", ")
     architecture = SUPPORTED_ARCHITECTURES.find((a) => archs.includes(a))
   } else if (typeof modelType === "string") {
     // Older folders without `architectures`: fall back to model_type.
@@ -111,6 +113,8 @@ export function parseLlamaConfig(json: unknown, file: string, dir: string, optio
     if (hiddenSize % numHeads !== 0) throw inputError(file, `hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads}) and head_dim is not given`)
     headDim = hiddenSize / numHeads
   }
+  // RoPE tables and attention are sized by it; real models use 64 to 256
+  if (headDim > MAX_HEAD_DIM) throw inputError(file, `head dimension ${headDim} (head_dim, or hidden_size / num_attention_heads) is more than ${MAX_HEAD_DIM}`)
   const rmsNormEps = f.posNumber("rms_norm_eps", DEFAULT_EPS[architecture])
   const tieWordEmbeddings = f.bool("tie_word_embeddings", false)
   const act = f.str("hidden_act", "silu")
