@@ -280,7 +280,7 @@ export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effe
             }
           })
 
-        for (let round = 0; ; round++) {
+        for (let changes = 0; ; ) {
           const hashes = yield* Effect.sync(() => inputHashes(step, made, external))
           if (hashes === undefined) return yield* Effect.die(new Error(`inputs of ${step.name} not made`)) // the loader's order prevents it
           const key = stepKey(step, hashes)
@@ -294,8 +294,10 @@ export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effe
             yield* progress.emit({ _tag: "StepCached", index, total, step: step.name })
             return yield* save
           }
-          if (round >= MAX_ROUNDS) return yield* Effect.fail(new Error(`the inputs of step "${step.name}" keep changing while it is checked; see the warnings above`))
-          if (yield* inputsChanged(hashes)) continue
+          if (yield* inputsChanged(hashes)) {
+            if (++changes >= MAX_ROUNDS) return yield* Effect.fail(new Error(`the inputs of step "${step.name}" keep changing while it is checked; see the warnings above`))
+            continue
+          }
 
           const holder = store.lock(key)
           if (holder !== undefined) {
