@@ -9,11 +9,11 @@
  *   <workflow name>/<timestamp>/manifest.json           one folder per run; steps/<step> links to its outputs
  *
  * A committed entry cannot change under the runs that use it: its files and folders lose their write
- * bits, and meta.json records every file's size, mtime, inode and SHA-256, which verify.ts checks
- * (cheaply on every reuse, fully before a running step reads it, everything in `ropeway verify`).
+ * bits, and meta.json records every file's size, mtime, inode and SHA-256 under a seal, which verify.ts
+ * checks (cheaply on every reuse, fully before a running step reads it, everything in `ropeway verify`).
  */
 import {
-  chmodSync, closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync,
+  chmodSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync,
 } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { writeError } from "../errors.ts"
@@ -46,6 +46,8 @@ export interface EntryMeta {
   readonly outputs: Readonly<Record<string, OutputRecord>>
   /** Every file under out/, by its path there ("model/config.json"; a file output by its name). Absent in entries older than records. */
   readonly files?: Readonly<Record<string, FileRecord>>
+  /** sealOf(this entry), written with `files`: an edit to meta.json itself shows. */
+  readonly seal?: string
   readonly result: Json | null
   readonly seconds: number
   readonly createdAt: string
@@ -63,6 +65,14 @@ export interface KeyParts {
 /** hash(stage name + version, canonical params JSON, seed, input artifacts' content hashes). */
 export const cacheKey = (p: KeyParts): string =>
   sha256(canonicalJson({ format: 1, stage: p.stage, version: p.version, params: p.params, seed: p.seed, inputs: p.inputs })).slice(0, 32)
+
+/** SHA-256 of everything an entry claims except the files' stamps (which a copied store changes). */
+export const sealOf = (meta: EntryMeta): string =>
+  sha256(canonicalJson({
+    ...meta,
+    seal: undefined,
+    files: meta.files === undefined ? undefined : Object.fromEntries(Object.entries(meta.files).map(([k, f]) => [k, { size: f.size, sha256: f.sha256 }])),
+  }))
 
 /**
  * Writes a file by writing a sibling and renaming it, so readers never see half a file. A failure (a
@@ -111,7 +121,7 @@ const makeReadOnly = (path: string): void => {
     for (const name of readdirSync(path)) makeReadOnly(join(path, name))
   } else if (st.nlink > 1 && (st.mode & WRITE_BITS) !== 0) {
     const copy = `${path}.${process.pid}.copy`
-    copyFileSync(path, copy)
+    copyFileSync(path, copy, constants.COPYFILE_FICLONE) // a reflink where the file system has them
     renameSync(copy, path)
   }
   const mode = statSync(path).mode
@@ -184,7 +194,8 @@ export class RunStore {
    * Moves a sealed temp folder into place. If another process committed the same key meanwhile, its
    * entry wins (same inputs, same key) and ours is dropped.
    */
-  commit(tmp: string, meta: EntryMeta): EntryMeta {
+  commit(tmp: string, unsealed: EntryMeta): EntryMeta {
+    const meta: EntryMeta = { ...unsealed, seal: sealOf(unsealed) }
     const metaFile = join(tmp, "meta.json")
     writeFileAtomic(metaFile, `${JSON.stringify(meta, null, 2)}\n`)
     chmodSync(metaFile, 0o444)
@@ -206,9 +217,12 @@ export class RunStore {
     return meta
   }
 
-  /** Rewrites a committed entry's file records (same content, new mtime or inode: a copied store). */
+  /**
+   * Rewrites a committed entry's file records after they were checked (same content, new mtime or inode:
+   * a copied store; or an entry from before records, checked by its output hashes).
+   */
   restamp(meta: EntryMeta, files: Readonly<Record<string, FileRecord>>): EntryMeta {
-    const next: EntryMeta = { ...meta, files }
+    const next: EntryMeta = { ...meta, files, seal: sealOf({ ...meta, files }) }
     const path = this.metaPath(meta.key)
     writeFileAtomic(path, `${JSON.stringify(next, null, 2)}\n`)
     chmodSync(path, 0o444)

@@ -2,14 +2,14 @@
  * Checking committed entries against their records (store.ts). Two depths:
  * - "stat", on every reuse: each file's size, mtime and inode; a file whose stamp moved is re-hashed
  *   (a copied store keeps its content and gets its new stamps written back), one whose size moved is wrong.
- * - "hash", before a running step reads an input and in `ropeway verify`: every byte re-hashed, and the
- *   output's content hash (the one cache keys were made of) recomputed.
- * Either way a file added to or missing from an output folder is a mismatch.
+ * - "hash", before a running step reads an input and in `ropeway verify`: every byte re-hashed.
+ * Either way a file added to or missing from an output folder is a mismatch, and so is a meta.json whose
+ * seal (store.ts) no longer fits it: the records and the output hashes keys were made of are what it claims.
  */
 import { existsSync, lstatSync, readdirSync, statSync } from "node:fs"
 import { join } from "node:path"
 import { fileHash, hashTree } from "./hash.ts"
-import type { EntryMeta, FileRecord, RunStore } from "./store.ts"
+import { type EntryMeta, type FileRecord, type RunStore, sealOf } from "./store.ts"
 
 export type Depth = "stat" | "hash"
 
@@ -64,6 +64,7 @@ export const checkEntry = (store: RunStore, key: string, depth: Depth, only?: re
   if (meta.key !== key || !isRecord(meta.outputs) || (meta.files !== undefined && !isRecord(meta.files))) {
     return fail("not this entry's record (key, outputs or files do not fit)")
   }
+  if (meta.files !== undefined && meta.seal !== sealOf(meta)) return fail("edited after the step committed (its seal does not match)")
   const mismatches: Mismatch[] = []
   const now: Record<string, FileRecord> = { ...meta.files }
   let moved = false
@@ -99,8 +100,6 @@ export const checkEntry = (store: RunStore, key: string, depth: Depth, only?: re
     const found = new Set(present.map(recordKey))
     for (const k of expected) if (!found.has(k)) mismatches.push({ file: join(store.entryDir(key), "out", k), problem: `missing (recorded ${meta.files[k]!.size} bytes)` })
     for (const k of found) if (meta.files[k] === undefined) mismatches.push({ file: join(store.entryDir(key), "out", k), problem: "not in the store's record (added after the step committed)" })
-    const tree = depth === "hash" ? hashTree(out) : undefined
-    const hashed = new Map(tree?.files.map((f) => [f.rel, f]))
     for (const rel of present) {
       const rec = meta.files[recordKey(rel)]
       if (rec === undefined) continue
@@ -114,15 +113,12 @@ export const checkEntry = (store: RunStore, key: string, depth: Depth, only?: re
       }
       const sameStamp = st.mtimeMs === rec.mtimeMs && st.ino === rec.ino
       if (depth === "stat" && sameStamp) continue
-      const h = hashed.get(rel)?.sha256 ?? fileHash(path)
+      const h = fileHash(path)
       if (h !== rec.sha256) mismatches.push({ file: path, problem: `content changed (sha256 ${short(h)}, recorded ${short(rec.sha256)})` })
       else if (!sameStamp) {
         now[recordKey(rel)] = { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, sha256: h }
         moved = true
       }
-    }
-    if (tree !== undefined && tree.hash !== recorded.hash && mismatches.length === 0) {
-      mismatches.push({ file: metaFile, problem: `output "${name}" hashes to ${short(tree.hash)}, recorded ${short(recorded.hash)}: the record itself was changed` })
     }
   }
   return { key, meta, mismatches, restamp: moved && mismatches.length === 0 ? now : undefined, files, bytes }
