@@ -2,7 +2,7 @@
  * The hostile-file fuzzer's worker (run by hostile-files.test.ts as its own process, so a crash, a hang
  * or a giant allocation shows as that, not as a failed test process): mutates valid inputs of every
  * loader ropeway has for files from outside, feeds each mutant to the loader and prints one JSON line
- * per case, then a closing line with the process's peak RSS.
+ * per case, then a closing line with the process's peak RSS before the first case and at the end.
  *
  *   bun test/fuzz/hostile-child.ts SEED CASES_PER_FORMAT [FORMAT...]
  *
@@ -313,6 +313,7 @@ const classify = (e: unknown, input: string): { outcome: "clean" | "bad"; messag
 }
 
 let caseNo = 0
+const baselineKiB = process.resourceUsage().maxRSS
 for (const format of FORMATS) {
   if (only.length > 0 && !only.includes(format.name)) continue
   const r = mulberry(SEED * 1000 + FORMATS.indexOf(format))
@@ -342,4 +343,4 @@ for (const format of FORMATS) {
   }
 }
 if (process.env["ROPEWAY_FUZZ_SHOW"] === undefined) rmSync(work, { recursive: true, force: true })
-process.stdout.write(`${JSON.stringify({ done: true, maxRssKiB: process.resourceUsage().maxRSS })}\n`)
+process.stdout.write(`${JSON.stringify({ done: true, baselineKiB, maxRssKiB: process.resourceUsage().maxRSS })}\n`)
