@@ -6,10 +6,10 @@
  * are relative to the start of the data. Tensors are read one at a time, on demand, so loading a model
  * never holds the whole file in memory. Every problem is an InputError naming the file (and tensor).
  */
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from "node:fs"
-import { basename, dirname, join } from "node:path"
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync } from "node:fs"
+import { basename, join } from "node:path"
 import { inputError } from "./errors.ts"
-import { writeFileAtomic } from "./files.ts"
+import { writeFileAtomic, writeStreamAtomic } from "./files.ts"
 
 /** Bytes per element of every dtype the format defines; only F32, F16 and BF16 can be decoded to f32. */
 const DTYPE_BYTES: Readonly<Record<string, number>> = {
@@ -42,6 +42,7 @@ export class SafetensorsFile {
 
   static open(path: string): SafetensorsFile {
     if (!existsSync(path)) throw inputError(path, "file not found")
+    if (!statSync(path).isFile()) throw inputError(path, "not a file")
     const fd = openSync(path, "r")
     try {
       const size = fstatSync(fd).size
@@ -67,7 +68,10 @@ export class SafetensorsFile {
       let metadata: Record<string, string> = {}
       for (const [name, entry] of Object.entries(header)) {
         if (name === "__metadata__") {
-          if (isRecord(entry)) metadata = Object.fromEntries(Object.entries(entry).map(([k, v]) => [k, String(v)]))
+          // strings by the format; numbers and booleans are tolerated, anything nested is dropped
+          if (isRecord(entry)) {
+            metadata = Object.fromEntries(Object.entries(entry).flatMap(([k, v]) => (typeof v === "string" || typeof v === "number" || typeof v === "boolean" ? [[k, String(v)]] : [])))
+          }
           continue
         }
         tensors.set(name, parseEntry(path, name, entry, dataStart, dataSize))
@@ -206,7 +210,7 @@ export class Checkpoint implements TensorSource {
     const files = new Map<string, SafetensorsFile>()
     const tensors = new Map<string, TensorInfo>()
     for (const [name, file] of Object.entries(map)) {
-      if (typeof file !== "string" || file.includes("/") || file.includes("\\")) {
+      if (typeof file !== "string" || file === "" || file === "." || file === ".." || file.includes("/") || file.includes("\\")) {
         throw inputError(indexPath, `weight_map["${name}"] must be a file name in the folder, got ${JSON.stringify(file)}`)
       }
       let shard = files.get(file)
@@ -308,31 +312,14 @@ export function encodeSafetensors(tensors: readonly TensorToWrite[], metadata?: 
 
 /** Writes one safetensors file from lazy tensors, one tensor in memory at a time, atomically (temp + rename). */
 export function writeSafetensorsLazy(path: string, tensors: readonly LazyTensor[], metadata?: Readonly<Record<string, string>>): void {
-  mkdirSync(dirname(path), { recursive: true })
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`
-  const fd = openSync(tmp, "w")
-  try {
-    const put = (b: Uint8Array): void => {
-      let done = 0
-      while (done < b.length) done += writeSync(fd, b, done, b.length - done)
-    }
+  writeStreamAtomic(path, (put) => {
     put(headerBytes(tensors, metadata))
     for (const t of tensors) {
       const b = t.bytes()
       if (b.length !== byteSize(t)) throw new Error(`${t.name}: ${b.length} bytes written, shape [${t.shape.join(", ")}] of ${t.dtype} needs ${byteSize(t)}`)
       put(b)
     }
-    closeSync(fd)
-    renameSync(tmp, path)
-  } catch (e) {
-    try {
-      closeSync(fd)
-    } catch {
-      // already closed
-    }
-    rmSync(tmp, { force: true })
-    throw e
-  }
+  })
 }
 
 function encodeData(dtype: WriteDType, data: ArrayLike<number>): Uint8Array {

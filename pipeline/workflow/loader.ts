@@ -31,6 +31,7 @@ import { Effect, Result, Schema } from "effect"
 import { existsSync, readFileSync, statSync } from "node:fs"
 import { dirname, isAbsolute, join, resolve } from "node:path"
 import { type Document, isMap, isSeq, LineCounter, parseDocument } from "yaml"
+import { errorMessage } from "../../common/errors.ts"
 import { canonicalJson, sha256 } from "../../common/hash.ts"
 import { decodeProblems } from "../../common/schema.ts"
 import { didYouMean } from "../../common/text.ts"
@@ -242,7 +243,14 @@ function parseFile(abs: string): Parsed | Diagnostic[] {
   }
   const src = new SourceMap(abs, doc, lines, text)
   if (!isMap(doc.contents)) return [src.diag([], "expected a mapping with name, seed and steps")]
-  return { abs, text, doc, src, raw: doc.toJS() as Record<string, unknown> }
+  let raw: Record<string, unknown>
+  try {
+    raw = doc.toJS() as Record<string, unknown>
+  } catch (e) {
+    // the yaml library refuses aliases that expand too far (a "billion laughs" file)
+    return [{ file: abs, line: 1, column: 1, path: "", message: `YAML: ${errorMessage(e).split("\n")[0]}` }]
+  }
+  return { abs, text, doc, src, raw }
 }
 
 /** Keys of the file that are neither the engine's nor a registered plugin's setting. */

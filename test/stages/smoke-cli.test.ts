@@ -2,12 +2,13 @@
 // with the run folder as the last stdout line. (A cached run once crashed Bun at exit: Dawn's instance was
 // released while other Dawn objects were still reachable, and a GC during report rendering freed it.)
 import { afterAll, expect, test } from "bun:test"
-import { existsSync, mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 
 const store = mkdtempSync(join(tmpdir(), "ropeway-smoke-cli-"))
-afterAll(() => rmSync(store, { recursive: true, force: true }))
+afterAll(() => removeTree(store))
 
 async function runWorkflow(): Promise<{ code: number; lastLine: string; stderr: string }> {
   const proc = Bun.spawn(["./node_modules/.bin/bun", "cli/workflow-main.ts", "workflows/smoke.yaml", "--store", store], {
