@@ -8,6 +8,7 @@ import { addOp } from "./cases/add.ts"
 import { attentionBackwardOp } from "./cases/attention-backward.ts"
 import { attentionOp } from "./cases/attention.ts"
 import { crossEntropyBackwardOp } from "./cases/cross-entropy-backward.ts"
+import { dropoutOp } from "./cases/dropout.ts"
 import { embeddingBackwardOp } from "./cases/embedding-backward.ts"
 import { embeddingOp } from "./cases/embedding.ts"
 import { geluOp } from "./cases/gelu.ts"
@@ -46,4 +47,5 @@ export const KERNEL_TABLE: readonly KernelOp[] = [
   embeddingBackwardOp,
   sumsqOp,
   adamwOp,
+  dropoutOp,
 ]

@@ -1,24 +1,9 @@
+/** Dropout beyond the kernel table's exact cases: the fraction kept, masks per seed, bad arguments. */
 import { describe, expect, test } from "bun:test"
 import { dropout } from "../../kernels/dropout.ts"
-import { dropoutRef } from "../../kernels/dropout.ref.ts"
 import { gpu } from "../gpu-shared.ts"
 
-const values = (n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37) * 3 + 0.01)
-
 describe("dropout", () => {
-  for (const [n, p, seed] of [[1000, 0.1, 7], [4099, 0.5, 0xffffffff], [64, 0, 3], [777, 0.95, 12345]] as const) {
-    test(`${n} elements, p ${p}, seed ${seed}: equals the reference bit for bit`, async () => {
-      const rt = await gpu()
-      const x = values(n)
-      const t = rt.upload(x)
-      const out = dropout(rt, t, p, seed)
-      const got = await rt.read(out)
-      // the mask is integer arithmetic and the scale one f32 multiply: exact
-      expect(Array.from(got)).toEqual(Array.from(dropoutRef(x, p, seed)))
-      rt.release(t, out)
-    })
-  }
-
   test("keeps about 1 − p of the elements; another seed gives another mask; the same seed the same", async () => {
     const rt = await gpu()
     const n = 200_000
