@@ -14,6 +14,7 @@ import { embeddingOp } from "./cases/embedding.ts"
 import { geluOp } from "./cases/gelu.ts"
 import { layernormOp } from "./cases/layernorm.ts"
 import { logprobsOp } from "./cases/logprobs.ts"
+import { pack16Op } from "./cases/pack16.ts"
 import { linearOp, matmulOp } from "./cases/matmul.ts"
 import { rmsnormBackwardOp } from "./cases/rmsnorm-backward.ts"
 import { rmsnormOp } from "./cases/rmsnorm.ts"
@@ -48,4 +49,6 @@ export const KERNEL_TABLE: readonly KernelOp[] = [
   sumsqOp,
   adamwOp,
   dropoutOp,
+  // 16-bit KV caches.
+  pack16Op,
 ]

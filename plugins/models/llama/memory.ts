@@ -62,7 +62,12 @@ function scoringPlan(c: LlamaConfig, length: number, chunkOpt: number | undefine
     activations,
     total: weights + kvCache + activations,
     hostStaging,
-    largestBinding: { bytes: F32 * V * D, what: `the embedding table (${V} × ${D} f32)` },
+    // weights are split into parts and the table and caches bound in windows, each within the binding
+    // limit; what a kernel binds whole is an activation of one chunk
+    largestBinding: largest(
+      { bytes: F32 * rows * V, what: `one block of logits (${rows} rows × ${V} f32)` },
+      { bytes: F32 * chunk * Math.max(I, qDim), what: `one chunk's MLP activations (${chunk} tokens × ${Math.max(I, qDim)} f32)` },
+    ),
     largestBuffer: largest(
       { bytes: length * kvDim * F32, what: `one layer's K cache (${length} tokens × ${kvDim} f32)` },
       { bytes: F32 * V * D, what: `the embedding table (${V} × ${D} f32)` },
@@ -113,7 +118,8 @@ function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan): MemoryPlan {
     lora,
     total: weights + lora + gradients + optimizer + activations,
     hostStaging,
-    largestBinding: { bytes: F32 * V * D, what: `the embedding table (${V} × ${D} f32)` },
+    // the training kernels bind whole sequences: a layer's MLP activations are the widest
+    largestBinding: { bytes: F32 * T * Math.max(I, qDim), what: `one layer's MLP activations (${T} tokens × ${Math.max(I, qDim)} f32)` },
     largestBuffer: largest(
       { bytes: F32 * V * D, what: `the embedding table (${V} × ${D} f32)` },
       { bytes: F32 * T * Math.max(I, qDim), what: `one layer's MLP activations (${T} tokens × ${Math.max(I, qDim)} f32)` },

@@ -1,0 +1,35 @@
+/**
+ * f32 ↔ 16-bit floats packed two to a u32 (pack16.wgsl): writing rows into 16-bit KV cache pages and
+ * reading them back. Offsets are in u32 words (pairs of values), so rows land anywhere in a page.
+ */
+import { strideGroups } from "./add.ts"
+import src from "./pack16.wgsl" with { type: "text" }
+import type { GpuRuntime } from "./runtime.ts"
+import { uniforms } from "./runtime.ts"
+import { type Tensor, numel } from "./tensor.ts"
+
+export type Half = "f16" | "bf16"
+
+function check(op: string, values: number): number {
+  if (!Number.isInteger(values) || values < 0 || values % 2 !== 0) throw new Error(`${op}: ${values} values; 16-bit packing takes an even count`)
+  return values / 2
+}
+
+/** dst[dstWord + i] = the pair (src[2(srcWord + i)], src[2(srcWord + i) + 1]) as `dtype`, for `values`/2 words. */
+export function packHalf(rt: GpuRuntime, source: Tensor, dst: GPUBuffer, dtype: Half, o: { readonly values: number; readonly srcWord?: number; readonly dstWord?: number }): void {
+  const pairs = check("packHalf", o.values)
+  if (pairs === 0) return
+  const u = uniforms([["u32", pairs], ["u32", o.srcWord ?? 0], ["u32", o.dstWord ?? 0], ["u32", 0]])
+  rt.dispatch(rt.pipeline("pack16", src, `pack_${dtype}`), [source, dst], [strideGroups(rt, pairs, 64)], u)
+}
+
+/** The values of `values`/2 words of `source` from `srcWord`, as f32, into `dst` from value 2·dstWord (a new [values] tensor by default). */
+export function unpackHalf(rt: GpuRuntime, source: GPUBuffer, dtype: Half, o: { readonly values: number; readonly srcWord?: number; readonly dst?: Tensor; readonly dstWord?: number }): Tensor {
+  const pairs = check("unpackHalf", o.values)
+  const dst = o.dst ?? rt.tensor([o.values])
+  if (o.dst !== undefined && numel(o.dst.shape) < 2 * ((o.dstWord ?? 0) + pairs)) throw new Error(`unpackHalf: ${o.values} values from word ${o.dstWord ?? 0} overrun a ${numel(o.dst.shape)}-value tensor`)
+  if (pairs === 0) return dst
+  const u = uniforms([["u32", pairs], ["u32", o.srcWord ?? 0], ["u32", o.dstWord ?? 0], ["u32", 0]])
+  rt.dispatch(rt.pipeline("pack16", src, `unpack_${dtype}`), [source, dst], [strideGroups(rt, pairs, 64)], u)
+  return dst
+}
