@@ -1,8 +1,8 @@
-/** Token embedding lookup. */
+/** Token embedding lookup from an f32 table or a 16-bit one (the weights' file dtype, widened exactly). */
 import { strideGroups } from "./add.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
-import { type Tensor, shapeString } from "./tensor.ts"
+import { type HalfTensor, type Tensor, shapeString } from "./tensor.ts"
 import src from "./embedding.wgsl" with { type: "text" }
 
 const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b))
@@ -18,8 +18,8 @@ export interface TableChunk {
  * Splits the rows of `table` [V, D] f32 into ranges whose bindings fit `maxBindingBytes` (and the
  * device's storage binding limit) and start on the storage offset alignment (256 on most adapters).
  */
-export function tableRowChunks(rt: GpuRuntime, op: string, table: Tensor, V: number, D: number, maxBindingBytes?: number): TableChunk[] {
-  const rowBytes = D * 4
+export function tableRowChunks(rt: GpuRuntime, op: string, table: Tensor | HalfTensor, V: number, D: number, maxBindingBytes?: number): TableChunk[] {
+  const rowBytes = D * (table.dtype === "f16" || table.dtype === "bf16" ? 2 : 4)
   const align = rt.limits.minStorageBufferOffsetAlignment
   const rowStep = align / gcd(rowBytes, align)
   const maxBytes = Math.min(maxBindingBytes ?? Infinity, rt.limits.maxStorageBufferBindingSize)
@@ -35,20 +35,24 @@ export function tableRowChunks(rt: GpuRuntime, op: string, table: Tensor, V: num
 }
 
 /**
- * table [V, D] f32, ids u32 [T] → [T, D]. Ids ≥ V give zero rows. `maxBindingBytes` (default: the
- * device's storage binding limit) splits a large table into row ranges bound at offsets.
+ * table [V, D] (f32, or f16 / bf16 with D even), ids u32 [T] → [T, D] f32. Ids ≥ V give zero rows.
+ * `maxBindingBytes` (default: the device's storage binding limit) splits a large table into row ranges
+ * bound at offsets.
  */
-export function embed(rt: GpuRuntime, table: Tensor, ids: Tensor, options: { readonly maxBindingBytes?: number } = {}): Tensor {
+export function embed(rt: GpuRuntime, table: Tensor | HalfTensor, ids: Tensor, options: { readonly maxBindingBytes?: number } = {}): Tensor {
   const [V, D] = table.shape
   if (table.shape.length !== 2 || V === undefined || D === undefined || V < 1 || D < 1) throw new Error(`embed: table has shape ${shapeString(table.shape)}, expected [V, D]`)
   if (ids.shape.length !== 1) throw new Error(`embed: ids has shape ${shapeString(ids.shape)}, expected [T]`)
   if (ids.dtype !== "u32") throw new Error(`embed: ids must be u32, got ${ids.dtype}`)
+  const half = table.dtype === "f16" || table.dtype === "bf16"
+  if (half && D % 2 !== 0) throw new Error(`embed: a 16-bit table needs an even width, got D ${D}`)
   const T = ids.shape[0]!
   const out = rt.tensor([T, D])
-  const vec = D % 4 === 0
-  const cols = vec ? D / 4 : D
+  const vec = !half && D % 4 === 0
+  // words of two values (16-bit), vec4s or f32s per row
+  const cols = half ? D / 2 : vec ? D / 4 : D
   const chunks = tableRowChunks(rt, "embed", table, V, D, options.maxBindingBytes)
-  const pipe = rt.pipeline("embedding", src, vec ? "main4" : "main1")
+  const pipe = rt.pipeline("embedding", src, half ? `main_${table.dtype}` : vec ? "main4" : "main1")
   const blocks = Math.ceil(cols / 8) // BLOCK in embedding.wgsl
   const n = T * blocks
   for (const { start, end, binding } of chunks) {

@@ -3,7 +3,9 @@
 // 500 MiB), so the host dispatches once per row range [rowStart, rowEnd) bound at an offset, and each
 // dispatch writes only the tokens whose id falls in its range. Ids ≥ vocab give a zero row.
 // An invocation copies a block of BLOCK elements of one row, so the id is loaded once per block and
-// invocations of tokens outside the dispatch's range leave after that one load.
+// invocations of tokens outside the dispatch's range leave after that one load. A 16-bit table (the
+// weights' file dtype) is read as u32 words of two values (element 2i in the low half) and widened
+// exactly: bf16 by shifts, f16 by unpack2x16float.
 struct Params {
   n: u32,        // T·blocks
   cols: u32,     // D in units of the entry's element (vec4 or f32)
@@ -20,6 +22,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out4: array<vec4f>;
 @group(0) @binding(2) var<storage, read> table1: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out1: array<f32>;
+@group(0) @binding(2) var<storage, read> tableH: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out2: array<vec2f>;
 
 const BLOCK = 8u;
 
@@ -53,6 +57,44 @@ fn main1(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg
       for (var c = c0; c < c1; c++) { out1[dst + c] = table1[src + c]; }
     } else if (id >= p.vocab && p.last == 1u) {
       for (var c = c0; c < c1; c++) { out1[dst + c] = 0.0; }
+    }
+  }
+}
+
+fn bf16x2(w: u32) -> vec2f { return vec2f(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u)); }
+fn f16x2(w: u32) -> vec2f { return unpack2x16float(w); }
+
+// cols: words per row (D/2)
+@compute @workgroup_size(64)
+fn main_bf16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  for (var e = gid.x; e < p.n; e += nwg.x * 64u) {
+    let t = e / p.blocks;
+    let c0 = (e - t * p.blocks) * BLOCK;
+    let c1 = min(c0 + BLOCK, p.cols);
+    let id = ids[t];
+    let dst = t * p.cols;
+    if (id >= p.rowStart && id < p.rowEnd) {
+      let src = (id - p.rowStart) * p.cols;
+      for (var c = c0; c < c1; c++) { out2[dst + c] = bf16x2(tableH[src + c]); }
+    } else if (id >= p.vocab && p.last == 1u) {
+      for (var c = c0; c < c1; c++) { out2[dst + c] = vec2f(0.0); }
+    }
+  }
+}
+
+@compute @workgroup_size(64)
+fn main_f16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  for (var e = gid.x; e < p.n; e += nwg.x * 64u) {
+    let t = e / p.blocks;
+    let c0 = (e - t * p.blocks) * BLOCK;
+    let c1 = min(c0 + BLOCK, p.cols);
+    let id = ids[t];
+    let dst = t * p.cols;
+    if (id >= p.rowStart && id < p.rowEnd) {
+      let src = (id - p.rowStart) * p.cols;
+      for (var c = c0; c < c1; c++) { out2[dst + c] = f16x2(tableH[src + c]); }
+    } else if (id >= p.vocab && p.last == 1u) {
+      for (var c = c0; c < c1; c++) { out2[dst + c] = vec2f(0.0); }
     }
   }
 }

@@ -6,9 +6,19 @@ import { strideGroups } from "./add.ts"
 import src from "./pack16.wgsl" with { type: "text" }
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
-import { type Tensor, numel } from "./tensor.ts"
+import { type Half, type HalfTensor, type Tensor, numel } from "./tensor.ts"
 
-export type Half = "f16" | "bf16"
+export type { Half }
+
+/** 16-bit values (their bits, as a file stores them) uploaded as a HalfTensor of `shape`. */
+export function uploadHalf(rt: GpuRuntime, bits: Uint16Array, shape: readonly number[], dtype: Half): HalfTensor {
+  if (numel(shape) !== bits.length) throw new Error(`uploadHalf: ${bits.length} values do not fill shape [${shape.join("×")}]`)
+  const buffer = rt.allocBuffer(bits.byteLength)
+  // queue writes take whole words: an odd count goes with one zero half after it
+  const data = bits.length % 2 === 0 ? bits : Uint16Array.from({ length: bits.length + 1 }, (_, i) => bits[i] ?? 0)
+  rt.write(buffer, data)
+  return { buffer, shape: [...shape], dtype }
+}
 
 function check(op: string, values: number): number {
   if (!Number.isInteger(values) || values < 0 || values % 2 !== 0) throw new Error(`${op}: ${values} values; 16-bit packing takes an even count`)

@@ -1,6 +1,10 @@
 /** Table cases of the token embedding lookup (exact: a copy of rows, zeros for out-of-vocabulary ids). */
 import { embed } from "../../embedding.ts"
 import { embedRef } from "../../embedding.ref.ts"
+import { uploadHalf } from "../../pack16.ts"
+import { unpackHalfRef } from "../../pack16.ref.ts"
+import type { Half, Tensor } from "../../tensor.ts"
+import { f32ToBf16, f32ToF16 } from "../../../common/safetensors.ts"
 import { type KernelCase, type KernelOp, SINGLE, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
@@ -10,6 +14,8 @@ export interface EmbeddingParams {
   readonly T: number
   /** Splits the table into row ranges bound at offsets (as a table past the binding limit is). */
   readonly maxBindingBytes?: number
+  /** A 16-bit table (as a file stores it). */
+  readonly half?: Half
   readonly note?: string
 }
 
@@ -20,22 +26,29 @@ export function embeddingCase(c: EmbeddingParams): KernelCase {
     ids: Uint32Array.from({ length: c.T }, (_, t) => (t === 0 ? c.V - 1 : t === 1 ? c.V : t === 2 ? 0xffffffff : (t * 7919) % c.V)),
   }))
   return {
-    name: `V ${c.V} D ${c.D} T ${c.T}${c.maxBindingBytes === undefined ? "" : `, chunks ≤ ${c.maxBindingBytes} B`}${c.note === undefined ? "" : ` (${c.note})`}`,
+    name: `V ${c.V} D ${c.D} T ${c.T}${c.half === undefined ? "" : `, ${c.half} table`}${c.maxBindingBytes === undefined ? "" : `, chunks ≤ ${c.maxBindingBytes} B`}${c.note === undefined ? "" : ` (${c.note})`}`,
     dtype: "f32",
     setup(rt) {
       const { table, ids } = host()
-      const tt = rt.upload(table, [c.V, c.D]), ti = rt.upload(ids)
+      const tt = c.half === undefined ? rt.upload(table, [c.V, c.D]) : uploadHalf(rt, bitsOf(table, c.half), [c.V, c.D], c.half)
+      const ti = rt.upload(ids)
       // Pre-fill the pooled output buffer with garbage so the zero rows are really written.
       rt.release(rt.upload(new Float32Array(c.T * c.D).fill(9), [c.T, c.D]))
       const opts = c.maxBindingBytes === undefined ? {} : { maxBindingBytes: c.maxBindingBytes }
-      return launcher(rt, [tt, ti], () => ({ rows: expectShapeOf("embed", "output", embed(rt, tt, ti, opts), [c.T, c.D]) }))
+      const run = () => ({ rows: expectShapeOf("embed", "output", embed(rt, tt, ti, opts), [c.T, c.D]) })
+      // a 16-bit table is not a Tensor: its buffer goes back to the pool at release
+      return "dtype" in tt && (tt.dtype === "f16" || tt.dtype === "bf16") ? launcher(rt, [ti], run, { cleanup: () => rt.releaseBuffer(tt.buffer) }) : launcher(rt, [tt as Tensor, ti], run)
     },
     expected: once(() => {
       const { table, ids } = host()
-      return { rows: { want: embedRef(table, c.V, c.D, ids), tol: {}, shape: [c.T, c.D] } }
+      // a 16-bit table's values are what its bits say (decoded independently), widened exactly
+      const values = c.half === undefined ? table : unpackHalfRef(new Uint32Array(bitsOf(table, c.half).buffer), c.half)
+      return { rows: { want: embedRef(values, c.V, c.D, ids), tol: {}, shape: [c.T, c.D] } }
     }),
   }
 }
+
+const bitsOf = (table: Float32Array, half: Half): Uint16Array => (half === "bf16" ? f32ToBf16(table) : f32ToF16(table))
 
 export const embeddingOp: KernelOp = {
   op: "embedding",
@@ -46,5 +59,8 @@ export const embeddingOp: KernelOp = {
     embeddingCase({ V: 11, D: 7, T: 9, note: "scalar path" }),
     embeddingCase({ V: 100, D: 12, T: 30, maxBindingBytes: 1024, note: "48-byte rows, 256-byte alignment: 7 chunks of 16 rows" }),
     embeddingCase({ V: 100, D: 5, T: 30, maxBindingBytes: 1280, note: "20-byte rows: 2 chunks of 64 rows, scalar path" }),
+    embeddingCase({ V: 50, D: 64, T: 13, half: "bf16" }),
+    embeddingCase({ V: 37, D: 6, T: 70, half: "f16" }),
+    embeddingCase({ V: 100, D: 12, T: 30, maxBindingBytes: 1024, half: "bf16", note: "24-byte rows: 4 chunks of 32 rows" }),
   ],
 }
