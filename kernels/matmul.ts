@@ -10,6 +10,12 @@
  * Weights are stored transposed, Wᵀ [K, N], zero-padded (K to 4, N to the cpu kernel's 16-column block),
  * so every path is an NN product with vec4 loads along N and no edge cases along N; a weight wider than
  * one texture or binding is split into column parts.
+ *
+ * A weight keeps its file dtype (`prepareWeight16`): f16 and bf16 stay 16-bit on the device and the
+ * kernels widen each value as they load it, accumulating in f32. An f16 texture is rgba16float (the
+ * texture unit widens it: the kernel is the f32 one); bf16 has no texture format, so its texels are
+ * rgba32uint holding 8 values, widened by shifts (the fast path on llvmpipe, webgpu-cpu.md §5); in
+ * storage, both are u32 words of two values (f16 widened by unpack2x16float).
  */
 import cpuSrc from "./matmul-cpu.wgsl" with { type: "text" }
 import repackSrc from "./matmul-repack.wgsl" with { type: "text" }
@@ -17,7 +23,7 @@ import addSrc from "./matmul-add.wgsl" with { type: "text" }
 import tiledSrc from "./matmul-tiled.wgsl" with { type: "text" }
 import unpadSrc from "./matmul-unpad.wgsl" with { type: "text" }
 import { type GpuRuntime, uniforms } from "./runtime.ts"
-import { type Tensor, expectShape, numel, shapeString } from "./tensor.ts"
+import { type Half, type Tensor, expectShape, numel, shapeString } from "./tensor.ts"
 
 export type MatmulVariant = "cpu" | "gpu"
 
@@ -44,6 +50,8 @@ interface WeightPart {
 /** A linear layer's weight W [N, K] (HF layout [out_features, in_features]) prepared for this adapter (texture or storage). */
 export interface Weight {
   readonly shape: readonly [number, number]
+  /** The values as stored: f32, or 16-bit as the file holds them (widened by the kernels). */
+  readonly dtype: "f32" | Half
   readonly storage: "texture" | "buffer"
   /** K rounded up to a multiple of 4: the rows of Wᵀ as stored. */
   readonly kPadded: number
@@ -62,16 +70,38 @@ const ceil4 = (v: number): number => Math.ceil(v / 4) * 4
 /** Columns of C are computed in whole blocks of 16 by the cpu kernel. */
 const ceil16 = (v: number): number => Math.ceil(v / 16) * 16
 
+/** An f32 weight. */
 export function prepareWeight(rt: GpuRuntime, data: Float32Array, n: number, k: number, opts: PrepareWeightOptions = {}): Weight {
+  return prepare(rt, { dtype: "f32", data }, n, k, opts)
+}
+
+/** A 16-bit weight as its file stores it (the bits of W [N, K], row-major), kept 16-bit on the device. */
+export function prepareWeight16(rt: GpuRuntime, bits: Uint16Array, dtype: Half, n: number, k: number, opts: PrepareWeightOptions = {}): Weight {
+  return prepare(rt, { dtype, data: bits }, n, k, opts)
+}
+
+type HostValues = { readonly dtype: "f32"; readonly data: Float32Array } | { readonly dtype: Half; readonly data: Uint16Array }
+
+/** Texture format of a weight's dtype and the values one texel holds. */
+const TEXEL: Readonly<Record<"f32" | Half, { readonly format: GPUTextureFormat; readonly values: number; readonly bytes: number }>> = {
+  f32: { format: "rgba32float", values: 4, bytes: 16 },
+  f16: { format: "rgba16float", values: 4, bytes: 8 },
+  bf16: { format: "rgba32uint", values: 8, bytes: 16 },
+}
+
+function prepare(rt: GpuRuntime, host: HostValues, n: number, k: number, opts: PrepareWeightOptions): Weight {
+  const data = host.data
   if (!(n > 0 && k > 0 && Number.isInteger(n) && Number.isInteger(k))) throw new Error(`prepareWeight: bad shape [${n}×${k}]`)
   if (data.length !== n * k) throw new Error(`prepareWeight: ${data.length} values do not fill [${n}×${k}]`)
+  const texel = TEXEL[host.dtype]
+  const valueBytes = host.dtype === "f32" ? 4 : 2
   const kp = ceil4(k)
   const maxTex = rt.limits.maxTextureDimension2D
   const textureFits = kp + 1 <= maxTex // + a spare row, see below
   const storage = opts.storage ?? (variantOf(rt, opts.variant) === "cpu" && textureFits ? "texture" : "buffer")
   if (storage === "texture" && !textureFits) throw new Error(`prepareWeight: K=${k} exceeds the texture limit ${maxTex}`)
   const maxBytes = Math.min(rt.limits.maxStorageBufferBindingSize, rt.limits.maxBufferSize)
-  const limitCols = Math.floor((storage === "texture" ? 4 * (maxTex - 1) : maxBytes / (kp * 4)) / 16) * 16
+  const limitCols = Math.floor((storage === "texture" ? texel.values * (maxTex - 1) : maxBytes / (kp * valueBytes)) / 16) * 16
   const partCols = Math.min(limitCols, opts.partCols ?? limitCols)
   if (partCols < 16 || partCols % 16 !== 0) throw new Error(`prepareWeight: part width ${partCols} must be a positive multiple of 16`)
   const parts: WeightPart[] = []
@@ -83,29 +113,35 @@ export function prepareWeight(rt: GpuRuntime, data: Float32Array, n: number, k: 
     if (storage === "texture") {
       // llvmpipe compiles a shader variant per texture state, which includes whether each dimension is a
       // power of two: one spare texel column / row when it is keeps every weight on the same variant.
-      const texW = c4 + (isPow2(c4) ? 1 : 0)
+      const texels = width / texel.values
+      const texW = texels + (isPow2(texels) ? 1 : 0)
       const texH = kp + (isPow2(kp) ? 1 : 0)
       const texture = rt.createTexture({
         label: `weight ${n}×${k} part ${n0}`,
         size: [texW, texH],
-        format: "rgba32float",
+        format: texel.format,
         usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
       })
-      const host = transposedPart(data, k, n0, cols, texW * 4, texH)
-      rt.device.queue.writeTexture({ texture }, host, { bytesPerRow: texW * 16, rowsPerImage: texH }, [texW, texH])
+      const part = transposedPart(host, k, n0, cols, texW * texel.values, texH)
+      rt.device.queue.writeTexture({ texture }, part, { bytesPerRow: texW * texel.bytes, rowsPerImage: texH }, [texW, texH])
       parts.push({ n0, cols, c4, texture, view: texture.createView() })
+    } else if (host.dtype === "f32") {
+      parts.push({ n0, cols, c4, tensor: rt.upload(transposedPart(host, k, n0, cols, width, kp) as Float32Array, [kp, width]) })
     } else {
-      parts.push({ n0, cols, c4, tensor: rt.upload(transposedPart(data, k, n0, cols, width, kp), [kp, width]) })
+      // 16-bit rows of `width` values: `width`/2 words, uploaded as u32 (a Tensor's elements are 4 bytes)
+      const words = new Uint32Array((transposedPart(host, k, n0, cols, width, kp) as Uint16Array).buffer)
+      parts.push({ n0, cols, c4, tensor: rt.upload(words, [kp, width / 2]) })
     }
   }
-  return { shape: [n, k], storage, kPadded: kp, parts }
+  return { shape: [n, k], dtype: host.dtype, storage, kPadded: kp, parts }
 }
 
 const isPow2 = (v: number): boolean => (v & (v - 1)) === 0
 
 /** Rows of Wᵀ for columns n0 … n0+cols: out[r·width + c] = W[n0 + c][r]; the padding stays zero. */
-function transposedPart(data: Float32Array, k: number, n0: number, cols: number, width: number, rows: number): Float32Array {
-  const out = new Float32Array(width * rows)
+function transposedPart(host: HostValues, k: number, n0: number, cols: number, width: number, rows: number): Float32Array | Uint16Array {
+  const data = host.data
+  const out = host.dtype === "f32" ? new Float32Array(width * rows) : new Uint16Array(width * rows)
   for (let c = 0; c < cols; c++) {
     const src = (n0 + c) * k
     for (let r = 0; r < k; r++) out[r * width + c] = data[src + r]!
@@ -139,6 +175,32 @@ interface CpuVariant {
   readonly aFrom: "texture" | "buffer"
   readonly bFrom: "texture" | "buffer"
 }
+
+/** How the cpu kernel declares and loads B (a weight) of each dtype: a vec4f of 4 consecutive columns. */
+function bSource(from: "texture" | "buffer", dtype: "f32" | Half): { readonly B_DECL: string; readonly B_LOAD: string } {
+  if (from === "texture") {
+    // rgba32float and rgba16float read as vec4f; bf16 texels hold 8 values, col4 picks a half
+    if (dtype !== "bf16") return { B_DECL: "@group(0) @binding(2) var b: texture_2d<f32>;", B_LOAD: "textureLoad(b, vec2u(col4, row), 0)" }
+    return { B_DECL: "@group(0) @binding(2) var b: texture_2d<u32>;", B_LOAD: "bf16texel(textureLoad(b, vec2u(col4 >> 1u, row), 0), (col4 & 1u) == 1u)" }
+  }
+  if (dtype === "f32") return { B_DECL: "@group(0) @binding(2) var<storage, read> b: array<vec4f>;", B_LOAD: "b[row * p.ldb + col4]" }
+  // two words, four values, at the index a vec4 would have
+  return { B_DECL: "@group(0) @binding(2) var<storage, read> b: array<vec2<u32>>;", B_LOAD: `${dtype}x4(b[row * p.ldb + col4])` }
+}
+
+/** Widening 16-bit pairs (element 2i in a word's low half), for the templates. */
+export const WIDEN16 = `
+fn bf16x4(w: vec2<u32>) -> vec4f {
+  return vec4f(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u), bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));
+}
+fn f16x4(w: vec2<u32>) -> vec4f {
+  return vec4f(unpack2x16float(w.x), unpack2x16float(w.y));
+}
+// a bf16 texel: 8 values; the first or second four
+fn bf16texel(t: vec4<u32>, second: bool) -> vec4f {
+  return bf16x4(select(t.xy, t.zw, second));
+}
+`
 const CPU_TEXTURE: CpuVariant = { name: "tex", TM: 64, WX: 8, WY: 1, aFrom: "texture", bFrom: "texture" }
 const CPU_TEXTURE_FEW_ROWS: CpuVariant = { name: "tex-few", TM: 8, WX: 8, WY: 1, aFrom: "buffer", bFrom: "texture" }
 const CPU_STORAGE: CpuVariant = { name: "buf", TM: 16, WX: 8, WY: 2, aFrom: "buffer", bFrom: "buffer" }
@@ -177,17 +239,16 @@ export function expandTemplate(template: string, consts: Readonly<Record<string,
 }
 
 /** Compiled on first use. */
-function cpuPipeline(rt: GpuRuntime, v: CpuVariant): GPUComputePipeline {
+function cpuPipeline(rt: GpuRuntime, v: CpuVariant, bDtype: "f32" | Half = "f32"): GPUComputePipeline {
   const a =
     v.aFrom === "texture"
       ? { A_DECL: "@group(0) @binding(1) var a: texture_2d<f32>;", A_LOAD: "textureLoad(a, vec2u(k4, rowBase), 0)" }
       : { A_DECL: "@group(0) @binding(1) var<storage, read> a: array<vec4f>;", A_LOAD: "a[rowBase + k4]" }
-  const b =
-    v.bFrom === "texture"
-      ? { B_DECL: "@group(0) @binding(2) var b: texture_2d<f32>;", B_LOAD: "textureLoad(b, vec2u(col4, row), 0)" }
-      : { B_DECL: "@group(0) @binding(2) var<storage, read> b: array<vec4f>;", B_LOAD: "b[row * p.ldb + col4]" }
-  const code = expandTemplate(cpuSrc, { TM: v.TM, WX: v.WX, WY: v.WY, ...a, ...b })
-  return rt.pipeline(`matmul-cpu-${v.name}`, code)
+  // an f16 texture reads as f32 (the texture unit widens it): the f32 kernel
+  const widened = bDtype === "bf16" || (bDtype === "f16" && v.bFrom === "buffer")
+  const b = bSource(v.bFrom, bDtype)
+  const code = expandTemplate(cpuSrc, { TM: v.TM, WX: v.WX, WY: v.WY, ...a, ...b }) + (widened ? WIDEN16 : "")
+  return rt.pipeline(`matmul-cpu-${v.name}${widened ? `-${bDtype}` : ""}`, code)
 }
 
 const xTextures = new WeakMap<GpuRuntime, Map<string, GPUTexture[]>>()
@@ -278,6 +339,8 @@ function unpad(rt: GpuRuntime, src: Tensor, lds: number, dst: Tensor, ldc: numbe
 
 interface CpuCall {
   readonly variant: CpuVariant
+  /** B's dtype as stored (a 16-bit weight is widened as loaded) */
+  readonly bDtype?: "f32" | Half
   readonly a: Tensor | GPUTextureView
   /** vec4s per row of a storage A; 1 for a texture */
   readonly lda4: number
@@ -304,11 +367,13 @@ function dispatchCpu(rt: GpuRuntime, call: CpuCall): void {
   ])
   const gx = Math.ceil(call.n4 / (4 * v.WX))
   const gy = Math.ceil(call.m / (v.TM * v.WY))
-  rt.dispatch(cpuPipeline(rt, v), [call.a, call.b, call.bias, call.c], [gx, gy], u)
+  rt.dispatch(cpuPipeline(rt, v, call.bDtype), [call.a, call.b, call.bias, call.c], [gx, gy], u)
 }
 
 interface TiledCall {
   readonly a: Tensor
+  /** B's dtype as stored (16-bit: u32 words, strides still in values) */
+  readonly bDtype?: "f32" | Half
   readonly sam: number
   readonly sak: number
   readonly b: Tensor
@@ -324,6 +389,18 @@ interface TiledCall {
   readonly accumulate: boolean
 }
 
+/** The tiled kernel reading B as 16-bit pairs (element e in word e/2, low half first), widened as staged. */
+function tiledSource(bDtype: "f32" | Half): string {
+  if (bDtype === "f32") return tiledSrc
+  const decl = "@group(0) @binding(2) var<storage, read> b: array<f32>;"
+  const load = "  return b[p.bOff + k * p.sbk + n * p.sbn];"
+  if (!tiledSrc.includes(decl) || !tiledSrc.includes(load)) throw new Error("matmul-tiled.wgsl: B's declaration or load not found")
+  const widen = bDtype === "bf16" ? "bitcast<f32>(select(w << 16u, w & 0xffff0000u, (e & 1u) == 1u))" : "select(unpack2x16float(w).x, unpack2x16float(w).y, (e & 1u) == 1u)"
+  return tiledSrc
+    .replace(decl, "@group(0) @binding(2) var<storage, read> b: array<u32>;")
+    .replace(load, `  let e = p.bOff + k * p.sbk + n * p.sbn;\n  let w = b[e >> 1u];\n  return ${widen};`)
+}
+
 function dispatchTiled(rt: GpuRuntime, call: TiledCall): void {
   const flags = (call.bias !== undefined ? 1 : 0) | (call.accumulate ? 2 : 0)
   const u = uniforms([
@@ -332,7 +409,8 @@ function dispatchTiled(rt: GpuRuntime, call: TiledCall): void {
     ["u32", 0], ["u32", call.sbk], ["u32", call.sbn], ["u32", call.c0],
   ])
   const groups: [number, number] = [Math.ceil(call.n / 64), Math.ceil(call.m / 64)]
-  rt.dispatch(rt.pipeline("matmul-tiled", tiledSrc), [call.a, call.b, call.bias ?? zeros(rt, 1), call.c], groups, u)
+  const bDtype = call.bDtype ?? "f32"
+  rt.dispatch(rt.pipeline(`matmul-tiled-${bDtype}`, tiledSource(bDtype)), [call.a, call.b, call.bias ?? zeros(rt, 1), call.c], groups, u)
 }
 
 // ---- public ops ---------------------------------------------------------------------------------
@@ -362,7 +440,7 @@ export function linear(rt: GpuRuntime, x: Tensor, w: Weight, opts: LinearOptions
   if (w.storage === "buffer" && variantOf(rt, opts.variant) === "gpu") {
     for (const part of w.parts) {
       dispatchTiled(rt, {
-        a: x, sam: k, sak: 1, b: part.tensor!, sbk: part.c4 * 4, sbn: 1,
+        a: x, sam: k, sak: 1, b: part.tensor!, bDtype: w.dtype, sbk: part.c4 * 4, sbn: 1,
         m, n: part.cols, k, c: y, ldc: n, c0: part.n0, bias: opts.bias, accumulate,
       })
     }
@@ -385,7 +463,7 @@ export function linear(rt: GpuRuntime, x: Tensor, w: Weight, opts: LinearOptions
     const tex = variant.aFrom === "texture" ? xTexture(rt, x, k, r0, rows, m) : undefined
     for (const part of w.parts) {
       dispatchCpu(rt, {
-        variant, a: tex?.createView() ?? padded, lda4: tex === undefined ? k4 : 1, b: part.view ?? part.tensor!, ldb4: part.c4,
+        variant, bDtype: w.dtype, a: tex?.createView() ?? padded, lda4: tex === undefined ? k4 : 1, b: part.view ?? part.tensor!, ldb4: part.c4,
         m: rows, n4: part.c4, k4, c, ldc4: nb / 4, c04: (r0 * nb + part.n0) / 4, bias, bias04: part.n0 / 4,
       })
     }

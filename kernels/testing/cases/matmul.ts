@@ -1,6 +1,9 @@
 /** Table cases of `linear` (y = x·Wᵀ + b, prepared weights) and `matmul` (NN, NT, TN, TT). */
-import { type MatmulVariant, linear, matmul, prepareWeight, releaseWeight } from "../../matmul.ts"
+import { type MatmulVariant, linear, matmul, prepareWeight, prepareWeight16, releaseWeight } from "../../matmul.ts"
 import { matmulRef } from "../../matmul.ref.ts"
+import { unpackHalfRef } from "../../pack16.ref.ts"
+import type { Half } from "../../tensor.ts"
+import { f32ToBf16, f32ToF16 } from "../../../common/safetensors.ts"
 import type { AdapterProfile, GpuRuntime } from "../../runtime.ts"
 import { type KernelCase, type KernelOp, type Variant, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
@@ -60,6 +63,8 @@ export interface LinearParams {
   readonly partCols?: number
   /** x's leading dims (default [m]): x is [...lead, K], y [...lead, N]. */
   readonly lead?: readonly number[]
+  /** The weight as a 16-bit file holds it (kept 16-bit on the device). */
+  readonly half?: Half
   /** What the case is for. */
   readonly note?: string
 }
@@ -67,21 +72,23 @@ export interface LinearParams {
 export function linearCase(p: LinearParams): KernelCase<LinearVariant> {
   const { m, n, k } = p
   const lead = p.lead ?? [m]
-  const host = once(() => ({
-    x: rand(m * k, m * 7 + k),
-    w: rand(n * k, n * 13 + k),
-    bias: rand(n, n + 5),
-    base: rand(m * n, m + n),
-  }))
-  const flags = [p.bias === true ? "bias" : "", p.addTo === true ? "addTo" : "", p.partCols !== undefined ? `parts of ${p.partCols} columns` : ""]
+  const host = once(() => {
+    const w32 = rand(n * k, n * 13 + k)
+    // a 16-bit weight: its bits, and the values they hold (decoded independently of the kernels)
+    const bits = p.half === undefined ? undefined : p.half === "bf16" ? f32ToBf16(w32) : f32ToF16(w32)
+    const w = bits === undefined ? w32 : unpackHalfRef(new Uint32Array(Uint16Array.from({ length: bits.length + (bits.length % 2) }, (_, i) => bits[i] ?? 0).buffer), p.half!).subarray(0, n * k)
+    return { x: rand(m * k, m * 7 + k), w, bits, bias: rand(n, n + 5), base: rand(m * n, m + n) }
+  })
+  const flags = [p.half === undefined ? "" : `${p.half} weight`, p.bias === true ? "bias" : "", p.addTo === true ? "addTo" : "", p.partCols !== undefined ? `parts of ${p.partCols} columns` : ""]
   const name = [`${m}×${n}×${k}`, ...flags.filter((f) => f !== "")].join(", ") + (p.note !== undefined ? ` (${p.note})` : "")
   return {
     name,
     dtype: "f32",
     applies: (v, rt) => v.storage === "buffer" || Math.ceil(k / 4) * 4 + 1 <= rt.limits.maxTextureDimension2D,
     setup(rt, v) {
-      const { x, w, bias, base } = host()
-      const weight = prepareWeight(rt, w, n, k, { variant: v.kernel, storage: v.storage, ...(p.partCols !== undefined ? { partCols: p.partCols } : {}) })
+      const { x, w, bits, bias, base } = host()
+      const opts = { variant: v.kernel, storage: v.storage, ...(p.partCols !== undefined ? { partCols: p.partCols } : {}) }
+      const weight = bits === undefined ? prepareWeight(rt, w as Float32Array, n, k, opts) : prepareWeight16(rt, bits, p.half!, n, k, opts)
       const xt = rt.upload(x, [...lead, k])
       const bt = p.bias === true ? rt.upload(bias) : undefined
       const acc = p.addTo === true ? rt.upload(base, [...lead, n]) : undefined
@@ -171,6 +178,16 @@ export const linearOp: KernelOp<LinearVariant> = {
     linearCase({ m: 19, n: 64, k: 8, partCols: 32, addTo: true, bias: true }),
     linearCase({ m: 6, n: 6, k: 8, lead: [2, 3], note: "x with leading dims [2, 3]" }),
     ...pastTextureLimit(rt),
+    // 16-bit weights, widened as loaded
+    ...(["bf16", "f16"] as const).flatMap((half) => [
+      linearCase({ m: 1, n: 37, k: 29, half, note: "M=1, K not a multiple of 4" }),
+      linearCase({ m: 16, n: 16, k: 8, half, note: "the few-rows block" }),
+      linearCase({ m: 67, n: 45, k: 30, half, bias: true }),
+      linearCase({ m: 130, n: 70, k: 64, half, addTo: true }),
+      linearCase({ m: 20, n: 40, k: 1500, half, note: "large K" }),
+      linearCase({ m: 41, n: 50, k: 24, partCols: 16, half, bias: true }),
+    ]),
+    linearCase({ m: 3, n: 8 * rt.limits.maxTextureDimension2D + 20, k: 3, half: "bf16", note: "N wider than one bf16 texture (8 values a texel): two parts" }),
   ],
 }
 
