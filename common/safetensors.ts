@@ -171,6 +171,9 @@ function f16Table(): Float32Array {
 export const SINGLE_FILE = "model.safetensors"
 export const INDEX_FILE = "model.safetensors.index.json"
 
+/** A tensor as its file stores it: f32 values, or the bits of 16-bit ones (to keep them 16-bit on the device). */
+export type RawTensor = { readonly dtype: "F32"; readonly data: Float32Array } | { readonly dtype: "F16" | "BF16"; readonly data: Uint16Array }
+
 /** Where a model's tensors are read from: a checkpoint, or one with an adapter merged in (training/peft.ts). */
 export interface TensorSource {
   /** What errors about the weights as a whole name (the index file, the single file). */
@@ -179,6 +182,17 @@ export interface TensorSource {
   get(name: string): TensorInfo | undefined
   /** The tensor as f32. */
   read(name: string): Float32Array
+  /** The tensor in its dtype (as `get(name).dtype` says). */
+  readRaw(name: string): RawTensor
+}
+
+/** A raw tensor's values as f32 (exact: every f16 and bf16 value is an f32). */
+export const rawToF32 = (t: RawTensor): Float32Array => (t.dtype === "F32" ? t.data : decode(t.dtype, t.data.buffer as ArrayBuffer))
+
+/** One tensor in its file dtype. */
+export function readRawTensor(info: TensorInfo): RawTensor {
+  if (info.dtype === "F16" || info.dtype === "BF16") return { dtype: info.dtype, data: new Uint16Array(readTensorBytes(info).buffer) }
+  return { dtype: "F32", data: readTensor(info) }
 }
 
 /** A model folder's weights: `model.safetensors`, or shards listed by `model.safetensors.index.json`. */
@@ -237,9 +251,17 @@ export class Checkpoint implements TensorSource {
   }
 
   read(name: string): Float32Array {
+    return readTensor(this.info(name))
+  }
+
+  readRaw(name: string): RawTensor {
+    return readRawTensor(this.info(name))
+  }
+
+  private info(name: string): TensorInfo {
     const info = this.tensors.get(name)
     if (info === undefined) throw inputError(this.source, `missing tensor "${name}"`)
-    return readTensor(info)
+    return info
   }
 }
 

@@ -17,7 +17,7 @@ import { existsSync } from "node:fs"
 import { join } from "node:path"
 import { inputError } from "../common/errors.ts"
 import { writeFileAtomic } from "../common/files.ts"
-import { type LazyTensor, readTensor, readTensorBytes, SafetensorsFile, type TensorInfo, type TensorSource, type TensorToWrite, writeSafetensors } from "../common/safetensors.ts"
+import { type LazyTensor, type RawTensor, readTensor, readTensorBytes, SafetensorsFile, type TensorInfo, type TensorSource, type TensorToWrite, writeSafetensors } from "../common/safetensors.ts"
 import { checkJson, readJsonFile } from "../common/validate.ts"
 import { mergeLoraHost } from "./lora.ts"
 
@@ -166,6 +166,11 @@ export class AdaptedWeights implements TensorSource {
 
   get(name: string): TensorInfo | undefined {
     return this.tensors.get(name)
+  }
+
+  /** An adapted tensor is F32 (merged, or saved whole by the adapter); the others as the base stores them. */
+  readRaw(name: string): RawTensor {
+    return this.pairs.has(name) || this.saved.has(name) ? { dtype: "F32", data: this.read(name) } : this.base.readRaw(name)
   }
 
   read(name: string): Float32Array {

@@ -4,28 +4,33 @@
  * per layer with Phi-3's fused projections split into q/k/v and gate/up.
  */
 import { inputError } from "../../../common/errors.ts"
-import { FLOAT_DTYPES, type TensorInfo, type TensorSource, isFloatDType } from "../../../common/safetensors.ts"
+import { FLOAT_DTYPES, type RawTensor, type TensorInfo, type TensorSource, isFloatDType } from "../../../common/safetensors.ts"
 import type { LlamaConfig } from "./config.ts"
 
-/** One layer's weights on the host, HF layout ([out, in] for linears). */
-export interface HostLayer {
-  readonly inputNorm: Float32Array
-  readonly q: Float32Array
-  readonly k: Float32Array
-  readonly v: Float32Array
-  readonly o: Float32Array
-  readonly qBias: Float32Array | undefined
-  readonly kBias: Float32Array | undefined
-  readonly vBias: Float32Array | undefined
-  readonly oBias: Float32Array | undefined
-  readonly postNorm: Float32Array
-  readonly gate: Float32Array
-  readonly up: Float32Array
-  readonly down: Float32Array
-  readonly gateBias: Float32Array | undefined
-  readonly upBias: Float32Array | undefined
-  readonly downBias: Float32Array | undefined
+/** One layer's weights on the host, HF layout ([out, in] for linears), each a T (f32 values, or as stored). */
+export interface LayerOf<T> {
+  readonly inputNorm: T
+  readonly q: T
+  readonly k: T
+  readonly v: T
+  readonly o: T
+  readonly qBias: T | undefined
+  readonly kBias: T | undefined
+  readonly vBias: T | undefined
+  readonly oBias: T | undefined
+  readonly postNorm: T
+  readonly gate: T
+  readonly up: T
+  readonly down: T
+  readonly gateBias: T | undefined
+  readonly upBias: T | undefined
+  readonly downBias: T | undefined
 }
+
+/** A layer as f32 values. */
+export type HostLayer = LayerOf<Float32Array>
+/** A layer as its file stores it (16-bit weights stay 16-bit). */
+export type RawLayer = LayerOf<RawTensor>
 
 export const layerPrefix = (i: number): string => `model.layers.${i}.`
 
@@ -91,45 +96,52 @@ function checkInfo(info: TensorInfo, shape: readonly number[]): void {
   }
 }
 
-/** Reads layer i (after validateCheckpoint), splitting fused projections the way transformers does. */
-export function readLayer(c: LlamaConfig, ckpt: TensorSource, i: number): HostLayer {
+/** Reads layer i (after validateCheckpoint) as f32, splitting fused projections the way transformers does. */
+export const readLayer = (c: LlamaConfig, ckpt: TensorSource, i: number): HostLayer =>
+  layerFrom(c, i, (name) => ckpt.read(name), (t, from, to) => t.slice(from, to))
+
+/** Reads layer i in its file dtype (16-bit stays 16-bit), fused projections split. */
+export const readRawLayer = (c: LlamaConfig, ckpt: TensorSource, i: number): RawLayer =>
+  layerFrom(c, i, (name) => ckpt.readRaw(name), (t, from, to) => (t.dtype === "F32" ? { dtype: "F32", data: t.data.slice(from, to) } : { dtype: t.dtype, data: t.data.slice(from, to) }))
+
+function layerFrom<T>(c: LlamaConfig, i: number, read: (name: string) => T, slice: (t: T, from: number, to: number) => T): LayerOf<T> {
   const p = layerPrefix(i)
   const D = c.hiddenSize
   const qDim = c.numHeads * c.headDim
   const kvDim = c.numKvHeads * c.headDim
   const I = c.intermediateSize
-  const opt = (name: string, present: boolean): Float32Array | undefined => (present ? ckpt.read(p + name) : undefined)
-  let q: Float32Array, k: Float32Array, v: Float32Array, gate: Float32Array, up: Float32Array
+  const opt = (name: string, present: boolean): T | undefined => (present ? read(p + name) : undefined)
+  let q: T, k: T, v: T, gate: T, up: T
   if (c.fused) {
     // Phi-3: rows [q | k | v] and [gate | up] (the MLP chunks gate first).
-    const qkv = ckpt.read(`${p}self_attn.qkv_proj.weight`)
-    q = qkv.slice(0, qDim * D)
-    k = qkv.slice(qDim * D, (qDim + kvDim) * D)
-    v = qkv.slice((qDim + kvDim) * D, (qDim + 2 * kvDim) * D)
-    const gu = ckpt.read(`${p}mlp.gate_up_proj.weight`)
-    gate = gu.slice(0, I * D)
-    up = gu.slice(I * D, 2 * I * D)
+    const qkv = read(`${p}self_attn.qkv_proj.weight`)
+    q = slice(qkv, 0, qDim * D)
+    k = slice(qkv, qDim * D, (qDim + kvDim) * D)
+    v = slice(qkv, (qDim + kvDim) * D, (qDim + 2 * kvDim) * D)
+    const gu = read(`${p}mlp.gate_up_proj.weight`)
+    gate = slice(gu, 0, I * D)
+    up = slice(gu, I * D, 2 * I * D)
   } else {
-    q = ckpt.read(`${p}self_attn.q_proj.weight`)
-    k = ckpt.read(`${p}self_attn.k_proj.weight`)
-    v = ckpt.read(`${p}self_attn.v_proj.weight`)
-    gate = ckpt.read(`${p}mlp.gate_proj.weight`)
-    up = ckpt.read(`${p}mlp.up_proj.weight`)
+    q = read(`${p}self_attn.q_proj.weight`)
+    k = read(`${p}self_attn.k_proj.weight`)
+    v = read(`${p}self_attn.v_proj.weight`)
+    gate = read(`${p}mlp.gate_proj.weight`)
+    up = read(`${p}mlp.up_proj.weight`)
   }
   return {
-    inputNorm: ckpt.read(`${p}input_layernorm.weight`),
+    inputNorm: read(`${p}input_layernorm.weight`),
     q,
     k,
     v,
-    o: ckpt.read(`${p}self_attn.o_proj.weight`),
+    o: read(`${p}self_attn.o_proj.weight`),
     qBias: opt("self_attn.q_proj.bias", c.qkvBias),
     kBias: opt("self_attn.k_proj.bias", c.qkvBias),
     vBias: opt("self_attn.v_proj.bias", c.qkvBias),
     oBias: opt("self_attn.o_proj.bias", c.oBias),
-    postNorm: ckpt.read(`${p}post_attention_layernorm.weight`),
+    postNorm: read(`${p}post_attention_layernorm.weight`),
     gate,
     up,
-    down: ckpt.read(`${p}mlp.down_proj.weight`),
+    down: read(`${p}mlp.down_proj.weight`),
     gateBias: opt("mlp.gate_proj.bias", c.mlpBias),
     upBias: opt("mlp.up_proj.bias", c.mlpBias),
     downBias: opt("mlp.down_proj.bias", c.mlpBias),
