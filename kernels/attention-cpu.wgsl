@@ -7,9 +7,8 @@
 // online-softmax update. No workgroup memory: on llvmpipe it costs as much as storage and adds barriers.
 // Scores are kept in base 2 (q is pre-scaled by scale·log2 e) so exp2 replaces exp.
 //
-// Key windows: a storage binding holds at most 128 MiB, so a long cache is bound in windows of rows
-// and attended one dispatch per window, each leaving its unnormalised output and (max, sum) for
-// attention-merge.wgsl to fold into the running result (the flash-decoding merge, in sequence).
+// Key windows (the cache's pages): one dispatch per window, each leaving its unnormalised output and
+// (max, sum) for the next to continue from, so a paged cache gives the bits one pass over all keys gives.
 
 struct Params {
   tq: u32,          // query rows
@@ -21,6 +20,7 @@ struct Params {
   kStart: u32,      // first key of this window (absolute; a multiple of 4); row 0 of the K/V bindings
   kStop: u32,       // end of this window (exclusive, absolute)
   last: u32,        // 1: normalise into O; 0: leave this window's unnormalised output in O, (max, sum) in ML
+  first: u32,       // 1: start afresh; 0: continue from the output and (max, sum) the previous window left
 }
 
 @group(0) @binding(0) var<uniform> P: Params;

@@ -14,6 +14,7 @@ struct Params {
   kStart: u32,      // first key of this window (absolute); row 0 of the K/V bindings
   kStop: u32,       // end of this window (exclusive, absolute)
   last: u32,        // 1: normalise into O; 0: leave this window's unnormalised output in O, (max, sum) in ML
+  first: u32,       // 1: start afresh; 0: continue from the output and (max, sum) the previous window left
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -51,6 +52,14 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   for (var c = 0u; c < D4; c++) {
     q[c] = Q[qb + c] * P.scale;
     acc[c] = vec4f(0.0);
+  }
+  if (P.first == 0u && valid) {
+    let st = ML[qi * heads + h];
+    m = st.x;
+    l = st.y;
+    for (var c = 0u; c < D4; c++) {
+      acc[c] = O[ob + c];
+    }
   }
   var s: array<f32, BK>;
 

@@ -8,24 +8,47 @@
  * - "gpu": classic FA2, K/V tiles staged in workgroup memory (see attention-gpu.wgsl).
  *
  * Storage, not textures, for K/V: the cache stays plain storage (later code re-rotates keys in
- * place), no per-call copy into a texture is needed, and there is no 16384-row texture limit. A
- * storage binding holds at most 128 MiB, so longer caches are attended in windows of rows, one
- * dispatch each, the running (max, sum, unnormalised output) carried between them.
+ * place), no per-call copy into a texture is needed, and there is no 16384-row texture limit.
+ *
+ * The cache is paged: each layer's keys and values live in pages of `pageRows` rows, separate buffers
+ * allocated as rows are appended, so the longest context is bounded by memory, not by one buffer's or one
+ * binding's size. Attention takes one dispatch per page, the running (max, sum, unnormalised output)
+ * carried from one to the next. Pages hold f32, or f16 / bf16 (half the memory; rows are
+ * rounded to nearest-even as appended, pack16.wgsl) widened into an f32 scratch page before each dispatch.
  */
 import cpuTemplate from "./attention-cpu.wgsl" with { type: "text" }
 import gpuTemplate from "./attention-gpu.wgsl" with { type: "text" }
-import mergeSource from "./attention-merge.wgsl" with { type: "text" }
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
-import { type Tensor, expectShape } from "./tensor.ts"
+import { packHalf, unpackHalf } from "./pack16.ts"
+import { type Half, type Tensor, expectShape } from "./tensor.ts"
 
-/** Keys/values of one layer for positions 0..capacity-1, storage tensors [capacity, kvHeads*headDim] (kept as plain storage so later code can re-rotate cached keys in place). */
+/** Rows pageRows·p … pageRows·(p+1)−1 of a layer's keys and values, [pageRows, kvHeads·headDim] in the cache's dtype. */
+export interface KvPage {
+  readonly k: GPUBuffer
+  readonly v: GPUBuffer
+}
+
+/**
+ * Keys/values of one layer for positions 0..capacity-1, in pages of `pageRows` rows allocated as rows are
+ * appended (plain storage, so later code can re-rotate cached keys in place).
+ */
 export interface KvCache {
-  readonly k: Tensor
-  readonly v: Tensor
   readonly capacity: number
   readonly kvHeads: number
   readonly headDim: number
+  /** f32, or 16-bit rows (two values a u32 word). */
+  readonly dtype: "f32" | Half
+  readonly pageRows: number
+  /** The pages allocated so far, in order. */
+  readonly pages: KvPage[]
+}
+
+export interface KvCacheOptions {
+  /** Element type of the cached rows; default f32. */
+  readonly dtype?: "f32" | Half
+  /** Rows per page (a multiple of 4); default `defaultPageRows`: the capacity, up to 128 MiB of f32 rows. */
+  readonly pageRows?: number
 }
 
 export type AttentionVariant = "cpu" | "gpu"
@@ -38,8 +61,6 @@ export interface AttentionOptions {
   readonly scale?: number
   /** Forces a kernel variant (tests); defaults to the adapter's profile. */
   readonly variant?: AttentionVariant
-  /** Cache rows bound per dispatch (a multiple of 64); defaults to what fits a storage binding. Tests force small windows. */
-  readonly windowRows?: number
   /** cpu variant only: query rows per invocation instead of the default (1 for Tq ≤ 8, else `cpuRows(headDim)`); tests keep compiles short with fewer. */
   readonly rows?: number
 }
@@ -52,19 +73,41 @@ function checkHeadDim(op: string, headDim: number): void {
   }
 }
 
-export function createKvCache(rt: GpuRuntime, capacity: number, kvHeads: number, headDim: number): KvCache {
+/** Bytes of one cached value. */
+const valueBytes = (dtype: "f32" | Half): number => (dtype === "f32" ? 4 : 2)
+
+/** Bytes a default page's f32 rows fill at most: WebGPU's default maxStorageBufferBindingSize, the same on every device so memory plans can say it. */
+export const PAGE_BYTES = 2 ** 27
+
+/** The default rows per page for a cache of `capacity` rows: all of them (rounded up to 64), up to PAGE_BYTES of f32 rows. */
+export function defaultPageRows(capacity: number, kvHeads: number, headDim: number): number {
+  return Math.max(64, Math.min(Math.ceil(capacity / 64) * 64, Math.floor(PAGE_BYTES / (kvHeads * headDim * 4) / 64) * 64))
+}
+
+export function createKvCache(rt: GpuRuntime, capacity: number, kvHeads: number, headDim: number, options: KvCacheOptions = {}): KvCache {
   checkHeadDim("createKvCache", headDim)
   if (!Number.isInteger(capacity) || capacity <= 0) throw new Error(`createKvCache: capacity ${capacity} must be a positive integer`)
   if (!Number.isInteger(kvHeads) || kvHeads <= 0) throw new Error(`createKvCache: kvHeads ${kvHeads} must be a positive integer`)
-  const width = kvHeads * headDim
-  const max = rt.limits.maxBufferSize
-  if (capacity * width * 4 > max) {
-    throw new Error(`createKvCache: ${capacity} rows of ${width * 4} bytes exceed the buffer size limit of ${max} bytes (at most ${Math.floor(max / (width * 4))} rows)`)
+  const pageRows = options.pageRows ?? defaultPageRows(capacity, kvHeads, headDim)
+  if (!Number.isInteger(pageRows) || pageRows < 4 || pageRows % 4 !== 0) throw new Error(`createKvCache: pageRows ${pageRows} must be a multiple of 4`)
+  // an f32 page, or the f32 scratch a 16-bit page is widened into, is bound whole
+  if (pageRows * kvHeads * headDim * 4 > rt.limits.maxStorageBufferBindingSize) {
+    throw new Error(`createKvCache: pages of ${pageRows} rows exceed one storage binding (at most ${maxWindowRows(rt, kvHeads, headDim)} rows)`)
   }
-  return { k: rt.tensor([capacity, width]), v: rt.tensor([capacity, width]), capacity, kvHeads, headDim }
+  return { capacity, kvHeads, headDim, dtype: options.dtype ?? "f32", pageRows, pages: [] }
 }
 
-/** Writes k, v [T, kvHeads*headDim] into rows at..at+T-1. */
+/** Bytes of one page's K (or V). */
+export const kvPageBytes = (cache: Pick<KvCache, "pageRows" | "kvHeads" | "headDim" | "dtype">): number => cache.pageRows * cache.kvHeads * cache.headDim * valueBytes(cache.dtype)
+
+/** The page holding row `row`, allocated (with those before it) if it is not yet. */
+function pageFor(rt: GpuRuntime, cache: KvCache, row: number): KvPage {
+  const p = Math.floor(row / cache.pageRows)
+  while (cache.pages.length <= p) cache.pages.push({ k: rt.allocBuffer(kvPageBytes(cache)), v: rt.allocBuffer(kvPageBytes(cache)) })
+  return cache.pages[p]!
+}
+
+/** Writes k, v [T, kvHeads*headDim] (f32) into rows at..at+T-1, rounded to the cache's dtype. */
 export function appendKv(rt: GpuRuntime, cache: KvCache, k: Tensor, v: Tensor, at: number): void {
   const width = cache.kvHeads * cache.headDim
   const t = k.shape[0] ?? 0
@@ -73,15 +116,51 @@ export function appendKv(rt: GpuRuntime, cache: KvCache, k: Tensor, v: Tensor, a
   if (!Number.isInteger(at) || at < 0 || at + t > cache.capacity) {
     throw new Error(`appendKv: rows ${at}..${at + t - 1} do not fit a cache of capacity ${cache.capacity}`)
   }
-  if (t === 0) return
-  const bytes = t * width * 4
-  rt.copy(k.buffer, 0, cache.k.buffer, at * width * 4, bytes)
-  rt.copy(v.buffer, 0, cache.v.buffer, at * width * 4, bytes)
+  // page by page: a chunk may start in one page and end in another
+  for (let r = at; r < at + t; ) {
+    const page = pageFor(rt, cache, r)
+    const inPage = r % cache.pageRows
+    const rows = Math.min(at + t - r, cache.pageRows - inPage)
+    if (cache.dtype === "f32") {
+      rt.copy(k.buffer, (r - at) * width * 4, page.k, inPage * width * 4, rows * width * 4)
+      rt.copy(v.buffer, (r - at) * width * 4, page.v, inPage * width * 4, rows * width * 4)
+    } else {
+      const o = { values: rows * width, srcWord: ((r - at) * width) / 2, dstWord: (inPage * width) / 2 }
+      packHalf(rt, k, page.k, cache.dtype, o)
+      packHalf(rt, v, page.v, cache.dtype, o)
+    }
+    r += rows
+  }
 }
 
 export function releaseKvCache(rt: GpuRuntime, cache: KvCache): void {
-  rt.release(cache.k, cache.v)
+  for (const p of cache.pages.splice(0)) {
+    rt.releaseBuffer(p.k)
+    rt.releaseBuffer(p.v)
+  }
 }
+
+/**
+ * Rows from..from+rows−1 of one page's keys (or values) as f32: the page itself (f32) or `scratch` widened
+ * from it (16-bit). Later code re-rotating keys writes back with `storeKvRows`.
+ */
+export function kvRows(rt: GpuRuntime, cache: KvCache, page: GPUBuffer, rows: number, scratch: Tensor | undefined): { readonly buffer: GPUBuffer; readonly size: number } {
+  const width = cache.kvHeads * cache.headDim
+  if (cache.dtype === "f32") return { buffer: page, size: rows * width * 4 }
+  if (scratch === undefined) throw new Error("kvRows: a 16-bit cache needs a scratch page")
+  unpackHalf(rt, page, cache.dtype, { values: rows * width, dst: scratch })
+  return { buffer: scratch.buffer, size: rows * width * 4 }
+}
+
+/** Rows of an f32 scratch page written back into a 16-bit page (rounded again), or nothing for an f32 page (changed in place). */
+export function storeKvRows(rt: GpuRuntime, cache: KvCache, page: GPUBuffer, rows: number, scratch: Tensor | undefined): void {
+  if (cache.dtype === "f32" || scratch === undefined) return
+  packHalf(rt, scratch, page, cache.dtype, { values: rows * cache.kvHeads * cache.headDim })
+}
+
+/** An f32 page to widen a 16-bit page into (undefined for an f32 cache: its pages are read in place). Release it after use. */
+export const kvScratch = (rt: GpuRuntime, cache: KvCache): Tensor | undefined =>
+  cache.dtype === "f32" ? undefined : rt.tensor([cache.pageRows, cache.kvHeads * cache.headDim])
 
 /**
  * Query rows per invocation of the cpu variant. Each K/V component loaded feeds this many FMAs, so more
@@ -136,6 +215,10 @@ export function cpuSource(d4: number, rows: number): string {
     for (const c of C) loadQ.push(`let q${t}_${c} = Q[qb${t} + ${c}u] * P.scale;`)
     loadQ.push(`var m${t} = NEG;`, `var l${t} = 0.0;`)
     for (const c of C) loadQ.push(`var a${t}_${c} = vec4f(0.0);`)
+    // a later page continues the running state the page before left (unnormalised output, max, sum)
+    loadQ.push(`if (P.first == 0u && qi${t} < P.tq) {`, `  let st${t} = ML[qi${t} * heads + h];`, `  m${t} = st${t}.x;`, `  l${t} = st${t}.y;`)
+    for (const c of C) loadQ.push(`  a${t}_${c} = O[o${t} + ${c}u];`)
+    loadQ.push(`}`)
   }
   const block: string[] = []
   for (const t of R) for (const u of U) block.push(`var s${t}_${u} = 0.0;`)
@@ -160,8 +243,8 @@ export function cpuSource(d4: number, rows: number): string {
     }
   }
   const store: string[] = []
-  // Last window (or the only one): normalise. Otherwise leave the window's unnormalised output and
-  // (max, sum) for attention-merge.wgsl. (Merging here, in the unrolled kernel, doubled its compile.)
+  // Last page (or the only one): normalise. Otherwise leave the unnormalised output and (max, sum) for the
+  // next page's dispatch to continue from.
   for (const t of R) {
     store.push(`if (qi${t} < P.tq) {`, `  let r${t} = select(1.0, 1.0 / l${t}, P.last == 1u);`)
     store.push(`  if (P.last == 0u) { ML[qi${t} * heads + h] = vec2f(m${t}, l${t}); }`)
@@ -177,18 +260,6 @@ export function cpuSource(d4: number, rows: number): string {
 
 export function gpuSource(d4: number, tileKeys: number): string {
   return setConst(setConst(gpuTemplate, "D4", d4), "BK", tileKeys)
-}
-
-function merge(rt: GpuRuntime, out: Tensor, ml: Tensor, part: Tensor, partMl: Tensor, n: number, d4: number, last: boolean): void {
-  const groups = Math.ceil(n / 256)
-  const gx = Math.min(groups, rt.limits.maxComputeWorkgroupsPerDimension)
-  const params = uniforms([
-    ["u32", n],
-    ["u32", d4],
-    ["u32", last ? 1 : 0],
-    ["u32", gx],
-  ])
-  rt.dispatch(rt.pipeline("attention-merge", mergeSource), [out, ml, part, partMl], [gx, Math.ceil(groups / gx)], params)
 }
 
 const sources = new Map<string, string>()
@@ -213,13 +284,10 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
   const out = rt.tensor([tq, heads * headDim])
   if (tq === 0) return out
   const keys = queryOffset + tq
-  const rowBytes = kvHeads * headDim * 4
+  if (cache.pages.length * cache.pageRows < keys) throw new Error(`attention: the cache holds ${cache.pages.length * cache.pageRows} rows' pages; keys up to ${keys} were asked for (append them first)`)
   const d4 = headDim / 4
   const scale = (opts.scale ?? 1 / Math.sqrt(headDim)) * Math.LOG2E
-  const windowRows = opts.windowRows ?? maxWindowRows(rt, kvHeads, headDim)
-  if (!Number.isInteger(windowRows) || windowRows <= 0 || windowRows % 64 !== 0) {
-    throw new Error(`attention: windowRows ${windowRows} must be a positive multiple of 64`)
-  }
+  const windowRows = cache.pageRows
   const variant = opts.variant ?? rt.adapter.profile
   let pipeline: GPUComputePipeline
   let perGroup: number
@@ -236,13 +304,14 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
     const key = `attention-gpu-d${headDim}-k${bk}`
     pipeline = rt.pipeline(key, source(key, () => gpuSource(d4, bk)))
   }
-  // One dispatch per window of cache rows: one in all unless the attended prefix exceeds a storage
-  // binding (the binding covers only rows in use). Later windows go to a scratch output and are
-  // merged into `out` by attention-merge.wgsl.
+  // One dispatch per page of the cache (the binding covers only rows in use), each continuing the running
+  // softmax state the one before left in `out` and `ml`: the same arithmetic, in the same order, as one
+  // pass over all keys, so paging changes no bit (where pages are whole tiles of the gpu kernel: multiples
+  // of 64 rows). A 16-bit page is widened into an f32 scratch page first.
   const windows = Math.ceil(keys / windowRows)
   const ml = rt.tensor(windows > 1 ? [tq * heads, 2] : [4])
-  const part = windows > 1 ? rt.tensor([tq, heads * headDim]) : undefined
-  const partMl = windows > 1 ? rt.tensor([tq * heads, 2]) : undefined
+  const scratchK = kvScratch(rt, cache)
+  const scratchV = kvScratch(rt, cache)
   for (let w = 0; w < windows; w++) {
     const kStart = w * windowRows
     const kStop = Math.min(keys, kStart + windowRows)
@@ -255,18 +324,14 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
       ["f32", scale],
       ["u32", kStart],
       ["u32", kStop],
-      ["u32", windows === 1 ? 1 : 0],
+      ["u32", w === windows - 1 ? 1 : 0],
+      ["u32", w === 0 ? 1 : 0],
     ])
-    const range = { offset: kStart * rowBytes, size: (kStop - kStart) * rowBytes }
-    const dst = w === 0 || part === undefined || partMl === undefined ? { o: out, ml } : { o: part, ml: partMl }
-    rt.dispatch(
-      pipeline,
-      [q, { buffer: cache.k.buffer, ...range }, { buffer: cache.v.buffer, ...range }, dst.o, dst.ml],
-      [Math.ceil(tq / perGroup), heads],
-      params,
-    )
-    if (w > 0 && part !== undefined && partMl !== undefined) merge(rt, out, ml, part, partMl, tq * heads, d4, w === windows - 1)
+    const page = cache.pages[w]!
+    const kRows = kvRows(rt, cache, page.k, kStop - kStart, scratchK)
+    const vRows = kvRows(rt, cache, page.v, kStop - kStart, scratchV)
+    rt.dispatch(pipeline, [q, kRows, vRows, out, ml], [Math.ceil(tq / perGroup), heads], params)
   }
-  rt.release(ml, part, partMl)
+  rt.release(ml, scratchK, scratchV)
   return out
 }

@@ -67,6 +67,8 @@ export type TrainPlan =
 export interface MemoryOptions {
   /** Tokens per forward chunk (inference). */
   readonly chunk?: number
+  /** The KV cache's element type (default: the family's, e.g. the weights' precision). */
+  readonly kvCache?: "f32" | "f16" | "bf16"
   /** Plan a training step of `length` tokens instead of scoring. */
   readonly train?: TrainPlan
 }
@@ -103,7 +105,15 @@ export interface MemoryPlan {
   readonly largestBuffer: PlanPart
 }
 
-export interface LogprobsOptions {
+/** How a model keeps its KV cache (families that page or narrow their caches read these). */
+export interface KvOptions {
+  /** The cache's element type: f32, or f16 / bf16 (a family's default: its weights' precision). */
+  readonly kvCache?: "f32" | "f16" | "bf16"
+  /** Rows per cache page (tests force small pages). */
+  readonly pageRows?: number
+}
+
+export interface LogprobsOptions extends KvOptions {
   /** The RoPE table (callers choose it: the model's own is `rope(length)`). */
   readonly rope: RopeTable
   /** Tokens per forward chunk. */
@@ -125,7 +135,7 @@ export interface DecodeSession {
   /** Runs `tokens` at positions length.., appends their K/V; ln p(next token) over the vocabulary, float64. */
   feed(tokens: Uint32Array | readonly number[], table: RopeTable, options?: { readonly chunk?: number; readonly source?: string }): Promise<Float64Array>
   /** Turns every cached key into what `table` would have made of it (optional: `generate --policy rerotate`). */
-  rerotate?(table: RopeTable, options?: { readonly windowRows?: number }): void
+  rerotate?(table: RopeTable): void
   /** Empties the cache (the buffers are kept). */
   reset(): void
   dispose(): void
@@ -141,7 +151,7 @@ export interface LoadedModel {
   /** `out[i] = ln p(tokens[i+1] | tokens[0..i])`, length n−1, in float64. */
   logprobs(tokens: Uint32Array | readonly number[], options: LogprobsOptions): Promise<Float64Array>
   /** A KV-cache session for generation of up to `capacity` tokens (absent: the family cannot generate). */
-  session?(capacity: number): DecodeSession
+  session?(capacity: number, options?: KvOptions): DecodeSession
   /** Full next-token distributions at every position under several tables (short-context KL). */
   distributions?(tokens: Uint32Array | readonly number[], tables: readonly RopeTable[], onRows: DistributionRows, options?: { readonly chunk?: number }): Promise<void>
   dispose(): void

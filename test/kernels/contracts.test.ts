@@ -110,8 +110,12 @@ describe("bad input is rejected with a clear message", () => {
     expect(() => appendKv(rt, cache, k, k, 6)).toThrow(/capacity/)
     expect(() => appendKv(rt, cache, q4, q4, 0)).toThrow(/shape/)
     const q2 = rt.tensor([4, 2 * 16])
-    expect(() => attention(rt, q2, cache, { heads: 2, queryOffset: 0, windowRows: 100 })).toThrow(/multiple of 64/)
-    expect(() => createKvCache(rt, 2 ** 26, 8, 128)).toThrow(/buffer size limit/)
+    expect(() => attention(rt, q2, cache, { heads: 2, queryOffset: 0 })).toThrow(/append them first/)
+    expect(() => createKvCache(rt, 8, 1, 16, { pageRows: 6 })).toThrow(/multiple of 4/)
+    expect(() => createKvCache(rt, 2 ** 26, 8, 128, { pageRows: 2 ** 26 })).toThrow(/exceed one storage binding/)
+    // a capacity past one buffer is fine: pages are allocated as rows arrive
+    const huge = createKvCache(rt, 2 ** 26, 8, 128)
+    expect(huge.pages.length).toBe(0)
     rt.release(q, q2, q4, k)
     releaseKvCache(rt, cache)
   })
@@ -241,6 +245,8 @@ describe("attention memory", () => {
       const rt = await gpu()
       const t = 512, heads = 2, d = 16
       const cache = createKvCache(rt, t, 1, d)
+      const kv = rt.upload(rand(t * d, 8), [t, d])
+      appendKv(rt, cache, kv, kv, 0)
       const q = rt.upload(rand(t * heads * d, 7), [t, heads * d])
       await rt.sync()
       rt.resetPeak()
@@ -249,7 +255,7 @@ describe("attention memory", () => {
       await rt.sync()
       // T² f32 scores would be 1 MiB; the output is 64 KiB.
       expect(rt.stats.peakBytes - before).toBeLessThanOrEqual(t * heads * d * 4)
-      rt.release(q, out)
+      rt.release(q, out, kv)
       releaseKvCache(rt, cache)
     })
   }

@@ -300,17 +300,18 @@ describe("generation across longrope-research buckets", () => {
 })
 
 describe("the session's re-rotation", () => {
-  test("the windowed path (caches larger than a storage binding) gives the same keys as the in-place one", async () => {
+  test("page by page (pages of 8 and 4 rows) gives the same keys as one page", async () => {
     const { model } = await load(base({ maxPositions: 128, originalMaxPositions: L0, ropeScaling: longropeScaling, seed: 61 }))
     try {
       const tokens = randomTokens(30, 97, 17)
       const short = model.rope(30)
       const long = model.rope(40)
       const results: Float64Array[] = []
-      for (const windowRows of [undefined, 7, 1]) {
-        const s = model.session(40)
+      // one page, then pages of 8 and of 4 rows (the re-rotation goes page by page)
+      for (const pageRows of [undefined, 8, 4]) {
+        const s = model.session(40, pageRows === undefined ? {} : { pageRows })
         await s.feed(tokens.slice(0, 29), short)
-        s.rerotate(long, windowRows === undefined ? {} : { windowRows })
+        s.rerotate(long)
         results.push(await s.feed(tokens.slice(29), long))
         s.dispose()
       }

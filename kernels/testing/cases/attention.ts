@@ -2,7 +2,8 @@
 import { type AttentionVariant, appendKv, attention, createKvCache, releaseKvCache } from "../../attention.ts"
 import { attentionRef } from "../../attention.ref.ts"
 import type { AdapterProfile } from "../../runtime.ts"
-import type { Tensor } from "../../tensor.ts"
+import type { Half, Tensor } from "../../tensor.ts"
+import { packHalfRef, unpackHalfRef } from "../../pack16.ref.ts"
 import { type KernelCase, type KernelOp, type Variant, expectShapeOf, launcher, once } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
@@ -33,8 +34,10 @@ export interface AttentionParams {
   readonly scale?: number
   /** Multiplies q, for large logits. */
   readonly qGain?: number
-  /** Cache rows per binding window (forces the long-cache path at small sizes). */
-  readonly windowRows?: number
+  /** Cache rows per page (forces the many-pages path at small sizes). */
+  readonly pageRows?: number
+  /** The cache's element type (16-bit: rows rounded as appended; the reference sees the rounded values). */
+  readonly kvCache?: Half
   /** cpu kernel: query rows per invocation (default: the production choice). Fewer keep cold compiles short. */
   readonly rows?: number
   /** The reference's scale where it should differ from the kernel's (to show a mismatch is caught). */
@@ -65,7 +68,8 @@ export function attentionCase(p: AttentionParams): KernelCase<AttentionKernelVar
     `head_dim ${d}`,
     `T ${t}`,
     chunks.length > 1 ? `chunks ${chunks.join("+")}` : "",
-    p.windowRows !== undefined ? `windows of ${p.windowRows} rows` : "",
+    p.pageRows !== undefined ? `pages of ${p.pageRows} rows` : "",
+    p.kvCache !== undefined ? `${p.kvCache} cache` : "",
     p.scale !== undefined ? `scale ${p.scale}` : "",
     p.qGain !== undefined ? `q×${p.qGain}` : "",
     p.rows !== undefined ? `${p.rows} rows per invocation (cpu kernel)` : "",
@@ -78,7 +82,7 @@ export function attentionCase(p: AttentionParams): KernelCase<AttentionKernelVar
     setup(rt, v) {
       const { q, k, v: vals } = host()
       const capacity = t + (p.spareRows ?? 9)
-      const cache = createKvCache(rt, capacity, kvHeads, d)
+      const cache = createKvCache(rt, capacity, kvHeads, d, { ...(p.pageRows === undefined ? {} : { pageRows: p.pageRows }), ...(p.kvCache === undefined ? {} : { dtype: p.kvCache }) })
       if (capacity > t) {
         const junk = rt.upload(new Float32Array(capacity * kvHeads * d).fill(1e30), [capacity, kvHeads * d])
         appendKv(rt, cache, junk, junk, 0)
@@ -101,7 +105,6 @@ export function attentionCase(p: AttentionParams): KernelCase<AttentionKernelVar
         variant: v.kernel,
         ...(p.scale !== undefined ? { scale: p.scale } : {}),
         ...(p.rows !== undefined ? { rows: p.rows } : {}),
-        ...(p.windowRows !== undefined ? { windowRows: p.windowRows } : {}),
       }
       const run = () => {
         const outs: Record<string, Tensor> = {}
@@ -121,7 +124,10 @@ export function attentionCase(p: AttentionParams): KernelCase<AttentionKernelVar
       return launcher(rt, qs, run, { view, cleanup: () => releaseKvCache(rt, cache) })
     },
     expected: once(() => {
-      const { q, k, v } = host()
+      const { q, k: k32, v: v32 } = host()
+      // a 16-bit cache holds the rows rounded (decoded here independently of the kernels)
+      const rounded = (x: Float32Array): Float32Array | Float64Array => (p.kvCache === undefined ? x : unpackHalfRef(packHalfRef(x, p.kvCache), p.kvCache))
+      const k = rounded(k32), v = rounded(v32)
       const scale = p.refScale ?? p.scale
       const want = attentionRef(q, k, v, { tq: t, tk: t, heads, kvHeads, headDim: d, queryOffset: 0, ...(scale !== undefined ? { scale } : {}) })
       return { o: { want, tol: { abs: ATTENTION_TOL }, shape: [t, heads * d] } }
@@ -142,8 +148,13 @@ export const attentionOp: KernelOp<AttentionKernelVariant> = {
     attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 130, chunks: [37, 1, 7, 85] }),
     // Token-by-token decoding (1 row per invocation) after a prompt of 7.
     attentionCase({ heads: 3, kvHeads: 1, headDim: 16, t: 12, chunks: [7, 1, 1, 1, 1, 1] }),
-    attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 200, chunks: [100, 100], windowRows: 64 }),
-    attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 130, chunks: [1, 129], windowRows: 128, seed: 9 }),
+    attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 200, chunks: [100, 100], pageRows: 64 }),
+    attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 130, chunks: [1, 129], pageRows: 128, seed: 9 }),
+    attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 130, chunks: [37, 1, 7, 85], pageRows: 12 }),
+    // 16-bit caches: rows rounded as appended, widened page by page
+    attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 130, chunks: [37, 1, 7, 85], kvCache: "f16" }),
+    attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 200, chunks: [100, 100], pageRows: 64, kvCache: "bf16" }),
+    attentionCase({ heads: 3, kvHeads: 1, headDim: 16, t: 12, chunks: [7, 1, 1, 1, 1, 1], pageRows: 4, kvCache: "bf16" }),
     attentionCase({ heads: 2, kvHeads: 1, headDim: 96, t: 37, rows: 2 }),
     attentionCase({ heads: 2, kvHeads: 2, headDim: 128, t: 77, chunks: [70, 7], scale: 0.3, qGain: 2, rows: 1 }),
     attentionCase({ heads: 1, kvHeads: 1, headDim: 16, t: 7, scale: 0.5, rows: 2 }),

@@ -5,7 +5,9 @@
  */
 import type { MemoryOptions, MemoryPlan, PlanPart, PlannedModel, TrainPlan } from "../family.ts"
 import type { LlamaConfig } from "./config.ts"
-import { DEFAULT_CHUNK, LOGIT_FLOATS } from "./model.ts"
+import { DEFAULT_CHUNK, type InspectedLlama, LOGIT_FLOATS } from "./model.ts"
+import { layerPrefix } from "./weights.ts"
+import { defaultPageRows } from "../../../kernels/attention.ts"
 import { LOGIT_FLOATS as TRAIN_LOGIT_FLOATS } from "./train.ts"
 
 const F32 = 4
@@ -31,17 +33,44 @@ const preparedElements = (n: number, k: number): number => Math.ceil(k / 4) * 4 
 /** The plan at `length` tokens: scoring (chunks of `chunk`, a KV cache) or, with `train`, one training step of `length` tokens. */
 export function llamaMemory(model: PlannedModel, length: number, options: MemoryOptions = {}): MemoryPlan {
   const c = model.config as LlamaConfig
-  return options.train === undefined ? scoringPlan(c, length, options.chunk) : trainingPlan(c, length, options.train)
+  return options.train === undefined ? scoringPlan(c, fileBytes(model), length, options) : trainingPlan(c, length, options.train)
 }
 
-/** Scoring (model.ts): f32 weights, one K and one V cache per layer, one chunk's working buffers. */
-function scoringPlan(c: LlamaConfig, length: number, chunkOpt: number | undefined): MemoryPlan {
+/** Bytes per value of a tensor in the folder (its file dtype: 16-bit weights stay 16-bit); 4 without a folder. */
+function fileBytes(model: PlannedModel): (name: string) => number {
+  const ckpt = "checkpoint" in model ? (model as InspectedLlama).checkpoint : undefined
+  return (name) => (ckpt?.get(name)?.dtype === "F16" || ckpt?.get(name)?.dtype === "BF16" ? 2 : F32)
+}
+
+/** HF names of a layer's linears, by the module names `shapes` uses (Phi-3's fused ones split alike). */
+const MODULE_TENSORS: Readonly<Record<string, string>> = {
+  q_proj: "self_attn.q_proj.weight", k_proj: "self_attn.k_proj.weight", v_proj: "self_attn.v_proj.weight", o_proj: "self_attn.o_proj.weight",
+  gate_proj: "mlp.gate_proj.weight", up_proj: "mlp.up_proj.weight", down_proj: "mlp.down_proj.weight",
+}
+const FUSED: Readonly<Record<string, string>> = { q_proj: "self_attn.qkv_proj.weight", k_proj: "self_attn.qkv_proj.weight", v_proj: "self_attn.qkv_proj.weight", gate_proj: "mlp.gate_up_proj.weight", up_proj: "mlp.gate_up_proj.weight" }
+
+/** Scoring (model.ts): weights in their file dtype, a paged K and V cache per layer, one chunk's working buffers. */
+function scoringPlan(c: LlamaConfig, bytes: (name: string) => number, length: number, o: MemoryOptions): MemoryPlan {
   const { D, qDim, kvDim, I, V, L, linears, biases } = shapes(c)
-  const layerLinears = Object.values(linears).reduce((a, [n, k]) => a + preparedElements(n, k), 0)
-  // the embedding table is a storage buffer; the head a prepared weight (a second copy when tied)
-  const weights = F32 * (V * D + preparedElements(V, D) + D + L * (2 * D + layerLinears + biases))
-  const kvCache = 2 * L * length * kvDim * F32
-  const chunk = Math.max(1, Math.min(length, chunkOpt ?? DEFAULT_CHUNK))
+  const embedBytes = bytes("model.embed_tokens.weight")
+  const headBytes = c.tieWordEmbeddings ? embedBytes : bytes("lm_head.weight")
+  let layerWeights = 0
+  for (let l = 0; l < L; l++) {
+    for (const [m, [n, k]] of Object.entries(linears)) {
+      const name = layerPrefix(l) + (c.fused ? FUSED[m] ?? MODULE_TENSORS[m]! : MODULE_TENSORS[m]!)
+      layerWeights += preparedElements(n, k) * bytes(name)
+    }
+  }
+  // the embedding table is a storage buffer in the file's dtype; the head a prepared weight (a second
+  // copy when tied); norms and biases f32
+  const weights = V * D * embedBytes + preparedElements(V, D) * headBytes + layerWeights + F32 * (D + L * (2 * D + biases))
+  // The cache keeps the weights' precision unless asked; its rows come in pages (each one allocated
+  // whole); a 16-bit page is widened into an f32 scratch page of K and of V while attended.
+  const kvBytes = o.kvCache === undefined ? (embedBytes === 2 ? 2 : F32) : o.kvCache === "f32" ? F32 : 2
+  const pageRows = defaultPageRows(length, c.numKvHeads, c.headDim)
+  const pages = Math.ceil(length / pageRows)
+  const kvCache = 2 * L * pages * pageRows * kvDim * kvBytes + (kvBytes === 2 ? 2 * pageRows * kvDim * F32 : 0)
+  const chunk = Math.max(1, Math.min(length, o.chunk ?? DEFAULT_CHUNK))
   const rows = Math.max(1, Math.min(chunk, Math.floor(LOGIT_FLOATS / V)))
   // One chunk's buffers: residual, norm, q, k, v, attention output, gate, up, swiglu, the two residual
   // updates' scratch outputs; x copied into a texture for the matmul; a block of logits (and its padded
@@ -51,10 +80,12 @@ function scoringPlan(c: LlamaConfig, length: number, chunkOpt: number | undefine
   const logits = rows * V + (V % 16 === 0 ? 0 : rows * Math.ceil(V / 16) * 16)
   const sets = length - 1 > chunk ? 2 : 1 // (not 1 again at exact multiples: the plan must grow with length)
   const activations = sets * F32 * (chunk * (5 * D + 2 * qDim + 2 * kvDim + 3 * I) + xTexture + logits)
-  // loading reads one layer at a time (f32) and transposes one matrix beside it; the embedding is read whole
-  const layerHost = Object.values(linears).reduce((a, [n, k]) => a + n * k, 0) + 2 * D + biases
-  const largestLinear = Math.max(...Object.values(linears).map(([n, k]) => preparedElements(n, k)))
-  const hostStaging = F32 * Math.max(layerHost + largestLinear, V * D + preparedElements(V, D))
+  // loading reads one layer at a time (in the file's dtype) and transposes one matrix beside it; the
+  // embedding is read whole and the head transposed from it
+  const wBytes = Math.max(embedBytes, bytes(`${layerPrefix(0)}mlp.down_proj.weight`))
+  const layerHost = wBytes * Object.values(linears).reduce((a, [n, k]) => a + n * k, 0) + F32 * (2 * D + biases)
+  const largestLinear = wBytes * Math.max(...Object.values(linears).map(([n, k]) => preparedElements(n, k)))
+  const hostStaging = Math.max(layerHost + largestLinear, embedBytes * V * D + headBytes * preparedElements(V, D))
   return {
     length,
     weights,
@@ -68,10 +99,7 @@ function scoringPlan(c: LlamaConfig, length: number, chunkOpt: number | undefine
       { bytes: F32 * rows * V, what: `one block of logits (${rows} rows × ${V} f32)` },
       { bytes: F32 * chunk * Math.max(I, qDim), what: `one chunk's MLP activations (${chunk} tokens × ${Math.max(I, qDim)} f32)` },
     ),
-    largestBuffer: largest(
-      { bytes: length * kvDim * F32, what: `one layer's K cache (${length} tokens × ${kvDim} f32)` },
-      { bytes: F32 * V * D, what: `the embedding table (${V} × ${D} f32)` },
-    ),
+    largestBuffer: { bytes: embedBytes * V * D, what: `the embedding table (${V} × ${D}, ${embedBytes === 2 ? "16-bit" : "f32"})` },
   }
 }
 

@@ -5,24 +5,27 @@
  * queries attend to everything before them, so memory is O(T·d) (cache) + O(chunk·(d + V)), never T² or
  * T·V. Semantics are transformers' (rotate_half RoPE, GQA, RMSNorm, SwiGLU, tied head).
  */
-import { type KvCache, appendKv, attention, createKvCache, releaseKvCache } from "../../../kernels/attention.ts"
+import { type KvCache, type KvCacheOptions, appendKv, attention, createKvCache, kvRows, kvScratch, releaseKvCache, storeKvRows } from "../../../kernels/attention.ts"
 import { embed } from "../../../kernels/embedding.ts"
 import { logprobsFromLogits } from "../../../kernels/logprobs.ts"
-import { type Weight, linear, prepareWeight, releaseWeight } from "../../../kernels/matmul.ts"
+import { type Weight, linear, prepareWeight, prepareWeight16, releaseWeight } from "../../../kernels/matmul.ts"
+import { uploadHalf } from "../../../kernels/pack16.ts"
 import { rmsnorm } from "../../../kernels/rmsnorm.ts"
 import { type GpuRopeTable, applyRope, releaseRopeTable, uploadRopeTable } from "../../../kernels/rope.ts"
 import { inverseRopeTable } from "../../../kernels/rope-backward.ts"
 import type { RopeTable } from "../../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../../kernels/runtime.ts"
 import { swiglu } from "../../../kernels/swiglu.ts"
-import type { Tensor } from "../../../kernels/tensor.ts"
+import type { Half, HalfTensor, Tensor } from "../../../kernels/tensor.ts"
 import { inputError } from "../../../common/errors.ts"
 import { type ChosenTable, resolveRope } from "../../rope/index.ts"
 import { sameRopeTable } from "../../rope/table.ts"
-import { Checkpoint, type TensorSource } from "../../../common/safetensors.ts"
+import { Checkpoint, type RawTensor, rawToF32, type TensorSource } from "../../../common/safetensors.ts"
 import { AdaptedWeights, readPeftAdapter } from "../../../training/peft.ts"
 import { type ConfigOptions, type LlamaConfig, readLlamaConfig } from "./config.ts"
-import { readLayer, validateCheckpoint } from "./weights.ts"
+import { readRawLayer, validateCheckpoint } from "./weights.ts"
+
+const HALF: Readonly<Record<"F16" | "BF16", Half>> = { F16: "f16", BF16: "bf16" }
 
 export { sameRopeTable }
 
@@ -61,7 +64,15 @@ export function inspectLlama(dir: string, options: InspectOptions = {}): Inspect
   return { config, checkpoint, rope }
 }
 
-export interface LogprobsOptions {
+/** How the KV cache is kept: its element type (default: the weights' dtype, f32 for f32 weights) and rows per page. */
+export interface KvOptions {
+  /** f32, or f16 / bf16 (half the memory; each cached row rounded once). */
+  readonly kvCache?: "f32" | Half
+  /** Rows per cache page (a multiple of 4; default: as many as one storage binding holds). Tests force small pages. */
+  readonly pageRows?: number
+}
+
+export interface LogprobsOptions extends KvOptions {
   /** Overrides the table the model's RoPE method picks for this length. */
   readonly rope?: RopeTable
   /** Tokens per forward chunk (default 512). */
@@ -78,7 +89,9 @@ export interface LlamaModel {
   /** `out[i] = ln p(tokens[i+1] | tokens[0..i])`, length n−1. */
   logprobs(tokens: Uint32Array | readonly number[], options?: LogprobsOptions): Promise<Float64Array>
   /** A KV-cache session for incremental decoding of up to `capacity` tokens (see LlamaSession). */
-  session(capacity: number): LlamaSession
+  session(capacity: number, options?: KvOptions): LlamaSession
+  /** The KV cache's element type when none is asked for: the weights' 16-bit dtype, else f32. */
+  readonly kvDtype: "f32" | Half
   /**
    * Full next-token distributions at every position under each of several tables, for comparisons that
    * need whole distributions (KL between RoPE settings). Same positions as `logprobs`: row p is
@@ -93,7 +106,7 @@ export interface LlamaModel {
 /** A block of rows from `distributions`: `rows[k]` holds `count` rows of `vocab` ln-probs under table k, for positions from.. */
 export type DistributionRows = (from: number, count: number, rows: readonly Float64Array[]) => void | Promise<void>
 
-export interface DistributionOptions {
+export interface DistributionOptions extends KvOptions {
   /** Tokens per forward chunk (default 512). */
   readonly chunk?: number
   /** Rows per block (default: as many as keep rows × vocab × tables under 16M floats, at most a chunk). */
@@ -120,15 +133,14 @@ export interface LlamaSession {
   /**
    * Turns every cached key into what `table` would have made of the same unrotated key: per row, undo the
    * old rotation and scale (R(−nθ_old)/m_old, or R(−nθ_0) below the old n̂), then apply the new one
-   * (m_new·R(nθ_new), or R(nθ_0) below the new n̂). Values carry no position, so they stay.
-   * `windowRows` forces the windowed path (a scratch copy per window of rows) that caches larger than one
-   * storage binding take; tests use it.
+   * (m_new·R(nθ_new), or R(nθ_0) below the new n̂). Values carry no position, so they stay. Page by page:
+   * an f32 page in place, a 16-bit one widened, turned and rounded back.
    *
    * Exact for the first layer only: deeper layers' cached keys and values were computed from hidden
    * states that attended under the old table, and a fresh prefill would recompute those too. So in a
    * multi-layer model this is an O(cache) approximation of a re-prefill, not the same result.
    */
-  rerotate(table: RopeTable, options?: { readonly windowRows?: number }): void
+  rerotate(table: RopeTable): void
   /** Empties the cache (the buffers are kept for the next feed). */
   reset(): void
   dispose(): void
@@ -186,30 +198,47 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
   const releaseAll = (): void => {
     rt.flush()
     rt.release(...tensors.splice(0))
+    for (const h of halves.splice(0)) rt.releaseBuffer(h.buffer)
     for (const w of weights.splice(0)) releaseWeight(rt, w)
   }
-  const up = (data: Float32Array, shape?: readonly number[]): Tensor => {
-    const t = rt.upload(data, shape)
+  const halves: HalfTensor[] = []
+  const up = (raw: RawTensor, shape?: readonly number[]): Tensor => {
+    const t = rt.upload(rawToF32(raw), shape)
     tensors.push(t)
     return t
   }
-  const bias = (b: Float32Array | undefined): Tensor | undefined => (b === undefined ? undefined : up(b))
-  const weight = (data: Float32Array, n: number, k: number): Weight => {
-    const w = prepareWeight(rt, data, n, k)
+  const bias = (b: RawTensor | undefined): Tensor | undefined => (b === undefined ? undefined : up(b))
+  // in the file's dtype: 16-bit weights stay 16-bit on the device
+  const weight = (raw: RawTensor, n: number, k: number): Weight => {
+    const w = raw.dtype === "F32" ? prepareWeight(rt, raw.data, n, k) : prepareWeight16(rt, raw.data, HALF[raw.dtype], n, k)
     weights.push(w)
     return w
   }
+  const table = (raw: RawTensor): Tensor | HalfTensor => {
+    if (raw.dtype === "F32") return up(raw, [c.vocabSize, D])
+    const h = uploadHalf(rt, raw.data, [c.vocabSize, D], HALF[raw.dtype])
+    halves.push(h)
+    return h
+  }
 
-  let embedTable: Tensor, lmHead: Weight, finalNorm: Tensor
+  // the cache keeps the weights' precision unless asked otherwise
+  const kvDtype: "f32" | Half = [...checkpoint.tensors.values()].some((t) => t.dtype === "BF16") ? "bf16" : [...checkpoint.tensors.values()].some((t) => t.dtype === "F16") ? "f16" : "f32"
+  const kvOptions = (o: KvOptions, capacity: number): KvCacheOptions => ({
+    dtype: o.kvCache ?? kvDtype,
+    ...(o.pageRows === undefined ? {} : { pageRows: Math.min(o.pageRows, Math.ceil(capacity / 4) * 4) }),
+  })
+  let embedTable: Tensor | HalfTensor, lmHead: Weight, finalNorm: Tensor
   const layers: GpuLayer[] = []
   try {
-    const embedData = checkpoint.read("model.embed_tokens.weight")
-    embedTable = up(embedData, [c.vocabSize, D])
-    lmHead = weight(c.tieWordEmbeddings ? embedData : checkpoint.read("lm_head.weight"), c.vocabSize, D)
-    finalNorm = up(checkpoint.read("model.norm.weight"))
-    // One layer on the host at a time, so host memory stays at one layer's size.
+    {
+      const embedRaw = checkpoint.readRaw("model.embed_tokens.weight")
+      embedTable = table(embedRaw)
+      lmHead = weight(c.tieWordEmbeddings ? embedRaw : checkpoint.readRaw("lm_head.weight"), c.vocabSize, D)
+    }
+    finalNorm = up(checkpoint.readRaw("model.norm.weight"))
+    // One layer on the host at a time, in its file dtype, so host memory stays at one layer's size.
     for (let i = 0; i < c.numLayers; i++) {
-      const h = readLayer(c, checkpoint, i)
+      const h = readRawLayer(c, checkpoint, i)
       layers.push({
         inputNorm: up(h.inputNorm),
         q: weight(h.q, qDim, D),
@@ -257,7 +286,7 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     // positions 0..n-2 go through the model. The table is still the one for length n (HF semantics).
     const m = n - 1
     const table = uploadRopeTable(rt, options.rope ?? inspected.rope(n), c.numLayers)
-    const caches: KvCache[] = layers.map(() => createKvCache(rt, m, c.numKvHeads, c.headDim))
+    const caches: KvCache[] = layers.map(() => createKvCache(rt, m, c.numKvHeads, c.headDim, kvOptions(options, m)))
     const logitRows = Math.max(1, Math.min(chunk, Math.floor(options.logitRows ?? LOGIT_FLOATS / c.vocabSize)))
     try {
       for (let start = 0; start < m; start += chunk) {
@@ -302,7 +331,7 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     try {
       for (const t of tables) {
         gpuTables.push(uploadRopeTable(rt, t, c.numLayers))
-        caches.push(layers.map(() => createKvCache(rt, m, c.numKvHeads, c.headDim)))
+        caches.push(layers.map(() => createKvCache(rt, m, c.numKvHeads, c.headDim, kvOptions(options, m))))
       }
       for (let start = 0; start < m; start += chunk) {
         const len = Math.min(chunk, m - start)
@@ -381,12 +410,12 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     return t
   }
 
-  function session(capacity: number): LlamaSession {
+  function session(capacity: number, options: KvOptions = {}): LlamaSession {
     if (disposed) throw new Error("llama: model used after dispose()")
     if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`llama session: capacity ${capacity} must be an integer ≥ 1`)
     const caches: KvCache[] = []
     try {
-      for (let l = 0; l < layers.length; l++) caches.push(createKvCache(rt, capacity, c.numKvHeads, c.headDim))
+      for (let l = 0; l < layers.length; l++) caches.push(createKvCache(rt, capacity, c.numKvHeads, c.headDim, kvOptions(options, capacity)))
     } catch (e) {
       for (const cache of caches) releaseKvCache(rt, cache)
       throw e
@@ -440,7 +469,7 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
       return logSoftmax(values, c.vocabSize)
     }
 
-    function rerotate(t: RopeTable, options: { readonly windowRows?: number } = {}): void {
+    function rerotate(t: RopeTable): void {
       alive()
       if (table !== undefined && sameRopeTable(table, t, c.numLayers)) return
       const old = gpuTable
@@ -454,32 +483,27 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
       const inverse: GpuRopeTable = { ...inv0, attentionScale: 1 / old.attentionScale }
       const fresh = uploadRopeTable(rt, t, c.numLayers)
       const width = c.numKvHeads * c.headDim
-      const rowBytes = width * 4
-      // applyRope binds the whole tensor buffer: in place when the cache fits one storage binding,
-      // otherwise window by window through a scratch tensor.
-      const forced = options.windowRows
-      if (forced !== undefined && (!Number.isInteger(forced) || forced < 1)) throw new Error(`llama session: windowRows ${forced} must be an integer ≥ 1`)
-      const inPlace = forced === undefined && caches[0]!.k.buffer.size <= rt.limits.maxStorageBufferBindingSize
-      const windowRows = inPlace ? length : (forced ?? Math.max(1, Math.floor(rt.limits.maxStorageBufferBindingSize / rowBytes)))
       const opts = { heads: c.numKvHeads, headDim: c.headDim }
-      for (let from = 0; from < length; from += windowRows) {
-        const rows = Math.min(windowRows, length - from)
+      // page by page (each within one storage binding): an f32 page turned in place, a 16-bit one widened,
+      // turned and rounded back
+      const pageRows = caches[0]!.pageRows
+      const scratch = kvScratch(rt, caches[0]!)
+      for (let from = 0, p = 0; from < length; from += pageRows, p++) {
+        const rows = Math.min(pageRows, length - from)
         const positions = new Uint32Array(rows)
         for (let i = 0; i < rows; i++) positions[i] = from + i
         const posT = rt.upload(positions)
         for (let l = 0; l < caches.length; l++) {
           const cache = caches[l]!
-          const view: Tensor = inPlace ? { buffer: cache.k.buffer, shape: [rows, width], dtype: "f32" } : rt.tensor([rows, width])
-          if (!inPlace) rt.copy(cache.k.buffer, from * rowBytes, view.buffer, 0, rows * rowBytes)
+          const page = cache.pages[p]!.k
+          const view: Tensor = { buffer: kvRows(rt, cache, page, rows, scratch).buffer, shape: [rows, width], dtype: "f32" }
           applyRope(rt, view, posT, inverse, { ...opts, layer: l })
           applyRope(rt, view, posT, fresh, { ...opts, layer: l })
-          if (!inPlace) {
-            rt.copy(view.buffer, 0, cache.k.buffer, from * rowBytes, rows * rowBytes)
-            rt.release(view)
-          }
+          storeKvRows(rt, cache, page, rows, scratch)
         }
         rt.release(posT)
       }
+      rt.release(scratch)
       rt.releaseBuffer(inv0.buffer)
       releaseRopeTable(rt, old)
       table = t
@@ -514,6 +538,7 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
   return {
     config: c,
     rope: inspected.rope,
+    kvDtype,
     logprobs,
     session,
     distributions,
