@@ -15,7 +15,7 @@ import { type DeviceBudget, deviceBudget, describeParts, formatBytes, LONGEST_SE
 import { familiesOf, inspectModel } from "../../plugins/models/registry.ts"
 import { LORA_DEFAULTS } from "../../stages/finetune.ts"
 import { registryFromFlags } from "../workflow.ts"
-import { pluginFlag } from "./score.ts"
+import { kvCacheFlag, pluginFlag } from "./score.ts"
 
 const attempt = <A>(f: () => A): Effect.Effect<A, Error> => Effect.try({ try: f, catch: (e) => (e instanceof Error ? e : new Error(String(e))) })
 
@@ -61,6 +61,7 @@ export const inspect = Command.make(
     loraNorms: Flag.Boolean("lora-norms").pipe(Flag.withDescription("the norms train too (LongLoRA)"), Flag.withDefault(false)),
     loraEmbeddings: Flag.Boolean("lora-embeddings").pipe(Flag.withDescription("the input embeddings train too (LongLoRA)"), Flag.withDefault(false)),
     chunk: Flag.Int("chunk").pipe(Flag.withDescription("tokens per forward chunk when scoring"), Flag.withDefault(512)),
+    kvCache: kvCacheFlag,
     json: Flag.Boolean("json").pipe(Flag.withDescription("print one JSON object"), Flag.withDefault(false)),
     plugin: pluginFlag,
   },
@@ -84,7 +85,7 @@ export const inspect = Command.make(
       }
     }
     const disk = yield* attempt(() => weightFiles(f.model))
-    const options: MemoryOptions = train === undefined ? { chunk: f.chunk } : { train }
+    const options: MemoryOptions = train === undefined ? { chunk: f.chunk, ...(Option.isSome(f.kvCache) ? { kvCache: f.kvCache.value } : {}) } : { train }
     const rt = yield* Gpu
     const budget = deviceBudget(rt)
     const plan = family.memory(model, length, options)

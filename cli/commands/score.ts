@@ -1,5 +1,5 @@
 /**
- * `ropeway score --model DIR (--tokens FILE | --text FILE) [--rope-scaling JSON] [--chunk N] [--plugin FILE]... [--json]`:
+ * `ropeway score --model DIR (--tokens FILE | --text FILE) [--rope-scaling JSON] [--chunk N] [--kv-cache f32|f16|bf16] [--plugin FILE]... [--json]`:
  * next-token log-probs and perplexity of a token sequence under a model folder, read by whichever model
  * family recognises it (the built-in llama family, or a `--plugin`'s).
  *
@@ -14,7 +14,7 @@ import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Gpu, describeAdapter } from "../../kernels/device.ts"
 import { inputError } from "../../common/errors.ts"
-import type { InspectedModel, ModelFamily } from "../../plugins/models/family.ts"
+import type { InspectedModel, KvOptions, ModelFamily } from "../../plugins/models/family.ts"
 import { checkFits, deviceBudget, familiesOf, inspectModel } from "../../plugins/models/registry.ts"
 import type { ChosenTable } from "../../plugins/rope/index.ts"
 import { registryFromFlags } from "../workflow.ts"
@@ -92,6 +92,12 @@ export const perplexityOf = (logprobs: ArrayLike<number>): number => {
   return Math.exp(sum / logprobs.length)
 }
 
+/** `--kv-cache f32|f16|bf16`: the KV cache's element type (default: the family's, the weights' precision). */
+export const kvCacheFlag = Flag.Literals("kv-cache", ["f32", "f16", "bf16"]).pipe(
+  Flag.withDescription("KV cache element type (default: the weights' precision, f32 for f32 weights)"),
+  Flag.optional,
+)
+
 export const score = Command.make(
   "score",
   {
@@ -100,10 +106,11 @@ export const score = Command.make(
     text: Flag.String("text").pipe(Flag.withDescription("text file, tokenized with the folder's tokenizer.json"), Flag.optional),
     ropeScaling: Flag.String("rope-scaling").pipe(Flag.withDescription("HF rope_scaling JSON object; replaces config.json's"), Flag.optional),
     chunk: Flag.Int("chunk").pipe(Flag.withDescription("tokens per forward chunk"), Flag.withDefault(512)),
+    kvCache: kvCacheFlag,
     json: Flag.Boolean("json").pipe(Flag.withDescription("print one JSON object"), Flag.withDefault(false)),
     plugin: pluginFlag,
   },
-  Effect.fn(function* ({ model, tokens, text, ropeScaling, chunk, json, plugin }) {
+  Effect.fn(function* ({ model, tokens, text, ropeScaling, chunk, kvCache, json, plugin }) {
     if (chunk < 1) return yield* Effect.fail(inputError("--chunk", `must be ≥ 1, got ${chunk}`))
     const override = Option.isSome(ropeScaling) ? yield* attempt(() => parseRopeScalingFlag(ropeScaling.value)) : undefined
     const families = familiesOf(yield* registryFromFlags(plugin))
@@ -123,19 +130,20 @@ export const score = Command.make(
     yield* attempt(() => inspected.checkSequence(ids, source))
     if (ids.length < 2) return yield* Effect.fail(inputError(source, `needs at least 2 tokens to score, got ${ids.length}`))
     const table = yield* attempt(() => inspected.rope(ids.length))
-    yield* Effect.provide(run(model, family, inspected, table, ids, source, chunk, json), Gpu.layer)
+    const kv = Option.isSome(kvCache) ? { kvCache: kvCache.value } : {}
+    yield* Effect.provide(run(model, family, inspected, table, ids, source, { chunk, ...kv }, json), Gpu.layer)
   }),
 ).pipe(Command.withDescription("Next-token log-probs and perplexity of a token sequence"))
 
 /** The GPU part, after every input check has passed. */
-const run = (model: string, family: ModelFamily, inspected: InspectedModel, table: ChosenTable, ids: readonly number[], source: string, chunk: number, json: boolean) =>
+const run = (model: string, family: ModelFamily, inspected: InspectedModel, table: ChosenTable, ids: readonly number[], source: string, opts: { readonly chunk: number } & KvOptions, json: boolean) =>
   Effect.gen(function* () {
     const rt = yield* Gpu
-    yield* attempt(() => checkFits(family, inspected, ids.length, deviceBudget(rt), { chunk }))
+    yield* attempt(() => checkFits(family, inspected, ids.length, deviceBudget(rt), opts))
     const started = performance.now()
     const llama = yield* Effect.tryPromise({ try: () => family.load(rt, inspected), catch: asError })
     const loaded = performance.now()
-    const logprobs = yield* Effect.tryPromise({ try: () => llama.logprobs(ids, { chunk, source, rope: table }), catch: asError }).pipe(
+    const logprobs = yield* Effect.tryPromise({ try: () => llama.logprobs(ids, { ...opts, source, rope: table }), catch: asError }).pipe(
       Effect.ensuring(Effect.sync(() => llama.dispose())),
     )
     const seconds = (performance.now() - loaded) / 1000

@@ -1,7 +1,8 @@
 /**
  * A model with the exact shapes of SmolLM2-135M (30 layers, hidden 576, 9/3 heads, ffn 1536, vocab 49152,
  * tied), random bf16 weights in 3 shards made here (never committed), scored on the device against the
- * float64 reference on a short sequence. The Llama-3.2-1B shape is checked by test/scale/ (opt-in: minutes).
+ * float64 reference on a short sequence with f32 KV caches (and the default bf16 cache's deviation stated).
+ * The Llama-3.2-1B shape is checked by test/scale/ (opt-in: minutes).
  */
 import { afterAll, describe, expect, test } from "bun:test"
 import { readdirSync } from "node:fs"
@@ -15,22 +16,28 @@ const dir = tempDir("ropeway-135m-")
 afterAll(() => removeDir(dir))
 
 describe("SmolLM2-135M shape, bf16, sharded", () => {
-  test("scores like the float64 reference (40 tokens, 1e-3)", async () => {
+  test("scores like the float64 reference with f32 KV caches (40 tokens, 1e-3); the default bf16 cache's deviation stated", async () => {
     writePublishedShape(dir, "smollm2-135m", 7)
     expect(readdirSync(dir).filter((f) => f.endsWith(".safetensors")).length).toBe(3)
     const rt = await gpu()
     const model = await loadLlama(rt, dir)
     const tokens = randomTokens(40, PUBLISHED_SHAPES["smollm2-135m"].vocab, 11)
-    let got: Float64Array
+    let got: Float64Array, got16: Float64Array
     try {
-      got = await model.logprobs(tokens, { chunk: 16 })
+      expect(model.kvDtype).toBe("bf16")
+      got = await model.logprobs(tokens, { chunk: 16, kvCache: "f32" })
+      got16 = await model.logprobs(tokens, { chunk: 16 })
     } finally {
       model.dispose()
     }
     const want = referenceLogprobs(referenceModelFromFolder(dir), tokens)
-    let worst = 0
-    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!))
-    console.log(`135M shape: max |Δ log p| ${worst.toExponential(2)} over ${want.length} positions (log p ${Math.min(...want).toFixed(2)}..${Math.max(...want).toFixed(2)})`)
+    const worstOf = (lp: Float64Array): number => want.reduce((w, x, i) => Math.max(w, Math.abs(lp[i]! - x)), 0)
+    const ppl = (lp: ArrayLike<number>): number => Math.exp(-Array.from(lp).reduce((a, b) => a + b, 0) / lp.length)
+    const worst = worstOf(got), worst16 = worstOf(got16)
+    const pplChange = Math.abs(ppl(got16) / ppl(want) - 1)
+    console.log(`135M shape: max |Δ log p| ${worst.toExponential(2)} (f32 KV), ${worst16.toExponential(2)} (bf16 KV, perplexity ${(100 * pplChange).toFixed(3)}% off) over ${want.length} positions (log p ${Math.min(...want).toFixed(2)}..${Math.max(...want).toFixed(2)})`)
     expect(worst).toBeLessThan(1e-3)
+    expect(worst16).toBeLessThan(5e-2)
+    expect(pplChange).toBeLessThan(5e-3)
   }, 180_000)
 })
