@@ -2,7 +2,9 @@
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel } from "./tensor.ts"
-import src from "./rmsnorm.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./rmsnorm.wgsl", import.meta.url)
 
 /** x [..., D], w [D] → y [..., D]. */
 export function rmsnorm(rt: GpuRuntime, x: Tensor, w: Tensor, eps: number): Tensor {
