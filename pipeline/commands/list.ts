@@ -10,6 +10,7 @@ import { getStrategy, strategyNames } from "../../plugins/search/index.ts"
 import { getRopeMethod, ropeMethodNames } from "../../plugins/rope/index.ts"
 import { UserError } from "../errors.ts"
 import { builtinPlugins } from "../workflow/builtins.ts"
+import { resolvePackage } from "../workflow/loader.ts"
 import { type AnyStage, isPlugin, type Kind, type Plugin, Registry } from "../workflow/index.ts"
 
 export interface ParamInfo {
@@ -104,7 +105,7 @@ export const importPluginSpecs = (specs: readonly string[]): Effect.Effect<Array
   Effect.forEach(specs, (spec) =>
     Effect.tryPromise({
       try: async () => {
-        const target = looksLikePath(spec) ? (isAbsolute(spec) ? spec : resolve(spec)) : Bun.resolveSync(spec, process.cwd())
+        const target = looksLikePath(spec) ? (isAbsolute(spec) ? spec : resolve(spec)) : resolvePackage(spec, process.cwd())
         const mod = (await import(target)) as Record<string, unknown>
         const found = [...new Set(Object.values(mod).filter(isPlugin))]
         if (found.length === 0) throw new Error(`${target} exports no plugin; expected \`export default definePlugin({ name, version, ... })\``)
