@@ -356,7 +356,7 @@ describe("generation with dynamic NTK", () => {
 // ---- the CLI --------------------------------------------------------------------------------------
 
 // The command is wired into the CLI by pipeline/commands/index.ts; until then this part waits.
-const registered = /\bgenerate\b/.test(readFileSync(join(import.meta.dir, "../../pipeline/commands/index.ts"), "utf8"))
+const registered = /\bgenerate\b/.test(readFileSync(join(import.meta.dirname, "../../pipeline/commands/index.ts"), "utf8"))
 
 describe("ropeway generate", () => {
   test.skipIf(!registered)("--tokens --json reports tokens, switches and policy; --text decodes with tokenizer.json", async () => {

@@ -287,7 +287,7 @@ describe("interruption and resume (slow.yaml: 30 rounds of 40 ms, checkpointed)"
   test("SIGKILL of a child process mid-step, then a re-run: same artifacts", async () => {
     const store = tempDir()
     const child = Bun.spawn([process.execPath, "pipeline/workflow-main.ts", fixture("slow.yaml"), "--store", store, "--quiet"], {
-      cwd: join(import.meta.dir, "../.."),
+      cwd: join(import.meta.dirname, "../.."),
       stdout: "pipe",
       stderr: "pipe",
     })
@@ -306,7 +306,7 @@ describe("interruption and resume (slow.yaml: 30 rounds of 40 ms, checkpointed)"
   test("SIGINT to `bun run workflow`: exit 130, manifest says interrupted, nothing partial committed", async () => {
     const store = tempDir()
     const child = Bun.spawn([process.execPath, "pipeline/workflow-main.ts", fixture("slow.yaml"), "--store", store, "--quiet"], {
-      cwd: join(import.meta.dir, "../.."),
+      cwd: join(import.meta.dirname, "../.."),
       stdout: "pipe",
       stderr: "pipe",
     })

@@ -8,7 +8,7 @@ import { ropePlotSpec } from "../../plugins/report/rope-plot.ts"
 import { yarnFactors } from "../../plugins/rope/factors.ts"
 import { assertWellFormedSvg, svgTexts } from "./svg.ts"
 
-const root = join(import.meta.dir, "..", "..")
+const root = join(import.meta.dirname, "..", "..")
 const dir = mkdtempSync(join(tmpdir(), "ropeway-rope-plot-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 // `rope` reads only config.json (a Phi-3-mini-shaped one: rotary dim 96, L0 4096); no weights needed

@@ -14,7 +14,7 @@ import { gpu } from "../gpu-shared.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-reproduce-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
-const ROOT = resolve(import.meta.dir, "../..")
+const ROOT = resolve(import.meta.dirname, "../..")
 
 const WORKFLOW = `
 name: reproduce

@@ -19,7 +19,7 @@ import type { SearchContext } from "../../plugins/search/types.ts"
 import { FINETUNE_DEFAULTS } from "../../stages/finetune.ts"
 import { optimizerAndSchedule, type TrainParams } from "../../stages/train-common.ts"
 
-const ROOT = resolve(import.meta.dir, "../..")
+const ROOT = resolve(import.meta.dirname, "../..")
 const DIR = join(ROOT, "workflows/paper")
 const BUN = join(ROOT, "node_modules/.bin/bun")
 

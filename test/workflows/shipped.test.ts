@@ -11,7 +11,7 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { loadWorkflow, planWorkflow } from "../../pipeline/workflow/index.ts"
 
-const DIR = resolve(import.meta.dir, "../../workflows")
+const DIR = resolve(import.meta.dirname, "../../workflows")
 const files = readdirSync(DIR).filter((f) => f.endsWith(".yaml")).sort()
 
 describe("shipped workflows", () => {
