@@ -1,6 +1,6 @@
 // Adapter choice: the Vulkan loader check, the backend / kernel-profile / f16 switches, and, on a machine
 // with both software drivers (./setup installs them), which adapter each setting gets.
-import { afterAll, describe, expect, test } from "bun:test"
+import { afterAll, beforeAll, describe, expect, test } from "bun:test"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -52,6 +52,15 @@ const hasGles = await dawnHas(["backend=opengles"], { featureLevel: "compatibili
 if (!hasVulkan || !hasGles) console.warn(`device choice: SKIPPED, needs both software adapters (Vulkan ${hasVulkan}, OpenGL ES ${hasGles}); ./setup installs them`)
 
 describe.skipIf(!hasVulkan || !hasGles)("adapter choice with both drivers installed", () => {
+  // CI runs this file with ROPEWAY_* set for a whole matrix entry; these tests pick their own settings.
+  const saved = { ...process.env }
+  beforeAll(() => {
+    for (const k of ["ROPEWAY_BACKEND", "ROPEWAY_KERNELS", "ROPEWAY_F16"]) delete process.env[k]
+  })
+  afterAll(() => {
+    for (const k of ["ROPEWAY_BACKEND", "ROPEWAY_KERNELS", "ROPEWAY_F16"]) if (saved[k] !== undefined) process.env[k] = saved[k]
+  })
+
   const adapterOf = async (options: Parameters<typeof acquireRuntime>[0]) => {
     const rt = await acquireRuntime(options)
     const features = [...rt.device.features]
