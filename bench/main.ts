@@ -12,17 +12,22 @@ const suites: Record<string, () => Promise<{ run: (rt: GpuRuntime) => Promise<vo
   scoring: () => import("./scoring.ts"),
   training: () => import("./training.ts"),
 }
+// Acquires its own runtimes (every adapter); run only when named.
+const onDemand: Record<string, () => Promise<{ run: (rt: GpuRuntime) => Promise<void> }>> = {
+  adapters: () => import("./adapters.ts"),
+}
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("--"))
 for (const name of wanted) {
-  if (!(name in suites)) {
-    console.error(`error: unknown benchmark "${name}"; known: ${Object.keys(suites).join(", ")}`)
+  if (!(name in suites) && !(name in onDemand)) {
+    console.error(`error: unknown benchmark "${name}"; known: ${[...Object.keys(suites), ...Object.keys(onDemand)].join(", ")}`)
     process.exit(1)
   }
 }
 const rt = await acquireRuntime()
 if (!jsonOutput()) console.log(`adapter: ${describeAdapter(rt.adapter)}`)
-for (const [name, load] of Object.entries(suites)) {
+for (const [name, load] of [...Object.entries(suites), ...Object.entries(onDemand)]) {
+  if (name in onDemand && !wanted.includes(name)) continue
   if (wanted.length > 0 && !wanted.includes(name)) continue
   await (await load()).run(rt)
 }

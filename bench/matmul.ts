@@ -53,7 +53,7 @@ async function bestWithShare(fn: () => unknown | Promise<unknown>, minMs: number
   return best
 }
 
-async function measureLinear(rt: GpuRuntime, m: number, n: number, k: number, opts: { variant?: MatmulVariant; storage?: "texture" | "buffer" }): Promise<Measured> {
+export async function measureLinear(rt: GpuRuntime, m: number, n: number, k: number, opts: { variant?: MatmulVariant; storage?: "texture" | "buffer" }): Promise<Measured> {
   const w = prepareWeight(rt, random(n * k, 1), n, k, opts)
   const x = rt.upload(random(m * k, 2), [m, k])
   const call = (): void => rt.release(linear(rt, x, w, opts.variant !== undefined ? { variant: opts.variant } : {}))

@@ -19,9 +19,9 @@ import { referenceLogprobs } from "../test/models/reference-llama.ts"
 import { bestOf, report } from "./harness.ts"
 import { scoreWithLlamaCpp } from "./llamacpp.ts"
 
-const MODEL = { vocab: 256, hidden: 256, layers: 4, heads: 4, kvHeads: 4, intermediate: 768, maxPositions: 32768, seed: 7 }
+export const MODEL = { vocab: 256, hidden: 256, layers: 4, heads: 4, kvHeads: 4, intermediate: 768, maxPositions: 32768, seed: 7 }
 
-function tokensOf(n: number): number[] {
+export function tokensOf(n: number): number[] {
   let s = 12345
   return Array.from({ length: n }, () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 16) % MODEL.vocab)
 }
