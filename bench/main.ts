@@ -1,6 +1,7 @@
 /**
- * `bun run bench [--json] [matmul|attention|scoring ...]`: every benchmark, each figure a ratio against a
- * baseline measured in the same process. With names, runs only those.
+ * `bun run bench [--json] [matmul|attention|scoring|training|adapters|runtimes ...]`: the benchmarks, each
+ * figure a ratio against a baseline measured in the same process. Without names, every one but adapters
+ * and runtimes (those run only when named); with names, only those.
  */
 import { acquireRuntime, describeAdapter } from "../kernels/device.ts"
 import type { GpuRuntime } from "../kernels/runtime.ts"
@@ -12,9 +13,10 @@ const suites: Record<string, () => Promise<{ run: (rt: GpuRuntime) => Promise<vo
   scoring: () => import("./scoring.ts"),
   training: () => import("./training.ts"),
 }
-// Acquires its own runtimes (every adapter); run only when named.
+// Run only when named: they acquire their own adapters (adapters) or run the CLI under each runtime (runtimes).
 const onDemand: Record<string, () => Promise<{ run: (rt: GpuRuntime) => Promise<void> }>> = {
   adapters: () => import("./adapters.ts"),
+  runtimes: () => import("./runtimes.ts"),
 }
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("--"))
