@@ -33,8 +33,9 @@ describe("plugins", () => {
     mkdirSync(pkg, { recursive: true })
     // effect is a peer dependency of a plugin package: the one next to the workflow is this project's
     symlinkSync(join(import.meta.dirname, "../../node_modules/effect"), join(dir, "node_modules", "effect"), "dir")
-    writeFileSync(join(pkg, "package.json"), JSON.stringify({ name: "ropeway-plugin-hello", version: "1.2.3", type: "module", main: "index.ts" }))
-    writeFileSync(join(pkg, "index.ts"), `
+    writeFileSync(join(pkg, "package.json"), JSON.stringify({ name: "ropeway-plugin-hello", version: "1.2.3", type: "module", main: "index.js" }))
+    // JavaScript, as published packages are: Deno (like Node) strips no TypeScript inside node_modules
+    writeFileSync(join(pkg, "index.js"), `
       import { Effect, Schema } from "effect"
       import { writeFileSync } from "node:fs"
       import { defineStage, definePlugin } from ${JSON.stringify(join(import.meta.dirname, "../../pipeline/workflow/index.ts"))}
