@@ -8,8 +8,9 @@
 #                                 one .tar.xz, and the Vulkan loader (libvulkan.so.1) of this machine
 #   scripts/gpu-check.sh          there, in a copy of the repository holding .gpu/: unpacks, runs, prints
 #
-# With the device tool: run(command: "bash scripts/gpu-check.sh", carry: [".gpu"]). The script needs only
-# bash, tar and xz there. ROPEWAY_KERNELS / ROPEWAY_F16 pass through (e.g. to try the cpu kernels there).
+# Copy the repository there with .gpu/ (git-ignored: a tool that sends the work tree must be told to carry
+# it), then run `bash scripts/gpu-check.sh`. It needs only bash, tar and xz there. ROPEWAY_KERNELS and
+# ROPEWAY_F16 pass through (e.g. to try the cpu kernels there); GPU_CHECK_BENCHES names the benches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=.gpu
