@@ -70,7 +70,8 @@ function envChoice<A extends string>(name: string, allowed: readonly A[]): A | u
 
 /** Resolved settings: explicit options first, then the environment, then automatic. */
 export function runtimeSettings(options: RuntimeOptions = {}): { backend: Backend | "auto"; kernels?: AdapterProfile; f16?: boolean } {
-  const f16 = options.f16 ?? { "0": false, "1": true, auto: undefined, undefined: undefined }[envChoice("ROPEWAY_F16", ["0", "1", "auto"])!]
+  const f16Env = envChoice("ROPEWAY_F16", ["0", "1", "auto"])
+  const f16 = options.f16 ?? (f16Env === "0" ? false : f16Env === "1" ? true : undefined)
   const kernels = options.kernels ?? envChoice("ROPEWAY_KERNELS", ["cpu", "gpu"])
   return {
     backend: options.backend ?? envChoice("ROPEWAY_BACKEND", ["auto", "vulkan", "opengles", "native"]) ?? "auto",
