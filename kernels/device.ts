@@ -10,7 +10,7 @@
  * - ROPEWAY_F16 = 0 | 1: request `shader-f16` (1 fails when the adapter lacks it); default: when offered
  */
 import { Context, Data, Effect, Layer } from "effect"
-import { existsSync, readFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { create, globals } from "webgpu"
 import { type AdapterDescription, type AdapterProfile, type Backend, GpuRuntime } from "./runtime.ts"
@@ -141,12 +141,26 @@ async function findAdapter(backend: Backend, reasons: string[]): Promise<Found |
 }
 
 /**
+ * Whether this machine may have a GPU: on Linux a GPU driver makes device nodes (NVIDIA's, DRM render
+ * nodes, AMD's compute node). Without any, looking for a Vulkan GPU only costs start-up time.
+ */
+function mayHaveGpu(): boolean {
+  if (process.platform !== "linux") return true
+  if (existsSync("/dev/nvidia0") || existsSync("/dev/kfd")) return true
+  try {
+    return readdirSync("/dev/dri").some((n) => n.startsWith("renderD"))
+  } catch {
+    return false
+  }
+}
+
+/**
  * The adapter `backend` asks for; for "auto", a real GPU when there is one, else the software adapter
  * that comes first in SOFTWARE_PREFERENCE.
  */
 async function chooseAdapter(backend: Backend | "auto", reasons: string[]): Promise<Found | undefined> {
   if (backend !== "auto") return findAdapter(backend, reasons)
-  const native = await findAdapter(process.platform === "linux" ? "vulkan" : "native", reasons)
+  const native = mayHaveGpu() ? await findAdapter(process.platform === "linux" ? "vulkan" : "native", reasons) : undefined
   if (native !== undefined && !isSoftware(native.adapter.info, native.backend)) return native
   for (const preferred of SOFTWARE_PREFERENCE) {
     if (native?.backend === preferred) return native
