@@ -146,11 +146,11 @@ async function findAdapter(backend: Backend, reasons: string[]): Promise<Found |
  */
 function mayHaveGpu(): boolean {
   if (process.platform !== "linux") return true
-  if (existsSync("/dev/nvidia0") || existsSync("/dev/kfd")) return true
   try {
-    return readdirSync("/dev/dri").some((n) => n.startsWith("renderD"))
+    if (existsSync("/dev/nvidia0") || existsSync("/dev/kfd")) return true
+    return existsSync("/dev/dri") && readdirSync("/dev/dri").some((n) => n.startsWith("renderD"))
   } catch {
-    return false
+    return true // not allowed to look (Deno guards /dev without --allow-all): ask Vulkan instead
   }
 }
 
