@@ -28,7 +28,7 @@ interface CaseLine {
 
 test("hostile files: every mutant is accepted or refused cleanly, within time and memory bounds", async () => {
   const child = Bun.spawn([process.execPath, "test/fuzz/hostile-child.ts", String(SEED), String(CASES_PER_FORMAT)], {
-    cwd: resolve(import.meta.dir, "../.."),
+    cwd: resolve(import.meta.dirname, "../.."),
     env: { ...process.env, EGL_PLATFORM: "surfaceless" },
     stdout: "pipe",
     stderr: "pipe",
