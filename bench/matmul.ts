@@ -45,7 +45,7 @@ async function bestWithShare(fn: () => unknown | Promise<unknown>, minMs: number
 }
 
 /** The kernel table's linear case and launcher for `variant`, timed. */
-async function measureLinear(rt: GpuRuntime, m: number, n: number, k: number, variant: LinearVariant): Promise<Measured> {
+export async function measureLinear(rt: GpuRuntime, m: number, n: number, k: number, variant: LinearVariant): Promise<Measured> {
   const launch = linearCase({ m, n, k }).setup(rt, variant)
   const t0 = performance.now()
   launch.run()

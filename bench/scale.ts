@@ -28,7 +28,7 @@ import { type PublishedShape, PUBLISHED_SHAPES, writePublishedShape } from "../p
 import { deviceBudget, formatBytes, longestFit } from "../plugins/models/memory.ts"
 import { report } from "./harness.ts"
 
-const BUN = resolve(import.meta.dir, "../node_modules/.bin/bun")
+const BUN = resolve(import.meta.dirname, "../node_modules/.bin/bun")
 const SCORE_LENGTHS = [2048, 8192]
 const MEMORY_LENGTHS = [4096, 8192, 16384]
 
@@ -49,7 +49,7 @@ interface ChildResult {
 
 /** Runs a child measurement (this file, `child <task> <json>`) and returns its last JSON line. */
 function child(task: string, args: Record<string, unknown>): ChildResult {
-  const r = spawnSync(BUN, [import.meta.path, "child", task, JSON.stringify(args)], { env: { ...process.env, EGL_PLATFORM: "surfaceless" }, encoding: "utf8", maxBuffer: 1 << 26 })
+  const r = spawnSync(BUN, [import.meta.filename, "child", task, JSON.stringify(args)], { env: { ...process.env, EGL_PLATFORM: "surfaceless" }, encoding: "utf8", maxBuffer: 1 << 26 })
   const lines = (r.stdout ?? "").split("\n").filter((l) => l.startsWith("{"))
   if (r.status !== 0 || lines.length === 0) return { error: (r.stderr ?? "").split("\n").filter((l) => l.startsWith("error") || l.includes("Error")).slice(0, 2).join(" ") || `exit ${r.status}` }
   return JSON.parse(lines.at(-1)!) as ChildResult

@@ -16,12 +16,14 @@
  * carried from one to the next. Pages hold f32, or f16 / bf16 (half the memory; rows are
  * rounded to nearest-even as appended, pack16.wgsl) widened into an f32 scratch page before each dispatch.
  */
-import cpuTemplate from "./attention-cpu.wgsl" with { type: "text" }
-import gpuTemplate from "./attention-gpu.wgsl" with { type: "text" }
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { packHalf, unpackHalf } from "./pack16.ts"
 import { type Half, type Tensor, expectShape } from "./tensor.ts"
+import { wgsl } from "./wgsl.ts"
+
+const cpuTemplate = wgsl("./attention-cpu.wgsl", import.meta.url)
+const gpuTemplate = wgsl("./attention-gpu.wgsl", import.meta.url)
 
 /** Rows pageRows·p … pageRows·(p+1)−1 of a layer's keys and values, [pageRows, kvHeads·headDim] in the cache's dtype. */
 export interface KvPage {

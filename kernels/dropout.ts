@@ -4,10 +4,12 @@
  * gradient by the same mask by calling `dropout` again with the same seed (dropout.wgsl).
  */
 import { strideGroups } from "./add.ts"
-import src from "./dropout.wgsl" with { type: "text" }
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, numel } from "./tensor.ts"
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./dropout.wgsl", import.meta.url)
 
 /** The uniform values for drop probability `p`: the hash threshold and the keep scale, as the kernel reads them. */
 export function dropoutParams(p: number): { readonly threshold: number; readonly scale: number } {

@@ -17,13 +17,15 @@
  * rgba32uint holding 8 values, widened by shifts (the fast path on llvmpipe, webgpu-cpu.md §5); in
  * storage, both are u32 words of two values (f16 widened by unpack2x16float).
  */
-import cpuSrc from "./matmul-cpu.wgsl" with { type: "text" }
-import repackSrc from "./matmul-repack.wgsl" with { type: "text" }
-import addSrc from "./matmul-add.wgsl" with { type: "text" }
-import tiledSrc from "./matmul-tiled.wgsl" with { type: "text" }
-import unpadSrc from "./matmul-unpad.wgsl" with { type: "text" }
 import { type GpuRuntime, uniforms } from "./runtime.ts"
 import { type Half, type Tensor, expectShape, numel, shapeString } from "./tensor.ts"
+import { wgsl } from "./wgsl.ts"
+
+const cpuSrc = wgsl("./matmul-cpu.wgsl", import.meta.url)
+const repackSrc = wgsl("./matmul-repack.wgsl", import.meta.url)
+const addSrc = wgsl("./matmul-add.wgsl", import.meta.url)
+const tiledSrc = wgsl("./matmul-tiled.wgsl", import.meta.url)
+const unpadSrc = wgsl("./matmul-unpad.wgsl", import.meta.url)
 
 export type MatmulVariant = "cpu" | "gpu"
 

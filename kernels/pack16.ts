@@ -3,10 +3,12 @@
  * reading them back. Offsets are in u32 words (pairs of values), so rows land anywhere in a page.
  */
 import { strideGroups } from "./add.ts"
-import src from "./pack16.wgsl" with { type: "text" }
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Half, type HalfTensor, type Tensor, numel } from "./tensor.ts"
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./pack16.wgsl", import.meta.url)
 
 export type { Half }
 

@@ -28,7 +28,7 @@ export {
   type SearchStrategy, type WorkflowSetting,
 } from "./plugin.ts"
 export { type Diagnostic, formatDiagnostic, WorkflowInvalid } from "./diagnostics.ts"
-export { type ExternalFile, type InputSource, loadWorkflow, type LoadOptions, MODEL_STEP, type ModelRef, type ResolvedStep, type Workflow } from "./loader.ts"
+export { type ExternalFile, type InputSource, loadWorkflow, type LoadOptions, MODEL_STEP, type ModelRef, type ResolvedStep, resolvePackage, type Workflow } from "./loader.ts"
 export { AdapterInfo, type Manifest, RunError, type RunOptions, type RunResult, runWorkflow, type StepManifest } from "./runner.ts"
 export { formatPlan, type Plan, type PlanStatus, type PlanStep, planWorkflow } from "./plan.ts"
 export { layerCollect, layerConsole, layerSilent, layerWarnings, makeConsoleProgress, Progress, type ProgressEvent } from "./progress.ts"

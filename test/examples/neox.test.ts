@@ -17,7 +17,7 @@ import { resolveRope } from "../../plugins/rope/index.ts"
 import { gpu } from "../gpu-shared.ts"
 import { runCli } from "../models/cli-helpers.ts"
 
-const EXAMPLE = resolve(import.meta.dir, "../../examples/plugin")
+const EXAMPLE = resolve(import.meta.dirname, "../../examples/plugin")
 const root = mkdtempSync(join(tmpdir(), "ropeway-neox-"))
 afterAll(() => removeTree(root)) // the store in it has read-only entries
 

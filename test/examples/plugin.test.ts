@@ -14,7 +14,7 @@ import { readMetrics } from "../../plugins/eval/metrics.ts"
 import { randomSearch } from "../../examples/plugin/plugin.ts"
 import { gpu } from "../gpu-shared.ts"
 
-const EXAMPLE = resolve(import.meta.dir, "../../examples/plugin")
+const EXAMPLE = resolve(import.meta.dirname, "../../examples/plugin")
 const store = mkdtempSync(join(tmpdir(), "ropeway-example-"))
 afterAll(() => removeTree(store))
 

@@ -25,7 +25,7 @@ import { type FactorSetFile, factorSetToScaling, formatFactorCsv, formatFactorSe
 import { resolveRope } from "../../plugins/rope/index.ts"
 import { rng as mulberry, writeRandomModel } from "../models/random-model.ts"
 
-const ROOT = resolve(import.meta.dir, "../..")
+const ROOT = resolve(import.meta.dirname, "../..")
 const [seedArg, casesArg, ...only] = process.argv.slice(2)
 const SEED = Number(seedArg ?? 1)
 const CASES = Number(casesArg ?? 100)

@@ -6,7 +6,7 @@
  * ROPEWAY_FUZZ_SEED and ROPEWAY_FUZZ_CASES explore further than CI's fixed seed does.
  */
 import { expect, test } from "bun:test"
-import { resolve } from "node:path"
+import { entryCommand, runToEnd } from "../runtime.ts"
 
 const SEED = Number(process.env["ROPEWAY_FUZZ_SEED"] ?? 1)
 const CASES_PER_FORMAT = Number(process.env["ROPEWAY_FUZZ_CASES"] ?? 150)
@@ -27,21 +27,15 @@ interface CaseLine {
 }
 
 test("hostile files: every mutant is accepted or refused cleanly, within time and memory bounds", async () => {
-  const child = Bun.spawn([process.execPath, "test/fuzz/hostile-child.ts", String(SEED), String(CASES_PER_FORMAT)], {
-    cwd: resolve(import.meta.dir, "../.."),
-    env: { ...process.env, EGL_PLATFORM: "surfaceless" },
-    stdout: "pipe",
-    stderr: "pipe",
+  const { code, signal, stdout: out, stderr: err } = await runToEnd(entryCommand("test/fuzz/hostile-child.ts", String(SEED), String(CASES_PER_FORMAT)), {
+    killAfterMs: WORKER_MS,
   })
-  const timer = setTimeout(() => child.kill("SIGKILL"), WORKER_MS)
-  const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
-  clearTimeout(timer)
   const lines = out.trim().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>)
   const cases = lines.filter((l) => "outcome" in l) as unknown as CaseLine[]
   const done = lines.find((l) => l["done"] === true) as { baselineKiB: number; maxRssKiB: number } | undefined
   if (code !== 0 || done === undefined) {
     const last = lines.filter((l) => "start" in l).at(-1)
-    throw new Error(`the fuzz worker died (exit ${code}${child.signalCode === null ? "" : `, ${child.signalCode}`}) in case ${JSON.stringify(last)}\n${err.slice(-4000)}`)
+    throw new Error(`the fuzz worker died (exit ${code}${signal === null ? "" : `, ${signal}`}) in case ${JSON.stringify(last)}\n${err.slice(-4000)}`)
   }
 
   const byFormat = new Map<string, Record<string, number>>()

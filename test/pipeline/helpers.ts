@@ -9,7 +9,7 @@ import {
   builtinPlugins, type Kind, layerSilent, loadWorkflow, type LoadOptions, type Manifest, type PluginInfo, runWorkflow, WorkflowInvalid, type Workflow,
 } from "../../cli/workflow.ts"
 
-export const FIXTURES = resolve(import.meta.dir, "../fixtures/workflows")
+export const FIXTURES = resolve(import.meta.dirname, "../fixtures/workflows")
 export const fixture = (name: string): string => join(FIXTURES, name)
 
 const dirs: string[] = []

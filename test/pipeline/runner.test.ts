@@ -291,7 +291,7 @@ describe("interruption and resume (slow.yaml: 30 rounds of 40 ms, checkpointed)"
   test("SIGKILL of a child process mid-step, then a re-run: same artifacts", async () => {
     const store = tempDir()
     const child = Bun.spawn([process.execPath, "cli/workflow-main.ts", fixture("slow.yaml"), "--store", store, "--quiet"], {
-      cwd: join(import.meta.dir, "../.."),
+      cwd: join(import.meta.dirname, "../.."),
       stdout: "pipe",
       stderr: "pipe",
     })
@@ -310,7 +310,7 @@ describe("interruption and resume (slow.yaml: 30 rounds of 40 ms, checkpointed)"
   test("SIGINT to `bun run workflow`: exit 130, manifest says interrupted, nothing partial committed", async () => {
     const store = tempDir()
     const child = Bun.spawn([process.execPath, "cli/workflow-main.ts", fixture("slow.yaml"), "--store", store, "--quiet"], {
-      cwd: join(import.meta.dir, "../.."),
+      cwd: join(import.meta.dirname, "../.."),
       stdout: "pipe",
       stderr: "pipe",
     })

@@ -53,7 +53,7 @@ describe.skipIf(!slow)("Llama-3.2-1B shape (opt-in)", () => {
     const tokens = randomTokens(512, shape.vocab, 9)
     const tokensFile = join(dir, "tokens.json")
     writeFileSync(tokensFile, JSON.stringify(tokens))
-    const r = spawnSync(join(ROOT, "node_modules", ".bin", "bun"), [join(import.meta.dir, "score-child.ts"), dir, tokensFile], {
+    const r = spawnSync(join(ROOT, "node_modules", ".bin", "bun"), [join(import.meta.dirname, "score-child.ts"), dir, tokensFile], {
       cwd: ROOT, env: { ...process.env, EGL_PLATFORM: "surfaceless" }, encoding: "utf8", maxBuffer: 1 << 26,
     })
     if (r.status !== 0) throw new Error(`score child failed: ${r.stderr}`)

@@ -15,7 +15,7 @@ import { gpu } from "../gpu-shared.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-reproduce-"))
 afterAll(() => removeTree(dir))
-const ROOT = resolve(import.meta.dir, "../..")
+const ROOT = resolve(import.meta.dirname, "../..")
 
 const WORKFLOW = `
 name: reproduce

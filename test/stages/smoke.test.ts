@@ -19,7 +19,7 @@ import { gpu } from "../gpu-shared.ts"
 const store = mkdtempSync(join(tmpdir(), "ropeway-smoke-"))
 afterAll(() => removeTree(store))
 
-const SMOKE = resolve(import.meta.dir, "../../workflows/smoke.yaml")
+const SMOKE = resolve(import.meta.dirname, "../../workflows/smoke.yaml")
 
 describe("workflows/smoke.yaml", () => {
   test("runs end to end; a second run reuses every step", async () => {

@@ -7,12 +7,13 @@ import { Effect } from "effect"
 import { spawn } from "node:child_process"
 import { existsSync, mkdirSync, readdirSync } from "node:fs"
 import { join } from "node:path"
+import { setTimeout as sleep } from "node:timers/promises"
 import { layerSilent, loadWorkflow, runWorkflow } from "../../cli/workflow.ts"
 import { Gpu } from "../../kernels/device.ts"
 import type { GpuRuntime } from "../../kernels/runtime.ts"
 import type { StageContext } from "../../pipeline/workflow/stage.ts"
 
-export const ROOT = join(import.meta.dir, "..", "..")
+export const ROOT = join(import.meta.dirname, "..", "..")
 
 export interface Ctx<P, I extends string> {
   readonly ctx: StageContext<P, I, "model">
@@ -73,11 +74,11 @@ export async function killAtCheckpoint(file: string, store: string, step: number
       break
     }
     if (Date.now() > deadline || child.exitCode !== null) break
-    await Bun.sleep(5)
+    await sleep(5)
   }
   await exited
   // the group's last member may outlive the child by a moment
-  for (let i = 0; i < 200 && groupAlive(child.pid!); i++) await Bun.sleep(10)
+  for (let i = 0; i < 200 && groupAlive(child.pid!); i++) await sleep(10)
   return killedAt
 }
 

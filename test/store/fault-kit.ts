@@ -8,7 +8,7 @@ import { writeRandomModel } from "../models/random-model.ts"
 
 export { rng as seededRandom } from "../models/random-model.ts"
 
-export const ROOT = resolve(import.meta.dir, "../..")
+export const ROOT = resolve(import.meta.dirname, "../..")
 export const BUN = process.execPath
 
 /** A random model small enough that every stage takes seconds on llvmpipe (L0 32). */

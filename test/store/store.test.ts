@@ -6,10 +6,13 @@
  */
 import { describe, expect, test } from "bun:test"
 import { Effect, Fiber, Schema } from "effect"
+import { spawnSync } from "node:child_process"
+import { createHash } from "node:crypto"
 import {
   appendFileSync, chmodSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync,
 } from "node:fs"
 import { join } from "node:path"
+import { setTimeout as sleep } from "node:timers/promises"
 import { collectGarbage } from "../../pipeline/workflow/gc.ts"
 import { removeTree } from "../../pipeline/workflow/store.ts"
 import {
@@ -19,6 +22,7 @@ import {
 import { thisProcess } from "../../pipeline/workflow/lock.ts"
 import { listRuns } from "../../pipeline/workflow/runs.ts"
 import { load, run, tempDir, yamlFile } from "../pipeline/helpers.ts"
+import { entryCommand, runToEnd } from "../runtime.ts"
 
 const ran: string[] = []
 const emit = defineStage({
@@ -99,7 +103,7 @@ describe("entries", () => {
     const s = new RunStore(store)
     const meta = s.lookup(key)!
     expect(Object.keys(meta.files!).sort()).toEqual(["dir/sub/x.txt", "out"])
-    expect(meta.files!["out"]).toMatchObject({ size: 1, sha256: new Bun.CryptoHasher("sha256").update("1").digest("hex") })
+    expect(meta.files!["out"]).toMatchObject({ size: 1, sha256: createHash("sha256").update("1").digest("hex") })
     for (const p of [s.outputPath(key, "out"), s.outputPath(key, "dir"), join(s.outputPath(key, "dir"), "sub"), join(s.outputPath(key, "dir"), "sub", "x.txt"), s.metaPath(key)]) {
       expect(statSync(p).mode & 0o222).toBe(0)
     }
@@ -224,7 +228,7 @@ describe("verify", () => {
     expect(lines).toContain(`${s.metaPath(sum)}: edited after the step committed (its seal does not match)`)
 
     // an entry from before file records: its output hash still tells
-    const old = { ...meta, outputs: { out: { kind: "number", hash: `sha256:${new Bun.CryptoHasher("sha256").update("30").digest("hex")}` } } }
+    const old = { ...meta, outputs: { out: { kind: "number", hash: `sha256:${createHash("sha256").update("30").digest("hex")}` } } }
     delete old.files
     delete old.seal
     writeFileSync(s.metaPath(sum), JSON.stringify(old))
@@ -246,11 +250,10 @@ describe("runs and gc", () => {
     await run(await wfOf(graph(1, 1)), store)
     await Effect.runPromise(Effect.result(runWorkflow(await wfOf(graph(1, 1, 0, "  f: { stage: fails }\n")), { store, printRunDir: false }).pipe(Effect.provide(layerSilent))))
     const fiber = Effect.runFork(runWorkflow(await wfOf(`name: slow\nseed: 1\nsteps:\n  z: { stage: slow }\n`), { store, printRunDir: false }).pipe(Effect.provide(layerSilent)))
-    await Bun.sleep(200)
+    await sleep(200)
     await Effect.runPromise(Fiber.interrupt(fiber))
     // a run killed with -9 leaves its manifest saying "running"; one still going names this process
-    const dead = Bun.spawn(["true"])
-    await dead.exited
+    const dead = spawnSync("true")
     const fake = (name: string, pid: number, start: number | null) => {
       mkdirSync(join(store, "sums", name), { recursive: true })
       writeFileSync(join(store, "sums", name, "manifest.json"), JSON.stringify({ format: 1, workflow: { name: "sums" }, status: "running", startedAt: `2099-01-0${name.length}T00:00:00.000Z`, finishedAt: null, steps: [], process: { pid, start } }))
@@ -313,30 +316,30 @@ describe("runs and gc", () => {
 })
 
 describe("the commands", () => {
-  const cli = (...args: string[]) => {
-    const r = Bun.spawnSync([process.execPath, "cli/main.ts", ...args], { cwd: join(import.meta.dir, "../.."), env: { ...process.env, EGL_PLATFORM: "surfaceless" } })
-    return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() }
+  const cli = async (...args: string[]) => {
+    const r = await runToEnd(entryCommand("cli/main.ts", ...args))
+    return { code: r.code, out: r.stdout, err: r.stderr }
   }
   test("runs, verify, gc as a user sees them", async () => {
     const store = tempDir()
     const first = await run(await wfOf(graph(1, 2)), store)
     await run(await wfOf(graph(1, 3)), store)
-    const runs = cli("runs", "--store", store)
+    const runs = await cli("runs", "--store", store)
     expect(runs.code).toBe(0)
     const lines = runs.out.trim().split("\n")
     expect(lines[0]).toMatch(/^started\s+status\s+ran\s+reused\s+steps\s+time\s+run folder$/)
     expect(lines.slice(1).map((l) => l.split(/\s{2,}/).slice(1, 5))).toEqual([["finished", "3", "0", "3"], ["finished", "2", "1", "3"]])
     expect(lines[1]).toEndWith(first.runDir.slice(store.length + 1))
 
-    expect(cli("verify", "--store", store)).toMatchObject({ code: 0, out: "5 entries, 8 files (305 B) re-hashed: all match their records\n" })
+    expect(await cli("verify", "--store", store)).toMatchObject({ code: 0, out: "5 entries, 8 files (305 B) re-hashed: all match their records\n" })
 
-    const gc = cli("gc", "--store", store, "--keep-runs", "1")
+    const gc = await cli("gc", "--store", store, "--keep-runs", "1")
     expect(gc.code).toBe(0)
     const out = gc.out.trim().split("\n")
     expect(out.slice(0, -1).map((l) => l.replace(/ \(.*\)$/, "").replace(/[0-9a-f]{32}/, "KEY").replace(/\d{8}-\d{6}-\d+Z(-\d+)?/, "RUN")).sort()).toEqual(
       ["removed entry _store/KEY", "removed entry _store/KEY", "removed run sums/RUN"],
     )
     expect(out.at(-1)).toMatch(/^freed [\d.]+ KiB \(1 run, 2 entries\); kept 1 run\(s\), 3 entries$/)
-    expect(cli("gc", "--store", join(store, "nope"))).toMatchObject({ code: 1, err: `error: ${join(store, "nope")}: no run store here (--store DIR)\n` })
+    expect(await cli("gc", "--store", join(store, "nope"))).toMatchObject({ code: 1, err: `error: ${join(store, "nope")}: no run store here (--store DIR)\n` })
   })
 })

@@ -20,7 +20,7 @@ import type { SearchContext } from "../../plugins/search/types.ts"
 import { FINETUNE_DEFAULTS } from "../../stages/finetune.ts"
 import { optimizerAndSchedule, type TrainHyper as TrainParams } from "../../training/config.ts"
 
-const ROOT = resolve(import.meta.dir, "../..")
+const ROOT = resolve(import.meta.dirname, "../..")
 const DIR = join(ROOT, "workflows/paper")
 const BUN = join(ROOT, "node_modules/.bin/bun")
 

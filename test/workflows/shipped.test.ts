@@ -12,7 +12,7 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { loadWorkflow, planWorkflow } from "../../cli/workflow.ts"
 
-const DIR = resolve(import.meta.dir, "../../workflows")
+const DIR = resolve(import.meta.dirname, "../../workflows")
 const files = readdirSync(DIR).filter((f) => f.endsWith(".yaml")).sort()
 
 describe("shipped workflows", () => {
