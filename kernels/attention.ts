@@ -94,7 +94,7 @@ export function createKvCache(rt: GpuRuntime, capacity: number, kvHeads: number,
   if (!Number.isInteger(pageRows) || pageRows < 4 || pageRows % 4 !== 0) throw new Error(`createKvCache: pageRows ${pageRows} must be a multiple of 4`)
   // an f32 page, or the f32 scratch a 16-bit page is widened into, is bound whole
   if (pageRows * kvHeads * headDim * 4 > rt.limits.maxStorageBufferBindingSize) {
-    throw new Error(`createKvCache: pages of ${pageRows} rows exceed one storage binding (at most ${maxWindowRows(rt, kvHeads, headDim)} rows)`)
+    throw new Error(`createKvCache: pages of ${pageRows} rows exceed one storage binding (at most ${maxPageRows(rt, kvHeads, headDim)} rows)`)
   }
   return { capacity, kvHeads, headDim, dtype: options.dtype ?? "f32", pageRows, pages: [] }
 }
@@ -176,11 +176,11 @@ export const cpuRows = (headDim: number): number =>
   headDim <= 96 ? Math.min(16, Math.floor(1024 / headDim)) : Math.max(2, Math.floor(512 / headDim))
 
 /**
- * Cache rows one storage binding can hold (maxStorageBufferBindingSize, 128 MiB on llvmpipe), rounded
- * down to a multiple of 64 so each window's byte offset is 256-aligned. Longer prefixes take several
- * dispatches; the cache itself is one buffer, so its bound is maxBufferSize (2 GiB here).
+ * Cache rows one storage binding can hold (maxStorageBufferBindingSize, 128 MiB on llvmpipe), rounded down
+ * to a multiple of 64: the most rows a page may have (a page, or the f32 scratch a 16-bit page is widened
+ * into, is bound whole).
  */
-export function maxWindowRows(rt: GpuRuntime, kvHeads: number, headDim: number): number {
+function maxPageRows(rt: GpuRuntime, kvHeads: number, headDim: number): number {
   const rows = Math.floor(rt.limits.maxStorageBufferBindingSize / (kvHeads * headDim * 4) / 64) * 64
   if (rows < 64) throw new Error(`attention: a cache row of ${kvHeads * headDim * 4} bytes is too wide for a storage binding`)
   return rows
@@ -289,7 +289,6 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
   if (cache.pages.length * cache.pageRows < keys) throw new Error(`attention: the cache holds ${cache.pages.length * cache.pageRows} rows' pages; keys up to ${keys} were asked for (append them first)`)
   const d4 = headDim / 4
   const scale = (opts.scale ?? 1 / Math.sqrt(headDim)) * Math.LOG2E
-  const windowRows = cache.pageRows
   const variant = opts.variant ?? rt.adapter.profile
   let pipeline: GPUComputePipeline
   let perGroup: number
@@ -310,13 +309,13 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
   // softmax state the one before left in `out` and `ml`: the same arithmetic, in the same order, as one
   // pass over all keys, so paging changes no bit (where pages are whole tiles of the gpu kernel: multiples
   // of 64 rows). A 16-bit page is widened into an f32 scratch page first.
-  const windows = Math.ceil(keys / windowRows)
-  const ml = rt.tensor(windows > 1 ? [tq * heads, 2] : [4])
+  const pages = Math.ceil(keys / cache.pageRows)
+  const ml = rt.tensor(pages > 1 ? [tq * heads, 2] : [4])
   const scratchK = kvScratch(rt, cache)
   const scratchV = kvScratch(rt, cache)
-  for (let w = 0; w < windows; w++) {
-    const kStart = w * windowRows
-    const kStop = Math.min(keys, kStart + windowRows)
+  for (let w = 0; w < pages; w++) {
+    const kStart = w * cache.pageRows
+    const kStop = Math.min(keys, kStart + cache.pageRows)
     const params = uniforms([
       ["u32", tq],
       ["u32", queryOffset],
@@ -326,7 +325,7 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
       ["f32", scale],
       ["u32", kStart],
       ["u32", kStop],
-      ["u32", w === windows - 1 ? 1 : 0],
+      ["u32", w === pages - 1 ? 1 : 0],
       ["u32", w === 0 ? 1 : 0],
     ])
     const page = cache.pages[w]!

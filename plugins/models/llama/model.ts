@@ -185,6 +185,17 @@ export function checkSequence(c: LlamaConfig, tokens: Uint32Array | readonly num
 }
 
 /** Loads a folder (or an already inspected one) onto the GPU. */
+/**
+ * Waits for the uploads so far and collects the host copies they came from. Without it, peak process memory
+ * while loading is about twice the weights: the device's staging copies live until the queue drains, and the
+ * garbage collector lets each layer's host arrays pile up (Bun's collector is asked directly; elsewhere it
+ * runs when it will).
+ */
+async function settle(rt: GpuRuntime): Promise<void> {
+  await rt.sync()
+  ;(globalThis as { Bun?: { gc(force: boolean): void } }).Bun?.gc(true)
+}
+
 export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama, options: InspectOptions = {}): Promise<LlamaModel> {
   const inspected = typeof source === "string" ? inspectLlama(source, options) : source
   const { config: c, checkpoint } = inspected
@@ -235,6 +246,7 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
       embedTable = table(embedRaw)
       lmHead = weight(c.tieWordEmbeddings ? embedRaw : checkpoint.readRaw("lm_head.weight"), c.vocabSize, D)
     }
+    await settle(rt)
     finalNorm = up(checkpoint.readRaw("model.norm.weight"))
     // One layer on the host at a time, in its file dtype, so host memory stays at one layer's size.
     for (let i = 0; i < c.numLayers; i++) {
@@ -257,8 +269,8 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
         upBias: bias(h.upBias),
         downBias: bias(h.downBias),
       })
+      await settle(rt)
     }
-    await rt.sync()
   } catch (e) {
     releaseAll()
     throw e
