@@ -13,6 +13,8 @@
  * - the memory plan's longest scoring length on this machine.
  *
  * A shape whose plan does not fit this device is reported with the plan's one-line reason instead.
+ * `--score=2048` and `--memory=4096,8192` choose the lengths timed and measured (`--memory=` none), for
+ * machines where the 1B shape at 8k–16k would take hours.
  */
 import { spawnSync } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
@@ -29,8 +31,16 @@ import { deviceBudget, formatBytes, longestFit } from "../plugins/models/memory.
 import { report } from "./harness.ts"
 
 const BUN = resolve(import.meta.dirname, "../node_modules/.bin/bun")
-const SCORE_LENGTHS = [2048, 8192]
-const MEMORY_LENGTHS = [4096, 8192, 16384]
+/** `--NAME=a,b` as numbers, or the default (`--NAME=` alone: none). */
+function lengthsFlag(name: string, fallback: readonly number[]): readonly number[] {
+  const flag = process.argv.find((a) => a.startsWith(`--${name}=`))
+  if (flag === undefined) return fallback
+  const list = flag.slice(name.length + 3).split(",").filter((x) => x !== "").map(Number)
+  if (list.some((n) => !Number.isInteger(n) || n < 2)) throw new Error(`bench scale: --${name} takes token counts ≥ 2, got "${flag}"`)
+  return list
+}
+const SCORE_LENGTHS = lengthsFlag("score", [2048, 8192])
+const MEMORY_LENGTHS = lengthsFlag("memory", [4096, 8192, 16384])
 
 function tokensOf(n: number, vocab: number): number[] {
   let s = 12345
@@ -107,16 +117,21 @@ async function runShape(rt: GpuRuntime, shape: PublishedShape, dir: string): Pro
   }
   const peaks = score.peakBytes as Record<string, number>
   for (const n of MEMORY_LENGTHS) report({ bench: "scale", case: `${shape}: scoring ${n} peak device bytes`, value: peaks[n]! / 2 ** 20, unit: "MiB", note: "above the weights" })
-  report({ bench: "scale", case: `${shape}: peak 16k / 4k`, value: peaks[16384]! / peaks[4096]!, unit: "×", note: "linear in length would be 4×" })
+  const [lo, hi] = [MEMORY_LENGTHS[0], MEMORY_LENGTHS.at(-1)]
+  if (lo !== undefined && hi !== undefined && hi > lo) {
+    report({ bench: "scale", case: `${shape}: peak ${hi} / ${lo}`, value: peaks[hi]! / peaks[lo]!, unit: "×", note: `linear in length would be ${hi / lo}×` })
+  }
 
   if (shape !== "smollm2-135m") return
   const train = child("train", { dir, length: 2048 })
-  const score2k = (score.tokensPerSecond as Record<string, number>)[2048]!
+  const score2k = (score.tokensPerSecond as Record<string, number>)[2048] ?? Number.NaN
   if (typeof train.error === "string") report({ bench: "scale", case: `${shape}: LoRA training 2048`, value: Number.NaN, unit: "", note: train.error })
   else report({ bench: "scale", case: `${shape}: LoRA training 2048 tokens`, value: train.tokensPerSecond as number, unit: "tok/s", baseline: score2k, ratio: (train.tokensPerSecond as number) / score2k, note: "r 8 on q/k/v/o; baseline: scoring 2048 tokens" })
-  const search = child("search", { dir, length: 8192, population: 4 })
-  if (typeof search.error === "string") report({ bench: "scale", case: `${shape}: search generation 8192`, value: Number.NaN, unit: "", note: search.error })
-  else report({ bench: "scale", case: `${shape}: search generation at 8192`, value: search.seconds as number, unit: "s", baseline: 8192 / (score.tokensPerSecond as Record<string, number>)[8192]!, ratio: (search.seconds as number) / (8192 / (score.tokensPerSecond as Record<string, number>)[8192]!), note: "4 candidates × one 8192-token sample; baseline: one 8192-token scoring" })
+  const n = SCORE_LENGTHS.at(-1) ?? 8192
+  const search = child("search", { dir, length: n, population: 4 })
+  const once = n / ((score.tokensPerSecond as Record<string, number>)[n] ?? Number.NaN)
+  if (typeof search.error === "string") report({ bench: "scale", case: `${shape}: search generation ${n}`, value: Number.NaN, unit: "", note: search.error })
+  else report({ bench: "scale", case: `${shape}: search generation at ${n}`, value: search.seconds as number, unit: "s", baseline: once, ratio: (search.seconds as number) / once, note: `4 candidates × one ${n}-token sample; baseline: one ${n}-token scoring` })
 }
 
 // ---- child measurements ---------------------------------------------------------------------------
