@@ -48,7 +48,8 @@ import type { ModelConfig, ModelFamily } from "../plugins/models/family.ts"
 import { checkpointing, optimizerAndSchedule, type TrainDefaults } from "../training/config.ts"
 import { positionSkipOf } from "../training/sequences.ts"
 import { attempt, corpusPath, fail, inputPath, modelFamilies, openTokenizer } from "./kit.ts"
-import { finishTraining, runTraining, summary, TOKENIZER_FILES, TRAIN_FIELDS, writeAdaptedFolder, writeTrainedFolder } from "./train-common.ts"
+import { finishTraining, runTraining, summary, TRAIN_FIELDS } from "./train-common.ts"
+import { TOKENIZER_FILES, writeAdaptedFolder, writeTrainedFolder } from "./train-output.ts"
 import { existsSync } from "node:fs"
 
 const Positive = Schema.Finite.check(Schema.makeFilter((x: number) => x > 0 || "expected a number > 0"))

@@ -22,7 +22,8 @@ import { resolveRope } from "../plugins/rope/index.ts"
 import { checkpointing, optimizerAndSchedule, type TrainDefaults } from "../training/config.ts"
 import { positionSkipOf } from "../training/sequences.ts"
 import { attempt, corpusPath, modelFamilies } from "./kit.ts"
-import { finishTraining, runTraining, summary, TOKENIZER_FILES, TRAIN_FIELDS, writeTrainedFolder } from "./train-common.ts"
+import { finishTraining, runTraining, summary, TRAIN_FIELDS } from "./train-common.ts"
+import { TOKENIZER_FILES, writeTrainedFolder } from "./train-output.ts"
 
 export const PretrainParams = Schema.Struct({
   ...TRAIN_FIELDS,
