@@ -41,7 +41,7 @@ function maxAbsDiff(a: readonly number[], b: Float64Array): number {
 
 describe("ropeway score", () => {
   test("--json matches the float64 reference (150 tokens past max_position_embeddings 64, chunks of 64)", async () => {
-    const r = await runCli(["score", "--model", dir, "--tokens", tokensFile, "--json", "--chunk", "64"])
+    const r = await runCli(["score", "--model", dir, "--tokens", tokensFile, "--json", "--chunk", "64", "--kv-cache", "f32"])
     expect(r.code).toBe(0)
     const out = parseOne(r.stdout)
     const ref = referenceLogprobs(rm, ids)
@@ -53,7 +53,7 @@ describe("ropeway score", () => {
 
   test("--rope-scaling overrides config.json", async () => {
     const scaling = { rope_type: "linear", factor: 2.5 }
-    const r = await runCli(["score", "--model", dir, "--tokens", tokensFile, "--json", "--rope-scaling", JSON.stringify(scaling)])
+    const r = await runCli(["score", "--model", dir, "--tokens", tokensFile, "--json", "--kv-cache", "f32", "--rope-scaling", JSON.stringify(scaling)])
     expect(r.code).toBe(0)
     const out = parseOne(r.stdout)
     expect(maxAbsDiff(out.logprobs, referenceLogprobs(rm, ids, { ropeScaling: scaling }))).toBeLessThan(1e-4)
@@ -64,7 +64,7 @@ describe("ropeway score", () => {
   test("--text tokenizes with tokenizer.json (BOS from its post-processor)", async () => {
     const text = join(root, "text.txt")
     writeFileSync(text, "hello world hello")
-    const r = await runCli(["score", "--model", dir, "--text", text, "--json"])
+    const r = await runCli(["score", "--model", dir, "--text", text, "--json", "--kv-cache", "f32"])
     expect(r.code).toBe(0)
     const out = parseOne(r.stdout)
     const expected = [0, 12, 6, 5, 7, 4, 8, 12]

@@ -130,9 +130,10 @@ describe("LoRA fine-tuning", () => {
     const mergedModel = await loadLlama(rt, hf)
     try {
       const a = (await adapters.lossAndGrad({ tokens, rope: table })).logprobs!
-      const f = await folder.logprobs(tokens, { rope: table })
-      const m = await mergedModel.logprobs(tokens, { rope: table })
-      const b0 = await base.logprobs(tokens, { rope: table })
+      // f32 KV caches: training attends in f32, so a bf16 cache would differ by its rounding alone
+      const f = await folder.logprobs(tokens, { rope: table, kvCache: "f32" })
+      const m = await mergedModel.logprobs(tokens, { rope: table, kvCache: "f32" })
+      const b0 = await base.logprobs(tokens, { rope: table, kvCache: "f32" })
       console.log(`unmerged vs folder ${maxAbs(a, f).toExponential(2)}, vs merged export ${maxAbs(a, m).toExponential(2)}; the adapter moves log p by ${maxAbs(a, b0).toExponential(2)}`)
       expect(maxAbs(a, f)).toBeLessThan(1e-4)
       expect(maxAbs(a, m)).toBeLessThan(1e-4)
