@@ -12,6 +12,7 @@ import template from "./attention-backward.wgsl" with { type: "text" }
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape } from "./tensor.ts"
+import { chooseVariant, probeTime } from "./tuning.ts"
 
 export interface TrainAttentionOptions {
   readonly heads: number
@@ -24,6 +25,8 @@ export interface TrainAttentionOptions {
    * only to keys of its own document, and the kernels skip the other documents' rows entirely.
    */
   readonly segments?: Tensor
+  /** Rows per invocation of every kernel instead of the tuned choice (tests). */
+  readonly rows?: number
 }
 
 export const MAX_TRAIN_HEAD_DIM = 256
@@ -31,16 +34,20 @@ export const MAX_TRAIN_HEAD_DIM = 256
 export type TrainKernel = "forward" | "dq" | "dkdv"
 
 /**
- * Rows per invocation (the same for each kernel). Every K/V (or Q/dO) component loaded feeds that many
- * rows; the live state (rows·headDim·2 for the forward, ·3 for dq, ·4 for dkdv) spills past ~256 vec4s,
- * yet more rows still won on llvmpipe (A/B at T 1024, H 4, best of 4, 2 shared cores): d 64 forward
- * r4 94 ms → r8 57; dq r2 139, r4 69–102, r8 53; dkdv r2 176, r4 136, r8 63–93; d 128 every kernel
- * r4 ≈ 1.7× faster than r2. So 8 rows up to d 64, 4 at d 128, 2 at d 256. Cold LLVM compile grows
- * with rows·headDim: d 16 ~2 s for all three kernels, d 64 ~20 s, d 128 ~25 s (Mesa's disk cache then
- * makes it milliseconds).
+ * Rows per invocation of each kernel, the candidates timed per machine (kernels/tuning.ts; the first is
+ * the default). Every K/V (or Q/dO) component loaded feeds that many rows, but the live state
+ * (rows·headDim·2 for the forward, ·3 for dq, ·4 for dkdv) spills past the registers into L1, whose
+ * size differs between CPUs (32 KiB on AMD Zen 2, 48 KiB on Intel Sapphire Rapids). Measured on a Sapphire
+ * Rapids (T 1024, H 4, 2 shared cores): d 64 forward r4 94 ms → r8 57; dq r2 139, r4 69–102, r8 53; dkdv
+ * r2 176, r4 136, r8 63–93; d 128 every kernel r4 ≈ 1.7× faster than r2. Cold LLVM compile grows with
+ * rows·headDim (d 16 ~2 s for all three kernels, d 64 ~20 s), hence short lists for wide heads.
+ * Results do not depend on the choice: each row's sums run over the same keys in the same order.
  */
-export function trainRows(headDim: number): number {
-  return Math.max(2, Math.min(8, Math.floor(512 / headDim)))
+export function trainRowCandidates(headDim: number): readonly number[] {
+  if (headDim <= 32) return [8, 16]
+  if (headDim <= 64) return [8, 4]
+  if (headDim <= 128) return [4, 2]
+  return [2]
 }
 
 const setConst = (src: string, name: string, value: number): string => {
@@ -231,7 +238,7 @@ function prepare(op: string, rt: GpuRuntime, q: Tensor, k: Tensor, v: Tensor, op
   const kernel = (name: TrainKernel | "rowDot"): { pipeline: GPUComputePipeline; blocks: number } => {
     // rowDot has no unrolled section: any kernel's source carries it, the dq one is as good as any.
     const kind: TrainKernel = name === "rowDot" ? "dq" : name
-    const rows = trainRows(headDim)
+    const rows = opts.rows ?? rowsFor(rt, kind, heads, kvHeads, headDim, T)
     const label = `attention-train-${kind}-d${headDim}-r${rows}`
     let code = sources.get(label)
     if (code === undefined) sources.set(label, (code = trainSource(kind, d4, rows)))
@@ -240,6 +247,42 @@ function prepare(op: string, rt: GpuRuntime, q: Tensor, k: Tensor, v: Tensor, op
   }
   // Unsegmented: q stands in for SEG (read-only everywhere, ≥ T words); its values are never used.
   return { T, params, seg: opts.segments ?? q, kernel }
+}
+
+/** Sequence lengths bucketed to a power of two (≥ 256) for the tuning key. */
+const lengthBucket = (T: number): number => 2 ** Math.max(8, Math.ceil(Math.log2(Math.max(1, T))))
+
+/** The tuned rows per invocation of one kernel for this head shape and length. */
+function rowsFor(rt: GpuRuntime, kind: TrainKernel, heads: number, kvHeads: number, headDim: number, T: number): number {
+  const candidates = trainRowCandidates(headDim)
+  const Tb = lengthBucket(T)
+  const name = chooseVariant(rt, {
+    op: `attention-train-${kind}`,
+    shape: `d${headDim} h${heads}/${kvHeads} T${Tb}`,
+    candidates: candidates.map((r) => `r${r}`),
+    probe: (rt2, c) => probeTrainKernel(rt2, kind, { heads, kvHeads, headDim, rows: Number(c.slice(1)) }, Tb),
+  })
+  return Number(name.slice(1))
+}
+
+/** ms per call of one kernel on random data of length T (the tuner's probe). */
+async function probeTrainKernel(rt: GpuRuntime, kind: TrainKernel, opts: TrainAttentionOptions, T: number): Promise<number> {
+  const { heads, kvHeads, headDim } = opts
+  const rand = (n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => ((i * 2654435761) % 2001) / 1000 - 1)
+  const q = rt.upload(rand(T * heads * headDim), [T, heads * headDim])
+  const k = rt.upload(rand(T * kvHeads * headDim), [T, kvHeads * headDim])
+  const v = rt.upload(rand(T * kvHeads * headDim), [T, kvHeads * headDim])
+  const { o, lse } = attentionTrain(rt, q, k, v, opts)
+  const { params, seg, kernel } = prepare("probe", rt, q, k, v, opts)
+  const f = kernel(kind)
+  const dd = rt.tensor([T, heads])
+  const out = [rt.tensor(q.shape), rt.tensor(k.shape), rt.tensor(k.shape)] as const
+  const bindings = kind === "forward" ? [q, k, v, seg, out[0], lse] : kind === "dq" ? [q, k, v, seg, o, lse, dd, out[0]] : [q, k, v, seg, o, lse, dd, out[1], out[2]]
+  try {
+    return await probeTime(rt, () => rt.dispatch(f.pipeline, bindings, [f.blocks, kind === "dkdv" ? kvHeads : heads], params))
+  } finally {
+    rt.release(q, k, v, o, lse, dd, ...out)
+  }
 }
 
 /** Causal self-attention over q [T, heads·headDim], k/v [T, kvHeads·headDim] → o like q, and lse [T, heads] (natural log). */

@@ -83,7 +83,9 @@ fn forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: 
   let kEnd = min(q0 + 8u * ROWS, P.T); // keys up to the last query of the workgroup
   let kLast = kEnd - 1u;
   //% FWD_LOAD
-  for (var j = docStart(q0); j < kEnd; j += 4u) {
+  // Blocks of 4 keys start at multiples of 4 (keys before the document are masked), so every query's
+  // keys are grouped the same way whatever the rows per invocation: results do not depend on it.
+  for (var j = docStart(q0) & ~3u; j < kEnd; j += 4u) {
     // 4 keys per softmax update; keys past kLast are masked for every query (clamped reads stay in bounds).
     let j0 = j;
     let j1 = min(j + 1u, kLast);

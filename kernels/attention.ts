@@ -18,6 +18,7 @@ import mergeSource from "./attention-merge.wgsl" with { type: "text" }
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape } from "./tensor.ts"
+import { chooseVariant, probeTime } from "./tuning.ts"
 
 /** Keys/values of one layer for positions 0..capacity-1, storage tensors [capacity, kvHeads*headDim] (kept as plain storage so later code can re-rotate cached keys in place). */
 export interface KvCache {
@@ -40,7 +41,7 @@ export interface AttentionOptions {
   readonly variant?: AttentionVariant
   /** Cache rows bound per dispatch (a multiple of 64); defaults to what fits a storage binding. Tests force small windows. */
   readonly windowRows?: number
-  /** cpu variant only: query rows per invocation instead of the default (1 for Tq ≤ 8, else `cpuRows(headDim)`); tests keep compiles short with fewer. */
+  /** cpu variant only: query rows per invocation instead of the tuned choice (1 for Tq ≤ 8); tests keep compiles short with fewer. */
   readonly rows?: number
 }
 
@@ -84,15 +85,52 @@ export function releaseKvCache(rt: GpuRuntime, cache: KvCache): void {
 }
 
 /**
- * Query rows per invocation of the cpu variant. Each K/V component loaded feeds this many FMAs, so more
- * is faster, but the unrolled code grows as rows·headDim and llvmpipe's cold compile faster still
- * (Mesa's disk cache makes later runs instant). Measured (H=4, T=2048–4096, GFLOP/s, cold compile):
- * d=64: 8 rows 33 (4 s), 12 rows 41 (7.6 s), 16 rows 47 (12 s); d=96: 5 rows 23 (5 s), 10 rows 35
- * (14 s); d=128: 4 rows 18.6 (7 s), 8 rows 15 (22 s). Hence rows·headDim ≤ 1024 (at most 16) up to
- * d=96 (Phi-3), and ≤ 512 for wider heads, where more rows stopped paying.
+ * Query rows per invocation of the cpu variant, the candidates timed per machine (kernels/tuning.ts; the
+ * first is the default). Each K/V component loaded feeds this many rows, so more is faster until the
+ * rows' state (2·rows·headDim floats per lane) spills out of L1, whose size differs between CPUs; the
+ * unrolled code grows as rows·headDim and llvmpipe's cold compile faster still (Mesa's disk cache makes
+ * later runs instant). Measured on an Intel Sapphire Rapids (H=4, T=2048–4096, GFLOP/s, cold compile):
+ * d=64: 8 rows 33 (4 s), 12 rows 41 (7.6 s), 16 rows 47 (12 s); d=96: 5 rows 23 (5 s), 10 rows 35 (14 s);
+ * d=128: 4 rows 18.6 (7 s), 8 rows 15 (22 s). Every choice gives the same result: rows only decide which
+ * queries share an invocation, and keys past a query are exact no-ops in its online softmax.
  */
-export const cpuRows = (headDim: number): number =>
-  headDim <= 96 ? Math.min(16, Math.floor(1024 / headDim)) : Math.max(2, Math.floor(512 / headDim))
+export function cpuRowCandidates(headDim: number): readonly number[] {
+  if (headDim <= 32) return [16, 8]
+  if (headDim <= 64) return [16, 8, 12]
+  if (headDim <= 96) return [10, 5]
+  if (headDim <= 128) return [4, 8]
+  return [2]
+}
+
+/** Query rows bucketed to a power of two (≥ 64) for the tuning key. */
+const queryBucket = (tq: number): number => 2 ** Math.max(6, Math.ceil(Math.log2(Math.max(1, tq))))
+
+/** The tuned rows per invocation for this head shape and chunk length. */
+function rowsFor(rt: GpuRuntime, heads: number, kvHeads: number, headDim: number, tq: number): number {
+  const tb = queryBucket(tq)
+  const name = chooseVariant(rt, {
+    op: "attention-cpu",
+    shape: `d${headDim} h${heads}/${kvHeads} q${tb}`,
+    candidates: cpuRowCandidates(headDim).map((r) => `r${r}`),
+    probe: (rt2, c) => probeRows(rt2, heads, kvHeads, headDim, tb, Number(c.slice(1))),
+  })
+  return Number(name.slice(1))
+}
+
+/** ms per call of the cpu variant with `rows` rows per invocation, tq queries over as many keys (the tuner's probe). */
+async function probeRows(rt: GpuRuntime, heads: number, kvHeads: number, headDim: number, tq: number, rows: number): Promise<number> {
+  const rand = (n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => ((i * 2654435761) % 2001) / 1000 - 1)
+  const cache = createKvCache(rt, tq, kvHeads, headDim)
+  const q = rt.upload(rand(tq * heads * headDim), [tq, heads * headDim])
+  rt.write(cache.k, rand(tq * kvHeads * headDim))
+  rt.write(cache.v, rand(tq * kvHeads * headDim))
+  try {
+    return await probeTime(rt, () => rt.release(attention(rt, q, cache, { heads, queryOffset: 0, variant: "cpu", rows })))
+  } finally {
+    rt.release(q)
+    releaseKvCache(rt, cache)
+  }
+}
 
 /**
  * Cache rows one storage binding can hold (maxStorageBufferBindingSize, 128 MiB on llvmpipe), rounded
@@ -225,7 +263,7 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
   let perGroup: number
   if (variant === "cpu") {
     // Decoding (a few query rows): one row per invocation, else each lane would run 16 rows' work for one.
-    const rows = opts.rows ?? (tq <= 8 ? 1 : cpuRows(headDim))
+    const rows = opts.rows ?? (tq <= 8 ? 1 : rowsFor(rt, heads, kvHeads, headDim, tq))
     if (!Number.isInteger(rows) || rows < 1 || rows > 32) throw new Error(`attention: rows ${rows} must be an integer in 1..32`)
     perGroup = 8 * rows
     const key = `attention-cpu-d${headDim}-r${rows}`

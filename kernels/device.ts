@@ -89,7 +89,9 @@ export async function acquireRuntime(options: { readonly backend?: "default" | "
       const v = (adapter.limits as unknown as Record<string, number | undefined>)[name]
       if (typeof v === "number") requiredLimits[name] = v
     }
-    const device = await adapter.requestDevice({ requiredLimits })
+    // Timestamp queries let the profiler (kernels/profile.ts) time dispatches in place.
+    const requiredFeatures = (["timestamp-query"] as const).filter((f) => adapter.features.has(f))
+    const device = await adapter.requestDevice({ requiredLimits, requiredFeatures })
     const info = adapter.info
     const description: AdapterDescription = {
       backend: attempt.backend === "default" ? "native" : attempt.backend,

@@ -4,6 +4,13 @@ import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel } from "./tensor.ts"
 import src from "./rmsnorm.wgsl" with { type: "text" }
 
+/** Workgroups for one invocation per row, `wg` per workgroup, split over x and y past the per-dimension limit. */
+export function rowGrid(rt: GpuRuntime, rows: number, wg: number): [number, number] {
+  const groups = Math.max(1, Math.ceil(rows / wg))
+  const gx = Math.min(groups, rt.limits.maxComputeWorkgroupsPerDimension)
+  return [gx, Math.ceil(groups / gx)]
+}
+
 /** x [..., D], w [D] → y [..., D]. */
 export function rmsnorm(rt: GpuRuntime, x: Tensor, w: Tensor, eps: number): Tensor {
   const D = x.shape[x.shape.length - 1]
@@ -18,7 +25,6 @@ export function rmsnorm(rt: GpuRuntime, x: Tensor, w: Tensor, eps: number): Tens
     ["u32", D],
     ["f32", eps],
   ])
-  const groups = Math.max(1, Math.min(rows, rt.limits.maxComputeWorkgroupsPerDimension))
-  rt.dispatch(rt.pipeline("rmsnorm", src, vec ? "main4" : "main1"), [x, w, out], [groups], params)
+  rt.dispatch(rt.pipeline("rmsnorm", src, vec ? "main4" : "main1"), [x, w, out], rowGrid(rt, rows, 64), params)
   return out
 }

@@ -44,7 +44,7 @@ interface Case {
   readonly qGain?: number
   /** Cache rows per binding window (forces the long-cache path at small sizes). */
   readonly windowRows?: number
-  /** cpu variant: query rows per invocation (default: the production choice, cpuRows). */
+  /** cpu variant: query rows per invocation (default: the tuned choice; with tuning off, the first of cpuRowCandidates). */
   readonly rows?: number
   /** The reference's scale when it should differ from the kernel's (to show a mismatch is caught). */
   readonly refScale?: number

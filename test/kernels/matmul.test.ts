@@ -1,7 +1,6 @@
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test"
 import {
   type MatmulVariant,
-  expandTemplate,
   linear,
   matmul,
   prepareWeight,
@@ -101,17 +100,6 @@ async function checkLinear(
   rt.release(xt, bt, y)
   releaseWeight(rt, weight)
 }
-
-describe("expandTemplate", () => {
-  test("repeats lines over i, j, q and replaces constants", () => {
-    const out = expandTemplate("a $TM\nx{i}_{j} += y{q}.{Q};", { TM: 2, TN4: 2 })
-    expect(out.split("\n")).toEqual([
-      "a 2",
-      ...[0, 1, 2, 3].flatMap((q) => ["x0_0", "x0_1", "x1_0", "x1_1"].map((s) => `${s} += y${q}.${"xyzw"[q]};`)),
-    ])
-    expect(() => expandTemplate("$NOPE", {})).toThrow("no value")
-  })
-})
 
 describe("matmulRef", () => {
   test("matches a hand-computed product, all transposes", () => {
