@@ -1,5 +1,5 @@
 /**
- * `bun run bench [--json] [matmul|attention|scoring ...]`: every benchmark, each figure a ratio against a
+ * `bun run bench [--json] [matmul|attention|scoring|training|profile ...]`: every benchmark, each figure a ratio against a
  * baseline measured in the same process. With names, runs only those.
  */
 import { acquireRuntime, describeAdapter } from "../kernels/device.ts"
@@ -11,6 +11,7 @@ const suites: Record<string, () => Promise<{ run: (rt: GpuRuntime) => Promise<vo
   attention: () => import("./attention.ts"),
   scoring: () => import("./scoring.ts"),
   training: () => import("./training.ts"),
+  profile: () => import("./profile.ts"),
 }
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("--"))

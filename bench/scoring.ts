@@ -19,9 +19,12 @@ import { referenceLogprobs } from "../test/models/reference-llama.ts"
 import { bestOf, report } from "./harness.ts"
 import { scoreWithLlamaCpp } from "./llamacpp.ts"
 
-const MODEL = { vocab: 256, hidden: 256, layers: 4, heads: 4, kvHeads: 4, intermediate: 768, maxPositions: 32768, seed: 7 }
+/** The bench model (also profiled by bench/profile.ts). */
+export const SCORING_MODEL = { vocab: 256, hidden: 256, layers: 4, heads: 4, kvHeads: 4, intermediate: 768, maxPositions: 32768, seed: 7 }
 
-function tokensOf(n: number): number[] {
+const MODEL = SCORING_MODEL
+
+export function scoringTokens(n: number): number[] {
   let s = 12345
   return Array.from({ length: n }, () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 16) % MODEL.vocab)
 }
@@ -56,12 +59,12 @@ export async function run(rt: GpuRuntime): Promise<void> {
 
     // The baseline's tokens/s at 256 tokens (the float64 TypeScript reference is quadratic and slow).
     const ref = referenceModel(dir)
-    const short = tokensOf(256)
+    const short = scoringTokens(256)
     const refMs = await bestOf(() => referenceLogprobs(ref, short), 0, 1)
     const refTps = short.length / (refMs / 1000)
 
     for (const n of [2048, 8192]) {
-      const tokens = tokensOf(n)
+      const tokens = scoringTokens(n)
       await model.logprobs(tokens) // warm-up: compiles every kernel variant this length uses
       const ms = await bestOf(() => model.logprobs(tokens), 0, n > 4096 ? 1 : 3)
       const tps = n / (ms / 1000)
@@ -81,7 +84,7 @@ export async function run(rt: GpuRuntime): Promise<void> {
       rt.trim()
       rt.resetPeak()
       const weights = rt.stats.liveBytes
-      await model.logprobs(tokensOf(n))
+      await model.logprobs(scoringTokens(n))
       const peak = rt.stats.peakBytes - weights
       peaks.push(peak)
       report({ bench: "scoring", case: `peak GPU bytes ${n} tokens`, value: peak / 2 ** 20, unit: "MiB", note: `above the ${(weights / 2 ** 20).toFixed(1)} MiB held before the call (weights)` })
