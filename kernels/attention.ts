@@ -19,6 +19,7 @@ import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape } from "./tensor.ts"
 import { chooseVariant, probeTime } from "./tuning.ts"
+import { type Operand, textureOperand } from "./matmul.ts"
 
 /** Keys/values of one layer for positions 0..capacity-1, storage tensors [capacity, kvHeads*headDim] (kept as plain storage so later code can re-rotate cached keys in place). */
 export interface KvCache {
@@ -43,6 +44,8 @@ export interface AttentionOptions {
   readonly windowRows?: number
   /** cpu variant only: query rows per invocation instead of the tuned choice (1 for Tq ≤ 8); tests keep compiles short with fewer. */
   readonly rows?: number
+  /** cpu variant only: where K/V are read from (default: textures, except when decoding); tests force either. */
+  readonly kv?: KvSource
 }
 
 export const MAX_HEAD_DIM = 256
@@ -143,6 +146,9 @@ export function maxWindowRows(rt: GpuRuntime, kvHeads: number, headDim: number):
   return rows
 }
 
+/** Cache rows per window when K/V go through textures (at most maxTextureDimension2D − 1 rows, a multiple of 64). */
+export const textureWindowRows = (rt: GpuRuntime): number => Math.floor((rt.limits.maxTextureDimension2D - 65) / 64) * 64
+
 /** Keys per workgroup-memory tile of the gpu variant: K and V tiles together within 32 KiB. */
 export const gpuTileKeys = (headDim: number): number => Math.min(64, Math.floor(4096 / headDim / 4) * 4)
 
@@ -160,8 +166,11 @@ const setBlock = (src: string, name: string, code: readonly string[]): string =>
   return src.replace(line, code.map((l) => indent + l).join("\n"))
 }
 
+/** Where the cpu variant reads K and V from: the cache's storage, or a texture copy of the window's rows. */
+export type KvSource = "texture" | "buffer"
+
 /** The cpu variant specialised to headDim/4 = d4 and `rows` queries per invocation, unrolled. */
-export function cpuSource(d4: number, rows: number): string {
+export function cpuSource(d4: number, rows: number, from: KvSource = "buffer"): string {
   const R = [...Array(rows).keys()]
   const C = [...Array(d4).keys()]
   const U = [0, 1, 2, 3]
@@ -179,7 +188,7 @@ export function cpuSource(d4: number, rows: number): string {
   for (const t of R) for (const u of U) block.push(`var s${t}_${u} = 0.0;`)
   // Scores: each K component loaded feeds ROWS dot products.
   for (const c of C) {
-    for (const u of U) block.push(`let k${u}_${c} = K[b${u} + ${c}u];`)
+    for (const u of U) block.push(`let k${u}_${c} = ldK(r${u}, kvCol + ${c}u);`)
     for (const t of R) for (const u of U) block.push(`s${t}_${u} += dot(q${t}_${c}, k${u}_${c});`)
   }
   for (const t of R) {
@@ -192,7 +201,7 @@ export function cpuSource(d4: number, rows: number): string {
   }
   // Values: each V component loaded feeds ROWS accumulators.
   for (const c of C) {
-    for (const u of U) block.push(`let v${u}_${c} = V[b${u} + ${c}u];`)
+    for (const u of U) block.push(`let v${u}_${c} = ldV(r${u}, kvCol + ${c}u);`)
     for (const t of R) {
       block.push(`a${t}_${c} = a${t}_${c} * al${t} + p${t}_0 * v0_${c} + p${t}_1 * v1_${c} + p${t}_2 * v2_${c} + p${t}_3 * v3_${c};`)
     }
@@ -206,7 +215,13 @@ export function cpuSource(d4: number, rows: number): string {
     for (const c of C) store.push(`  O[o${t} + ${c}u] = a${t}_${c} * r${t};`)
     store.push(`}`)
   }
-  let src = setConst(cpuTemplate, "D4", d4)
+  const stream = (["K", "V"] as const).flatMap((x, i) =>
+    from === "texture"
+      ? [`@group(0) @binding(${2 + i}) var ${x}tex: texture_2d<f32>;`, `fn ld${x}(r: u32, c: u32) -> vec4f { return textureLoad(${x}tex, vec2u(c, r), 0); }`]
+      : [`fn ld${x}(r: u32, c: u32) -> vec4f { return ${x}[r * P.kvStride + c]; }`],
+  )
+  let src = setBlock(cpuTemplate, "STREAM", stream)
+  src = setConst(src, "D4", d4)
   src = setConst(src, "ROWS", rows)
   src = setBlock(src, "LOAD_Q", loadQ)
   src = setBlock(src, "BLOCK", block)
@@ -254,20 +269,24 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
   const rowBytes = kvHeads * headDim * 4
   const d4 = headDim / 4
   const scale = (opts.scale ?? 1 / Math.sqrt(headDim)) * Math.LOG2E
-  const windowRows = opts.windowRows ?? maxWindowRows(rt, kvHeads, headDim)
+  const windowRows = opts.windowRows ?? Math.min(maxWindowRows(rt, kvHeads, headDim), textureWindowRows(rt))
   if (!Number.isInteger(windowRows) || windowRows <= 0 || windowRows % 64 !== 0) {
     throw new Error(`attention: windowRows ${windowRows} must be a positive multiple of 64`)
   }
   const variant = opts.variant ?? rt.adapter.profile
   let pipeline: GPUComputePipeline
   let perGroup: number
+  let from: KvSource = "buffer"
   if (variant === "cpu") {
     // Decoding (a few query rows): one row per invocation, else each lane would run 16 rows' work for one.
     const rows = opts.rows ?? (tq <= 8 ? 1 : rowsFor(rt, heads, kvHeads, headDim, tq))
     if (!Number.isInteger(rows) || rows < 1 || rows > 32) throw new Error(`attention: rows ${rows} must be an integer in 1..32`)
     perGroup = 8 * rows
-    const key = `attention-cpu-d${headDim}-r${rows}`
-    pipeline = rt.pipeline(key, source(key, () => cpuSource(d4, rows)))
+    // K/V from texture copies of the window's rows, which llvmpipe loads faster than storage, unless a
+    // window is taller than a texture; decoding reads too few rows per key for the copy to pay.
+    from = opts.kv ?? (tq > 8 && windowRows <= textureWindowRows(rt) ? "texture" : "buffer")
+    const key = `attention-cpu-d${headDim}-r${rows}${from === "texture" ? "-tex" : ""}`
+    pipeline = rt.pipeline(key, source(key, () => cpuSource(d4, rows, from)))
   } else {
     const bk = gpuTileKeys(headDim)
     perGroup = 64
@@ -297,12 +316,15 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
     ])
     const range = { offset: kStart * rowBytes, size: (kStop - kStart) * rowBytes }
     const dst = w === 0 || part === undefined || partMl === undefined ? { o: out, ml } : { o: part, ml: partMl }
-    rt.dispatch(
-      pipeline,
-      [q, { buffer: cache.k.buffer, ...range }, { buffer: cache.v.buffer, ...range }, dst.o, dst.ml],
-      [Math.ceil(tq / perGroup), heads],
-      params,
-    )
+    const width = kvHeads * headDim
+    const [ks, vs] = [cache.k, cache.v].map((t): Operand =>
+      from === "texture"
+        ? textureOperand(rt, t, kStop - kStart, width, width, kStart * width, kStop - kStart)
+        : { binding: { buffer: t.buffer, ...range }, ld4: 0, release: () => {} },
+    ) as [Operand, Operand]
+    rt.dispatch(pipeline, [q, ks.binding, vs.binding, dst.o, dst.ml], [Math.ceil(tq / perGroup), heads], params)
+    ks.release()
+    vs.release()
     if (w > 0 && part !== undefined && partMl !== undefined) merge(rt, out, ml, part, partMl, tq * heads, d4, w === windows - 1)
   }
   rt.release(ml, part, partMl)

@@ -16,7 +16,7 @@ import repackSrc from "./matmul-repack.wgsl" with { type: "text" }
 import addSrc from "./matmul-add.wgsl" with { type: "text" }
 import tiledSrc from "./matmul-tiled.wgsl" with { type: "text" }
 import unpadSrc from "./matmul-unpad.wgsl" with { type: "text" }
-import { type GpuRuntime, uniforms } from "./runtime.ts"
+import { type Binding, type GpuRuntime, uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel, shapeString } from "./tensor.ts"
 import { chooseVariant, probeTime } from "./tuning.ts"
 
@@ -242,9 +242,9 @@ function cpuPipeline(rt: GpuRuntime, v: CpuVariant, transA: boolean, transB: boo
 }
 const sources = new Map<string, string>()
 
-/** One operand as the kernel binds it. */
-interface Operand {
-  readonly binding: Tensor | GPUTextureView
+/** One operand as a kernel binds it. */
+export interface Operand {
+  readonly binding: Binding
   /** vec4s per stored row (storage; 0 for a texture) */
   readonly ld4: number
   release(): void
@@ -335,13 +335,13 @@ const TEXTURE_SIZES = 16
  * rows × cols of `src` (row stride `ld` floats, from float `off`) as a pooled rgba32float texture
  * [cols/4 texels, rows], through a buffer → texture copy; rows are first repacked to a multiple of 64
  * floats (the copy's 256-byte row alignment) when they are not, and to `rowsTo` rows (zeros below).
- * Sizes are rounded (and kept off powers of two, which llvmpipe compiles separate shader variants for)
- * so a run needs only a few.
+ * Sizes are rounded (to 64 rows, or 512 above 512 rows, and kept off powers of two, which llvmpipe
+ * compiles separate shader variants for) so a run needs only a few.
  */
-function textureOperand(rt: GpuRuntime, src: Tensor, rows: number, cols: number, ld: number, off: number, rowsTo: number): Operand {
+export function textureOperand(rt: GpuRuntime, src: Tensor, rows: number, cols: number, ld: number, off: number, rowsTo: number): Operand {
   const cw = ceil64(cols)
   const width = cw / 4 + 1
-  const height = ceil64(rowsTo) + 1
+  const height = (rowsTo <= 512 ? ceil64(rowsTo) : Math.ceil(rowsTo / 512) * 512) + 1
   const key = `${width}x${height}`
   let pool = textures.get(rt)
   if (pool === undefined) textures.set(rt, (pool = new Map()))
@@ -353,15 +353,16 @@ function textureOperand(rt: GpuRuntime, src: Tensor, rows: number, cols: number,
       pool.clear()
     }
     texture = rt.createTexture({
-      label: `matmul operand ${key}`,
+      label: `operand ${key}`,
       size: [width, height],
       format: "rgba32float",
       usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
     })
   }
-  const direct = cw === cols && ld === cols && off === 0 && rowsTo === rows
+  // A row-aligned source is copied as it is, from its offset (16-byte aligned: whole texels).
+  const direct = cw === cols && ld === cols && off % 4 === 0 && rowsTo === rows
   const packed = direct ? src : repack(rt, src, rowsTo, rows, cols, cw / 4, ld, 1, off)
-  rt.copyToTexture(packed.buffer, cw * 4, texture, cw / 4, rowsTo)
+  rt.copyToTexture(packed.buffer, cw * 4, texture, cw / 4, rowsTo, direct ? off * 4 : 0)
   if (packed !== src) rt.release(packed)
   const view = rt.textureView(texture)
   const pooled = texture

@@ -268,11 +268,11 @@ export class GpuRuntime {
     this.profiler?.record({ kernel: "copy buffer→buffer", groups: [0, 0, 0], bytes: 2 * bytes, replay: () => ({ run, dispose: () => {} }) })
   }
 
-  /** Records a buffer → texture copy (rows of `bytesPerRow`, a multiple of 256) in batch order. */
-  copyToTexture(src: GPUBuffer, bytesPerRow: number, texture: GPUTexture, width: number, height: number): void {
+  /** Records a buffer → texture copy (rows of `bytesPerRow`, a multiple of 256, from byte `offset`) in batch order. */
+  copyToTexture(src: GPUBuffer, bytesPerRow: number, texture: GPUTexture, width: number, height: number, offset = 0): void {
     const run = (): void => {
       this.endPass()
-      this.currentEncoder().copyBufferToTexture({ buffer: src, bytesPerRow }, { texture }, { width, height })
+      this.currentEncoder().copyBufferToTexture({ buffer: src, bytesPerRow, offset }, { texture }, { width, height })
     }
     run()
     this.profiler?.record({ kernel: "copy buffer→texture", groups: [0, 0, 0], bytes: 2 * bytesPerRow * height, replay: () => ({ run, dispose: () => {} }) })

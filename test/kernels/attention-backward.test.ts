@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test"
-import { attentionBackward, attentionTrain } from "../../kernels/attention-backward.ts"
+import { type StreamSource, attentionBackward, attentionTrain } from "../../kernels/attention-backward.ts"
 import { type TrainAttentionRefOptions, attentionBackwardRef, attentionTrainRef } from "../../kernels/attention-backward.ref.ts"
 import { attentionRef } from "../../kernels/attention.ref.ts"
 import { gpu } from "../gpu-shared.ts"
@@ -86,15 +86,22 @@ describe("training attention on the GPU", () => {
     const tq = rt.upload(rand(T * heads * headDim, 1, 2), [T, heads * headDim]), tk = rt.upload(rand(T * kvHeads * headDim, 2, 2), [T, kvHeads * headDim])
     const tv = rt.upload(rand(T * kvHeads * headDim, 3), [T, kvHeads * headDim]), tdo = rt.upload(rand(T * heads * headDim, 4), [T, heads * headDim])
     const opts = { heads, kvHeads, headDim }
-    const run = async (): Promise<Float32Array[]> => {
-      const { o, lse } = attentionTrain(rt, tq, tk, tv, opts)
-      const g = attentionBackward(rt, tq, tk, tv, o, lse, tdo, opts)
-      const out = [await rt.read(o), await rt.read(g.dq), await rt.read(g.dk), await rt.read(g.dv)]
-      rt.release(o, lse, g.dq, g.dk, g.dv)
-      return out
+    const run = async (stream?: StreamSource, rows?: number): Promise<Uint32Array[]> => {
+      const o2 = { ...opts, ...(stream === undefined ? {} : { stream }), ...(rows === undefined ? {} : { rows }) }
+      const { o, lse } = attentionTrain(rt, tq, tk, tv, o2)
+      const g = attentionBackward(rt, tq, tk, tv, o, lse, tdo, o2)
+      const out = [o, lse, g.dq, g.dk, g.dv]
+      const bits = await Promise.all(out.map(async (t) => new Uint32Array((await rt.read(t)).buffer)))
+      rt.release(...out)
+      return bits
     }
     const a = await run(), b = await run()
     for (let i = 0; i < a.length; i++) expect(b[i]).toEqual(a[i]!)
+    // Streamed operands from storage or textures, and any rows per invocation: the same bits.
+    for (const [stream, rows] of [["buffer", 8], ["texture", 4], ["buffer", 16]] as const) {
+      const c = await run(stream, rows)
+      for (let i = 0; i < a.length; i++) expect(c[i]).toEqual(a[i]!)
+    }
     expect(() => attentionTrain(rt, tq, tk, tv, { heads: 3, kvHeads, headDim })).toThrow(/multiple of kvHeads/)
     expect(() => attentionTrain(rt, tq, tk, tv, { heads, kvHeads, headDim: 18 })).toThrow(/multiple of 4/)
     rt.release(tq, tk, tv, tdo)

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test"
-import { type AttentionVariant, appendKv, attention, createKvCache, releaseKvCache } from "../../kernels/attention.ts"
+import { type AttentionVariant, type KvSource, appendKv, attention, createKvCache, releaseKvCache } from "../../kernels/attention.ts"
 import { attentionRef } from "../../kernels/attention.ref.ts"
 import { gpu } from "../gpu-shared.ts"
 
@@ -46,12 +46,20 @@ interface Case {
   readonly windowRows?: number
   /** cpu variant: query rows per invocation (default: the tuned choice; with tuning off, the first of cpuRowCandidates). */
   readonly rows?: number
+  /** cpu variant: K/V from textures or storage (default: the kernel's choice). */
+  readonly kv?: KvSource
   /** The reference's scale when it should differ from the kernel's (to show a mismatch is caught). */
   readonly refScale?: number
 }
 
 /** Runs the case through the KV cache in chunks; returns the max error against one float64 whole-sequence pass. */
 async function check(variant: AttentionVariant, c: Case, seed = 1): Promise<number> {
+  const { got, want } = await outputs(variant, c, seed)
+  return maxAbsDiff(got, want)
+}
+
+/** The kernel's output over the chunks, and the float64 whole-sequence reference. */
+async function outputs(variant: AttentionVariant, c: Case, seed: number): Promise<{ got: Float32Array; want: Float64Array }> {
   const rt = await gpu()
   const { heads, kvHeads, headDim: d, t } = c
   const chunks = c.chunks ?? [t]
@@ -81,6 +89,7 @@ async function check(variant: AttentionVariant, c: Case, seed = 1): Promise<numb
       variant,
       ...(c.scale !== undefined ? { scale: c.scale } : {}),
       ...(c.rows !== undefined ? { rows: c.rows } : {}),
+      ...(c.kv !== undefined ? { kv: c.kv } : {}),
       ...(c.windowRows !== undefined ? { windowRows: c.windowRows } : {}),
     })
     expect(out.shape).toEqual([n, heads * d])
@@ -89,7 +98,7 @@ async function check(variant: AttentionVariant, c: Case, seed = 1): Promise<numb
     at += n
   }
   releaseKvCache(rt, cache)
-  return maxAbsDiff(got, want)
+  return { got, want }
 }
 
 // The first call of a cpu-variant shape compiles an unrolled kernel in llvmpipe, ~12 s cold for the
@@ -109,6 +118,12 @@ for (const variant of ["cpu", "gpu"] as const) {
     }, COLD)
     test("MQA 3:1, head_dim 16 (production rows), token-by-token decoding (1 row per invocation) after a prompt of 7", async () => {
       expect(await check(variant, { heads: 3, kvHeads: 1, headDim: 16, t: 12, chunks: [7, 1, 1, 1, 1, 1] })).toBeLessThan(TOL)
+    }, COLD)
+    test("K/V from storage or textures, any rows per invocation, windows or not: the same bits", async () => {
+      const c: Case = { heads: 4, kvHeads: 2, headDim: 32, t: 200, chunks: [100, 100], windowRows: 64 }
+      const bits = async (x: Partial<Case>): Promise<Uint32Array> => new Uint32Array((await outputs(variant, { ...c, ...x }, 3)).got.buffer)
+      const want = await bits({ kv: "buffer" })
+      for (const x of [{ kv: "texture" }, { kv: "buffer", rows: 8 }, { kv: "texture", rows: 8 }] as const) expect(await bits(x)).toEqual(want)
     }, COLD)
     test("long-cache path: keys bound in windows of 64 rows, GQA 4:2, chunks of 100 and 100", async () => {
       expect(await check(variant, { heads: 4, kvHeads: 2, headDim: 32, t: 200, chunks: [100, 100], windowRows: 64 })).toBeLessThan(TOL)
@@ -152,8 +167,12 @@ describe("attention: API and memory", () => {
     const before = rt.stats.liveBytes
     const out = attention(rt, q, cache, { heads, queryOffset: 0, variant: "cpu", rows: 2 })
     await rt.sync()
-    // T² f32 scores would be 1 MiB; the output is 64 KiB.
-    expect(rt.stats.peakBytes - before).toBeLessThanOrEqual(t * heads * d * 4)
+    // T² f32 scores would be 1 MiB; the output is 64 KiB, and K and V go through texture copies of the
+    // cache, their rows padded to 64 floats by a repack first (128 KiB each; the textures have a spare
+    // texel column and row).
+    const padded = t * 64 * 4
+    const texture = (t + 1) * (64 / 4 + 1) * 16
+    expect(rt.stats.peakBytes - before).toBeLessThanOrEqual(t * heads * d * 4 + 2 * (padded + texture))
     rt.release(q, out)
     releaseKvCache(rt, cache)
   })
