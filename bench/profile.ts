@@ -4,8 +4,9 @@
  * 2048 tokens with the scoring bench's model (4 chunks of 512). Per kernel and workgroup grid: calls,
  * ms per call, total, share of the sum, bytes bound per call and the rate that implies; then dispatches
  * per step and per layer. Times come from timestamp queries where the adapter has them, else from
- * replaying each distinct dispatch (kernels/profile.ts); the unprofiled wall time of the same work is
- * printed beside the kernel sum (the difference is launch, submit and host time).
+ * replaying each distinct dispatch (kernels/profile.ts), which also gives the CPU time per call (steadier
+ * than wall time on a shared machine); the unprofiled wall time of the same work is printed beside the
+ * kernel sum (the difference is launch, submit and host time).
  *
  * Options: `--T=<n>` training tokens (default 1024), `--score=<n>` scoring tokens (default 2048),
  * `--only=training|scoring`, `--replay` (time by replay even where timestamps exist).
@@ -64,7 +65,7 @@ function printTable(title: string, rows: readonly KernelRow[], run: { wallMs: nu
   const source = rows[0]?.source ?? "replay"
   console.log(`\n${title}: ${run.wallMs.toFixed(0)} ms wall (unprofiled), kernels sum ${total.toFixed(0)} ms (${source}); ` +
     `${run.dispatches} dispatches (${(run.dispatches / run.layers).toFixed(0)} per layer), ${run.submits} submits`)
-  console.log(`${"kernel".padEnd(44)} ${"grid".padEnd(12)} ${"calls".padStart(5)} ${"ms/call".padStart(8)} ${"total ms".padStart(9)} ${"share".padStart(6)} ${"MB/call".padStart(8)} ${"GB/s".padStart(6)}`)
+  console.log(`${"kernel".padEnd(44)} ${"grid".padEnd(12)} ${"calls".padStart(5)} ${"ms/call".padStart(8)} ${"cpu ms".padStart(8)} ${"total ms".padStart(9)} ${"share".padStart(6)} ${"MB/call".padStart(8)} ${"GB/s".padStart(6)}`)
   // One line per kernel and grid; the many tiny ones (< 0.5% each) folded into one line per kernel.
   const small = new Map<string, { calls: number; ms: number }>()
   for (const r of sorted) {
@@ -76,12 +77,12 @@ function printTable(title: string, rows: readonly KernelRow[], run: { wallMs: nu
     }
     const mb = r.bytes / 1e6
     console.log(
-      `${r.kernel.padEnd(44)} ${(r.groups[0] === 0 ? "" : r.groups.filter((g, i) => i < 2 || g > 1).join("×")).padEnd(12)} ${String(r.calls).padStart(5)} ${r.ms.toFixed(3).padStart(8)} ` +
+      `${r.kernel.padEnd(44)} ${(r.groups[0] === 0 ? "" : r.groups.filter((g, i) => i < 2 || g > 1).join("×")).padEnd(12)} ${String(r.calls).padStart(5)} ${r.ms.toFixed(3).padStart(8)} ${(r.cpuMs === undefined ? "" : r.cpuMs.toFixed(3)).padStart(8)} ` +
         `${t.toFixed(1).padStart(9)} ${((100 * t) / total).toFixed(1).padStart(5)}% ${mb.toFixed(2).padStart(8)} ${(mb / r.ms).toFixed(1).padStart(6)}`,
     )
   }
   for (const [kernel, s] of small) {
-    console.log(`${(kernel + " (small grids)").padEnd(44)} ${"".padEnd(12)} ${String(s.calls).padStart(5)} ${"".padStart(8)} ${s.ms.toFixed(1).padStart(9)} ${((100 * s.ms) / total).toFixed(1).padStart(5)}%`)
+    console.log(`${(kernel + " (small grids)").padEnd(44)} ${"".padEnd(12)} ${String(s.calls).padStart(5)} ${"".padStart(8)} ${"".padStart(8)} ${s.ms.toFixed(1).padStart(9)} ${((100 * s.ms) / total).toFixed(1).padStart(5)}%`)
   }
 }
 

@@ -35,6 +35,8 @@ export interface KernelRow {
   readonly calls: number
   /** Milliseconds per call. */
   readonly ms: number
+  /** CPU milliseconds this process used per call (replay only: on a shared machine, a steadier measure than wall time). */
+  readonly cpuMs: number | undefined
   readonly bytes: number
   readonly source: "timestamps" | "replay"
 }
@@ -117,30 +119,33 @@ export class Profiler {
     const out: KernelRow[] = []
     for (const list of groups.values()) {
       const first = list[0]!
-      let ms: number
       const timed = list.every((r) => r.ms !== undefined)
-      if (timed) ms = list.reduce((a, r) => a + r.ms!, 0) / list.length
-      else ms = await replay(rt, first, options.targetMs ?? 20)
-      out.push({ kernel: first.kernel, groups: first.groups, calls: list.length, ms, bytes: first.bytes, source: timed ? "timestamps" : "replay" })
+      const { ms, cpuMs } = timed ? { ms: list.reduce((a, r) => a + r.ms!, 0) / list.length, cpuMs: undefined } : await replay(rt, first, options.targetMs ?? 20)
+      out.push({ kernel: first.kernel, groups: first.groups, calls: list.length, ms, cpuMs, bytes: first.bytes, source: timed ? "timestamps" : "replay" })
     }
     return out
   }
 }
 
-/** Best of 3 batches of n replays of one piece of work, n sized so a batch takes ~targetMs. */
-async function replay(rt: GpuRuntime, r: DispatchRecord, targetMs: number): Promise<number> {
+/** Best of 3 batches of n replays of one piece of work, n sized so a batch takes ~targetMs (wall and CPU ms per call). */
+async function replay(rt: GpuRuntime, r: DispatchRecord, targetMs: number): Promise<{ ms: number; cpuMs: number }> {
   const again = r.replay()
-  const run = async (n: number): Promise<number> => {
+  const run = async (n: number): Promise<{ ms: number; cpuMs: number }> => {
+    const c0 = process.cpuUsage()
     const t0 = performance.now()
     for (let i = 0; i < n; i++) again.run()
     await rt.sync()
-    return (performance.now() - t0) / n
+    const cpu = process.cpuUsage(c0)
+    return { ms: (performance.now() - t0) / n, cpuMs: (cpu.user + cpu.system) / 1000 / n }
   }
   try {
     const once = await run(1)
-    const n = Math.max(1, Math.min(500, Math.round(targetMs / Math.max(once, 0.01))))
-    let best = Infinity
-    for (let i = 0; i < 3; i++) best = Math.min(best, await run(n))
+    const n = Math.max(1, Math.min(500, Math.round(targetMs / Math.max(once.ms, 0.01))))
+    let best = { ms: Infinity, cpuMs: Infinity }
+    for (let i = 0; i < 3; i++) {
+      const t = await run(n)
+      best = { ms: Math.min(best.ms, t.ms), cpuMs: Math.min(best.cpuMs, t.cpuMs) }
+    }
     return best
   } finally {
     again.dispose()
