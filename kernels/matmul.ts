@@ -341,7 +341,8 @@ const TEXTURE_SIZES = 16
 export function textureOperand(rt: GpuRuntime, src: Tensor, rows: number, cols: number, ld: number, off: number, rowsTo: number): Operand {
   const cw = ceil64(cols)
   const width = cw / 4 + 1
-  const height = (rowsTo <= 512 ? ceil64(rowsTo) : Math.ceil(rowsTo / 512) * 512) + 1
+  const rounded = rowsTo <= 512 ? ceil64(rowsTo) : Math.ceil(rowsTo / 512) * 512
+  const height = (rounded < rt.limits.maxTextureDimension2D ? rounded : ceil64(rowsTo)) + 1
   const key = `${width}x${height}`
   let pool = textures.get(rt)
   if (pool === undefined) textures.set(rt, (pool = new Map()))
