@@ -285,15 +285,17 @@ export function dispatchCpu(rt: GpuRuntime, call: CpuCall): void {
 }
 
 /**
- * The candidates the tuner times for a product of `m` rows, and the default where it does not. Large
- * texture blocks win on llvmpipe (64×16 ran ~59 GFLOP/s at 1024³ on an Intel Sapphire Rapids against ~49
- * for 32×16; storage operands peak at 16×16, ~25) but compile longer cold (64×16: 2.5 s, 128×16: 10 s), and a
- * tall block wastes most of its rows on short inputs, so few rows (decode) get 8.
+ * The candidates the tuner times for a product of `m` rows (the first is the default). Texture operands
+ * won every shape timed on an Intel Sapphire Rapids (64×16 blocks ~59 GFLOP/s at 1024³ against ~49 for
+ * 32×16; storage operands peak at 16×16, ~25) and on an AMD EPYC (Zen 2: 10–11 GFLOP per CPU-second
+ * against 5 for storage), so storage blocks are only the fallback for operands taller than a texture.
+ * Large blocks compile longer cold (64×16: 2.5 s, 128×16: 10 s) and leave few workgroups when M is small
+ * (weight gradients: M = a layer's width), and few rows (decode) get 8.
  */
 export function matmulCandidates(m: number): readonly string[] {
   if (m <= 16) return ["bt-8x16-8x1"]
-  if (m <= 64) return ["tt-16x16-8x1", "tt-32x16-8x1", "bb-16x16-8x2"]
-  return ["tt-64x16-8x1", "tt-32x16-8x1", "tt-16x16-8x1", "bb-16x16-8x2"]
+  if (m <= 64) return ["tt-16x16-8x1", "tt-32x16-8x1"]
+  return ["tt-64x16-8x1", "tt-32x16-8x1", "tt-16x16-8x1"]
 }
 
 /** Rows bucketed to a power of two (≥ 16) for the tuning key: 1000 and 1024 rows share a choice. */
