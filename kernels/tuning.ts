@@ -51,7 +51,7 @@ interface CacheFile {
 }
 
 /** Bump when candidate lists or kernels change in a way that makes old timings meaningless. */
-const CACHE_VERSION = 1
+const CACHE_VERSION = 2
 
 export type TuningMode = "on" | "off"
 
