@@ -107,6 +107,12 @@ export class Profiler {
    * in-place times; replay mode times each distinct dispatch again (see the module comment).
    */
   async rows(rt: GpuRuntime, options: { readonly targetMs?: number } = {}): Promise<KernelRow[]> {
+    // Timestamps still unresolved (the profiler may be detached already): resolve them in a submit of their own.
+    rt.flush()
+    const encoder = rt.device.createCommandEncoder()
+    const after = this.beforeSubmit(rt, encoder)
+    rt.device.queue.submit([encoder.finish()])
+    after?.()
     await rt.sync()
     await Promise.all(this.readbacks.splice(0))
     const groups = new Map<string, DispatchRecord[]>()
