@@ -330,9 +330,6 @@ async function probeMatmul(rt: GpuRuntime, v: CpuVariant, transA: boolean, trans
 
 // ---- operands for the llvmpipe kernel -----------------------------------------------------------
 
-const textures = new WeakMap<GpuRuntime, Map<string, GPUTexture[]>>()
-const TEXTURE_SIZES = 16
-
 /**
  * rows × cols of `src` (row stride `ld` floats, from float `off`) as a pooled rgba32float texture
  * [cols/4 texels, rows], through a buffer → texture copy; rows are first repacked to a multiple of 64
@@ -345,41 +342,13 @@ export function textureOperand(rt: GpuRuntime, src: Tensor, rows: number, cols: 
   const width = cw / 4 + 1
   const rounded = rowsTo <= 512 ? ceil64(rowsTo) : Math.ceil(rowsTo / 512) * 512
   const height = (rounded < rt.limits.maxTextureDimension2D ? rounded : ceil64(rowsTo)) + 1
-  const key = `${width}x${height}`
-  let pool = textures.get(rt)
-  if (pool === undefined) textures.set(rt, (pool = new Map()))
-  let texture = pool.get(key)?.pop()
-  if (texture === undefined) {
-    if (pool.size >= TEXTURE_SIZES) {
-      rt.flush() // recorded work may still read them
-      for (const list of pool.values()) for (const t of list) rt.destroyTexture(t)
-      pool.clear()
-    }
-    texture = rt.createTexture({
-      label: `operand ${key}`,
-      size: [width, height],
-      format: "rgba32float",
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
-    })
-  }
+  const texture = rt.pooledTexture(width, height, `operand ${width}x${height}`)
   // A row-aligned source is copied as it is, from its offset (16-byte aligned: whole texels).
   const direct = cw === cols && ld === cols && off % 4 === 0 && rowsTo === rows
   const packed = direct ? src : repack(rt, src, rowsTo, rows, cols, cw / 4, ld, 1, off)
   rt.copyToTexture(packed.buffer, cw * 4, texture, cw / 4, rowsTo, direct ? off * 4 : 0)
   if (packed !== src) rt.release(packed)
-  const view = rt.textureView(texture)
-  const pooled = texture
-  const list = pool
-  // Back to the pool: safe mid-batch, since later copies into it run after the dispatches before them.
-  return {
-    binding: view,
-    ld4: 0,
-    release: () => {
-      let free = list.get(key)
-      if (free === undefined) list.set(key, (free = []))
-      free.push(pooled)
-    },
-  }
+  return { binding: rt.textureView(texture), ld4: 0, release: () => rt.releaseTexture(texture) }
 }
 
 /** rows × cols of `src` as a storage operand with vec4 rows: as it is when that is already so, else repacked. */

@@ -25,6 +25,8 @@ export type Binding = Tensor | GPUBuffer | GPUTextureView | { readonly buffer: G
 /** Uniform slots are 256 bytes apart (minUniformBufferOffsetAlignment); each holds ≤ 256 bytes of params. */
 const UNIFORM_SLOT = 256
 const UNIFORM_SLOTS = 512
+/** Idle pooled textures past this many bytes are destroyed at the next miss. */
+const TEXTURE_POOL_BYTES = 128 * 1024 * 1024
 
 export interface MemoryStats {
   /** Bytes in buffers that exist now (in use or pooled). */
@@ -38,6 +40,8 @@ export interface MemoryStats {
 export class GpuRuntime {
   private readonly pipelines = new Map<string, GPUComputePipeline>()
   private readonly pool = new Map<string, GPUBuffer[]>()
+  private readonly texturePool = new Map<string, GPUTexture[]>()
+  private texturePoolBytes = 0
   private readonly sizes = new WeakMap<GPUBuffer | GPUTexture, number>()
   private encoder: GPUCommandEncoder | undefined
   private pass: GPUComputePassEncoder | undefined
@@ -140,6 +144,41 @@ export class GpuRuntime {
       b.destroy()
     }
     this.pool.clear()
+    if (this.texturePool.size > 0) {
+      this.flush() // recorded work may still read them
+      for (const free of this.texturePool.values()) for (const t of free) this.destroyTexture(t)
+      this.texturePool.clear()
+      this.texturePoolBytes = 0
+    }
+  }
+
+  /**
+   * An rgba32float texture (sampled, copy destination) of exactly width × height texels, reused from the
+   * pool when one is free; give it back with `releaseTexture`. Safe mid-batch, since work recorded later
+   * (copies into it included) runs after the dispatches recorded before.
+   */
+  pooledTexture(width: number, height: number, label: string): GPUTexture {
+    const reused = this.texturePool.get(`${width}x${height}`)?.pop()
+    if (reused !== undefined) {
+      this.texturePoolBytes -= width * height * 16
+      return reused
+    }
+    // Sizes grow with the sequence (attention's K/V copies): past a cap, the idle ones go.
+    if (this.texturePoolBytes > TEXTURE_POOL_BYTES) {
+      this.flush() // recorded work may still read them
+      for (const free of this.texturePool.values()) for (const t of free) this.destroyTexture(t)
+      this.texturePool.clear()
+      this.texturePoolBytes = 0
+    }
+    return this.createTexture({ label, size: [width, height], format: "rgba32float", usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST })
+  }
+
+  releaseTexture(texture: GPUTexture): void {
+    this.texturePoolBytes += texture.width * texture.height * 16
+    const key = `${texture.width}x${texture.height}`
+    let free = this.texturePool.get(key)
+    if (free === undefined) this.texturePool.set(key, (free = []))
+    free.push(texture)
   }
 
   destroyBuffer(buffer: GPUBuffer): void {
