@@ -50,6 +50,8 @@ interface CacheFile {
   readonly machines: Record<string, Record<string, { choice: string; ms: Record<string, number> }>>
 }
 
+const PROBE_ROUNDS = 3
+
 /** Bump when candidate lists or kernels change in a way that makes old timings meaningless. */
 const CACHE_VERSION = 2
 
@@ -116,14 +118,17 @@ export class Tuner {
     else this.forced.set(op, variant)
   }
 
-  /** Probes every queued shape: two rounds over the candidates (the first compiles), the best time of each. */
+  /**
+   * Probes every queued shape: rounds over the candidates (the first also compiles them), the best time
+   * of each, so another process's burst of load on a shared machine rarely decides.
+   */
   async settle(rt: GpuRuntime): Promise<void> {
     if (this.pending.size === 0) return
     const work = [...this.pending]
     this.pending.clear()
     for (const [key, req] of work) {
       const ms: Record<string, number> = {}
-      for (let round = 0; round < 2; round++) {
+      for (let round = 0; round < PROBE_ROUNDS; round++) {
         for (const c of req.candidates) ms[c] = Math.min(ms[c] ?? Infinity, await req.probe(rt, c))
       }
       const choice = req.candidates.reduce((best, c) => (ms[c]! < ms[best]! ? c : best))

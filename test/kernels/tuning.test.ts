@@ -32,7 +32,7 @@ describe("tuner", () => {
     const req = request({ a: 3, b: 1, c: 2 }, calls)
     expect(t.choose(req)).toBe("a") // nothing known yet: the default, probe queued
     await t.settle(rt)
-    expect(calls).toEqual(["a", "b", "c", "a", "b", "c"]) // two rounds over the candidates
+    expect(calls).toEqual(["a", "b", "c", "a", "b", "c", "a", "b", "c"]) // rounds over the candidates
     expect(t.choose(req)).toBe("b")
     expect(t.entries()).toEqual([{ op: "op", shape: "s1", choice: "b", ms: { a: 3, b: 1, c: 2 }, source: "probe" }])
     const saved = JSON.parse(readFileSync(file, "utf8"))
