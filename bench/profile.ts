@@ -27,7 +27,7 @@ import { writeRandomLlama } from "../plugins/models/llama/random.ts"
 import { createTrainableLlama } from "../plugins/models/llama/train.ts"
 import { TINY_DIR } from "../plugins/models/tiny/tiny.ts"
 import { jsonOutput } from "./harness.ts"
-import { SCORING_MODEL, scoringTokens } from "./scoring.ts"
+import { MODEL, tokensOf } from "./scoring.ts"
 
 const arg = (name: string): string | undefined => process.argv.find((s) => s.startsWith(`--${name}=`))?.slice(name.length + 3)
 
@@ -127,10 +127,10 @@ export async function run(rt: GpuRuntime): Promise<void> {
     const n = Number(arg("score") ?? 2048)
     const dir = mkdtempSync(join(tmpdir(), "ropeway-profile-"))
     try {
-      writeRandomLlama(dir, SCORING_MODEL)
+      writeRandomLlama(dir, MODEL)
       const model = await loadLlama(rt, dir)
-      const tokens = scoringTokens(n)
-      await profile(rt, `scoring ${n} tokens, bench model (${SCORING_MODEL.layers}L D${SCORING_MODEL.hidden})`, SCORING_MODEL.layers, () => model.logprobs(tokens))
+      const tokens = tokensOf(n)
+      await profile(rt, `scoring ${n} tokens, bench model (${MODEL.layers}L D${MODEL.hidden})`, MODEL.layers, () => model.logprobs(tokens))
       model.dispose()
     } finally {
       rmSync(dir, { recursive: true, force: true })

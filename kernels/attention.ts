@@ -3,23 +3,26 @@
  * GQA/MQA over a per-layer KV cache, so long inputs can be processed chunk after chunk.
  *
  * Two variants, chosen by the adapter profile (tests may force one):
- * - "cpu" (llvmpipe): several query rows per invocation, fully unrolled with named locals, K/V read
- *   straight from storage, 4 keys per softmax update, workgroup of 8 (see attention-cpu.wgsl).
+ * - "cpu" (llvmpipe): several query rows per invocation (a per-machine choice, kernels/tuning.ts),
+ *   fully unrolled with named locals, 4 keys per softmax update, workgroup of 8 (see attention-cpu.wgsl).
+ *   K/V are read from texture copies of the window's rows, which llvmpipe loads faster than storage,
+ *   except when decoding (too few query rows for the copy to pay); tests force either source.
  * - "gpu": classic FA2, K/V tiles staged in workgroup memory (see attention-gpu.wgsl).
  *
- * Storage, not textures, for K/V: the cache stays plain storage (later code re-rotates keys in
- * place), no per-call copy into a texture is needed, and there is no 16384-row texture limit. A
- * storage binding holds at most 128 MiB, so longer caches are attended in windows of rows, one
- * dispatch each, the running (max, sum, unnormalised output) carried between them.
+ * The cache itself stays plain storage (later code re-rotates keys in place). A storage binding holds
+ * at most 128 MiB and a texture fewer rows than maxTextureDimension2D, so longer caches are attended in
+ * windows of rows, one dispatch each, the running (max, sum, unnormalised output) carried between them.
  */
-import cpuTemplate from "./attention-cpu.wgsl" with { type: "text" }
-import gpuTemplate from "./attention-gpu.wgsl" with { type: "text" }
-import mergeSource from "./attention-merge.wgsl" with { type: "text" }
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape } from "./tensor.ts"
 import { chooseVariant, probeTime } from "./tuning.ts"
 import { type Operand, textureOperand } from "./matmul.ts"
+import { wgsl } from "./wgsl.ts"
+
+const cpuTemplate = wgsl("./attention-cpu.wgsl", import.meta.url)
+const gpuTemplate = wgsl("./attention-gpu.wgsl", import.meta.url)
+const mergeSource = wgsl("./attention-merge.wgsl", import.meta.url)
 
 /** Keys/values of one layer for positions 0..capacity-1, storage tensors [capacity, kvHeads*headDim] (kept as plain storage so later code can re-rotate cached keys in place). */
 export interface KvCache {

@@ -11,14 +11,16 @@
  * NN product with no edge cases along N; a weight wider than one texture or binding is split into
  * column parts.
  */
-import cpuTemplate from "./matmul-cpu.wgsl" with { type: "text" }
-import repackSrc from "./matmul-repack.wgsl" with { type: "text" }
-import addSrc from "./matmul-add.wgsl" with { type: "text" }
-import tiledSrc from "./matmul-tiled.wgsl" with { type: "text" }
-import unpadSrc from "./matmul-unpad.wgsl" with { type: "text" }
 import { type Binding, type GpuRuntime, uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel, shapeString } from "./tensor.ts"
 import { chooseVariant, probeTime } from "./tuning.ts"
+import { wgsl } from "./wgsl.ts"
+
+const cpuTemplate = wgsl("./matmul-cpu.wgsl", import.meta.url)
+const repackSrc = wgsl("./matmul-repack.wgsl", import.meta.url)
+const addSrc = wgsl("./matmul-add.wgsl", import.meta.url)
+const tiledSrc = wgsl("./matmul-tiled.wgsl", import.meta.url)
+const unpadSrc = wgsl("./matmul-unpad.wgsl", import.meta.url)
 
 export type MatmulVariant = "cpu" | "gpu"
 
@@ -466,12 +468,26 @@ function dispatchTiled(rt: GpuRuntime, call: TiledCall): void {
   rt.dispatch(rt.pipeline("matmul-tiled", tiledSrc), [call.a, call.b, call.bias ?? zeros(rt, 1), call.c], groups, u)
 }
 
+/** A variant named by the caller, checked against the weight's storage where there is one. */
+function namedOrTuned(name: string | undefined, weight?: OperandSource): CpuVariant | undefined {
+  if (name === undefined) return undefined
+  const v = parseCpuVariant(name)
+  if (weight !== undefined && v.b !== weight) throw new Error(`linear: variant "${name}" reads W from ${v.b}, but the weight is in a ${weight}`)
+  return v
+}
+
 // ---- public ops ---------------------------------------------------------------------------------
 
-export interface LinearOptions {
+/** Which kernel runs a product: the adapter's (or setMatmulVariant's), and on llvmpipe the tuned tiling unless named. */
+export interface KernelChoice {
+  readonly variant?: MatmulVariant
+  /** The llvmpipe kernel's variant by name (e.g. "tt-64x16-8x1"), instead of the tuned one (tests). */
+  readonly cpuVariant?: string
+}
+
+export interface LinearOptions extends KernelChoice {
   readonly bias?: Tensor
   readonly addTo?: Tensor
-  readonly variant?: MatmulVariant
 }
 
 /** One projection of a shared input: y = x·Wᵀ (+ bias), or addTo += that. */
@@ -487,14 +503,14 @@ export interface LinearTarget {
  * x must not alias addTo. Records work into the batch; nothing waits.
  */
 export function linear(rt: GpuRuntime, x: Tensor, w: Weight, opts: LinearOptions = {}): Tensor {
-  return linearMany(rt, x, [{ w, bias: opts.bias, addTo: opts.addTo }], opts.variant)[0]!
+  return linearMany(rt, x, [{ w, bias: opts.bias, addTo: opts.addTo }], opts)[0]!
 }
 
 /**
  * Several projections of the same x (a layer's q/k/v, or gate/up): as `linear` each, but x is read into
  * the kernel's operand (a texture copy on llvmpipe) once for all of them.
  */
-export function linearMany(rt: GpuRuntime, x: Tensor, targets: readonly LinearTarget[], v?: MatmulVariant): Tensor[] {
+export function linearMany(rt: GpuRuntime, x: Tensor, targets: readonly LinearTarget[], choice: KernelChoice = {}): Tensor[] {
   const k = x.shape[x.shape.length - 1]!
   const m = numel(x.shape) / k
   const outs = targets.map(({ w, bias, addTo }) => {
@@ -506,7 +522,7 @@ export function linearMany(rt: GpuRuntime, x: Tensor, targets: readonly LinearTa
     return addTo ?? rt.tensor(outShape)
   })
   if (m === 0) return outs
-  if (variantOf(rt, v) === "gpu" && targets.every((t) => t.w.storage === "buffer")) {
+  if (variantOf(rt, choice.variant) === "gpu" && targets.every((t) => t.w.storage === "buffer")) {
     targets.forEach(({ w, bias, addTo }, t) => {
       for (const part of w.parts) {
         dispatchTiled(rt, {
@@ -525,7 +541,7 @@ export function linearMany(rt: GpuRuntime, x: Tensor, targets: readonly LinearTa
     const aligned = n === nb
     const c = aligned && addTo === undefined ? outs[t]! : rt.tensor([m, nb])
     const b = bias === undefined ? zeros(rt, nb) : aligned ? bias : repack(rt, bias, 1, 1, n, nb / 4, 0, 1)
-    return { w, n, nb, aligned, c, bias: b, variant: cpuVariantFor(rt, "linear", false, false, m, n, k, w.storage) }
+    return { w, n, nb, aligned, c, bias: b, variant: namedOrTuned(choice.cpuVariant, w.storage) ?? cpuVariantFor(rt, "linear", false, false, m, n, k, w.storage) }
   })
   // Texture rows are limited: x goes in chunks of rows, each written to its rows of C.
   const chunk = plans.some((p) => p.variant.a === "texture") ? Math.floor((rt.limits.maxTextureDimension2D - 1) / 64) * 64 : m
@@ -557,12 +573,9 @@ export function linearMany(rt: GpuRuntime, x: Tensor, targets: readonly LinearTa
   return outs
 }
 
-export interface MatmulOptions {
+export interface MatmulOptions extends KernelChoice {
   readonly transA?: boolean
   readonly transB?: boolean
-  readonly variant?: MatmulVariant
-  /** The llvmpipe kernel's variant by name (e.g. "tt-64x16-8x1"), instead of the tuned one (tests). */
-  readonly cpuVariant?: string
 }
 
 /**
@@ -589,6 +602,6 @@ export function matmul(rt: GpuRuntime, a: Tensor, b: Tensor, opts: MatmulOptions
     })
     return c
   }
-  const v = opts.cpuVariant !== undefined ? parseCpuVariant(opts.cpuVariant) : cpuVariantFor(rt, "matmul", transA, transB, m, n, k)
+  const v = namedOrTuned(opts.cpuVariant) ?? cpuVariantFor(rt, "matmul", transA, transB, m, n, k)
   return cpuProduct(rt, a, b, m, n, k, transA, transB, v)
 }

@@ -15,7 +15,7 @@
  *
  * Environment:
  * - `ROPEWAY_TUNING=off`: no probes and no cache: every op runs its default (tests run this way);
- * - `ROPEWAY_KERNELS="op=variant,…"`: pins an op's variant for every shape where it is a candidate
+ * - `ROPEWAY_TUNING_PINS="op=variant,…"`: pins an op's variant for every shape where it is a candidate
  *   (e.g. `matmul-cpu=tt-32x16-8x1,attention-cpu=r8`); `bun run bench profile` lists ops and candidates;
  * - `ROPEWAY_TUNING_CACHE=<file>`: another cache file;
  * - `ROPEWAY_TUNING_VERBOSE=1`: one line on stderr per probed shape (the times of every candidate).
@@ -73,7 +73,7 @@ export function tunerConfigFromEnv(rt: GpuRuntime): TunerConfig {
     mode: process.env.ROPEWAY_TUNING === "off" ? "off" : "on",
     file: process.env.ROPEWAY_TUNING_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "ropeway", "kernel-tuning.json"),
     machine: machineKey(rt),
-    pins: parsePins(process.env.ROPEWAY_KERNELS ?? ""),
+    pins: parsePins(process.env.ROPEWAY_TUNING_PINS ?? ""),
   }
 }
 
@@ -192,7 +192,7 @@ export function parsePins(text: string): Map<string, string> {
   const pins = new Map<string, string>()
   for (const part of text.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
     const eq = part.indexOf("=")
-    if (eq <= 0) throw new Error(`ROPEWAY_KERNELS: "${part}" is not op=variant (e.g. matmul-cpu=tt-32x16-8x1)`)
+    if (eq <= 0) throw new Error(`ROPEWAY_TUNING_PINS: "${part}" is not op=variant (e.g. matmul-cpu=tt-32x16-8x1)`)
     pins.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim())
   }
   return pins

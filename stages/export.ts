@@ -4,29 +4,25 @@
  * whose config.json carries the factors, LongRoPE factor CSVs, and GGUF for llama.cpp, each reloaded,
  * scored and compared after writing. The stage fails when a check does (checks.json says which).
  */
-import { Effect, Option, Schema } from "effect"
-import { acquireRuntime, Gpu, GpuUnavailable } from "../kernels/device.ts"
-import type { GpuRuntime } from "../kernels/runtime.ts"
-import { definePlugin } from "../pipeline/workflow/plugin.ts"
-import { defineStage, type Json, type StageContext, StageError } from "../pipeline/workflow/stage.ts"
+import { Effect, Schema } from "effect"
+import { UnsupportedModel } from "../common/errors.ts"
+import { doc, withDefault } from "../common/schema.ts"
+import { defineStage, type Json, type StageContext } from "../pipeline/workflow/stage.ts"
 import { EXPORT_FORMATS, type ExportChecks, runExport } from "../plugins/export/run.ts"
+import { familyFor } from "../plugins/models/registry.ts"
+import { attempt, attemptPromise, fail, gpuRuntime, inputPath, modelFamilies } from "./kit.ts"
 
 export const EXPORT_KIND = "export"
 
-const PosInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(2))
-const withDefault = <S extends Schema.Top>(value: S["Encoded"]) => (s: S) => s.pipe(Schema.withDecodingDefaultKey(Effect.succeed(value)))
-const doc = (description: string) => <S extends Schema.Top>(s: S) => s.annotate({ description }) as S
+const LengthParam = Schema.Int.check(Schema.isGreaterThanOrEqualTo(2))
 
 export const ExportParams = Schema.Struct({
   formats: Schema.NonEmptyArray(Schema.Literals(EXPORT_FORMATS)).pipe(doc("formats written (default hf, csv, gguf)"), withDefault(["hf", "csv", "gguf"] as const)),
   dtype: Schema.Literals(["f32", "f16"]).pipe(doc("GGUF weight type (default f32; norms and factors stay f32)"), withDefault("f32" as const)),
   llamacpp: Schema.Boolean.pipe(doc("score the GGUF with llama.cpp when node-llama-cpp is installed (default true)"), withDefault(true)),
-  checkLengths: Schema.optionalKey(Schema.Array(PosInt).pipe(doc("token counts the checks score (default one ≤ L0 and one past it)"))),
+  checkLengths: Schema.optionalKey(Schema.Array(LengthParam).pipe(doc("token counts the checks score (default one ≤ L0 and one past it)"))),
 })
 export type ExportParams = typeof ExportParams.Type
-
-const fail = (message: string, cause?: unknown) => new StageError({ message, ...(cause === undefined ? {} : { cause }) })
-const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 
 /** One line per check for the step's result and error messages. */
 export function summarizeChecks(c: ExportChecks): Json {
@@ -45,32 +41,26 @@ export function summarizeChecks(c: ExportChecks): Json {
 
 function runExportStage(ctx: StageContext<ExportParams, string, "export">) {
   return Effect.gen(function* () {
-    const inputs = ctx.inputs as Record<string, string | undefined>
-    const model = inputs["model"]
+    const model = inputPath(ctx, "model")
     if (model === undefined) return yield* fail("export: input `model` (a Hugging Face model folder) is required")
-    const factors = inputs["factors"]
-    const shared = yield* Effect.serviceOption(Gpu)
-    const rt: GpuRuntime = Option.isSome(shared)
-      ? shared.value
-      : yield* Effect.acquireRelease(
-          Effect.tryPromise({ try: () => acquireRuntime(), catch: (e) => fail(e instanceof GpuUnavailable ? e.message : `no GPU: ${errText(e)}`, e) }),
-          (r) => Effect.sync(() => r.destroy()),
-        )
+    // The formats written (GGUF's llama architecture, the HF checks) are the llama family's.
+    const families = yield* modelFamilies
+    const family = yield* attempt("export", () => familyFor(families, model))
+    if (family.name !== "llama") return yield* new UnsupportedModel({ file: model, message: `export: ${model} is a ${family.name}-family model; the export formats (HF longrope, GGUF llama) are written for the llama family` })
+    const factors = inputPath(ctx, "factors")
+    const rt = yield* gpuRuntime
     const lines: string[] = []
-    const checks = yield* Effect.tryPromise({
-      try: () =>
-        runExport(rt, {
-          model,
-          ...(factors === undefined ? {} : { factors }),
-          out: ctx.outputs.export,
-          formats: ctx.params.formats,
-          dtype: ctx.params.dtype,
-          llamacpp: ctx.params.llamacpp,
-          ...(ctx.params.checkLengths === undefined ? {} : { checkLengths: ctx.params.checkLengths }),
-          log: (l) => lines.push(l),
-        }),
-      catch: (e) => fail(`export: ${errText(e)}`, e),
-    })
+    const checks = yield* attemptPromise("export", () =>
+      runExport(rt, {
+        model,
+        ...(factors === undefined ? {} : { factors }),
+        out: ctx.outputs.export,
+        formats: ctx.params.formats,
+        dtype: ctx.params.dtype,
+        llamacpp: ctx.params.llamacpp,
+        ...(ctx.params.checkLengths === undefined ? {} : { checkLengths: ctx.params.checkLengths }),
+        log: (l) => lines.push(l),
+      }))
     for (const l of lines) yield* ctx.progress.log(l)
     const summary = summarizeChecks(checks)
     if (!checks.ok) return yield* fail(`export: a check failed (see ${ctx.outputs.export}/checks.json): ${JSON.stringify(summary)}`)
@@ -97,11 +87,4 @@ export const exportModelStage = defineStage({
   inputs: { model: "model" },
   outputs: { export: EXPORT_KIND },
   run: runExportStage,
-})
-
-export const exportPlugin = definePlugin({
-  name: "ropeway-export",
-  version: "0.1.0",
-  description: "the export stages",
-  stages: [exportStage, exportModelStage],
 })

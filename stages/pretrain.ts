@@ -6,18 +6,23 @@
  * ropeway_training.json (hyper-parameters and the loss curve).
  *
  * Resumes exactly from the newest training checkpoint in the step's checkpoint folder (see
- * stages/train-common.ts); interruption lands between updates.
+ * stages/train-common.ts); interruption lands between updates. The model is the llama family's
+ * (through the registry), the only built-in family with a random init.
  */
 import { Effect, Schema } from "effect"
-import { inputError } from "../pipeline/errors.ts"
+import { inputError } from "../common/errors.ts"
+import { PosInt } from "../common/schema.ts"
 import { defineStage, type Json, type StageContext } from "../pipeline/workflow/stage.ts"
+import { trainingData } from "../plugins/data/training.ts"
 import { loadTokenizer } from "../plugins/data/tokenizer.ts"
-import { parseLlamaConfig } from "../plugins/models/llama/config.ts"
 import { type RandomLlamaOptions, randomLlamaConfig, randomLlamaTensors } from "../plugins/models/llama/random.ts"
+import { familyNamed } from "../plugins/models/registry.ts"
+import { checkCoverage } from "../plugins/rope/coverage.ts"
 import { resolveRope } from "../plugins/rope/index.ts"
-import {
-  asStageError, checkCoverage, checkpointing, finishTraining, optimizerAndSchedule, PosInt, positionSkipOf, resolveTrainData, runTraining, TRAIN_FIELDS, writeTrainedFolder, type TrainDefaults, type TrainParams,
-} from "./train-common.ts"
+import { checkpointing, optimizerAndSchedule, type TrainDefaults } from "../training/config.ts"
+import { positionSkipOf } from "../training/sequences.ts"
+import { attempt, corpusPath, modelFamilies } from "./kit.ts"
+import { finishTraining, runTraining, summary, TOKENIZER_FILES, TRAIN_FIELDS, writeTrainedFolder } from "./train-common.ts"
 
 export const PretrainParams = Schema.Struct({
   ...TRAIN_FIELDS,
@@ -45,87 +50,69 @@ export const PRETRAIN_DEFAULTS: TrainDefaults = {
 
 export const PRETRAIN_VERSION = "1"
 
-/** Files of an HF tokenizer folder carried into the model folder. */
-export const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"]
+const STAGE = "pretrain"
+
+/** The model's shape from params and defaults, checked where heads must divide evenly. */
+function shapeOf(p: PretrainParams, tokenizer: ReturnType<typeof loadTokenizer>, seed: number): RandomLlamaOptions {
+  const vocab = p.vocab ?? tokenizer.vocabSize
+  if (vocab < tokenizer.vocabSize) throw inputError(`${STAGE}.vocab`, `${vocab} is smaller than the tokenizer's ${tokenizer.vocabSize} ids (${tokenizer.name})`)
+  const shape: RandomLlamaOptions = {
+    vocab,
+    hidden: p.hidden ?? PRETRAIN_SHAPE.hidden,
+    layers: p.layers ?? PRETRAIN_SHAPE.layers,
+    heads: p.heads ?? PRETRAIN_SHAPE.heads,
+    kvHeads: p.kvHeads ?? p.heads ?? PRETRAIN_SHAPE.kvHeads,
+    intermediate: p.intermediate ?? PRETRAIN_SHAPE.intermediate,
+    maxPositions: p.context ?? PRETRAIN_SHAPE.context,
+    ropeTheta: p.ropeTheta ?? PRETRAIN_SHAPE.ropeTheta,
+    tied: p.tied ?? PRETRAIN_SHAPE.tied,
+    ...(tokenizer.bos === undefined ? {} : { bosTokenId: tokenizer.bos }),
+    ...(tokenizer.eos === undefined ? {} : { eosTokenId: tokenizer.eos }),
+    seed,
+  }
+  if (shape.hidden % shape.heads !== 0) throw inputError(`${STAGE}.hidden`, `${shape.hidden} is not a multiple of heads (${shape.heads})`)
+  if (shape.heads % (shape.kvHeads ?? shape.heads) !== 0) throw inputError(`${STAGE}.kvHeads`, `heads (${shape.heads}) must be a multiple of kvHeads (${shape.kvHeads})`)
+  if ((shape.hidden / shape.heads) % 2 !== 0) throw inputError(`${STAGE}.hidden`, `head dim ${shape.hidden / shape.heads} must be even (RoPE rotates pairs)`)
+  return shape
+}
+
+function setUp(ctx: StageContext<PretrainParams, never, "model">) {
+  return Effect.gen(function* () {
+    const p = ctx.params
+    const family = familyNamed(yield* modelFamilies, "llama", STAGE)
+    return yield* attempt(STAGE, () => {
+      const tokenizer = loadTokenizer(p.tokenizer ?? "byte")
+      const shape = shapeOf(p, tokenizer, ctx.seed)
+      const configJson = randomLlamaConfig(shape)
+      const config = family.parseConfig!(configJson, `${STAGE} (model shape params)`, ctx.outputs.model)
+      const seqLen = p.seqLen ?? shape.maxPositions
+      checkCoverage(STAGE, seqLen, config.rope, `lower seqLen or raise context (${shape.maxPositions})`)
+      const { optimizer, schedule } = optimizerAndSchedule(STAGE, p, PRETRAIN_DEFAULTS)
+      const data = trainingData(STAGE, p.data, tokenizer, seqLen, ctx.seed)
+      const weights = new Map(randomLlamaTensors(shape).map((t) => [t.name, t.data as Float32Array]))
+      return { family, tokenizer, shape, configJson, config, seqLen, optimizer, schedule, data, weights, positionSkip: positionSkipOf(STAGE, p.positionSkip, seqLen) }
+    })
+  })
+}
 
 export function runPretrain(ctx: StageContext<PretrainParams, never, "model">) {
   return Effect.gen(function* () {
     const p = ctx.params
-    const stage = "pretrain"
-    const setup = yield* Effect.try({
-      try: () => {
-        const tokenizer = loadTokenizer(p.tokenizer ?? "byte")
-        const vocab = p.vocab ?? tokenizer.vocabSize
-        if (vocab < tokenizer.vocabSize) throw inputError(`${stage}.vocab`, `${vocab} is smaller than the tokenizer's ${tokenizer.vocabSize} ids (${tokenizer.name})`)
-        const shape: RandomLlamaOptions = {
-          vocab,
-          hidden: p.hidden ?? PRETRAIN_SHAPE.hidden,
-          layers: p.layers ?? PRETRAIN_SHAPE.layers,
-          heads: p.heads ?? PRETRAIN_SHAPE.heads,
-          kvHeads: p.kvHeads ?? p.heads ?? PRETRAIN_SHAPE.kvHeads,
-          intermediate: p.intermediate ?? PRETRAIN_SHAPE.intermediate,
-          maxPositions: p.context ?? PRETRAIN_SHAPE.context,
-          ropeTheta: p.ropeTheta ?? PRETRAIN_SHAPE.ropeTheta,
-          tied: p.tied ?? PRETRAIN_SHAPE.tied,
-          ...(tokenizer.bos === undefined ? {} : { bosTokenId: tokenizer.bos }),
-          ...(tokenizer.eos === undefined ? {} : { eosTokenId: tokenizer.eos }),
-          seed: ctx.seed,
-        }
-        if (shape.hidden % shape.heads !== 0) throw inputError(`${stage}.hidden`, `${shape.hidden} is not a multiple of heads (${shape.heads})`)
-        if (shape.heads % (shape.kvHeads ?? shape.heads) !== 0) throw inputError(`${stage}.kvHeads`, `heads (${shape.heads}) must be a multiple of kvHeads (${shape.kvHeads})`)
-        if ((shape.hidden / shape.heads) % 2 !== 0) throw inputError(`${stage}.hidden`, `head dim ${shape.hidden / shape.heads} must be even (RoPE rotates pairs)`)
-        const configJson = randomLlamaConfig(shape)
-        const config = parseLlamaConfig(configJson, `${stage} (model shape params)`, ctx.outputs.model)
-        const seqLen = p.seqLen ?? shape.maxPositions
-        checkCoverage(stage, seqLen, config.rope, `lower seqLen or raise context (${shape.maxPositions})`)
-        const { optimizer, schedule } = optimizerAndSchedule(stage, p as TrainParams, PRETRAIN_DEFAULTS)
-        const data = resolveTrainData(stage, p.data, tokenizer, seqLen, ctx.seed)
-        const weights = new Map(randomLlamaTensors(shape).map((t) => [t.name, t.data as Float32Array]))
-        const positionSkip = positionSkipOf(stage, p as TrainParams, seqLen)
-        return { tokenizer, shape, configJson, config, seqLen, optimizer, schedule, data, weights, positionSkip }
-      },
-      catch: (e) => asStageError(e, stage),
-    })
+    const s = yield* setUp(ctx)
     const batch = p.batch ?? 1
-    const runConfig: Json = { stage, seed: ctx.seed, params: p as unknown as Json }
+    const runConfig: Json = { stage: STAGE, seed: ctx.seed, params: p as unknown as Json }
     const result = yield* runTraining(ctx as StageContext<unknown, string, string>, {
-      stage,
-      config: setup.config,
-      weights: setup.weights,
-      tableFor: resolveRope(setup.config.rope),
-      seqLen: setup.seqLen,
-      mixed: p.mixedContext ?? PRETRAIN_DEFAULTS.mixedContext,
-      positionSkip: setup.positionSkip,
-      data: setup.data,
-      tokenizer: setup.tokenizer,
-      optimizer: setup.optimizer,
-      schedule: setup.schedule,
-      steps: p.steps,
-      batch,
-      ...checkpointing(p),
-      runConfig,
+      stage: STAGE, family: s.family, config: s.config, weights: s.weights, tableFor: resolveRope(s.config.rope), seqLen: s.seqLen,
+      mixed: p.mixedContext ?? PRETRAIN_DEFAULTS.mixedContext, positionSkip: s.positionSkip, data: s.data, tokenizer: s.tokenizer,
+      optimizer: s.optimizer, schedule: s.schedule, steps: p.steps, batch, ...checkpointing(p), runConfig,
       writeOutput: async (model) => {
         const tokDir = p.tokenizer !== undefined && p.tokenizer !== "byte" ? p.tokenizer : undefined
-        await writeTrainedFolder(ctx.outputs.model, model, `pretrain, ${p.steps} steps, seed ${ctx.seed}`, setup.configJson, tokDir, TOKENIZER_FILES)
+        await writeTrainedFolder(ctx.outputs.model, model, `pretrain, ${p.steps} steps, seed ${ctx.seed}`, s.configJson, tokDir, TOKENIZER_FILES)
       },
     })
-    yield* finishTraining(ctx as StageContext<unknown, string, string>, stage, { ...(runConfig as Record<string, Json>), seqLen: setup.seqLen, batch }, result)
+    yield* finishTraining(ctx as StageContext<unknown, string, string>, STAGE, { ...(runConfig as Record<string, Json>), seqLen: s.seqLen, batch }, result)
     return summary(result)
   }).pipe(Effect.scoped)
-}
-
-
-/** The stage's JSON result: the loss at the start and end (and every tenth step), tokens and speed. */
-export function summary(r: { steps: number; resumedAt: number; losses: readonly number[]; tokens: number; seconds: number; tokensPerSecond: number }): Json {
-  const every = Math.max(1, Math.ceil(r.losses.length / 10))
-  const curve = r.losses.map((l, i) => [i + 1, Number.isFinite(l) ? l : null] as const).filter(([s]) => s === 1 || s % every === 0 || s === r.losses.length)
-  return {
-    steps: r.steps, resumedAt: r.resumedAt,
-    firstLoss: Number.isFinite(r.losses[0] ?? NaN) ? r.losses[0]! : null,
-    finalLoss: Number.isFinite(r.losses.at(-1) ?? NaN) ? r.losses.at(-1)! : null,
-    lossCurve: curve.map(([s, l]) => [s, l]),
-    tokens: r.tokens, seconds: r.seconds, tokensPerSecond: r.tokensPerSecond,
-  }
 }
 
 export const pretrainStage = defineStage({
@@ -135,4 +122,5 @@ export const pretrainStage = defineStage({
   params: PretrainParams,
   outputs: { model: "model" },
   run: (ctx) => runPretrain(ctx),
+  paths: corpusPath,
 })

@@ -3,17 +3,14 @@
  * folder, from a metrics.json artifact and, for `report-search`, a search step's log folder and factor set.
  * (Step inputs are all required, so the optional ones are a second stage, as `search-factors` does.)
  *
- * A stage sees only its inputs, not the run's manifest; after a run, plugins/report `writeRunReport`
- * writes `<run>/report.md` from the merged metrics.json and the manifest (steps, seed, hashes).
+ * A stage sees only its inputs, not the run's manifest; the run-level report (`<run>/report.md` from the
+ * merged metrics.json and the manifest) is the report plugin's after-run action (stages/builtins.ts).
  */
 import { Effect, Schema } from "effect"
-import { existsSync, readFileSync } from "node:fs"
-import { join } from "node:path"
-import { definePlugin } from "../pipeline/workflow/plugin.ts"
 import { defineStage, type StageContext, StageError } from "../pipeline/workflow/stage.ts"
 import { loadExtras, type ReportExtras } from "../plugins/report/inputs.ts"
-import { buildReport, type ManifestLike, type MetricsInput, writeReport, writeRunReport } from "../plugins/report/report.ts"
-import { METRICS_KIND, parseMetrics } from "./metrics.ts"
+import { buildReport, readMetricsForReport, writeReport } from "../plugins/report/report.ts"
+import { METRICS_KIND } from "../plugins/eval/metrics.ts"
 
 export const REPORT_KIND = "report"
 
@@ -26,27 +23,6 @@ export type ReportParams = typeof ReportParams.Type
 const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 const attempt = <A>(what: string, f: () => A): Effect.Effect<A, StageError> =>
   Effect.try({ try: f, catch: (e) => new StageError({ message: `${what}: ${errText(e)}`, cause: e }) })
-
-/**
- * Reads metrics.json: validated by the metrics schema, but the report keeps the file's own objects, so
- * fields the schema does not name (a passkey row's `depth`, a short-context row's KL) still show.
- */
-export function readMetricsForReport(path: string): MetricsInput {
-  const raw: unknown = JSON.parse(readFileSync(path, "utf8"))
-  parseMetrics(raw, path)
-  return raw as MetricsInput
-}
-
-/**
- * After a run (next to `writeRunMetrics`): `<runDir>/report.md` and `<runDir>/charts/` from the run's
- * merged metrics.json, its manifest, and the search logs / factor sets among the steps' outputs.
- * Returns the report's path, or undefined when the run measured nothing (no metrics.json).
- */
-export async function writeRunReportFromDir(runDir: string, manifest: ManifestLike): Promise<string | undefined> {
-  const path = join(runDir, "metrics.json")
-  if (!existsSync(path)) return undefined
-  return writeRunReport(runDir, manifest, readMetricsForReport(path))
-}
 
 function runReport(ctx: StageContext<ReportParams, string, "report">, extraInputs: readonly string[]) {
   return Effect.gen(function* () {
@@ -93,11 +69,4 @@ export const reportSearchStage = defineStage({
   inputs: { metrics: METRICS_KIND, log: "search-log", factors: "rope-factors" },
   outputs: { report: REPORT_KIND },
   run: (ctx) => runReport(ctx, ["log", "factors"]),
-})
-
-export const reportPlugin = definePlugin({
-  name: "ropeway-report",
-  version: "0.1.0",
-  description: "the run report stages",
-  stages: [reportStage, reportSearchStage],
 })

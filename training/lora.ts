@@ -8,7 +8,7 @@ import { matmul } from "../kernels/matmul.ts"
 import type { GpuRuntime } from "../kernels/runtime.ts"
 import { axpyInPlace } from "../kernels/scale.ts"
 import { type Tensor, expectShape } from "../kernels/tensor.ts"
-import { Rng } from "../plugins/data/rng.ts"
+import { Rng } from "../common/rng.ts"
 import type { ParamInit } from "./optimizer.ts"
 
 export interface LoraConfig {

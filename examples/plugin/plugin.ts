@@ -1,6 +1,6 @@
 /**
- * A worked ropeway plugin: one new stage and one new search strategy, written against the same API the
- * built-ins use (`definePlugin`, `defineStage`, plugins/search's Strategy).
+ * A worked ropeway plugin, written against the public plugin API only (plugins/api.ts), the same API the
+ * built-ins use: a new stage, a new search strategy, and a second model family.
  *
  * - `factor-report` (stage): the RoPE table the model picks at each length — per-dimension divisors
  *   λ_i = θ_i/θ'_i, start tokens n̂ and attention scale — next to the PI, NTK and YaRN baselines at the same
@@ -9,17 +9,20 @@
  *   vectors in [1, s] (plus the context's initial vectors in the first), keeps the best. A baseline for
  *   the evolutionary search, and the smallest useful example of the Strategy contract: all randomness
  *   comes from an RNG whose state lives in the JSON State, so a resumed search is identical.
+ * - `gpt-neox` (model family, ./neox/): GPT-NeoX / Pythia folders, not LLaMA-shaped (LayerNorm with bias,
+ *   parallel attention and GELU MLP, rotary on 25% of each head), so every stage and command that opens a
+ *   model (`score`, `evaluate`, `search`, ...) runs them; and `neox-tiny` (model), a seeded random one.
  *
  * In your own plugin, import from the ropeway package instead of these relative paths.
  */
-import { Effect, Schema } from "effect"
+import { Effect, Option, Schema } from "effect"
 import { writeFileSync } from "node:fs"
-import { definePlugin, defineStage, StageError } from "../../pipeline/workflow/index.ts"
-import { Rng, type RngState } from "../../plugins/data/rng.ts"
-import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
-import { resolveRope, tableFactors } from "../../plugins/rope/index.ts"
-import type { Candidate, Evaluated, Genome, Result, Strategy } from "../../plugins/search/types.ts"
-import { methodScaling } from "../../stages/evaluate.ts"
+import {
+  type Candidate, definePlugin, defineStage, type Evaluated, familiesOf, familyFor, type Genome, methodScaling, PluginRegistry, PosInt, resolveRope, type Result, Rng,
+  type RngState, StageError, type Strategy, tableFactors,
+} from "../../plugins/api.ts"
+import { neoxFamily } from "./neox/family.ts"
+import { writeRandomNeox } from "./neox/random.ts"
 
 // ---- the stage --------------------------------------------------------------------------------------
 
@@ -39,16 +42,18 @@ export const factorReport = defineStage({
   version: "1",
   description: "The RoPE table a model picks at each length (λ_i, n̂, attention scale) next to PI/NTK/YaRN at the same scale",
   params: Schema.Struct({
-    lengths: Schema.NonEmptyArray(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))).annotate({ description: "input lengths to report" }),
+    lengths: Schema.NonEmptyArray(PosInt).annotate({ description: "input lengths to report" }),
     baselines: Schema.Boolean.annotate({ description: "add PI, NTK and YaRN at the same scale (default true)" }).pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
   }),
   inputs: { model: "model" },
   outputs: { report: "json", table: "text" },
   run: (ctx) =>
     Effect.gen(function* () {
+      // the model's family reads its config.json (any family a plugin registered, not only llama)
+      const families = familiesOf(Option.getOrUndefined(yield* Effect.serviceOption(PluginRegistry)))
       const rows = yield* Effect.try({
         try: () => {
-          const config = readLlamaConfig(ctx.inputs.model)
+          const config = familyFor(families, ctx.inputs.model).readConfig(ctx.inputs.model)
           const spec = config.rope
           const L0 = spec.originalMaxPositions ?? spec.maxPositions
           const own = resolveRope(spec)
@@ -156,10 +161,26 @@ export const randomSearch: Strategy<RandomSearchParams, RandomSearchState> = {
   }),
 }
 
+/** A seeded random GPT-NeoX (Pythia-shaped, byte vocabulary, L0 256): `model: neox-tiny` in a workflow. */
+export const NEOX_TINY = { vocab: 258, hidden: 64, layers: 2, heads: 2, intermediate: 256, maxPositions: 256, rotaryPct: 0.25 } as const
+
 export default definePlugin({
   name: "example-plugin",
-  version: "1.0.0",
-  description: "A worked example: the factor-report stage and the random-search strategy",
+  version: "1.1.0",
+  description: "A worked example: the factor-report stage, the random-search strategy and the GPT-NeoX model family",
   stages: [factorReport],
   searchStrategies: [{ ...randomSearch, description: "random non-decreasing factor vectors in [1, s], best kept (a baseline)", params: "population (8), generations (4)" }],
+  families: [neoxFamily],
+  models: [
+    {
+      name: "neox-tiny",
+      version: "1",
+      description: "a random-init GPT-NeoX (2 layers, hidden 64, rotary on 25% of each head, byte vocabulary, L0 256): untrained, for trying the family",
+      materialize: (dir, ctx) =>
+        Effect.try({
+          try: () => void writeRandomNeox(dir, { ...NEOX_TINY, seed: ctx.seed }),
+          catch: (e) => new StageError({ message: `neox-tiny: ${e instanceof Error ? e.message : String(e)}`, cause: e }),
+        }),
+    },
+  ],
 })

@@ -1,13 +1,14 @@
 /**
  * The plugin API and the registry. A plugin is a plain object made by `definePlugin`; the built-ins go
- * through the same `Registry.register` as a user's plugin. RoPE methods are forwarded to the existing
- * registry in plugins/rope (one source of truth); every other kind is kept here, by name.
+ * through the same `Registry.register` as a user's plugin (the CLI hands them to the loader). The engine
+ * knows the kinds of contribution by name only: what a RoPE method, a strategy or a model family must
+ * look like is owned by the library (plugins/), which refines `Contribution` for each.
  */
-import { Context, type Effect } from "effect"
-import { getRopeMethod, registerRopeMethod, type RopeMethod } from "../../plugins/rope/index.ts"
-import type { AnyStage, StageContext, StageError } from "./stage.ts"
+import { Context, type Effect, type Schema } from "effect"
+import type { RopewayError } from "../../common/errors.ts"
+import type { AnyStage, StageContext } from "./stage.ts"
 
-/** What every contribution has. The kinds below are open: extend them by declaration merging. */
+/** What every contribution has. The kinds below are open: the library refines them. */
 export interface Contribution {
   readonly name: string
   readonly description?: string
@@ -19,9 +20,19 @@ export interface SearchStrategy extends Contribution {}
 export interface FitnessFunction extends Contribution {}
 /** A tokenizer, corpus or synthetic task. */
 export interface Dataset extends Contribution {}
+/** A named contribution whose shape the library checks (no open index: library interfaces fit it as they are). */
+export interface Named {
+  readonly name: string
+  readonly description?: string
+}
+/** A RoPE method (`resolve(spec)`; shape owned by plugins/rope). */
+export interface RopeMethodContribution extends Named {}
+/** A model family: recognises, plans, loads and runs a model folder (shape owned by plugins/models/family.ts). */
+export interface ModelFamilyContribution extends Named {}
+
 /**
- * A model family or a named built-in model. A workflow's `model:` may name one that has `materialize`,
- * which writes the model into a folder (run once, cached in the store like a step).
+ * A named built-in model. A workflow's `model:` may name one; `materialize` writes the model into a folder
+ * (run once, cached in the store like a step). An entry without `materialize` names a family.
  */
 export interface ModelContribution extends Contribution {
   readonly version?: string
@@ -29,7 +40,22 @@ export interface ModelContribution extends Contribution {
    * Writes the model (an HF-layout folder) into `dir`, deterministically from `ctx.seed`. Runs as the
    * workflow's first step, `model`, with the usual caching, checkpoint folder and progress.
    */
-  readonly materialize?: (dir: string, ctx: StageContext<unknown, never, "model">) => Effect.Effect<unknown, StageError, any>
+  readonly materialize?: (dir: string, ctx: StageContext<unknown, never, "model">) => Effect.Effect<unknown, RopewayError, any>
+}
+
+/**
+ * A top-level key of the workflow file that a plugin owns (the cluster's `cluster:`): checked against
+ * `schema` with positions at load time; when present, `provide` wraps every step's Effect (it may add
+ * services, e.g. an evaluator that sends work to other machines).
+ */
+export interface WorkflowSetting<A = any> extends Contribution {
+  readonly schema: Schema.Codec<A, any, never, never>
+  readonly provide: (value: A) => <X, E, R>(self: Effect.Effect<X, E, R>) => Effect.Effect<X, E | RopewayError, any>
+}
+
+/** Something to do after a successful run (the run report); the CLI calls them in registration order. */
+export interface AfterRun extends Contribution {
+  readonly run: (runDir: string, manifest: { readonly steps: ReadonlyArray<unknown> }) => Promise<void>
 }
 
 export interface PluginDefinition {
@@ -37,11 +63,19 @@ export interface PluginDefinition {
   readonly version: string
   readonly description?: string
   readonly stages?: readonly AnyStage[]
-  readonly ropeMethods?: readonly RopeMethod[]
+  readonly models?: readonly ModelContribution[]
+  readonly families?: readonly ModelFamilyContribution[]
+  readonly ropeMethods?: readonly RopeMethodContribution[]
   readonly searchStrategies?: readonly SearchStrategy[]
   readonly fitness?: readonly FitnessFunction[]
   readonly datasets?: readonly Dataset[]
-  readonly models?: readonly ModelContribution[]
+  readonly settings?: readonly WorkflowSetting[]
+  readonly afterRun?: readonly AfterRun[]
+  /**
+   * Called for every contribution of a kind registered into the same registry (this plugin's and later
+   * ones'): how the library hears of a user's RoPE method. Returns a problem to report, or undefined.
+   */
+  readonly onRegister?: Partial<Record<Kind, (value: Named, plugin: string) => string | undefined>>
 }
 
 export const PluginTypeId: unique symbol = Symbol.for("ropeway/Plugin")
@@ -54,8 +88,21 @@ export const definePlugin = (def: PluginDefinition): Plugin => ({ ...def, [Plugi
 export const isPlugin = (u: unknown): u is Plugin =>
   typeof u === "object" && u !== null && (u as Record<symbol, unknown>)[PluginTypeId] === true
 
+export const KINDS = ["stages", "models", "families", "ropeMethods", "searchStrategies", "fitness", "datasets", "settings", "afterRun"] as const
 /** The registry keeps plain maps per kind; `Kind` names them for listings and errors. */
-export type Kind = "stages" | "searchStrategies" | "fitness" | "datasets" | "models"
+export type Kind = (typeof KINDS)[number]
+
+export const kindLabel: Record<Kind, string> = {
+  stages: "stage",
+  models: "model",
+  families: "model family",
+  ropeMethods: "RoPE method",
+  searchStrategies: "search strategy",
+  fitness: "fitness function",
+  datasets: "dataset",
+  settings: "workflow setting",
+  afterRun: "after-run action",
+}
 
 export interface PluginInfo {
   readonly name: string
@@ -64,19 +111,26 @@ export interface PluginInfo {
   readonly source: string
 }
 
-interface Entry<A> {
+export interface Entry<A> {
   readonly value: A
   readonly plugin: string
 }
 
+type Hook = (value: Named, plugin: string) => string | undefined
+
 export class Registry {
   readonly plugins: PluginInfo[] = []
   readonly stages = new Map<string, Entry<AnyStage>>()
+  readonly models = new Map<string, Entry<ModelContribution & { readonly pluginVersion: string }>>()
+  readonly families = new Map<string, Entry<ModelFamilyContribution>>()
+  readonly ropeMethods = new Map<string, Entry<RopeMethodContribution>>()
   readonly searchStrategies = new Map<string, Entry<SearchStrategy>>()
   readonly fitness = new Map<string, Entry<FitnessFunction>>()
   readonly datasets = new Map<string, Entry<Dataset>>()
-  readonly models = new Map<string, Entry<ModelContribution & { readonly pluginVersion: string }>>()
+  readonly settings = new Map<string, Entry<WorkflowSetting>>()
+  readonly afterRun = new Map<string, Entry<AfterRun>>()
   private readonly seen = new Set<Plugin>()
+  private readonly hooks: Array<readonly [Kind, Hook]> = []
 
   /** Adds a plugin's contributions; returns a problem (a name defined twice) instead of throwing. */
   register(plugin: Plugin, source: string): string | undefined {
@@ -85,37 +139,36 @@ export class Registry {
     if (clash !== undefined) return clash
     this.seen.add(plugin)
     this.plugins.push({ name: plugin.name, version: plugin.version, source })
-    const add = <A extends { readonly name: string }>(map: Map<string, Entry<A>>, xs: readonly A[] | undefined) => {
-      for (const value of xs ?? []) map.set(value.name, { value, plugin: plugin.name })
+    for (const [kind, hook] of Object.entries(plugin.onRegister ?? {}) as Array<[Kind, Hook]>) {
+      this.hooks.push([kind, hook])
+      // contributions registered before the hook was known
+      for (const e of (this[kind] as Map<string, Entry<Named>>).values()) {
+        const problem = hook(e.value, e.plugin)
+        if (problem !== undefined) return problem
+      }
     }
-    add(this.stages, plugin.stages)
-    add(this.searchStrategies, plugin.searchStrategies)
-    add(this.fitness, plugin.fitness)
-    add(this.datasets, plugin.datasets)
-    add(this.models, plugin.models?.map((m) => ({ ...m, pluginVersion: plugin.version })))
-    for (const m of plugin.ropeMethods ?? []) registerRopeMethod(m)
+    for (const kind of KINDS) {
+      const map = this[kind] as Map<string, Entry<Named>>
+      for (const value of (plugin[kind] ?? []) as readonly Named[]) {
+        const v = kind === "models" ? { ...value, pluginVersion: plugin.version } : value
+        map.set(value.name, { value: v, plugin: plugin.name })
+        for (const [k, hook] of this.hooks) {
+          const problem = k === kind ? hook(v, plugin.name) : undefined
+          if (problem !== undefined) return problem
+        }
+      }
+    }
     return undefined
   }
 
   private clash(plugin: Plugin): string | undefined {
-    const kinds: ReadonlyArray<readonly [Kind, readonly { readonly name: string }[] | undefined]> = [
-      ["stages", plugin.stages],
-      ["searchStrategies", plugin.searchStrategies],
-      ["fitness", plugin.fitness],
-      ["datasets", plugin.datasets],
-      ["models", plugin.models],
-    ]
-    for (const [kind, xs] of kinds) {
-      for (const x of xs ?? []) {
-        const prior = this[kind].get(x.name)
+    for (const kind of KINDS) {
+      for (const x of (plugin[kind] ?? []) as readonly Named[]) {
+        const prior = (this[kind] as Map<string, Entry<Named>>).get(x.name)
         if (prior !== undefined) {
           return `plugin "${plugin.name}" defines ${kindLabel[kind]} "${x.name}", already defined by plugin "${prior.plugin}"`
         }
       }
-    }
-    for (const m of plugin.ropeMethods ?? []) {
-      const prior = getRopeMethod(m.name)
-      if (prior !== undefined && prior !== m) return `plugin "${plugin.name}" defines RoPE method "${m.name}", which already exists`
     }
     return undefined
   }
@@ -127,15 +180,12 @@ export class Registry {
   stage(name: string): AnyStage | undefined {
     return this.stages.get(name)?.value
   }
+
+  /** Every contribution of a kind, in registration order. */
+  all(kind: Kind): Named[] {
+    return [...(this[kind] as Map<string, Entry<Named>>).values()].map((e) => e.value)
+  }
 }
 
-export const kindLabel: Record<Kind, string> = {
-  stages: "stage",
-  searchStrategies: "search strategy",
-  fitness: "fitness function",
-  datasets: "dataset",
-  models: "model",
-}
-
-/** The registry of the workflow being run, for stages that look up strategies, datasets, models. */
+/** The registry of the workflow being run, for stages that look up strategies, datasets, model families. */
 export class PluginRegistry extends Context.Service<PluginRegistry, Registry>()("ropeway/PluginRegistry") {}

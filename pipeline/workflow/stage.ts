@@ -3,14 +3,12 @@
  * writes, and an Effect. The runner gives it a context (params, seed, input paths, output and checkpoint
  * directories, a progress reporter); everything else it needs comes as Effect services.
  */
-import { Data, type Effect, type Schema } from "effect"
+import type { Effect, Schema } from "effect"
+import type { RopewayError } from "../../common/errors.ts"
 import type { Registry } from "./plugin.ts"
 
-/** A stage failed in a way the user should see (bad data, diverged search, missing weights, ...). */
-export class StageError extends Data.TaggedError("StageError")<{
-  readonly message: string
-  readonly cause?: unknown
-}> {}
+/** A stage failed in a way the user should see: one of the floor's tagged errors (StageError when no other fits). */
+export { StageError } from "../../common/errors.ts"
 
 /** An artifact kind is a free label ("checkpoint", "rope-table", "json", ...); "any" accepts every kind. */
 export type ArtifactKind = string
@@ -56,6 +54,14 @@ export interface ParamIssue {
   readonly at?: "key" | "value"
 }
 
+/** A file a stage reads from outside the store, named in its params (a corpus folder). */
+export interface ParamPath {
+  /** Keys from the params' root, e.g. ["data", "path"]. */
+  readonly path: ReadonlyArray<string | number>
+  /** What it is, for "<what> not found: <path>" (e.g. "corpus"). */
+  readonly what: string
+}
+
 /** What a stage's `validate` may look at: the workflow's registry (strategies, fitness, ...) and its folder. */
 export interface ValidateContext {
   readonly registry: Registry
@@ -72,13 +78,19 @@ export interface Stage<P = any, I extends string = string, O extends string = st
   readonly params: Schema.Codec<P, any, never, never>
   readonly inputs: { readonly [K in I]: ArtifactKind }
   readonly outputs: { readonly [K in O]: ArtifactKind }
-  readonly run: (ctx: StageContext<P, I, O>) => Effect.Effect<Json | void, StageError, R>
+  readonly run: (ctx: StageContext<P, I, O>) => Effect.Effect<Json | void, RopewayError, R>
   /**
    * Checks the decoded params beyond their Schema (names looked up in the registry, nested params a
    * plugin owns) when the workflow is loaded, so `plan` reports them with positions before anything runs.
    * Must be pure and cheap: no model loading, no file reads.
    */
   readonly validate?: (params: P, ctx: ValidateContext) => readonly ParamIssue[]
+  /**
+   * Where the decoded params name files outside the store. The loader resolves each (a string) against the
+   * workflow file's folder before the cache key is made, and `plan` and `run` report a missing one with
+   * its position before any step runs.
+   */
+  readonly paths?: (params: P) => readonly ParamPath[]
 }
 
 export type AnyStage = Stage<any, string, string, any>
@@ -91,8 +103,9 @@ export const defineStage = <P, const I extends string = never, const O extends s
   readonly params: Schema.Codec<P, any, never, never>
   readonly inputs?: { readonly [K in I]: ArtifactKind }
   readonly outputs: { readonly [K in O]: ArtifactKind }
-  readonly run: (ctx: StageContext<P, I, O>) => Effect.Effect<Json | void, StageError, R>
+  readonly run: (ctx: StageContext<P, I, O>) => Effect.Effect<Json | void, RopewayError, R>
   readonly validate?: (params: P, ctx: ValidateContext) => readonly ParamIssue[]
+  readonly paths?: (params: P) => readonly ParamPath[]
 }): Stage<P, I, O, R> => ({
   _tag: "Stage",
   ...def,

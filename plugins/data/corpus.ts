@@ -8,7 +8,9 @@
  */
 import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } from "node:fs"
 import { join, relative } from "node:path"
-import { inputError } from "../../pipeline/errors.ts"
+import { type } from "arktype"
+import { inputError } from "../../common/errors.ts"
+import { checkJson } from "../../common/validate.ts"
 
 export interface Corpus {
   /** The folder or file it was opened from. */
@@ -59,6 +61,8 @@ const indexJsonl = (file: string, field: string): Entry[] => {
     let carryStart = 0 // file offset of carry[0]
     let fileOffset = 0
     let lineNo = 0
+    // each line: a JSON object whose text is a string under `field` (other fields are the corpus' own metadata)
+    const line = type({ [field]: "string" })
     const finishLine = (bytes: Buffer, start: number): void => {
       lineNo++
       let len = bytes.length
@@ -72,11 +76,7 @@ const indexJsonl = (file: string, field: string): Entry[] => {
       } catch (e) {
         throw inputError(where, `invalid JSON (${(e as Error).message})`)
       }
-      if (typeof value !== "object" || value === null || Array.isArray(value))
-        throw inputError(where, `expected a JSON object with a string field "${field}"`)
-      const v = (value as Record<string, unknown>)[field]
-      if (v === undefined) throw inputError(where, `no field "${field}" (the text field; set it with the corpus's field option)`)
-      if (typeof v !== "string") throw inputError(where, `field "${field}" is a ${v === null ? "null" : typeof v}, expected a string`)
+      checkJson(line, value, where)
       entries.push({ kind: "jsonl", file, line: lineNo, start, length: len })
     }
     for (;;) {

@@ -14,9 +14,9 @@
  * The data cursor (epoch, doc, offset) names the next token of the stream; saving it with a checkpoint and
  * passing it back resumes exactly.
  */
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 import type { Corpus } from "./corpus.ts"
-import { Rng } from "./rng.ts"
+import { Rng } from "../../common/rng.ts"
 import type { TextTokenizer } from "./tokenizer.ts"
 
 /** Documents as token ids (without BOS/EOS), by index. */

@@ -3,8 +3,8 @@
  * length × depth grid; and LongRoPE2's needle-driven sample (§5.4) on any document's token stream, with
  * labels on the answer tokens only.
  */
-import { inputError } from "../../pipeline/errors.ts"
-import { Rng } from "./rng.ts"
+import { inputError } from "../../common/errors.ts"
+import { Rng } from "../../common/rng.ts"
 import { NEEDLE_INSTRUCTION, PASSKEY_TASK } from "./synthetic.ts"
 import { type AnswerSpan, PAPER_GARBAGE, encodeContinuation, encodePieces, paperGarbage } from "./text.ts"
 import { type TextTokenizer, withBos } from "./tokenizer.ts"

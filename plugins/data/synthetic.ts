@@ -8,7 +8,7 @@
  */
 import type { Corpus } from "./corpus.ts"
 import type { DocumentSource } from "./pack.ts"
-import { Rng } from "./rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { type AnswerSpan, type Encoded, type FillerKind, type Piece, decodeContinuation, encodePieces, fillerStream, randomKeyName } from "./text.ts"
 import type { TextTokenizer } from "./tokenizer.ts"
 
@@ -72,13 +72,13 @@ export interface SyntheticDocument {
 }
 
 /** A document plan: fixed head, facts inserted at depths (fractions of the filler), fixed tail. */
-interface Plan {
+export interface DocumentPlan {
   readonly head: readonly Piece[]
   readonly inserts: ReadonlyArray<{ readonly pieces: readonly Piece[]; readonly depth: number }>
   readonly tail: readonly Piece[]
 }
 
-const planFor = (task: SyntheticTask, rng: Rng, opts: SyntheticOptions): Plan => {
+const planFor = (task: SyntheticTask, rng: Rng, opts: SyntheticOptions): DocumentPlan => {
   switch (task) {
     case "filler":
       return { head: [], inserts: [], tail: [] }
@@ -170,7 +170,7 @@ class Builder {
  * (so a fact lands at most one sentence early), and the last sentence before the tail is cut to fit
  * (mid-sentence, as the paper's character-cut garbage is).
  */
-const layOut = (tok: TextTokenizer, plan: Plan, length: number, newGap: () => () => string, task: string) => {
+export const layOut = (tok: TextTokenizer, plan: DocumentPlan, length: number, newGap: () => () => string, task: string) => {
   const head = encodePieces(tok, plan.head, true)
   const tail = encodePieces(tok, plan.tail)
   const inserts = [...plan.inserts].sort((a, b) => a.depth - b.depth).map((i) => ({ depth: i.depth, enc: encodePieces(tok, i.pieces) }))

@@ -3,7 +3,7 @@
  * paper's passkey garbage), random names, and encoding a document piece by piece so that answer spans are
  * exact token ranges.
  */
-import type { Rng } from "./rng.ts"
+import type { Rng } from "../../common/rng.ts"
 import type { TextTokenizer } from "./tokenizer.ts"
 
 /** The passkey filler of landmark-attention / YaRN / LongRoPE (§5.2), one repeat unit. */

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
-import { writeFileAtomic } from "../models/safetensors.ts"
+import { writeFileAtomic } from "../../common/files.ts"
 import { type FactorSetFile, formatFactorCsv, parseFactorCsv } from "../rope/formats.ts"
 
 export const csvName = (maxLength: number): string => `${String(maxLength / 1024)}k.csv`

@@ -4,9 +4,9 @@
  */
 import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs"
 import { join } from "node:path"
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 import { type FactorSetFile, factorSetToHfLongrope, factorSetToScaling, withScaling } from "../rope/formats.ts"
-import { writeFileAtomic } from "../models/safetensors.ts"
+import { writeFileAtomic } from "../../common/files.ts"
 
 type Json = Record<string, unknown>
 

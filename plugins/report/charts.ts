@@ -215,9 +215,11 @@ export interface PasskeyCell {
   readonly row: string
   readonly accuracy: number
   readonly trials: number
+  /** What the cell says (default the percentage); lines split at "\n". */
+  readonly label?: string
 }
 
-/** Accuracy heatmap (viridis, 0–100%) with the percentage written in each cell. */
+/** Accuracy heatmap (viridis, 0–100%) with the percentage (or the cell's label) written in each cell. */
 export function passkeyGridSpec(opts: { readonly title: string; readonly subtitle?: string; readonly rowTitle: string; readonly cells: readonly PasskeyCell[]; readonly rowOrder?: readonly string[] }): VlSpec {
   const rows = opts.rowOrder ?? [...new Set(opts.cells.map((c) => c.row))]
   const x = { field: "length", type: "ordinal", title: "context length (tokens)", sort: "ascending", axis: { labelAngle: 0 } }
@@ -225,8 +227,8 @@ export function passkeyGridSpec(opts: { readonly title: string; readonly subtitl
   return {
     ...base(opts.title, opts.subtitle),
     width: Math.max(160, Math.min(WIDTH, 70 * new Set(opts.cells.map((c) => c.length)).size)),
-    height: Math.max(120, 32 * rows.length),
-    data: { values: opts.cells.map((c) => ({ ...c, label: `${Math.round(c.accuracy * 100)}%` })) },
+    height: Math.max(120, (opts.cells.some((c) => c.label?.includes("\n")) ? 40 : 32) * rows.length),
+    data: { values: opts.cells.map((c) => ({ ...c, label: c.label ?? `${Math.round(c.accuracy * 100)}%` })) },
     layer: [
       {
         mark: { type: "rect", stroke: "white", strokeWidth: 1 },
@@ -237,7 +239,7 @@ export function passkeyGridSpec(opts: { readonly title: string; readonly subtitl
         },
       },
       {
-        mark: { type: "text", fontSize: 11 },
+        mark: { type: "text", fontSize: 11, lineBreak: "\n" },
         encoding: {
           x,
           y,

@@ -4,9 +4,10 @@
  * puts the files in place, charts first and report.md last, each through a temp file and a rename, so a
  * reader never sees a report that links to charts not yet written.
  */
-import { existsSync, statSync } from "node:fs"
+import { existsSync, readFileSync, statSync } from "node:fs"
 import { join } from "node:path"
-import { writeFileAtomic } from "../models/safetensors.ts"
+import { writeFileAtomic } from "../../common/files.ts"
+import { parseMetrics } from "../eval/metrics.ts"
 import {
   baselineSeries,
   convergenceSpec,
@@ -37,7 +38,7 @@ import {
 } from "./markdown.ts"
 import { renderChart, type RenderedChart, type VlSpec } from "./render.ts"
 
-/** metrics.json as the report reads it (stages/metrics.ts's Metrics fits; extra fields are kept and shown). */
+/** metrics.json as the report reads it (plugins/eval/metrics.ts's Metrics fits; extra fields are kept and shown). */
 export interface MetricsInput {
   readonly perplexity: readonly PerplexityRow[]
   readonly passkey: readonly PasskeyRow[]
@@ -116,7 +117,7 @@ function factorSection(sets: readonly NamedFactorSet[], charts: Array<{ name: st
     out.push(
       `**${fs.name}**: ${code(p.method)} factors${p.run_id === null ? "" : ` from search run ${code(p.run_id)}`}, for lengths ${p.lengths.join(", ")} ` +
         `(scale s = ${fmt(scale)}); model rotary dim ${f.model.rotary_dim}, base ${num(f.model.base)}, original context ${f.model.original_max_position_embeddings}` +
-        `${f.start_tokens === undefined ? "" : `, start tokens n̂ = ${f.start_tokens}`}${f.mscale === undefined ? "" : `, attention scale ${typeof f.mscale === "number" ? num(f.mscale) : code(f.mscale)}`}; created ${p.created}.`,
+        `${f.start_tokens === undefined ? "" : `, start tokens n̂ = ${f.start_tokens}`}${f.mscale === undefined ? "" : `, attention scale ${typeof f.mscale === "number" ? num(f.mscale) : code(f.mscale)}`}${p.created === undefined ? "" : `; created ${p.created}`}.`,
       "",
       table(
         ["set", "max length", "scale", "λ min", "λ max", "start tokens", "mscale"],
@@ -428,7 +429,7 @@ const SKIP_KINDS = new Set(["model", "checkpoint", "metrics", "report", "export"
 /**
  * After a run: reads `<runDir>/metrics.json` and every search log / factor set among the steps' outputs,
  * and writes `<runDir>/report.md` with `<runDir>/charts/`. `metrics` is the validated metrics.json
- * (stages/metrics.ts readMetrics), passed in so this module does not fix its schema.
+ * (plugins/eval/metrics.ts readMetrics), passed in so this module does not fix its schema.
  */
 export async function writeRunReport(runDir: string, manifest: ManifestLike, metrics: MetricsInput): Promise<string> {
   const paths = manifest.steps.flatMap((s) =>
@@ -439,4 +440,25 @@ export async function writeRunReport(runDir: string, manifest: ManifestLike, met
   const extras = loadExtras(paths, { strict: false })
   const report = await buildReport({ metrics, extras, run: { ...manifest, manifestPath: join(runDir, "manifest.json") } })
   return writeReport(runDir, report)
+}
+
+/**
+ * Reads metrics.json: validated by the metrics schema, but the report keeps the file's own objects, so
+ * fields the schema does not name (a passkey row's `depth`, a short-context row's KL) still show.
+ */
+export function readMetricsForReport(path: string): MetricsInput {
+  const raw: unknown = JSON.parse(readFileSync(path, "utf8"))
+  parseMetrics(raw, path)
+  return raw as MetricsInput
+}
+
+/**
+ * After a run (next to `writeRunMetrics`): `<runDir>/report.md` and `<runDir>/charts/` from the run's
+ * merged metrics.json, its manifest, and the search logs / factor sets among the steps' outputs.
+ * Returns the report's path, or undefined when the run measured nothing (no metrics.json).
+ */
+export async function writeRunReportFromDir(runDir: string, manifest: ManifestLike): Promise<string | undefined> {
+  const path = join(runDir, "metrics.json")
+  if (!existsSync(path)) return undefined
+  return writeRunReport(runDir, manifest, readMetricsForReport(path))
 }

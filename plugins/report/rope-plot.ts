@@ -2,11 +2,11 @@
  * `ropeway rope --plot FILE`: the effective table's divisors λ_i at one length against PI, NTK and YaRN at
  * the same scale s = max(1, L / L0) (below the original context the baselines do nothing, as in evaluate).
  */
-import { writeFileAtomic } from "../models/safetensors.ts"
+import { writeFileAtomic } from "../../common/files.ts"
 import { baselineSeries, factorCurveSpec, fmt } from "./charts.ts"
 import { renderSvg, type VlSpec } from "./render.ts"
 
-/** The parts of pipeline/commands/rope.ts's RopeReport (which extends this) the plot reads. */
+/** The parts of cli/commands/rope.ts's RopeReport (which extends this) the plot reads. */
 export interface RopePlotInput {
   readonly model: string
   readonly length: number

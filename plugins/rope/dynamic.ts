@@ -8,7 +8,7 @@
  * length computes.
  */
 import { defaultInvFreq } from "../../kernels/rope-table.ts"
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 import { dynamicNtkBase } from "./factors.ts"
 import { Params } from "./params.ts"
 import { chosen, fmt } from "./table.ts"

@@ -21,7 +21,7 @@
  * With `dynamic`, λ_i(L) = 1 + (λ_i − 1)(L/L0 − 1)/(s − 1) with L/L0 clamped to [1, s], and m follows L/L0
  * too (the internal LongRoPE code's behaviour). Positions below n̂ keep the original rotation (kernel side).
  */
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 import { criticalDim, criticalDimRamp, dynamicLongropeFactors, mscale, type MscalePolicy } from "./factors.ts"
 import { factorVector, Params, show } from "./params.ts"
 import { chosen, divide, fmt } from "./table.ts"

@@ -2,7 +2,7 @@
  * Parameter readers for rope methods. Each failure is an InputError that names the field
  * (e.g. `rope_scaling.factor`) and the expected value, so a malformed config fails on one clear line.
  */
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 import type { RopeSpec } from "./types.ts"
 
 /** Reads fields of one rope_scaling object, prefixing errors with its name. */

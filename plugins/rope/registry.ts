@@ -3,7 +3,7 @@
  * `registerRopeMethod({ name, resolve })`, and `score`, `rope` and `generate` find it by the config's
  * `rope_type` (or older `type`) without changes elsewhere.
  */
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 import type { ChosenTable, RopeMethod, RopeSpec } from "./types.ts"
 
 const registry = new Map<string, RopeMethod>()

@@ -1,5 +1,5 @@
 /** Builds ChosenTables from divisors or inverse frequencies. */
-import { defaultInvFreq } from "../../kernels/rope-table.ts"
+import { defaultInvFreq, invFreqAt, type RopeTable } from "../../kernels/rope-table.ts"
 import type { ChosenTable, RopeSpec } from "./types.ts"
 
 export interface TableParts {
@@ -35,3 +35,19 @@ export function tableFactors(t: ChosenTable | import("../../kernels/rope-table.t
 
 /** Formats a number compactly for reasons. */
 export const fmt = (x: number): string => (Number.isInteger(x) ? String(x) : x.toPrecision(6).replace(/\.?0+$/, ""))
+
+/** Whether two tables rotate identically (same dims, frequencies per layer, n̂ and scale). */
+export function sameRopeTable(a: RopeTable, b: RopeTable, numLayers: number): boolean {
+  if (a === b) return true
+  if (a.rotaryDim !== b.rotaryDim || a.startTokens !== b.startTokens || a.attentionScale !== b.attentionScale) return false
+  const half = a.rotaryDim / 2
+  const eq = (x: Float64Array, y: Float64Array): boolean => {
+    for (let i = 0; i < half; i++) if (x[i] !== y[i]) return false
+    return true
+  }
+  // n̂ = 0 means the original frequencies are never used, so they need not match.
+  if (a.startTokens > 0 && !eq(a.originalInvFreq, b.originalInvFreq)) return false
+  const layers = a.invFreq instanceof Float64Array && b.invFreq instanceof Float64Array ? 1 : numLayers
+  for (let l = 0; l < layers; l++) if (!eq(invFreqAt(a, l), invFreqAt(b, l))) return false
+  return true
+}

@@ -9,7 +9,7 @@
  *   are given and non-zero, else get_mscale(factor) = 0.1·ln(factor) + 1 (1 when factor ≤ 1).
  * The same table serves every length.
  */
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 import { yarnFactors, yarnGetMscale, yarnRamp } from "./factors.ts"
 import { Params } from "./params.ts"
 import { chosen, divide, fmt } from "./table.ts"

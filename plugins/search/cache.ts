@@ -8,9 +8,10 @@
  * candidate is never evaluated twice across runs, strategies and modes (a `second` search's relative
  * genome that multiplies out to a vector already scored is a hit).
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync } from "node:fs"
+import { writeFileAtomic } from "../../common/files.ts"
 import { join } from "node:path"
-import { canonicalJson, sha256 } from "../../pipeline/workflow/hash.ts"
+import { canonicalJson, sha256 } from "../../common/hash.ts"
 import { sanitizeFitness, type Fidelity } from "./types.ts"
 
 /** What a fitness value depends on. Numbers go into the key exactly (JSON's shortest round-trip form). */
@@ -68,10 +69,7 @@ export class CandidateCache {
     const key = candidateKey(parts)
     const entry: CacheEntry = { key, fitness: sanitizeFitness(fitness), seconds, parts, createdAt: new Date().toISOString() }
     const p = this.path(key)
-    mkdirSync(join(this.dir, key.slice(0, 2)), { recursive: true })
-    const tmp = `${p}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`
-    writeFileSync(tmp, `${JSON.stringify(entry)}\n`)
-    renameSync(tmp, p)
+    writeFileAtomic(p, `${JSON.stringify(entry)}\n`)
     this.writes++
     return entry
   }

@@ -11,8 +11,9 @@
  * its original when it is better ("keep the better").
  */
 import { GenomeIndex, sameGenome } from "./grid.ts"
-import { buildGenes, checkInt, checkStrategyParams, defaultSpaceParams, type SpaceParams } from "./params.ts"
-import { Rng, type RngState } from "../data/rng.ts"
+import { Schema } from "effect"
+import { buildGenes, decodeStrategyParams, defaultSpaceParams, int, SpaceParamsFields, type SpaceParams, sRange } from "./params.ts"
+import { Rng, type RngState } from "../../common/rng.ts"
 import { crossover, mutate, normalise, type Genes } from "./space.ts"
 import { sanitizeFitness, type Candidate, type Evaluated, type Fidelity, type Genome, type Progress, type Result, type SearchContext, type Strategy } from "./types.ts"
 
@@ -72,17 +73,21 @@ export interface EvolutionaryState {
 export const rank = <M extends { id: number; fitness: number }>(ms: readonly M[]): M[] =>
   [...ms].sort((a, b) => a.fitness - b.fitness || a.id - b.id)
 
+/** Every key optional: the workflow's `strategyParams` for this strategy, checked at load with positions. */
+export const EvolutionaryParamsSchema = Schema.Struct({
+  ...SpaceParamsFields,
+  populationSize: Schema.optionalKey(int(1)),
+  iterations: Schema.optionalKey(int(0)),
+  parents: Schema.optionalKey(int(1)),
+  mutants: Schema.optionalKey(int(0)),
+  crossovers: Schema.optionalKey(int(0)),
+  maxCrossoverTry: Schema.optionalKey(int(0)),
+  seed: Schema.optionalKey(int(0)),
+}).check(sRange)
+
 export function resolveEvolutionaryParams(ctx: SearchContext, params: Partial<EvolutionaryParams>): EvolutionaryParams {
-  const p: EvolutionaryParams = { ...defaultEvolutionaryParams(ctx), ...params }
-  const n = "evolutionary"
-  checkInt(n, "populationSize", p.populationSize, 1)
-  checkInt(n, "iterations", p.iterations, 0)
-  checkInt(n, "parents", p.parents, 1)
-  checkInt(n, "mutants", p.mutants, 0)
-  checkInt(n, "crossovers", p.crossovers, 0)
-  checkInt(n, "maxCrossoverTry", p.maxCrossoverTry, 0)
-  checkInt(n, "seed", p.seed, 0)
-  buildGenes(n, ctx, p)
+  const p: EvolutionaryParams = { ...defaultEvolutionaryParams(ctx), ...decodeStrategyParams(EvolutionaryParamsSchema, "evolutionary", params) }
+  buildGenes("evolutionary", ctx, p)
   return p
 }
 
@@ -256,7 +261,7 @@ export function progressEvolutionary(state: EvolutionaryState): Progress {
 export const evolutionary: Strategy<EvolutionaryParams, EvolutionaryState> = {
   name: "evolutionary",
   resolveParams: resolveEvolutionaryParams,
-  validateParams: (raw) => checkStrategyParams("evolutionary", raw, defaultEvolutionaryParams, resolveEvolutionaryParams),
+  params: EvolutionaryParamsSchema,
   init: initEvolutionary,
   propose: proposeEvolutionary,
   observe: observeEvolutionary,

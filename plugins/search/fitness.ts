@@ -19,13 +19,14 @@
  *
  * Plugins contribute more through the plugin API's `fitness` list (pipeline/workflow/plugin.ts).
  */
-import { inputError } from "../../pipeline/errors.ts"
+import { Schema } from "effect"
+import { decodeParams, Fraction, NonNeg } from "../../common/schema.ts"
 import type { FitnessFunction } from "../../pipeline/workflow/plugin.ts"
-import { sha256 } from "../../pipeline/workflow/hash.ts"
+import { sha256 } from "../../common/hash.ts"
 import type { RopeTable } from "../../kernels/rope-table.ts"
 import { defaultInvFreq } from "../../kernels/rope-table.ts"
 import { IGNORE_LABEL, needleSample } from "../data/prompts.ts"
-import { Rng } from "../data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import type { SyntheticTask } from "../data/synthetic.ts"
 import { type TextTokenizer, withBos } from "../data/tokenizer.ts"
 import { mscale, type MscalePolicy, type RopeGeometry } from "../rope/factors.ts"
@@ -60,6 +61,8 @@ export interface FitnessPlugin<P = unknown> extends FitnessFunction {
   readonly description: string
   /** Fills defaults and validates (errors name `search.fitnessParams.<field>`). */
   readonly resolveParams: (raw: Readonly<Record<string, unknown>>) => P
+  /** The params as an Effect Schema (every key optional): the search stage checks `fitnessParams` at load with it. */
+  readonly params?: Schema.Codec<any, any, never, never>
   /** The samples at a fidelity; a pure function of (source, params, fidelity). */
   readonly samples: (source: SampleSource, params: P, fidelity: Fidelity) => FitnessSample[]
   /** Scores a table on the samples; default `perplexity`. */
@@ -97,22 +100,20 @@ export function samplesHash(samples: readonly FitnessSample[]): string {
   return sha256(parts.join("|"))
 }
 
-const noExtraParams = (name: string, raw: Readonly<Record<string, unknown>>, known: readonly string[]): void => {
-  for (const k of Object.keys(raw)) if (!known.includes(k)) throw inputError(`search.fitnessParams.${k}`, `unknown parameter of fitness "${name}"; known: ${known.join(", ") || "none"}`)
-}
+const WHERE = "search.fitnessParams"
 
 // ---- ppl-truncate ------------------------------------------------------------------------------
 
 export type PplTruncateParams = Record<string, never>
+/** No params: any key is unknown (an empty Struct alone would accept any object). */
+const PplTruncateSchema = Schema.Struct({}).check(Schema.makeFilter((o) => Object.keys(o).map((k) => ({ path: [k], issue: `unknown key "${k}"` }))))
 
 export const pplTruncate: FitnessPlugin<PplTruncateParams> = {
   name: "ppl-truncate",
   version: "1",
   description: "LongRoPE's perplexity: each sample cut to L−1 tokens with BOS prepended, one window per sample",
-  resolveParams: (raw) => {
-    noExtraParams("ppl-truncate", raw, [])
-    return {}
-  },
+  params: PplTruncateSchema,
+  resolveParams: (raw) => (decodeParams(PplTruncateSchema, raw, WHERE), {}),
   samples: (source, _p, f) => {
     const bos = withBos(source.tokenizer, []).length
     const body = f.length - bos
@@ -130,17 +131,16 @@ export interface NeedlePplParams {
   readonly depths: readonly number[] | null
 }
 
+const NeedlePplSchema = Schema.Struct({
+  depths: Schema.optionalKey(Schema.NullOr(Schema.Array(Fraction)).annotate({ message: "expected a list of numbers in [0, 1]", description: "needle depth per sample (default: each sample's own seeded draw)" })),
+})
+
 export const needlePpl: FitnessPlugin<NeedlePplParams> = {
   name: "needle-ppl",
   version: "1",
   description: "LongRoPE2's needle-driven perplexity: L-token needle samples, NLL on the answer tokens only",
-  resolveParams: (raw) => {
-    noExtraParams("needle-ppl", raw, ["depths"])
-    const d = raw["depths"]
-    if (d === undefined || d === null) return { depths: null }
-    if (!Array.isArray(d) || d.some((x) => typeof x !== "number" || !(x >= 0 && x <= 1))) throw inputError("search.fitnessParams.depths", `expected a list of numbers in [0, 1], got ${JSON.stringify(d)}`)
-    return { depths: d as number[] }
-  },
+  params: NeedlePplSchema,
+  resolveParams: (raw) => ({ depths: decodeParams(NeedlePplSchema, raw, WHERE).depths ?? null }),
   samples: (source, p, f) =>
     Array.from({ length: f.samples }, (_, i) => {
       // Filler documents: the needle is the only fact, as in the PG19 books the paper uses.
@@ -185,18 +185,24 @@ export interface ShortPenalty {
   readonly samples: number
 }
 
+/** `fitnessParams.shortPenalty` (any fitness): false / null for none. */
+export const ShortPenaltySchema = Schema.NullOr(
+  Schema.Union([
+    Schema.Literal(false),
+    Schema.Struct({
+      weight: Schema.optionalKey(NonNeg),
+      length: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(2))),
+      samples: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(2))),
+    }),
+  ]),
+)
+
+/** The penalty with its defaults: weight 1, at L0, max(2, samples) samples; null when off. */
 export function resolveShortPenalty(raw: unknown, L0: number, samples: number): ShortPenalty | null {
-  if (raw === undefined || raw === null || raw === false) return null
-  const where = "search.fitnessParams.shortPenalty"
-  if (typeof raw !== "object" || Array.isArray(raw)) throw inputError(where, `expected {weight, length?, samples?}, got ${JSON.stringify(raw)}`)
-  const o = raw as Record<string, unknown>
-  for (const k of Object.keys(o)) if (!["weight", "length", "samples"].includes(k)) throw inputError(`${where}.${k}`, "unknown field; known: weight, length, samples")
-  const num = (k: string, fallback: number, int: boolean): number => {
-    const v = o[k] ?? fallback
-    if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || (int && (!Number.isInteger(v) || v < 2))) throw inputError(`${where}.${k}`, `expected ${int ? "an integer ≥ 2" : "a number ≥ 0"}, got ${JSON.stringify(v)}`)
-    return v
-  }
-  return { weight: num("weight", 1, false), length: num("length", L0, true), samples: Math.max(1, num("samples", Math.max(2, samples), true)) }
+  if (raw === undefined) return null
+  const p = decodeParams(ShortPenaltySchema, raw, `${WHERE}.shortPenalty`)
+  if (p === null || p === false) return null
+  return { weight: p.weight ?? 1, length: p.length ?? L0, samples: p.samples ?? Math.max(2, samples) }
 }
 
 /** F · exp(w · max(0, ln PPL_cand − ln PPL_base)). */

@@ -4,7 +4,7 @@
  * and equal genes compare equal.
  */
 import type { Genome } from "./types.ts"
-import type { Rng } from "../data/rng.ts"
+import type { Rng } from "../../common/rng.ts"
 
 const EPS = 1e-9
 

@@ -14,12 +14,13 @@
  * `topParents` elites with every value not yet tried: the cheap rungs sort them out.
  */
 import { GenomeIndex } from "./grid.ts"
-import { buildGenes, checkInt, checkStrategyParams, defaultSpaceParams, type SpaceParams } from "./params.ts"
-import { Rng, type RngState } from "../data/rng.ts"
+import { Schema } from "effect"
+import { buildGenes, decodeStrategyParams, defaultSpaceParams, int, num, SpaceParamsFields, type SpaceParams, sRange } from "./params.ts"
+import { Rng, type RngState } from "../../common/rng.ts"
 import { mutate, type Genes } from "./space.ts"
 import { answer, crossoverOfTwo, rank, sampleValues, startingPoint, type Member } from "./evolutionary.ts"
 import { type Candidate, type Evaluated, type Fidelity, type Genome, type Progress, type Result, type SearchContext, type Strategy } from "./types.ts"
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 
 export interface HalvingParams extends SpaceParams {
   /** Full-fidelity individuals kept as parents. */
@@ -87,19 +88,24 @@ export interface HalvingState {
   readonly nextId: number
 }
 
+/** Every key optional: the workflow's `strategyParams` for this strategy, checked at load with positions. */
+export const HalvingParamsSchema = Schema.Struct({
+  ...SpaceParamsFields,
+  elites: Schema.optionalKey(int(1)),
+  offspring: Schema.optionalKey(int(1)),
+  mutantShare: Schema.optionalKey(num("expected a share in [0, 1]", (x) => x >= 0 && x <= 1)),
+  initMutants: Schema.optionalKey(int(0)),
+  eta: Schema.optionalKey(num("expected > 1", (x) => x > 1)),
+  maxCrossoverTry: Schema.optionalKey(int(0)),
+  maxFullEvaluations: Schema.optionalKey(int(1)),
+  maxGenerations: Schema.optionalKey(int(1)),
+  targetFitness: Schema.optionalKey(Schema.NullOr(Schema.Finite)),
+  seed: Schema.optionalKey(int(0)),
+}).check(sRange)
+
 export function resolveHalvingParams(ctx: SearchContext, params: Partial<HalvingParams>): HalvingParams {
-  const p: HalvingParams = { ...defaultHalvingParams(ctx), ...params }
-  const n = "successive-halving"
-  checkInt(n, "elites", p.elites, 1)
-  checkInt(n, "offspring", p.offspring, 1)
-  checkInt(n, "initMutants", p.initMutants, 0)
-  checkInt(n, "maxCrossoverTry", p.maxCrossoverTry, 0)
-  checkInt(n, "maxFullEvaluations", p.maxFullEvaluations, 1)
-  checkInt(n, "maxGenerations", p.maxGenerations, 1)
-  checkInt(n, "seed", p.seed, 0)
-  if (!(p.eta > 1)) throw inputError(`search.${n}.eta`, `expected > 1, got ${p.eta}`)
-  if (!(p.mutantShare >= 0 && p.mutantShare <= 1)) throw inputError(`search.${n}.mutantShare`, `expected a share in [0, 1], got ${p.mutantShare}`)
-  buildGenes(n, ctx, p)
+  const p: HalvingParams = { ...defaultHalvingParams(ctx), ...decodeStrategyParams(HalvingParamsSchema, "successive-halving", params) }
+  buildGenes("successive-halving", ctx, p)
   return p
 }
 
@@ -270,7 +276,7 @@ export function progressHalving(state: HalvingState): Progress {
 export const successiveHalving: Strategy<HalvingParams, HalvingState> = {
   name: "successive-halving",
   resolveParams: resolveHalvingParams,
-  validateParams: (raw) => checkStrategyParams("successive-halving", raw, defaultHalvingParams, resolveHalvingParams),
+  params: HalvingParamsSchema,
   init: initHalving,
   propose: proposeHalving,
   observe: observeHalving,

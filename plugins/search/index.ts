@@ -9,14 +9,13 @@
  * - `successive-halving` (halving.ts): the budget-aware one; needs the context's cheaper `fidelities`.
  *
  * A user's strategy implements Strategy<Params, State> with a JSON-only State (RNG state included:
- * plugins/data/rng.ts) and calls registerStrategy. Logs and LongRoPE file formats: log.ts. A synthetic landscape for
+ * common/rng.ts) and calls registerStrategy. Logs and LongRoPE file formats: log.ts. A synthetic landscape for
  * testing strategies without a model: synthetic.ts. Fitness functions (ppl-truncate, needle-ppl, the
  * short-context penalty) and how a genome becomes a RoPE table: fitness.ts; the on-disk candidate cache:
  * cache.ts. The `search` stage that drives all of it: stages/search.ts.
  */
-import { defaultEvolutionaryParams, evolutionary, type EvolutionaryParams, type EvolutionaryState } from "./evolutionary.ts"
+import { evolutionary, type EvolutionaryParams, type EvolutionaryState } from "./evolutionary.ts"
 import { successiveHalving } from "./halving.ts"
-import { checkStrategyParams } from "./params.ts"
 import type { Strategy } from "./types.ts"
 
 export type * from "./types.ts"
@@ -53,7 +52,6 @@ export const longrope2: Strategy<EvolutionaryParams, EvolutionaryState> = {
   ...evolutionary,
   name: "longrope2",
   resolveParams: (ctx, params) => evolutionary.resolveParams(ctx, { space: "longrope2", ...params }),
-  validateParams: (raw) => checkStrategyParams("longrope2", raw, defaultEvolutionaryParams, (ctx, p) => evolutionary.resolveParams(ctx, { space: "longrope2", ...p })),
   init: (ctx, params) => evolutionary.init(ctx, { space: "longrope2", ...params }),
 }
 

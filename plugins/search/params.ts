@@ -1,10 +1,13 @@
 /**
  * Parameters shared by the strategies that use LongRoPE's operators, their defaults (the paper's,
- * `evolution/default_hyper_params/dim_mono.json`) and validation.
+ * `evolution/default_hyper_params/dim_mono.json`), their Effect Schemas, and the checks that need the
+ * model (dims, scale), which only a run can make.
  */
-import { inputError } from "../../pipeline/errors.ts"
+import { Schema } from "effect"
+import { inputError } from "../../common/errors.ts"
+import { decodeParams } from "../../common/schema.ts"
 import { PAPER_START_TOKENS, type AttentionScaleGene, type Genes, type SpaceConfig, type StartTokenGene } from "./space.ts"
-import type { ParamIssue, SearchContext } from "./types.ts"
+import type { SearchContext } from "./types.ts"
 
 export type SpaceKind = "dim_mono" | "dim_piece_mono" | "longrope2"
 
@@ -76,130 +79,89 @@ export const defaultAttentionScale = (s: number): AttentionScaleGene => ({
 
 const where = (name: string, field: string): string => `search.${name}.${field}`
 
-export function checkInt(name: string, field: string, v: number, min: number): void {
-  if (!Number.isInteger(v) || v < min) throw inputError(where(name, field), `expected an integer ≥ ${min}, got ${v}`)
-}
+// ---- params as Effect Schemas: what the loader checks with positions, and `resolveParams` decodes ----
 
-export function checkPositive(name: string, field: string, v: number): void {
-  if (!(Number.isFinite(v) && v > 0)) throw inputError(where(name, field), `expected a positive number, got ${v}`)
-}
+export const num = (message: string, ok: (x: number) => boolean) => Schema.Finite.check(Schema.makeFilter((x: number) => ok(x) || message))
+export const int = (min: number) => Schema.Int.check(Schema.makeFilter((x: number) => x >= min || `expected an integer ≥ ${min}`))
+export const positive = num("expected a positive number", (x) => x > 0)
 
-/** Builds the space and extra-gene config from context and params, validating as it goes. */
+/** The search-space fields every LongRoPE-operator strategy takes (all optional; defaults above). */
+export const SpaceParamsFields = {
+  space: Schema.optionalKey(Schema.Literals(["dim_mono", "dim_piece_mono", "longrope2"])),
+  step: Schema.optionalKey(positive),
+  p: Schema.optionalKey(num("expected a probability in (0, 1]", (x) => x > 0 && x <= 1)),
+  mutation: Schema.optionalKey(Schema.Literals(["gene", "sweep"])),
+  upper: Schema.optionalKey(Schema.NullOr(num("expected ≥ 1", (x) => x >= 1))),
+  sigma: Schema.optionalKey(positive),
+  criticalDim: Schema.optionalKey(Schema.NullOr(int(0))),
+  sMin: Schema.optionalKey(Schema.NullOr(num("expected ≥ 1", (x) => x >= 1))),
+  sMax: Schema.optionalKey(Schema.NullOr(num("expected ≥ 1", (x) => x >= 1))),
+  lastGap: Schema.optionalKey(positive),
+  startToken: Schema.optionalKey(
+    Schema.NullOr(
+      Schema.Union([
+        Schema.Boolean,
+        Schema.Struct({ values: Schema.NonEmptyArray(int(0)), topParents: int(0), mutantTries: int(0) }),
+      ]),
+    ).annotate({ message: "expected true, false, null or { values, topParents, mutantTries }" }),
+  ),
+  attentionScale: Schema.optionalKey(
+    Schema.NullOr(
+      Schema.Union([
+        Schema.Boolean,
+        Schema.Struct({ min: positive, max: positive, step: positive, sigma: positive }).check(
+          Schema.makeFilter((m) => m.max >= m.min || { path: ["max"], issue: `expected ≥ min (${m.min})` }),
+        ),
+      ]),
+    ).annotate({ message: "expected true, false, null or { min, max, step, sigma }" }),
+  ),
+  initStartToken: Schema.optionalKey(int(0)),
+  initAttentionScale: Schema.optionalKey(positive),
+} as const
+
+/** Both bounds of the longrope2 space, when given, in order. */
+export const sRange = Schema.makeFilter((p: { readonly sMin?: number | null; readonly sMax?: number | null }) =>
+  p.sMin == null || p.sMax == null || p.sMax > p.sMin || { path: ["sMax"], issue: `expected more than sMin (${p.sMin})` })
+
+/** Decodes a strategy's params (throws BadParams naming `search.<strategy>.<field>`). */
+export const decodeStrategyParams = <A>(schema: Schema.Codec<A, any, never, never>, name: string, params: unknown): A => decodeParams(schema, params, `search.${name}`)
+
+/** Builds the space and extra-gene config from context and params: the checks that need the model (dims, s). */
 export function buildGenes(name: string, ctx: SearchContext, p: SpaceParams): Genes {
-  checkInt("context", "dims", ctx.dims, 1)
-  checkPositive("context", "scale", ctx.scale)
-  checkPositive(name, "step", p.step)
-  if (!(p.p > 0 && p.p <= 1)) throw inputError(where(name, "p"), `expected a probability in (0, 1], got ${p.p}`)
+  if (!(Number.isInteger(ctx.dims) && ctx.dims >= 1)) throw inputError(where("context", "dims"), `expected an integer ≥ 1, got ${ctx.dims}`)
+  if (!(ctx.scale > 0)) throw inputError(where("context", "scale"), `expected a positive number, got ${ctx.scale}`)
   const s = ctx.scale
   let space: SpaceConfig
   switch (p.space) {
     case "dim_mono": {
       const upper = p.upper ?? Math.max(1.25 * s, 1 + s)
-      if (!(upper >= 1)) throw inputError(where(name, "upper"), `expected ≥ 1, got ${upper}`)
       space = { kind: "dim_mono", dims: ctx.dims, step: p.step, lower: 1, upper }
       break
     }
     case "dim_piece_mono": {
       if (ctx.dims < 2) throw inputError(where(name, "space"), "dim_piece_mono needs at least 2 dims")
-      checkPositive(name, "sigma", p.sigma)
       space = { kind: "dim_piece_mono", dims: ctx.dims, step: p.step, scale: s, sigma: p.sigma }
       break
     }
     case "longrope2": {
       const cd = p.criticalDim
       if (cd === null) throw inputError(where(name, "criticalDim"), "required for the longrope2 space")
-      if (!Number.isInteger(cd) || cd < 0 || cd >= ctx.dims) throw inputError(where(name, "criticalDim"), `expected an integer in [0, ${ctx.dims - 1}], got ${cd}`)
+      if (cd >= ctx.dims) throw inputError(where(name, "criticalDim"), `expected an integer in [0, ${ctx.dims - 1}], got ${cd}`)
       const sMin = p.sMin ?? s
       const sMax = p.sMax ?? 2 * s
-      if (!(sMin >= 1 && sMax > sMin)) throw inputError(where(name, "sMax"), `expected 1 ≤ sMin < sMax, got ${sMin}, ${sMax}`)
-      checkPositive(name, "lastGap", p.lastGap)
+      if (!(sMax > sMin)) throw inputError(where(name, "sMax"), `expected 1 ≤ sMin < sMax, got ${sMin}, ${sMax}`)
       space = { kind: "longrope2", dims: ctx.dims, step: p.step, criticalDim: cd, sMin, sMax, lastGap: p.lastGap }
       break
     }
-    default:
-      throw inputError(where(name, "space"), `expected dim_mono, dim_piece_mono or longrope2, got ${String(p.space)}`)
   }
-  const startToken = geneOption(name, "startToken", p.startToken, defaultStartToken, "{ values, topParents, mutantTries }")
-  if (startToken !== undefined) {
-    const st = startToken
-    if (!Array.isArray(st.values) || st.values.length === 0 || st.values.some((v) => !Number.isInteger(v) || v < 0)) throw inputError(where(name, "startToken.values"), "expected non-negative integers")
-    checkInt(name, "startToken.topParents", st.topParents, 0)
-    checkInt(name, "startToken.mutantTries", st.mutantTries, 0)
-  }
-  const attentionScale = geneOption(name, "attentionScale", p.attentionScale, defaultAttentionScale(s), "{ min, max, step, sigma }")
-  if (attentionScale !== undefined) {
-    const m = attentionScale
-    if (!(m.min > 0 && m.max >= m.min)) throw inputError(where(name, "attentionScale"), `expected 0 < min ≤ max, got ${m.min}, ${m.max}`)
-    checkPositive(name, "attentionScale.step", m.step)
-    checkPositive(name, "attentionScale.sigma", m.sigma)
-  }
-  if (p.mutation !== "gene" && p.mutation !== "sweep") throw inputError(where(name, "mutation"), `expected "gene" or "sweep", got ${String(p.mutation)}`)
+  const startToken = geneOption(p.startToken, defaultStartToken)
+  const attentionScale = geneOption(p.attentionScale, defaultAttentionScale(s))
   return { space, startToken, attentionScale, p: p.p, mutation: p.mutation }
 }
 
 /** An optional gene's setting: true → its defaults, false / null → off, else the object given. */
-function geneOption<G extends object>(name: string, field: string, v: G | boolean | null, defaults: G, shape: string): G | undefined {
-  if (v === null || v === false) return undefined
-  if (v === true) return defaults
-  if (typeof v !== "object" || Array.isArray(v)) throw inputError(where(name, field), `expected true, false, null or ${shape}, got ${JSON.stringify(v)}`)
-  return v
-}
+const geneOption = <G extends object>(v: G | boolean | null, defaults: G): G | undefined => (v === null || v === false ? undefined : v === true ? defaults : v)
 
 /** Whether raw strategy params turn the gene `field` on (anything but absent, null or false). */
 export const geneRequested = (raw: Readonly<Record<string, unknown>>, field: "startToken" | "attentionScale"): boolean =>
   raw[field] !== undefined && raw[field] !== null && raw[field] !== false
-
-/** Levenshtein distance, for "did you mean". */
-const editDistance = (a: string, b: string): number => {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i]
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
-    prev = cur
-  }
-  return prev[b.length]!
-}
-
-/**
- * A context large enough that no context-bound check fires on its own (dims 4096); the real one is only
- * known once the model is read, so errors that depend on it are left to the run.
- */
-const LOOSE_CONTEXT: SearchContext = { dims: 4096, scale: 2, fidelity: { samples: 1, length: 2 }, init: [], seed: 0 }
-
-/**
- * Context-free checks of a strategy's params: keys it does not know (strategies would otherwise ignore
- * them, silently running the default), value types against the defaults, then the strategy's own checks
- * on a loose context, kept only where they name a key the user wrote (a derived default's complaint may
- * not hold for the real model).
- */
-export function checkStrategyParams(
-  name: string,
-  raw: Readonly<Record<string, unknown>>,
-  defaults: (ctx: SearchContext) => object,
-  resolve: (ctx: SearchContext, params: Readonly<Record<string, unknown>>) => unknown,
-): ParamIssue[] {
-  const d = defaults(LOOSE_CONTEXT) as Record<string, unknown>
-  const known = Object.keys(d)
-  const issues: ParamIssue[] = []
-  for (const [k, v] of Object.entries(raw)) {
-    if (!known.includes(k)) {
-      const near = known.filter((n) => editDistance(n.toLowerCase(), k.toLowerCase()) <= 2)
-      issues.push({ path: [k], at: "key", message: `unknown key "${k}" for search strategy "${name}"${near.length > 0 ? ` (did you mean ${near.map((n) => `"${n}"`).join(" or ")}?)` : ""}; known: ${known.join(", ")}` })
-      continue
-    }
-    const def = d[k]
-    if (typeof def === "number" && (typeof v !== "number" || !Number.isFinite(v))) issues.push({ path: [k], message: `expected a number, got ${JSON.stringify(v)}` })
-    else if (typeof def === "string" && typeof v !== "string") issues.push({ path: [k], message: `expected a string, got ${JSON.stringify(v)}` })
-  }
-  if (issues.length > 0) return issues
-  try {
-    resolve(LOOSE_CONTEXT, raw)
-  } catch (e) {
-    const msg = e instanceof Error ? e.message : String(e)
-    const m = /^search\.[^.:\s]+\.([^:\s]+): ([\s\S]*)$/.exec(msg)
-    if (m === null) return [{ path: [], message: msg }]
-    const path = m[1]!.split(".")
-    if (path[0] !== undefined && path[0] in raw) issues.push({ path, message: m[2]! })
-  }
-  return issues
-}

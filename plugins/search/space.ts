@@ -13,7 +13,7 @@
  * its own grid and clamped to [min, max], and is a crossover slot.
  */
 import { drawGrid, normal, snap } from "./grid.ts"
-import type { Rng } from "../data/rng.ts"
+import type { Rng } from "../../common/rng.ts"
 import type { Genome } from "./types.ts"
 
 export interface DimMonoSpace {

@@ -4,7 +4,7 @@
  * lower fidelities that correlate with the full one but are noisier and blind to part of it, like a
  * shorter length that cannot see the long-wavelength dims.
  */
-import { Rng } from "../data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { normal } from "./grid.ts"
 import type { Fidelity, Genome } from "./types.ts"
 

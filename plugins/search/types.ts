@@ -23,8 +23,9 @@
  * Fitness is minimised (perplexity). A non-finite fitness (failed evaluation) is stored as WORST,
  * because JSON has no Infinity.
  */
+import type { Schema } from "effect"
 import type { ParamIssue } from "../../pipeline/workflow/stage.ts"
-import type { RngState } from "../data/rng.ts"
+import type { RngState } from "../../common/rng.ts"
 
 /** How a candidate is to be evaluated: samples × tokens. The full fidelity is the context's. */
 export interface Fidelity {
@@ -106,10 +107,12 @@ export interface Strategy<P, S> {
   /** Fills defaults and validates (throws an error naming the field). */
   readonly resolveParams: (ctx: SearchContext, params: Partial<P>) => P
   /**
-   * Checks params without a context (the workflow loader calls it, before the model is read): unknown
-   * keys and values that are wrong whatever the model. Paths are relative to the params object. Optional:
-   * a strategy without it is checked only when its step runs.
+   * The params as an Effect Schema, every key optional (the built-ins: evolutionary.ts, halving.ts): the
+   * search stage checks a workflow's `strategyParams` against it at load, with positions, before the model
+   * is read. Checks that need the model (dims, scale) stay in `resolveParams`.
    */
+  readonly params?: Schema.Codec<any, any, never, never>
+  /** For a strategy without `params`: checks params without a context (unknown keys, values wrong whatever the model). */
   readonly validateParams?: (params: Readonly<Record<string, unknown>>) => readonly ParamIssue[]
   readonly init: (ctx: SearchContext, params: Partial<P>) => S
   /** The next batch to evaluate. Calling it again before `observe` returns the same batch. */

@@ -15,7 +15,7 @@ import { SqlClient } from "effect/sql"
 import { mkdirSync, readFileSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
-import { storeLayer, withCluster } from "../../pipeline/cluster/index.ts"
+import { storeLayer, withCluster } from "../../cluster/index.ts"
 import { definePlugin, PluginRegistry, Registry } from "../../pipeline/workflow/plugin.ts"
 import type { StageContext } from "../../pipeline/workflow/stage.ts"
 import { parseFactorSetFile } from "../../plugins/rope/formats.ts"
@@ -26,7 +26,7 @@ import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir, writeRandomModel } from "../models/random-model.ts"
 import { freePort, type Pg, pgBin, startPg } from "./pg.ts"
 
-const ROOT = resolve(import.meta.dir, "../..")
+const ROOT = resolve(import.meta.dirname, "../..")
 const BIN = pgBin()
 if (BIN === undefined) console.warn("distributed-search: SKIPPED, no Postgres binaries (install postgresql, or set PG_BIN to its bin folder)")
 
@@ -93,7 +93,7 @@ interface Worker {
 }
 
 function spawnWorker(name: string, store: string, port: number): Worker {
-  const proc = Bun.spawn([join(ROOT, "node_modules/.bin/bun"), "pipeline/cli.ts", "worker", "--store", store, "--address", `127.0.0.1:${port}`, "--id", name], {
+  const proc = Bun.spawn([join(ROOT, "node_modules/.bin/bun"), "cli/main.ts", "worker", "--store", store, "--address", `127.0.0.1:${port}`, "--id", name], {
     cwd: ROOT,
     env: { ...process.env, EGL_PLATFORM: "surfaceless" },
     stdin: "ignore",

@@ -1,25 +1,26 @@
 // The workflow's `cluster:` setting and the worker's flags: checked before anything connects.
 import { expect, test } from "bun:test"
 import { Effect, Exit } from "effect"
-import { clusterLayer, parseClusterSettings, redact } from "../../pipeline/cluster/index.ts"
-import { parseHostPort } from "../../pipeline/commands/worker.ts"
-import { decodeSamples, encodeSamples } from "../../pipeline/cluster/store.ts"
+import { clusterLayer, parseClusterSettings, redact } from "../../cluster/index.ts"
+import { parseHostPort } from "../../cli/commands/worker.ts"
+import { decodeSamples, encodeSamples } from "../../cluster/store.ts"
 import { samplesHash } from "../../plugins/search/fitness.ts"
 
 test("cluster: {store, concurrency?} is validated with the path of the bad field", () => {
   expect(parseClusterSettings({ store: "postgres://u@h:5432/db" })).toEqual({ store: "postgres://u@h:5432/db", concurrency: "unbounded" })
   expect(parseClusterSettings({ store: "postgresql://h/db", concurrency: 4 }).concurrency).toBe(4)
-  expect(() => parseClusterSettings("postgres://h/db")).toThrow("cluster: expected a mapping")
-  expect(() => parseClusterSettings({})).toThrow("cluster.store: expected a postgres:// URL, got undefined")
+  expect(() => parseClusterSettings("postgres://h/db")).toThrow('cluster: Expected object, got "postgres://h/db"')
+  expect(() => parseClusterSettings({})).toThrow('cluster.store: missing key "store"')
   expect(() => parseClusterSettings({ store: "mysql://h/db" })).toThrow("cluster.store: expected a postgres:// URL")
   expect(() => parseClusterSettings({ store: "postgres://h/db", concurrency: 0 })).toThrow("cluster.concurrency")
-  expect(() => parseClusterSettings({ store: "postgres://h/db", workers: 2 })).toThrow("cluster.workers: unknown field; known: store, concurrency")
+  expect(() => parseClusterSettings({ store: "postgres://h/db", concurrency: "x" })).toThrow('cluster.concurrency: Expected number | "unbounded", got "x"')
+  expect(() => parseClusterSettings({ store: "postgres://h/db", workers: 2 })).toThrow('cluster.workers: unknown key "workers"')
 })
 
 test("a malformed cluster: fails the layer (not the caller) with that message", async () => {
-  const exit = await Effect.runPromiseExit(Effect.scoped(Effect.asVoid(Effect.provide(Effect.void, clusterLayer({ store: 1 })))))
+  const exit = await Effect.runPromiseExit(Effect.scoped(Effect.asVoid(Effect.provide(Effect.void, clusterLayer({ store: "mysql://h/db" })))))
   expect(Exit.isFailure(exit)).toBe(true)
-  expect(JSON.stringify(exit)).toContain("cluster.store: expected a postgres:// URL, got 1")
+  expect(JSON.stringify(exit)).toContain('cluster.store: expected a postgres:// URL, got \\"mysql://h/db\\"')
 })
 
 test("worker flags and URLs in messages", () => {

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { memoryCorpus, openCorpus } from "../../plugins/data/corpus.ts"
-import { InputError } from "../../pipeline/errors.ts"
+import { InputError } from "../../common/errors.ts"
 
 const dirs: string[] = []
 const tmp = () => {
@@ -65,9 +65,9 @@ describe("JSONL", () => {
     const dir = tmp()
     const f = join(dir, "bad.jsonl")
     writeFileSync(f, `${JSON.stringify({ text: "ok" })}\n\n${JSON.stringify({ content: "no text" })}\n`)
-    expect(() => openCorpus(f)).toThrow(`${f}:3: no field "text"`)
+    expect(() => openCorpus(f)).toThrow(`${f}:3: text must be a string (was missing)`)
     writeFileSync(f, `${JSON.stringify({ text: 5 })}\n`)
-    expect(() => openCorpus(f)).toThrow(`${f}:1: field "text" is a number`)
+    expect(() => openCorpus(f)).toThrow(`${f}:1: text must be a string (was a number)`)
   })
 
   test("invalid JSON names file and line", () => {

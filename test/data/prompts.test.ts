@@ -1,14 +1,14 @@
 import { describe, expect, test } from "bun:test"
 import { join } from "node:path"
 import { IGNORE_LABEL, PASSKEY_QUESTION, needleSample, needleSentence, passkeyPrompt, passkeyText } from "../../plugins/data/prompts.ts"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { NEEDLE_INSTRUCTION, PASSKEY_TASK, syntheticDocument } from "../../plugins/data/synthetic.ts"
 import { PAPER_GARBAGE, paperGarbage } from "../../plugins/data/text.ts"
 import { byteTokenizer, loadHfTokenizer, withBos } from "../../plugins/data/tokenizer.ts"
 
 const byte = byteTokenizer()
-const hf = loadHfTokenizer(join(import.meta.dir, "../fixtures/tokenizer"))
-const sp = loadHfTokenizer(join(import.meta.dir, "../fixtures/tokenizer/sentencepiece"))
+const hf = loadHfTokenizer(join(import.meta.dirname, "../fixtures/tokenizer"))
+const sp = loadHfTokenizer(join(import.meta.dirname, "../fixtures/tokenizer/sentencepiece"))
 
 describe("passkey prompt (§5.2)", () => {
   test("five lines: task, garbage prefix, info, garbage suffix, question; both garbage parts from the start", () => {

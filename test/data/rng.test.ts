@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test"
-import { Rng, mixSeed } from "../../plugins/data/rng.ts"
+import { Rng, mixSeed } from "../../common/rng.ts"
 
 const draw = (r: Rng, n: number) => Array.from({ length: n }, () => r.u32())
 

@@ -2,13 +2,13 @@ import { describe, expect, test } from "bun:test"
 import { join } from "node:path"
 import { Packer } from "../../plugins/data/pack.ts"
 import { drawPasskey, type KeyDraw, type SyntheticOptions, syntheticCorpus, syntheticDocument, syntheticSource } from "../../plugins/data/synthetic.ts"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { PAPER_GARBAGE, paperGarbage } from "../../plugins/data/text.ts"
 import { byteTokenizer, loadHfTokenizer } from "../../plugins/data/tokenizer.ts"
 
 const byte = byteTokenizer()
-const hf = loadHfTokenizer(join(import.meta.dir, "../fixtures/tokenizer"))
-const sp = loadHfTokenizer(join(import.meta.dir, "../fixtures/tokenizer/sentencepiece"))
+const hf = loadHfTokenizer(join(import.meta.dirname, "../fixtures/tokenizer"))
+const sp = loadHfTokenizer(join(import.meta.dirname, "../fixtures/tokenizer/sentencepiece"))
 const docs = (opts: SyntheticOptions, n: number) => Array.from({ length: n }, (_, i) => syntheticDocument(opts, i))
 
 describe("synthetic corpus", () => {

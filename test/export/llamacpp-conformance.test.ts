@@ -21,7 +21,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test"
 import { linkSync, mkdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { decodeGguf, writeGguf } from "../../plugins/models/gguf.ts"
+import { decodeGguf, writeGguf } from "../../common/gguf.ts"
 import { llamaToGguf, readHostLlama } from "../../plugins/models/llama/gguf-export.ts"
 import { inspectLlama, loadLlama } from "../../plugins/models/llama/model.ts"
 import { randomLlamaConfig, writeRandomLlama } from "../../plugins/models/llama/random.ts"

@@ -1,6 +1,6 @@
 /** config.json parsing for the llama family: defaults, quirks per architecture, the RoPE spec, errors. */
 import { describe, expect, test } from "bun:test"
-import { InputError } from "../../pipeline/errors.ts"
+import { InputError } from "../../common/errors.ts"
 import { parseLlamaConfig } from "../../plugins/models/llama/config.ts"
 
 const base = {
@@ -72,8 +72,8 @@ describe("llama config", () => {
   })
 
   test("errors name the file and field", () => {
-    expectError(() => parse({ hidden_size: undefined }), "/m/config.json", '"hidden_size"')
-    expectError(() => parse({ vocab_size: "100" }), "/m/config.json", '"vocab_size"', "positive integer")
+    expectError(() => parse({ hidden_size: undefined }), "/m/config.json", "hidden_size")
+    expectError(() => parse({ vocab_size: "100" }), "/m/config.json", "vocab_size", "positive integer")
     expectError(() => parse({ architectures: ["GemmaForCausalLM"] }), "unsupported architecture GemmaForCausalLM", "Qwen2ForCausalLM")
     expectError(() => parse({ num_key_value_heads: 3 }), "num_key_value_heads")
     expectError(() => parse({ partial_rotary_factor: 0.1 }), "partial_rotary_factor")

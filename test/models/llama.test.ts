@@ -1,5 +1,5 @@
 /**
- * The llama model plugin against an independent float64 reference (test/models/reference-llama.ts) on
+ * The llama model plugin against an independent float64 reference (plugins/models/llama/model.ref.ts) on
  * random tiny models: every architecture, MHA/GQA/MQA, head_dim 16–128, tied/untied, F32/F16/BF16,
  * sharded, partial rotary, linear scaling, and sequences longer than the trained context and than a chunk.
  */
@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test"
 import { loadLlama } from "../../plugins/models/llama/model.ts"
 import { gpu } from "../gpu-shared.ts"
 import { type RandomModelOptions, removeDir, tempDir, writeRandomModel } from "./random-model.ts"
-import { randomTokens, referenceLogprobs } from "./reference-llama.ts"
+import { randomTokens, referenceLogprobs } from "../../plugins/models/llama/model.ref.ts"
 
 const TOL = 1e-4
 const dirs: string[] = []

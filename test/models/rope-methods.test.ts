@@ -11,7 +11,7 @@ import { afterAll, describe, expect, test } from "bun:test"
 import { loadLlama } from "../../plugins/models/llama/model.ts"
 import { gpu } from "../gpu-shared.ts"
 import { type RandomModelOptions, removeDir, rng, tempDir, writeRandomModel } from "./random-model.ts"
-import { type ExplicitRope, randomTokens, referenceLogprobs } from "./reference-llama.ts"
+import { type ExplicitRope, randomTokens, referenceLogprobs } from "../../plugins/models/llama/model.ref.ts"
 
 const TOL = 1e-4
 const dirs: string[] = []

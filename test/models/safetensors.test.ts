@@ -5,8 +5,8 @@
 import { afterAll, describe, expect, test } from "bun:test"
 import { readdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { InputError } from "../../pipeline/errors.ts"
-import { Checkpoint, SafetensorsFile, encodeSafetensors, toBf16Bits, toF16Bits, writeCheckpoint, writeSafetensors } from "../../plugins/models/safetensors.ts"
+import { InputError } from "../../common/errors.ts"
+import { Checkpoint, SafetensorsFile, encodeSafetensors, toBf16Bits, toF16Bits, writeCheckpoint, writeSafetensors } from "../../common/safetensors.ts"
 import { removeDir, rng, snap, tempDir } from "./random-model.ts"
 
 const root = tempDir("ropeway-st-")

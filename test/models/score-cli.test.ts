@@ -8,7 +8,7 @@ import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { TINY_TOKENIZER, runCli } from "./cli-helpers.ts"
 import { removeDir, tempDir, writeRandomModel } from "./random-model.ts"
-import { randomTokens, referenceLogprobs } from "./reference-llama.ts"
+import { randomTokens, referenceLogprobs } from "../../plugins/models/llama/model.ref.ts"
 
 const root = tempDir("ropeway-score-")
 afterAll(() => removeDir(root))

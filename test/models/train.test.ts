@@ -15,7 +15,7 @@ import { Optimizer } from "../../training/optimizer.ts"
 import { gpu } from "../gpu-shared.ts"
 import { type RandomModelOptions, removeDir, rng, tempDir, writeRandomModel } from "./random-model.ts"
 import { type RefBatch, referenceLoss, referenceLossAndGrad } from "./reference-llama-backward.ts"
-import { randomTokens } from "./reference-llama.ts"
+import { randomTokens } from "../../plugins/models/llama/model.ref.ts"
 
 const dirs: string[] = []
 afterAll(() => {

@@ -18,7 +18,7 @@ import { loadLlama } from "../../plugins/models/llama/model.ts"
 import { createTrainableLlama } from "../../plugins/models/llama/train.ts"
 import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir, writeRandomModel } from "./random-model.ts"
-import { randomTokens } from "./reference-llama.ts"
+import { randomTokens } from "../../plugins/models/llama/model.ref.ts"
 
 const dirs: string[] = []
 afterAll(() => {

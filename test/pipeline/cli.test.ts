@@ -1,4 +1,4 @@
-// The entry points: `bun run workflow` (pipeline/workflow-main.ts), the plan formatter and the progress reporter.
+// The entry points: `bun run workflow` (cli/workflow-main.ts), the plan formatter and the progress reporter.
 import { describe, expect, test } from "bun:test"
 import { Effect } from "effect"
 import { existsSync } from "node:fs"
@@ -6,9 +6,9 @@ import { join } from "node:path"
 import { formatPlan, makeConsoleProgress, planWorkflow } from "../../pipeline/workflow/index.ts"
 import { fixture, load, run, tempDir, withBuiltins } from "./helpers.ts"
 
-const root = join(import.meta.dir, "../..")
+const root = join(import.meta.dirname, "../..")
 const workflowMain = async (...args: string[]) => {
-  const p = Bun.spawn([process.execPath, "pipeline/workflow-main.ts", ...args], { cwd: root, stdout: "pipe", stderr: "pipe" })
+  const p = Bun.spawn([process.execPath, "cli/workflow-main.ts", ...args], { cwd: root, stdout: "pipe", stderr: "pipe" })
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited])
   return { stdout, stderr, code }
 }

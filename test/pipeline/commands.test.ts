@@ -5,8 +5,8 @@ import { Effect } from "effect"
 import { Command } from "effect/cli"
 import { existsSync } from "node:fs"
 import { join } from "node:path"
-import { plan } from "../../pipeline/commands/plan.ts"
-import { run } from "../../pipeline/commands/run.ts"
+import { plan } from "../../cli/commands/plan.ts"
+import { run } from "../../cli/commands/run.ts"
 import { fixture, tempDir } from "./helpers.ts"
 
 const root = Command.make("ropeway").pipe(Command.withSubcommands([run, plan]))

@@ -37,9 +37,12 @@ describe("search params checked at load, with positions", () => {
 
   test("a bad value, as the strategy would report it at run time", async () => {
     const { diags } = await one(searchStep("      strategyParams: { step: 0, p: 2 }"))
-    expect(diags.map((d) => [d.path, d.message])).toEqual([["steps.s.params.strategyParams.step", "expected a positive number, got 0"]])
+    expect(diags.map((d) => [d.path, d.message])).toEqual([
+      ["steps.s.params.strategyParams.step", "expected a positive number, got 0"],
+      ["steps.s.params.strategyParams.p", "expected a probability in (0, 1], got 2"],
+    ])
     const t = await one(searchStep('      strategyParams: { populationSize: "64" }'))
-    expect(t.diags.map((d) => [d.path, d.message])).toEqual([["steps.s.params.strategyParams.populationSize", 'expected a number, got "64"']])
+    expect(t.diags.map((d) => [d.path, d.message])).toEqual([["steps.s.params.strategyParams.populationSize", 'Expected number, got "64"']])
   })
 
   test("another strategy's keys: longrope2 and successive-halving have their own", async () => {
@@ -55,7 +58,7 @@ describe("search params checked at load, with positions", () => {
     expect(s.diags[0]!.message).toContain('unknown search strategy "evolutionery"')
     const f = await one(searchStep("      fitness: ppl-truncate\n      fitnessParams: { depth: [0.5] }"))
     expect(f.diags.map((d) => d.path)).toEqual(["steps.s.params.fitnessParams.depth"])
-    expect(f.diags[0]!.message).toContain('unknown parameter of fitness "ppl-truncate"')
+    expect(f.diags[0]!.message).toContain('unknown key "depth" for fitness "ppl-truncate"')
     const sp = await one(searchStep("      fitnessParams: { shortPenalty: { weight: -1 } }"))
     expect(sp.diags.map((d) => d.path)).toEqual(["steps.s.params.fitnessParams.shortPenalty.weight"])
     const d = await one(searchStep("      data: { source: corpus, paht: x }"))

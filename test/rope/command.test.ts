@@ -6,8 +6,8 @@ import { join } from "node:path"
 import { NodeServices } from "@effect/platform-node"
 import { Effect } from "effect"
 import { Command } from "effect/cli"
-import { formatRopeReport, rope, ropeReport } from "../../pipeline/commands/rope.ts"
-import { InputError } from "../../pipeline/errors.ts"
+import { formatRopeReport, rope, ropeReport } from "../../cli/commands/rope.ts"
+import { InputError, ModelNotFound } from "../../common/errors.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-rope-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -49,10 +49,10 @@ describe("ropeway rope", () => {
     expect(r.factors.every((x) => Math.abs((x as number) - 4) < 1e-12)).toBe(true)
     expect(ropeReport(dir, 100, "null").method).toBe("default")
   })
-  test("bad input is a one-line InputError naming the flag or field", () => {
+  test("bad input is a one-line tagged error naming the flag or field", () => {
     expect(() => ropeReport(dir, 0)).toThrow(InputError)
     expect(() => ropeReport(dir, 100, JSON.stringify({ rope_type: "linear", factor: 0 }))).toThrow("--rope-scaling.factor: expected a number > 0, got 0")
-    expect(() => ropeReport(join(dir, "missing"), 100)).toThrow(InputError)
+    expect(() => ropeReport(join(dir, "missing"), 100)).toThrow(ModelNotFound) // its own tag: a missing model
   })
   test("CLI flags: --model --length --json", async () => {
     const lines: string[] = []

@@ -1,6 +1,6 @@
 // HF config.json rope fields, LongRoPE factor CSVs and ropeway's factor-set file: read, write, round-trip.
 import { describe, expect, test } from "bun:test"
-import { InputError } from "../../pipeline/errors.ts"
+import { InputError } from "../../common/errors.ts"
 import {
   collapseRows,
   factorSetFromHfLongrope,

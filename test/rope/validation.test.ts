@@ -1,6 +1,6 @@
 // A malformed rope_scaling fails with one InputError naming the field and the expected value.
 import { describe, expect, test } from "bun:test"
-import { InputError } from "../../pipeline/errors.ts"
+import { InputError } from "../../common/errors.ts"
 import { resolveRope, type RopeSpec } from "../../plugins/rope/index.ts"
 
 const spec = (scaling: Record<string, unknown> | undefined, over: Partial<RopeSpec> = {}): RopeSpec => ({

@@ -1,7 +1,7 @@
 // The genetic operators: mutation, crossover, duplicate rejection, breakpoints, longrope2's space.
 import { describe, expect, test } from "bun:test"
 import { allclose, GenomeIndex, gridValue, onGrid, sameGenome } from "../../plugins/search/grid.ts"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { crossover, isValid, longrope2Ramp, mutate, normalise, type Genes } from "../../plugins/search/space.ts"
 import { rampFactors } from "../../plugins/search/synthetic.ts"
 import type { Genome } from "../../plugins/search/types.ts"

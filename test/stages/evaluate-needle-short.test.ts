@@ -4,24 +4,25 @@
 // decoding path (session.feed) and logprobs.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect } from "effect"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
 import type { RopeTable } from "../../kernels/rope-table.ts"
-import { layerCollect, loadWorkflow, runWorkflow } from "../../pipeline/workflow/index.ts"
+import { layerCollect, loadWorkflow, runWorkflow } from "../../cli/workflow.ts"
 import { IGNORE_LABEL, needleSample } from "../../plugins/data/prompts.ts"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { syntheticDocument } from "../../plugins/data/synthetic.ts"
 import { BYTE_BOS, byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import { loadLlama, type LlamaModel } from "../../plugins/models/llama/model.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
-import { NEEDLE_STREAM, needleDepths } from "../../stages/evaluate.ts"
-import { type Metrics, readMetrics } from "../../stages/metrics.ts"
+import { NEEDLE_STREAM, needleDepths } from "../../plugins/eval/needle.ts"
+import { type Metrics, readMetrics } from "../../plugins/eval/metrics.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-needle-short-"))
-afterAll(() => rmSync(dir, { recursive: true, force: true }))
+afterAll(() => removeTree(dir))
 
 const SEED = 3
 const WORKFLOW = `

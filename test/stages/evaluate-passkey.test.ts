@@ -3,19 +3,22 @@
 // under a scaled table); and the real tiny model gives well-formed rows.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect, Fiber } from "effect"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
 import type { RopeTable } from "../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../kernels/runtime.ts"
-import { layerCollect, loadWorkflow, runWorkflow } from "../../pipeline/workflow/index.ts"
+import { layerCollect, loadWorkflow, runWorkflow } from "../../cli/workflow.ts"
 import { BYTE_EOS, byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
 import type { LlamaSession } from "../../plugins/models/llama/model.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
-import { firstInteger, ModelLoader, passkeyTrialPrompt, type ScoringModel } from "../../stages/evaluate.ts"
-import { emptyMetrics, mergeMetrics, parseMetrics, readMetrics } from "../../stages/metrics.ts"
+import { firstInteger, passkeyTrialPrompt } from "../../plugins/eval/passkey.ts"
+import type { LoadedModel as ScoringModel } from "../../plugins/models/family.ts"
+import { ModelLoader } from "../../stages/kit.ts"
+import { emptyMetrics, mergeMetrics, parseMetrics, readMetrics } from "../../plugins/eval/metrics.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const dirs: string[] = []
@@ -25,7 +28,7 @@ const temp = () => {
   return d
 }
 afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true })
+  for (const d of dirs) removeTree(d)
 })
 
 describe("firstInteger (the paper's re.search(r'\\d+'))", () => {

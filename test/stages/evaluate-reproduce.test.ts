@@ -4,17 +4,18 @@
 // perplexity and a passkey accuracy with its own loops, and gets the same values.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect } from "effect"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
-import { layerCollect, loadWorkflow, runWorkflow } from "../../pipeline/workflow/index.ts"
-import { readMetrics } from "../../stages/metrics.ts"
+import { layerCollect, loadWorkflow, runWorkflow } from "../../cli/workflow.ts"
+import { readMetrics } from "../../plugins/eval/metrics.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-reproduce-"))
-afterAll(() => rmSync(dir, { recursive: true, force: true }))
-const ROOT = resolve(import.meta.dir, "../..")
+afterAll(() => removeTree(dir))
+const ROOT = resolve(import.meta.dirname, "../..")
 
 const WORKFLOW = `
 name: reproduce
@@ -37,13 +38,13 @@ steps:
 const SCRIPT = `
 import { readFileSync } from "node:fs"
 import { acquireRuntime } from "${ROOT}/kernels/device.ts"
-import { hashPath } from "${ROOT}/pipeline/workflow/hash.ts"
+import { hashPath } from "${ROOT}/common/hash.ts"
 import { syntheticDocument } from "${ROOT}/plugins/data/synthetic.ts"
 import { byteTokenizer } from "${ROOT}/plugins/data/tokenizer.ts"
 import { loadLlama } from "${ROOT}/plugins/models/llama/model.ts"
-import { generate } from "${ROOT}/plugins/models/llama/generate.ts"
+import { generate } from "${ROOT}/plugins/models/generate.ts"
 import { resolveRope } from "${ROOT}/plugins/rope/index.ts"
-import { firstInteger, passkeyTrialPrompt } from "${ROOT}/stages/evaluate.ts"
+import { firstInteger, passkeyTrialPrompt } from "${ROOT}/plugins/eval/passkey.ts"
 
 const manifest = JSON.parse(readFileSync(process.env.MANIFEST, "utf8"))
 const step = manifest.steps.find((s) => s.stage === "evaluate")

@@ -2,18 +2,21 @@
 // independent re-implementation of the reference loops (YaRN/LongRoPE perplexity.py, llama.cpp perplexity).
 import { describe, expect, test } from "bun:test"
 import { Effect, Fiber } from "effect"
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "bun:test"
 import type { RopeTable } from "../../kernels/rope-table.ts"
-import { layerCollect, loadWorkflow, type ProgressEvent, runWorkflow } from "../../pipeline/workflow/index.ts"
+import { layerCollect, loadWorkflow, type ProgressEvent, runWorkflow } from "../../cli/workflow.ts"
 import { BYTE_BOS, byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import { syntheticDocument } from "../../plugins/data/synthetic.ts"
 import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
-import { methodScaling, ModelLoader, type ScoringModel } from "../../stages/evaluate.ts"
-import { readMetrics } from "../../stages/metrics.ts"
+import { methodScaling } from "../../plugins/eval/protocols.ts"
+import type { LoadedModel as ScoringModel } from "../../plugins/models/family.ts"
+import { ModelLoader } from "../../stages/kit.ts"
+import { readMetrics } from "../../plugins/eval/metrics.ts"
 
 const dirs: string[] = []
 const temp = () => {
@@ -22,7 +25,7 @@ const temp = () => {
   return d
 }
 afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true })
+  for (const d of dirs) removeTree(d)
 })
 
 /** A causal stand-in for the model: ln p(next) depends on the target, its position and the table. */

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, test } from "bun:test"
 import { mkdtempSync, readdirSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { emptyMetrics, mergeMetrics, parseMetrics, type PerplexityEntry, readMetrics, writeMetrics, writeRunMetrics } from "../../stages/metrics.ts"
+import { emptyMetrics, mergeMetrics, parseMetrics, type PerplexityEntry, readMetrics, writeMetrics, writeRunMetrics } from "../../plugins/eval/metrics.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-metrics-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

@@ -3,14 +3,16 @@
 // the window dropped: full attention past it, the same log-probs within it.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect, Schema } from "effect"
-import { mkdirSync, readFileSync } from "node:fs"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { FitnessRequestSchema } from "../../pipeline/cluster/protocol.ts"
+import { FitnessRequestSchema } from "../../cluster/protocol.ts"
 import type { StageContext } from "../../pipeline/workflow/index.ts"
 import { loadLlama } from "../../plugins/models/llama/model.ts"
 import { yarnInitFactors } from "../../plugins/rope/factors.ts"
 import { parseFactorSetFile } from "../../plugins/rope/formats.ts"
-import { type FitnessRequest, inspectForSearch, runSearchStage, SearchEvaluator, type SearchParams } from "../../stages/search.ts"
+import { inspectLlamaModel } from "../../plugins/models/llama/family.ts"
+import { type FitnessRequest, SearchEvaluator } from "../../plugins/search/evaluator.ts"
+import { runSearchStage, type SearchParams } from "../../stages/search.ts"
 import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir, writeRandomModel } from "../models/random-model.ts"
 
@@ -32,6 +34,8 @@ writeRandomModel(modelDir, {
   configPatch: { sliding_window: WINDOW },
 })
 const geometry = { rotaryDim: 16, base: 10000 }
+/** The model as the search loads it, with or without its sliding window. */
+const inspectForSearch = (dir: string, fullAttention: boolean) => inspectLlamaModel(dir, { fullAttention })
 
 async function search(params: SearchParams) {
   const requests: FitnessRequest[] = []
@@ -83,7 +87,7 @@ describe("search: Mistral's reading", () => {
   test("in second/readjust modes L0 comes from the factor set: a different originalLength is an error", async () => {
     const first = await search({ mode: "first", length: 256, samples: 1, strategyParams: INIT_ONLY, data: { tasks: { filler: 1 } }, cacheDir: tmp(), originalLength: 32 })
     const f = join(tmp(), "rope.json")
-    await Bun.write(f, JSON.stringify(first.factors))
+    writeFileSync(f, JSON.stringify(first.factors))
     const outDir = join(tmp(), "out")
     mkdirSync(outDir, { recursive: true })
     const params: SearchParams = { mode: "second", length: 512, samples: 1, strategyParams: INIT_ONLY, data: { tasks: { filler: 1 } }, originalLength: 64 }

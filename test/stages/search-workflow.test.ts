@@ -8,7 +8,7 @@ import { Effect } from "effect"
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
-import { layerSilent, loadWorkflow, runWorkflow } from "../../pipeline/workflow/index.ts"
+import { layerSilent, loadWorkflow, runWorkflow } from "../../cli/workflow.ts"
 import { parseFactorSetFile } from "../../plugins/rope/formats.ts"
 import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir, writeRandomModel } from "../models/random-model.ts"
@@ -100,8 +100,8 @@ test("SIGKILL of `bun run workflow` mid-search, then a re-run: resumes and ends 
     )
 
   const store = join(dir, "runs")
-  const child = Bun.spawn([process.execPath, "pipeline/workflow-main.ts", file, "--store", store, "--quiet"], {
-    cwd: join(import.meta.dir, "../.."),
+  const child = Bun.spawn([process.execPath, "cli/workflow-main.ts", file, "--store", store, "--quiet"], {
+    cwd: join(import.meta.dirname, "../.."),
     env: { ...process.env, EGL_PLATFORM: "surfaceless" },
     stdout: "pipe",
     stderr: "pipe",

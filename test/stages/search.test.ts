@@ -12,7 +12,7 @@ import { Gpu } from "../../kernels/device.ts"
 import type { RopeTable } from "../../kernels/rope-table.ts"
 import type { StageContext } from "../../pipeline/workflow/stage.ts"
 import { needleSample, IGNORE_LABEL } from "../../plugins/data/prompts.ts"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { syntheticDocument } from "../../plugins/data/synthetic.ts"
 import { byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import { loadLlama, type LlamaModel } from "../../plugins/models/llama/model.ts"
@@ -23,7 +23,8 @@ import type { CacheEntry } from "../../plugins/search/cache.ts"
 import { type FitnessPlugin, needlePpl, perplexity, pplTruncate, type PplTruncateParams, type SampleSource } from "../../plugins/search/fitness.ts"
 import { definePlugin, PluginRegistry, Registry } from "../../pipeline/workflow/plugin.ts"
 import { factorsFromCsv, type SearchLog } from "../../plugins/search/index.ts"
-import { runSearchStage, SearchModelLoader, type SearchParams } from "../../stages/search.ts"
+import { ModelLoader } from "../../stages/kit.ts"
+import { runSearchStage, type SearchParams } from "../../stages/search.ts"
 import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir, writeRandomModel } from "../models/random-model.ts"
 
@@ -76,21 +77,19 @@ function context(params: SearchParams, inputs: Record<string, string>, checkpoin
 
 /** A model loader that counts forward passes and can fire after the n-th one. */
 function countingLoader(counter: { calls: number }, onCall?: (n: number) => void) {
-  return {
-    load: (dir: string) =>
-      Effect.gen(function* () {
-        const rt = yield* Effect.promise(() => gpu())
-        const m = yield* Effect.promise(() => loadLlama(rt, dir))
-        return {
-          logprobs: (tokens: Uint32Array | readonly number[], o?: { readonly rope?: RopeTable; readonly chunk?: number }) => {
-            counter.calls++
-            onCall?.(counter.calls)
-            return m.logprobs(tokens, o)
-          },
-          dispose: () => m.dispose(),
-        }
-      }),
-  }
+  return ModelLoader.of({
+    load: async (dir: string) => {
+      const m = await loadLlama(await gpu(), dir)
+      return {
+        ...m,
+        logprobs: (tokens: Uint32Array | readonly number[], o: { readonly rope: RopeTable; readonly chunk?: number }) => {
+          counter.calls++
+          onCall?.(counter.calls)
+          return m.logprobs(tokens, o)
+        },
+      }
+    },
+  })
 }
 
 async function runStage(params: SearchParams, opts: { inputs?: Record<string, string>; checkpointDir?: string; counter?: { calls: number }; model?: string } = {}): Promise<Run> {
@@ -98,7 +97,7 @@ async function runStage(params: SearchParams, opts: { inputs?: Record<string, st
   const ctx = context(params, { model: opts.model ?? modelDir, ...opts.inputs }, opts.checkpointDir ?? tmp(), reports)
   const rt = await gpu()
   const result = (await Effect.runPromise(
-    runSearchStage(ctx).pipe(Effect.provideService(SearchModelLoader, countingLoader(opts.counter ?? { calls: 0 })), Effect.provideService(Gpu, rt)),
+    runSearchStage(ctx).pipe(Effect.provideService(ModelLoader, countingLoader(opts.counter ?? { calls: 0 })), Effect.provideService(Gpu, rt)),
   )) as Record<string, unknown>
   const factors = parseFactorSetFile(readFileSync(ctx.outputs["factors"]!, "utf8"))
   return { result, factors, logDir: ctx.outputs["log"]!, reports }
@@ -293,7 +292,7 @@ describe("search stage", () => {
     const rt = await gpu()
     const fiber = Effect.runFork(
       runSearchStage(ctx).pipe(
-        Effect.provideService(SearchModelLoader, countingLoader({ calls: 0 }, (n) => {
+        Effect.provideService(ModelLoader, countingLoader({ calls: 0 }, (n) => {
           if (n === 17) Effect.runSync(Deferred.succeed(stop, undefined))
         })),
         Effect.provideService(Gpu, rt),
@@ -350,7 +349,7 @@ describe("search stage", () => {
     const reports: string[] = []
     const ctx = context({ ...first, fitness: "double-ppl", strategyParams: { ...SMALL, iterations: 0 } }, { model: modelDir }, tmp(), reports)
     const r = (await Effect.runPromise(
-      runSearchStage(ctx).pipe(Effect.provideService(SearchModelLoader, countingLoader({ calls: 0 })), Effect.provideService(Gpu, await gpu()), Effect.provideService(PluginRegistry, registry)),
+      runSearchStage(ctx).pipe(Effect.provideService(ModelLoader, countingLoader({ calls: 0 })), Effect.provideService(Gpu, await gpu()), Effect.provideService(PluginRegistry, registry)),
     )) as Record<string, unknown>
     expect(r["evaluated"]).toBe(6) // nothing shared with ppl-truncate's entries
     const all = cacheEntries(cacheDir)

@@ -2,13 +2,14 @@
 // complete, and a second run reuses every step with identical artifacts.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect } from "effect"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { mkdtempSync, readFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
-import { layerCollect, loadWorkflow, type ProgressEvent, runWorkflow, type Workflow } from "../../pipeline/workflow/index.ts"
+import { layerCollect, loadWorkflow, type ProgressEvent, runWorkflow, type Workflow } from "../../cli/workflow.ts"
 import type { EvaluateParams } from "../../stages/evaluate.ts"
-import { readMetrics, writeRunMetrics } from "../../stages/metrics.ts"
+import { readMetrics, writeRunMetrics } from "../../plugins/eval/metrics.ts"
 import { syntheticDocument } from "../../plugins/data/synthetic.ts"
 import { BYTE_BOS, byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import { loadLlama } from "../../plugins/models/llama/model.ts"
@@ -16,9 +17,9 @@ import { resolveRope } from "../../plugins/rope/index.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const store = mkdtempSync(join(tmpdir(), "ropeway-smoke-"))
-afterAll(() => rmSync(store, { recursive: true, force: true }))
+afterAll(() => removeTree(store))
 
-const SMOKE = resolve(import.meta.dir, "../../workflows/smoke.yaml")
+const SMOKE = resolve(import.meta.dirname, "../../workflows/smoke.yaml")
 
 describe("workflows/smoke.yaml", () => {
   test("runs end to end; a second run reuses every step", async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test"
 import { axpyInPlace, fill, scaleInPlace } from "../../kernels/scale.ts"
 import { axpyRef, scaleRef } from "../../kernels/scale.ref.ts"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { accumulateGrad, averageGrads } from "../../training/accumulate.ts"
 import { gpu } from "../gpu-shared.ts"
 

@@ -2,8 +2,8 @@ import { afterAll, describe, expect, test } from "bun:test"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Rng, type RngState } from "../../plugins/data/rng.ts"
-import { Checkpoint } from "../../plugins/models/safetensors.ts"
+import { Rng, type RngState } from "../../common/rng.ts"
+import { Checkpoint } from "../../common/safetensors.ts"
 import {
   type Json, OPTIMIZER_FILE, STATE_FILE, latestTrainingCheckpoint, listTrainingCheckpoints, readTrainingCheckpoint,
   restoreTraining, saveTraining,

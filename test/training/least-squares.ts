@@ -3,7 +3,7 @@
 // the run's RNG, accumulated micro-batches, clipping, warmup + linear decay. Every piece of state a
 // resume needs is exercised. Gradients are computed on the host in float64 from the GPU's f32 weights.
 import type { GpuRuntime } from "../../kernels/runtime.ts"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { accumulateGrad } from "../../training/accumulate.ts"
 import { Optimizer } from "../../training/optimizer.ts"
 import { type ScheduleConfig, learningRate } from "../../training/schedule.ts"

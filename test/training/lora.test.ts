@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { addLoraForward, createLora, loraInitialValues, loraParams, mergeLora, mergeLoraHost, releaseLora } from "../../training/lora.ts"
 import { Optimizer } from "../../training/optimizer.ts"
 import { gpu } from "../gpu-shared.ts"

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test"
 import { type AdamWHyper } from "../../kernels/adamw.ts"
 import { adamwRef } from "../../kernels/adamw.ref.ts"
 import { clipCoefRef, sumSquaresRef } from "../../kernels/sumsq.ref.ts"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { Optimizer } from "../../training/optimizer.ts"
 import { gpu } from "../gpu-shared.ts"
 

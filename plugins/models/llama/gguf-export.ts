@@ -10,13 +10,13 @@
  * way llama.cpp will apply it, for export checks. The llama architecture loads rope_factors_long/short
  * itself (when rope.scaling.type is "longrope"), so Phi-3 checkpoints go out as "llama" too (split, permuted).
  */
-import { inputError } from "../../../pipeline/errors.ts"
+import { inputError } from "../../../common/errors.ts"
 import { yarnGetMscale } from "../../rope/factors.ts"
 import { readLongrope } from "../../rope/longrope.ts"
 import { Params } from "../../rope/params.ts"
 import { methodName, resolveRope } from "../../rope/index.ts"
 import type { RopeSpec } from "../../rope/types.ts"
-import type { GgufFile, GgufTensor, GgufValue } from "../gguf.ts"
+import type { GgufFile, GgufTensor, GgufValue } from "../../../common/gguf.ts"
 import type { LlamaConfig } from "./config.ts"
 import type { InspectedLlama } from "./model.ts"
 import { type HostLayer, readLayer } from "./weights.ts"

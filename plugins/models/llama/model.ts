@@ -12,16 +12,19 @@ import { type Weight, linear, linearMany, prepareWeight, releaseWeight } from ".
 import { rmsnorm } from "../../../kernels/rmsnorm.ts"
 import { type GpuRopeTable, applyRope, releaseRopeTable, uploadRopeTable } from "../../../kernels/rope.ts"
 import { inverseRopeTable } from "../../../kernels/rope-backward.ts"
-import { type RopeTable, invFreqAt } from "../../../kernels/rope-table.ts"
+import type { RopeTable } from "../../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../../kernels/runtime.ts"
 import { swiglu } from "../../../kernels/swiglu.ts"
 import type { Tensor } from "../../../kernels/tensor.ts"
 import { settleTuning } from "../../../kernels/tuning.ts"
-import { inputError } from "../../../pipeline/errors.ts"
+import { inputError } from "../../../common/errors.ts"
 import { type ChosenTable, resolveRope } from "../../rope/index.ts"
-import { Checkpoint } from "../safetensors.ts"
+import { sameRopeTable } from "../../rope/table.ts"
+import { Checkpoint } from "../../../common/safetensors.ts"
 import { type ConfigOptions, type LlamaConfig, readLlamaConfig } from "./config.ts"
 import { readLayer, validateCheckpoint } from "./weights.ts"
+
+export { sameRopeTable }
 
 export const DEFAULT_CHUNK = 512
 /** Logit rows per lm_head matmul are capped so that rows × vocab stays under this many floats (64 MiB). */
@@ -43,9 +46,10 @@ export interface InspectOptions extends ConfigOptions {
 /** Reads config.json, opens the checkpoint and validates every tensor's name, dtype and shape. */
 export function inspectLlama(dir: string, options: InspectOptions = {}): InspectedLlama {
   const config = readLlamaConfig(dir, options)
-  const rope = options.ropeSource === undefined ? resolveRope(config.rope) : resolveRope(config.rope, options.ropeSource)
+  // the weights first: they bound every size config.json claims (RoPE tables are sized by the head dimension)
   const checkpoint = Checkpoint.open(dir)
   validateCheckpoint(config, checkpoint)
+  const rope = options.ropeSource === undefined ? resolveRope(config.rope) : resolveRope(config.rope, options.ropeSource)
   return { config, checkpoint, rope }
 }
 
@@ -120,22 +124,6 @@ export interface LlamaSession {
   /** Empties the cache (the buffers are kept for the next feed). */
   reset(): void
   dispose(): void
-}
-
-/** Whether two tables rotate identically (same dims, frequencies per layer, n̂ and scale). */
-export function sameRopeTable(a: RopeTable, b: RopeTable, numLayers: number): boolean {
-  if (a === b) return true
-  if (a.rotaryDim !== b.rotaryDim || a.startTokens !== b.startTokens || a.attentionScale !== b.attentionScale) return false
-  const half = a.rotaryDim / 2
-  const eq = (x: Float64Array, y: Float64Array): boolean => {
-    for (let i = 0; i < half; i++) if (x[i] !== y[i]) return false
-    return true
-  }
-  // n̂ = 0 means the original frequencies are never used, so they need not match.
-  if (a.startTokens > 0 && !eq(a.originalInvFreq, b.originalInvFreq)) return false
-  const layers = a.invFreq instanceof Float64Array && b.invFreq instanceof Float64Array ? 1 : numLayers
-  for (let l = 0; l < layers; l++) if (!eq(invFreqAt(a, l), invFreqAt(b, l))) return false
-  return true
 }
 
 interface GpuLayer {

@@ -11,8 +11,9 @@
  */
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
-import { Rng } from "../../data/rng.ts"
-import { type TensorToWrite, writeCheckpoint, writeFileAtomic } from "../safetensors.ts"
+import { Rng } from "../../../common/rng.ts"
+import { writeFileAtomic } from "../../../common/files.ts"
+import { type TensorToWrite, writeCheckpoint } from "../../../common/safetensors.ts"
 
 export interface RandomLlamaOptions {
   readonly vocab: number

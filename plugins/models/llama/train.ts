@@ -35,10 +35,11 @@ import { settleTuning } from "../../../kernels/tuning.ts"
 import { swiglu } from "../../../kernels/swiglu.ts"
 import { swigluBackward } from "../../../kernels/swiglu-backward.ts"
 import { type Tensor, numel, shapeString } from "../../../kernels/tensor.ts"
-import { inputError } from "../../../pipeline/errors.ts"
+import { inputError } from "../../../common/errors.ts"
 import { type LoraAdapter, type LoraConfig, addLoraForward, createLora, loraParams, mergeLoraHost, releaseLora } from "../../../training/lora.ts"
+import type { GradOptions, HostWeights, LossResult, TrainableModel, TrainBatch } from "../../../training/model.ts"
 import type { ParamInit } from "../../../training/optimizer.ts"
-import { Checkpoint, type TensorToWrite } from "../safetensors.ts"
+import { Checkpoint, type TensorToWrite } from "../../../common/safetensors.ts"
 import type { LlamaConfig } from "./config.ts"
 import { checkTokens } from "./model.ts"
 import { type HostLayer, layerPrefix, readLayer, validateCheckpoint } from "./weights.ts"
@@ -49,47 +50,9 @@ const LOGIT_FLOATS = 4 * 1024 * 1024
 const KEEP_ACTIVATION_BYTES = 512 * 1024 * 1024
 
 /** Host weights by HF name, unfused (q_proj/k_proj/v_proj, gate_proj/up_proj, even for Phi-3). */
-export type HostWeights = ReadonlyMap<string, Float32Array>
+export type { GradOptions, HostWeights, LossResult, TrainBatch } from "../../../training/model.ts"
 
-export interface TrainBatch {
-  /** T+1 token ids: inputs are tokens[0..T−1], targets tokens[1..T]. Or give `inputs` and `targets`. */
-  readonly tokens?: ArrayLike<number>
-  readonly inputs?: ArrayLike<number>
-  readonly targets?: ArrayLike<number>
-  /** Position id of each input token (T values; they may restart per packed document); default 0..T−1. */
-  readonly positions?: ArrayLike<number>
-  /** The RoPE factor set this sequence uses. */
-  readonly rope: RopeTable
-  /**
-   * Per target (T values), its weight in the loss: 0 = not scored (HF's −100 label), 1 = scored, other
-   * values weigh it more or less (answer tokens). loss = Σ w·NLL / Σ w. Default: all 1.
-   */
-  readonly labelMask?: ArrayLike<number>
-  /**
-   * Document id per input token (T values): a query attends only to keys of its own document (packed
-   * sequences). Default: one document (plain causal attention, as HF does with position ids alone).
-   */
-  readonly segments?: ArrayLike<number>
-}
-
-export interface GradOptions {
-  /**
-   * Where each trainable parameter's gradient accumulates (+=), by name; e.g. `(n) => optimizer.grad(n)`.
-   * Only names in `params` are asked; returning undefined freezes that parameter for this call.
-   */
-  readonly grads: (name: string) => Tensor | undefined
-  /** The gradient added is scale·∇loss (gradient accumulation: 1/steps); default 1. */
-  readonly scale?: number
-}
-
-export interface LossResult {
-  /** Mean NLL over the scored targets (0 when none is scored). */
-  readonly loss: number
-  /** Scored targets. */
-  readonly tokens: number
-}
-
-export interface TrainableLlama {
+export interface TrainableLlama extends TrainableModel {
   readonly config: LlamaConfig
   /**
    * The trainable parameters, HF names, in checkpoint order (norms and biases without weight decay):

@@ -3,8 +3,8 @@
  * against the safetensors headers (presence, dtype, shape) before anything is read or uploaded, and read
  * per layer with Phi-3's fused projections split into q/k/v and gate/up.
  */
-import { inputError } from "../../../pipeline/errors.ts"
-import { type Checkpoint, FLOAT_DTYPES, type TensorInfo, isFloatDType } from "../safetensors.ts"
+import { inputError } from "../../../common/errors.ts"
+import { type Checkpoint, FLOAT_DTYPES, type TensorInfo, isFloatDType } from "../../../common/safetensors.ts"
 import type { LlamaConfig } from "./config.ts"
 
 /** One layer's weights on the host, HF layout ([out, in] for linears). */
@@ -72,6 +72,9 @@ export function expectedTensors(c: LlamaConfig): Map<string, readonly number[]> 
 
 /** Checks every expected tensor's presence, dtype and shape from the headers alone (nothing is read). */
 export function validateCheckpoint(c: LlamaConfig, ckpt: Checkpoint): void {
+  // the last layer first: a config claiming absurdly many layers fails here, before listing their tensors
+  const last = `${layerPrefix(c.numLayers - 1)}input_layernorm.weight`
+  if (ckpt.get(last) === undefined) throw inputError(ckpt.source, `missing tensor "${last}" (config.json says ${c.numLayers} layers)`)
   for (const [name, shape] of expectedTensors(c)) {
     const info = ckpt.get(name)
     if (info === undefined) throw inputError(ckpt.source, `missing tensor "${name}" (expected shape [${shape.join(", ")}])`)

@@ -13,7 +13,7 @@ import { copyFileSync, mkdirSync, readFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { ModelContribution } from "../../../pipeline/workflow/plugin.ts"
-import { sha256 } from "../../../pipeline/workflow/hash.ts"
+import { sha256 } from "../../../common/hash.ts"
 import { StageError } from "../../../pipeline/workflow/stage.ts"
 
 /** The folder holding the shipped config.json and model.safetensors. */
