@@ -1,7 +1,7 @@
 /**
- * `bun run bench [--json] [matmul|attention|scoring|training|scale|adapters|runtimes ...]`: the benchmarks,
- * each figure a ratio against a baseline measured in the same process. Without names, every one but scale,
- * adapters and runtimes (those run only when named); with names, only those.
+ * `bun run bench [--json] [matmul|attention|scoring|training|profile|scale|adapters|runtimes ...]`: the
+ * benchmarks, each figure a ratio against a baseline measured in the same process. Without names, every
+ * one but scale, adapters and runtimes (those run only when named); with names, only those.
  */
 import { acquireRuntime, describeAdapter } from "../kernels/device.ts"
 import type { GpuRuntime } from "../kernels/runtime.ts"
@@ -12,6 +12,7 @@ const suites: Record<string, () => Promise<{ run: (rt: GpuRuntime) => Promise<vo
   attention: () => import("./attention.ts"),
   scoring: () => import("./scoring.ts"),
   training: () => import("./training.ts"),
+  profile: () => import("./profile.ts"),
 }
 // Run only when named: real model shapes, minutes and gigabytes (scale); they acquire their own adapters
 // (adapters) or run the CLI under each runtime (runtimes).

@@ -8,7 +8,7 @@ import type { LlamaConfig } from "./config.ts"
 import { DEFAULT_CHUNK, type InspectedLlama, LOGIT_FLOATS } from "./model.ts"
 import { layerPrefix } from "./weights.ts"
 import { defaultPageRows } from "../../../kernels/attention.ts"
-import { LOGIT_FLOATS as TRAIN_LOGIT_FLOATS } from "./train.ts"
+import { KEEP_ACTIVATION_BYTES, LOGIT_FLOATS as TRAIN_LOGIT_FLOATS } from "./train.ts"
 
 const F32 = 4
 
@@ -132,8 +132,11 @@ function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan): MemoryPlan {
   const headTrains = train.mode === "full" || train.trainEmbeddings === true
   const saved = (L + 1) * T * D
   const internals = T * (4 * D + 2 * qDim + 2 * kvDim + H + 3 * I)
+  // the last layers' internals are kept from the forward, as many as KEEP_ACTIVATION_BYTES holds (train.ts)
+  const layerActs = T * (3 * D + 2 * qDim + 2 * kvDim + 3 * I + H)
+  const keptLayers = Math.max(1, Math.min(L, Math.floor(KEEP_ACTIVATION_BYTES / (F32 * layerActs))))
   const repacks = layerParams + preparedElements(V, D) + (train.mode === "full" ? layerParams : 0) + (headTrains ? V * D : 0)
-  const activations = F32 * (saved + 3 * internals + repacks + (headTrains ? 4 : 3) * rows * V)
+  const activations = F32 * (saved + 3 * internals + (keptLayers - 1) * layerActs + repacks + (headTrains ? 4 : 3) * rows * V)
   const largestLinear = Math.max(...Object.values(linears).map(([n, k]) => n * k))
   const hostStaging = F32 * Math.max(layerParams, V * D, largestLinear)
   return {
