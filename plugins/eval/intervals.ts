@@ -12,7 +12,7 @@
  * unit gives [value, value]): `n` is carried so a reader can judge.
  */
 import { Schema } from "effect"
-import { Rng } from "../data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 
 export const INTERVAL_METHODS = ["wilson", "bootstrap-percentile"] as const
 export type IntervalMethod = (typeof INTERVAL_METHODS)[number]

@@ -23,9 +23,9 @@
  * inside a longer number), which is stricter than RULER's substring test.
  */
 import { readFileSync } from "node:fs"
-import { inputError } from "../../pipeline/errors.ts"
+import { inputError } from "../../common/errors.ts"
 import { needleQuestion, needleSentence } from "../data/prompts.ts"
-import { Rng } from "../data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { type DocumentPlan, NEEDLE_INSTRUCTION, layOut } from "../data/synthetic.ts"
 import { PAPER_GARBAGE, encodeContinuation, encodePieces, fillerStream, randomKeyName } from "../data/text.ts"
 import { type TextTokenizer, withBos } from "../data/tokenizer.ts"

@@ -10,7 +10,7 @@
  * Item i depends only on (seed, split, i). The "train" split is a disjoint stream for few-shot examples.
  */
 import { passkeyPrompt } from "../data/prompts.ts"
-import { Rng } from "../data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import type { TextTokenizer } from "../data/tokenizer.ts"
 import type { ChoiceItem } from "./multiple-choice.ts"
 

@@ -2,7 +2,7 @@
 // aggregation, and the Estimate schema's round trip through JSON.
 import { describe, expect, test } from "bun:test"
 import { Schema } from "effect"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { Estimate, bootstrap, mean, meanInterval, perplexityInterval, perplexityOf, quantileSorted, wilson } from "../../plugins/eval/intervals.ts"
 
 describe("wilson", () => {

@@ -22,7 +22,7 @@ import { loadLlama } from "../../plugins/models/llama/model.ts"
 import { TINY_DIR } from "../../plugins/models/tiny/tiny.ts"
 import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir, writeRandomModel } from "../models/random-model.ts"
-import { referenceLogprobs } from "../models/reference-llama.ts"
+import { referenceLogprobs } from "../../plugins/models/llama/model.ref.ts"
 
 const FIXTURE = join(import.meta.dir, "../fixtures/eval/choices.jsonl")
 const tok = byteTokenizer()

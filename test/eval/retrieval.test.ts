@@ -4,7 +4,7 @@
 import { afterAll, describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { Rng } from "../../plugins/data/rng.ts"
+import { Rng } from "../../common/rng.ts"
 import { PAPER_GARBAGE } from "../../plugins/data/text.ts"
 import { byteTokenizer, loadHfTokenizer } from "../../plugins/data/tokenizer.ts"
 import {
