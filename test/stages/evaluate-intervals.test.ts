@@ -49,9 +49,10 @@ const stub = ModelLoader.of({
   },
 })
 
-const run = async (dir: string, yaml: string) => {
+/** Runs one evaluate step with these params (a YAML flow mapping) on `model` (tiny, or a folder in `dir`). */
+const run = async (dir: string, params: string, model = "tiny") => {
   const file = join(dir, "wf.yaml")
-  writeFileSync(file, yaml)
+  writeFileSync(file, `name: iv\nseed: 5\nmodel: ${model}\nsteps:\n  evaluate:\n    stage: evaluate\n    inputs: { model: model }\n    params: ${params}\n`)
   const r = await Effect.runPromise(
     Effect.flatMap(loadWorkflow(file), (wf) => runWorkflow(wf, { store: join(dir, "runs"), printRunDir: false })).pipe(
       Effect.provide(layerCollect([])),
@@ -74,16 +75,7 @@ const docNll = (doc: readonly number[], L: number, t: RopeTable) => {
 describe("intervals on every perplexity", () => {
   test("the value and its bootstrap interval over documents, recomputed from the reference windows; nll recorded; group marked", async () => {
     const dir = temp()
-    const { metrics: m, model } = await run(dir, `
-name: iv
-seed: 5
-model: tiny
-steps:
-  evaluate:
-    stage: evaluate
-    inputs: { model: model }
-    params: { lengths: [256, 512], methods: [none, yarn], samples: 3, tokens: 600, originalLength: 256, sideBySide: base models, intervals: { replicates: 300, level: 0.9 } }
-`)
+    const { metrics: m, model } = await run(dir, `{ lengths: [256, 512], methods: [none, yarn], samples: 3, tokens: 600, originalLength: 256, sideBySide: base models, intervals: { replicates: 300, level: 0.9 } }`)
     const tok = byteTokenizer()
     const docs = [0, 1, 2].map((i) => syntheticDocument({ tokenizer: tok, seed: 5, length: 600 }, i).ids)
     const config = readLlamaConfig(model!)
@@ -106,16 +98,7 @@ steps:
 
   test("resample: windows draws the sliding windows one by one", async () => {
     const dir = temp()
-    const { metrics: m } = await run(dir, `
-name: iv
-seed: 5
-model: tiny
-steps:
-  evaluate:
-    stage: evaluate
-    inputs: { model: model }
-    params: { lengths: [256], methods: [none], protocols: [sliding], stride: 128, samples: 2, tokens: 600, originalLength: 256, intervals: { resample: windows } }
-`)
+    const { metrics: m } = await run(dir, `{ lengths: [256], methods: [none], protocols: [sliding], stride: 128, samples: 2, tokens: 600, originalLength: 256, intervals: { resample: windows } }`)
     const r = m.perplexity[0]!
     expect(r.interval).toMatchObject({ unit: "windows", n: r.windows, replicates: 2000 })
     expect(r.windows).toBeGreaterThan(2)
@@ -131,16 +114,7 @@ steps:
       ...cfg, max_position_embeddings: 512, original_max_position_embeddings: 256,
       rope_scaling: { rope_type: "longrope-research", original_max_position_embeddings: 256, sets: [{ max_length: 256, factors: new Array(16).fill(1) }, { max_length: 512, factors: lam }] },
     }))
-    const { metrics: m } = await run(dir, `
-name: ontop
-seed: 5
-model: ft
-steps:
-  evaluate:
-    stage: evaluate
-    inputs: { model: model }
-    params: { lengths: [512, 1024], methods: [model, model+pi, model+yarn], samples: 2, tokens: 1100 }
-`)
+    const { metrics: m } = await run(dir, `{ lengths: [512, 1024], methods: [model, model+pi, model+yarn], samples: 2, tokens: 1100 }`, "ft")
     const config = readLlamaConfig(folder)
     const docs = [0, 1].map((i) => syntheticDocument({ tokenizer: byteTokenizer(), seed: 5, length: 1100 }, i).ids)
     const at = (method: string, L: number) => m.perplexity.find((r) => r.method === method && r.length === L)!
