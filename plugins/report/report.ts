@@ -362,7 +362,8 @@ function overview(input: ReportInput): string[] {
   if (run?.seed !== undefined) out.push(`- **Seed**: ${run.seed}`)
   if (run?.adapter != null) out.push(`- **Device**: ${run.adapter}`)
   if (models.length > 0) out.push(`- **Checkpoints evaluated**: ${models.map(code).join(", ")} (\`base\` = the model as given; others are the steps that made them)`)
-  if (methods.length > 0) out.push(`- **RoPE settings compared**: ${methods.map(code).join(", ")} (\`model\` = the checkpoint's own table; \`none\` = plain RoPE; \`pi\`/\`ntk\`/\`yarn\` = baselines at the same scale)`)
+  const onTop = methods.some((x) => x.startsWith("model+")) ? "; `model+pi`/`model+yarn` = PI/YaRN on top of the checkpoint's longest factor set, at length / its max_length" : ""
+  if (methods.length > 0) out.push(`- **RoPE settings compared**: ${methods.map(code).join(", ")} (\`model\` = the checkpoint's own table; \`none\` = plain RoPE; \`pi\`/\`ntk\`/\`yarn\` = baselines at the same scale${onTop})`)
   if (lengths.length > 0) out.push(`- **Lengths**: ${lengths.join(", ")} tokens`)
   const ropes = uniq(m.perplexity.filter((r) => r.method === "model").map((r) => `${r.length}: ${String(r["rope"] ?? "")}`)).filter((s) => !s.endsWith(": "))
   if (ropes.length > 0) out.push(`- **Model's RoPE table by length**: ${ropes.join("; ")}`)
