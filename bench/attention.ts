@@ -4,25 +4,15 @@
  * data, online softmax) measured in the same process; and peak GPU buffer bytes (q + cache + output +
  * whatever the call allocates), which must grow as T, not T².
  */
-import { appendKv, attention, createKvCache, releaseKvCache } from "../kernels/attention.ts"
 import { acquireRuntime } from "../kernels/device.ts"
 import type { GpuRuntime } from "../kernels/runtime.ts"
+import { attentionCase, attentionInputs, defaultAttentionVariant } from "../kernels/testing/cases/attention.ts"
 import { bestOf, report } from "./harness.ts"
 
 const H = 4
 const D = 64
 /** Query rows per head timed by the TS baseline when the whole sequence would take too long. */
 const SAMPLE_ROWS = 48
-
-function randoms(n: number, seed: number): Float32Array {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = s / 2147483648 - 1
-  }
-  return out
-}
 
 /** The TS baseline: per (head, query row) one pass over keys 0..i with an online softmax. Returns useful flops. */
 function tsAttention(q: Float32Array, k: Float32Array, v: Float32Array, rows: readonly number[], out: Float32Array): number {
@@ -87,39 +77,35 @@ async function cleanBest(
 
 export async function run(rt: GpuRuntime): Promise<void> {
   const memory: number[] = []
+  // The kernel table's attention case and launcher (the variant this adapter's profile picks, its
+  // production rows per invocation), at bench sizes: one chunk, no spare cache rows.
+  const variant = defaultAttentionVariant(rt.adapter.profile)
   for (const t of [1024, 4096, 16384]) {
     const usefulFlops = 2 * t * t * D * H
-    const q = randoms(t * H * D, 1)
-    const k = randoms(t * H * D, 2)
-    const v = randoms(t * H * D, 3)
+    const params = { heads: H, kvHeads: H, headDim: D, t, spareRows: 0 }
+    const { q, k, v } = attentionInputs(params)
 
     // Peak of buffers created for this case only: empty the pool first so nothing is reused.
     await rt.sync()
     rt.trim()
     rt.resetPeak()
     const live0 = rt.stats.liveBytes
-    const qt = rt.upload(q, [t, H * D])
-    const cache = createKvCache(rt, t, H, D)
-    const kt = rt.upload(k, [t, H * D])
-    const vt = rt.upload(v, [t, H * D])
-    appendKv(rt, cache, kt, vt, 0)
-    rt.release(kt, vt)
+    const launch = attentionCase(params).setup(rt, variant)
     await rt.sync()
     rt.trim() // k/v staging is not part of attention's footprint
     rt.resetPeak()
     const inputs = rt.stats.liveBytes - live0
-    const out = attention(rt, qt, cache, { heads: H, queryOffset: 0 })
+    launch.run()
     await rt.sync()
     const peak = rt.stats.peakBytes - live0
-    const got = await rt.read(out)
+    const got = (await launch.read()).o!
     if (t >= 4096) memory.push(peak)
-    rt.release(out)
 
     // Warm (compiled) by the call above. The kernel runs on both cores and the baseline on one, so a
     // neighbour's load skews the ratio: as in the reference measurements, keep the best "clean" call
     // (the process used ≥ 1.8 CPU-s per second, i.e. had both cores), falling back to the best of all.
     const timing = await cleanBest(async () => {
-      rt.release(attention(rt, qt, cache, { heads: H, queryOffset: 0 }))
+      launch.run()
       await rt.sync()
     }, t >= 16384 ? { clean: 1, minCalls: 2, maxCalls: 5 } : { clean: 3, minCalls: 3, maxCalls: 15 })
     const ms = timing.ms
@@ -149,7 +135,7 @@ export async function run(rt: GpuRuntime): Promise<void> {
       unit: "GFLOP/s",
       baseline: baseGflops,
       ratio: gflops / baseGflops,
-      note: `${ms.toFixed(0)} ms/call, ${rt.adapter.profile} variant, best ${timing.clean > 0 ? `of ${timing.clean} clean calls (≥ 1.8 CPU-s/s)` : `of ${timing.calls} calls, none clean: machine contended`}; TS baseline 1 thread (${baseShare.toFixed(2)} of a core) ${
+      note: `${ms.toFixed(0)} ms/call, ${variant.name}, best ${timing.clean > 0 ? `of ${timing.clean} clean calls (≥ 1.8 CPU-s/s)` : `of ${timing.calls} calls, none clean: machine contended`}; TS baseline 1 thread (${baseShare.toFixed(2)} of a core) ${
         all ? `all ${t} rows` : `${SAMPLE_ROWS} rows spread over the sequence, rate scaled by flop count (whole: ~${((usefulFlops / baseGflops / 1e9)).toFixed(0)} s)`
       }; useful flops 2·T²·d·H; max |diff| ${err.toExponential(1)}`,
     })
@@ -160,8 +146,7 @@ export async function run(rt: GpuRuntime): Promise<void> {
       unit: "MiB",
       note: `q + K/V cache + output + anything the call allocates (q and cache alone: ${(inputs / 2 ** 20).toFixed(1)} MiB)`,
     })
-    rt.release(qt)
-    releaseKvCache(rt, cache)
+    launch.release()
   }
   const [m4, m16] = memory
   if (m4 !== undefined && m16 !== undefined) {

@@ -2,7 +2,6 @@
  * llama.cpp (CPU build, through the devDependency node-llama-cpp) as a reference runtime: scores token ids
  * in a GGUF file, for speed comparisons and cross-runtime conformance tests.
  */
-import { getLlama, LlamaLogLevel } from "node-llama-cpp"
 
 export interface LlamaCppOptions {
   /** Flash attention in llama.cpp (its fast path); off for exact comparisons. */
@@ -21,7 +20,10 @@ export interface LlamaCppScore {
 
 /** Scores `tokens` with probabilities at every position, as `ropeway score` does. */
 export async function scoreWithLlamaCpp(ggufPath: string, tokens: readonly number[], options: LlamaCppOptions): Promise<LlamaCppScore> {
-  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error })
+  // Imported here, not at the top: benches that do not compare with llama.cpp run where it is not installed
+  // (scripts/gpu-check.sh carries no llama.cpp). Prebuilt binaries only: never a build or a download.
+  const { getLlama, LlamaLogLevel } = await import("node-llama-cpp")
+  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error, build: "never" })
   const model = await llama.loadModel({ modelPath: ggufPath })
   const contextSize = Math.max(256, tokens.length + 1)
   const context = await model.createContext({

@@ -4,19 +4,10 @@
  * batch, then one wait, divided by the count (launch overhead included, readback amortised away).
  */
 import { acquireRuntime } from "../kernels/device.ts"
-import { type MatmulVariant, linear, prepareWeight, releaseWeight } from "../kernels/matmul.ts"
 import type { GpuRuntime } from "../kernels/runtime.ts"
+import { LINEAR_VARIANTS, type LinearVariant, defaultLinearVariant, linearCase } from "../kernels/testing/cases/matmul.ts"
+import { rand } from "../kernels/testing/random.ts"
 import { report } from "./harness.ts"
-
-function random(n: number, seed: number): Float32Array {
-  let s = seed
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = s / 2 ** 31 - 1
-  }
-  return out
-}
 
 /** The baseline: C[M,N] = A[M,K]·B[K,N], B already transposed for it (its best layout). */
 function tsMatmul(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number): void {
@@ -53,31 +44,29 @@ async function bestWithShare(fn: () => unknown | Promise<unknown>, minMs: number
   return best
 }
 
-async function measureLinear(rt: GpuRuntime, m: number, n: number, k: number, opts: { variant?: MatmulVariant; storage?: "texture" | "buffer" }): Promise<Measured> {
-  const w = prepareWeight(rt, random(n * k, 1), n, k, opts)
-  const x = rt.upload(random(m * k, 2), [m, k])
-  const call = (): void => rt.release(linear(rt, x, w, opts.variant !== undefined ? { variant: opts.variant } : {}))
+/** The kernel table's linear case and launcher for `variant`, timed. */
+export async function measureLinear(rt: GpuRuntime, m: number, n: number, k: number, variant: LinearVariant): Promise<Measured> {
+  const launch = linearCase({ m, n, k }).setup(rt, variant)
   const t0 = performance.now()
-  call()
+  launch.run()
   await rt.sync()
   const firstMs = performance.now() - t0 // includes the kernel's compile when Mesa's cache is cold
   // Size the batch to ~250 ms so per-submit and wait costs vanish in the average.
   const t1 = performance.now()
-  call()
+  launch.run()
   await rt.sync()
   const reps = Math.max(1, Math.min(200, Math.round(250 / Math.max(0.05, performance.now() - t1))))
   const best = await bestWithShare(async () => {
-    for (let r = 0; r < reps; r++) call()
+    for (let r = 0; r < reps; r++) launch.run()
     await rt.sync()
   }, 600, 3)
-  rt.release(x)
-  releaseWeight(rt, w)
+  launch.release()
   return { gflops: (2 * m * n * k) / (best.ms / reps) / 1e6, firstMs, cpuShare: best.share }
 }
 
 async function measureTs(m: number, n: number, k: number): Promise<{ gflops: number; cpuShare: number }> {
-  const a = random(m * k, 3)
-  const b = random(k * n, 4)
+  const a = rand(m * k, 3)
+  const b = rand(k * n, 4)
   const c = new Float32Array(m * n)
   const best = await bestWithShare(() => tsMatmul(a, b, c, m, n, k), 0, 2)
   return { gflops: (2 * m * n * k) / best.ms / 1e6, cpuShare: best.share }
@@ -96,8 +85,9 @@ export async function run(rt: GpuRuntime): Promise<void> {
     ["x[2048,256]·W[768,256]ᵀ", 2048, 768, 256],
     ["x[2048,768]·W[256,768]ᵀ", 2048, 256, 768],
   ]
+  const variant = defaultLinearVariant(rt.adapter.profile)
   for (const [name, m, n, k] of shapes) {
-    const gpu = await measureLinear(rt, m, n, k, {})
+    const gpu = await measureLinear(rt, m, n, k, variant)
     const ts = await measureTs(m, n, k)
     report({
       bench: "matmul",
@@ -106,27 +96,23 @@ export async function run(rt: GpuRuntime): Promise<void> {
       unit: "GFLOP/s",
       baseline: ts.gflops,
       ratio: gpu.gflops / ts.gflops,
-      note: `${rt.adapter.profile} variant, baseline TS ikj loop; ${shareNote(gpu, ts)}; first call ${gpu.firstMs.toFixed(0)} ms`,
+      note: `${variant.name}, baseline TS ikj loop; ${shareNote(gpu, ts)}; first call ${gpu.firstMs.toFixed(0)} ms`,
     })
   }
-  if (rt.adapter.profile === "cpu") {
-    // The fallback for weights too tall for a texture, and the real-GPU kernel, for comparison.
-    const ts = await measureTs(512, 512, 512)
-    for (const [label, opts] of [
-      ["storage weight", { storage: "buffer" }],
-      ["gpu variant", { variant: "gpu" }],
-    ] as const) {
-      const g = await measureLinear(rt, 512, 512, 512, opts)
-      report({
-        bench: "matmul",
-        case: `linear 512³ ${label}`,
-        value: g.gflops,
-        unit: "GFLOP/s",
-        baseline: ts.gflops,
-        ratio: g.gflops / ts.gflops,
-        note: shareNote(g, ts),
-      })
-    }
+  // The table's other variants, for comparison: on llvmpipe, the fallback for weights too tall for a
+  // texture and the real-GPU kernel; on a GPU, llvmpipe's kernels.
+  const ts = await measureTs(512, 512, 512)
+  for (const other of LINEAR_VARIANTS.filter((v) => v !== variant)) {
+    const g = await measureLinear(rt, 512, 512, 512, other)
+    report({
+      bench: "matmul",
+      case: `linear 512³ ${other.name}`,
+      value: g.gflops,
+      unit: "GFLOP/s",
+      baseline: ts.gflops,
+      ratio: g.gflops / ts.gflops,
+      note: shareNote(g, ts),
+    })
   }
 }
 

@@ -8,7 +8,7 @@ import { Effect } from "effect"
 import { isAbsolute, resolve } from "node:path"
 import { errorMessage, InputError } from "../common/errors.ts"
 import { clusterPlugin } from "../cluster/plugin.ts"
-import { isPlugin, type LoadOptions, loadWorkflow as loadWithEngine, type Plugin, Registry, type Workflow, type WorkflowInvalid } from "../pipeline/workflow/index.ts"
+import { isPlugin, type LoadOptions, loadWorkflow as loadWithEngine, type Plugin, Registry, resolvePackage, type Workflow, type WorkflowInvalid } from "../pipeline/workflow/index.ts"
 import { stagePlugins } from "../stages/builtins.ts"
 
 export * from "../pipeline/workflow/index.ts"
@@ -27,7 +27,7 @@ export const importPluginSpecs = (specs: readonly string[]): Effect.Effect<Array
   Effect.forEach(specs, (spec) =>
     Effect.tryPromise({
       try: async () => {
-        const target = looksLikePath(spec) ? (isAbsolute(spec) ? spec : resolve(spec)) : Bun.resolveSync(spec, process.cwd())
+        const target = looksLikePath(spec) ? (isAbsolute(spec) ? spec : resolve(spec)) : resolvePackage(spec, process.cwd())
         const mod = (await import(target)) as Record<string, unknown>
         const found = [...new Set(Object.values(mod).filter(isPlugin))]
         if (found.length === 0) throw new Error(`${target} exports no plugin; expected \`export default definePlugin({ name, version, ... })\``)

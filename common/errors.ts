@@ -12,8 +12,17 @@ import { Data, Effect } from "effect"
 /** A file, flag or field has a value ropeway cannot use: `file: problem`. */
 export class InputError extends Data.TaggedError("InputError")<{ readonly message: string }> {}
 
-/** `file: problem`, the shape every input error takes. */
-export const inputError = (file: string, problem: string): InputError => new InputError({ message: `${file}: ${problem}` })
+/** Characters of a problem shown: an error that echoes a hostile file's values stays one readable line. */
+const MAX_PROBLEM = 600
+
+/** One line of at most MAX_PROBLEM characters: line breaks and other control characters escaped, the rest cut. */
+export const oneLine = (text: string): string => {
+  const s = text.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => (c === "\n" ? "\\n" : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`))
+  return s.length <= MAX_PROBLEM ? s : `${s.slice(0, MAX_PROBLEM)}… (${s.length - MAX_PROBLEM} more characters)`
+}
+
+/** `file: problem`, the shape every input error takes, on one line. */
+export const inputError = (file: string, problem: string): InputError => new InputError({ message: `${file}: ${oneLine(problem)}` })
 
 /** A step's params (or a plugin's params, or a workflow setting) fail their schema or a rule: `where.path: problem`. */
 export class BadParams extends Data.TaggedError("BadParams")<{ readonly message: string }> {}
@@ -48,11 +57,33 @@ export class StageError extends Data.TaggedError("StageError")<{
   readonly cause?: unknown
 }> {}
 
+/** A file that could not be written (disk full, no permission, ...): `path: cannot write: <reason>`. */
+export class WriteError extends Data.TaggedError("WriteError")<{ readonly path: string; readonly message: string; readonly cause?: unknown }> {}
+
+const WRITE_REASONS: Readonly<Record<string, string>> = {
+  ENOSPC: "no space left on device",
+  EDQUOT: "disk quota exceeded",
+  EFBIG: "file too large for this file system or process limit",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EROFS: "read-only file system",
+  EIO: "input/output error",
+}
+
+/** The WriteError for a failure writing `path`, naming the reason; a WriteError passes through unchanged. */
+export const writeError = (path: string, cause: unknown): WriteError => {
+  if (cause instanceof WriteError) return cause
+  const code = (cause as NodeJS.ErrnoException | undefined)?.code
+  const reason = code !== undefined && WRITE_REASONS[code] !== undefined ? `${WRITE_REASONS[code]} (${code})` : errorMessage(cause)
+  return new WriteError({ path, message: `${path}: cannot write: ${reason}`, cause })
+}
+
 /** The errors a stage's Effect may fail with. */
-export type RopewayError = InputError | BadParams | ModelNotFound | UnsupportedModel | DoesNotFit | TokenizerMismatch | GpuUnavailable | StageError
+export type RopewayError =
+  | InputError | BadParams | ModelNotFound | UnsupportedModel | DoesNotFit | TokenizerMismatch | GpuUnavailable | StageError | WriteError
 
 const USER_TAGS = new Set([
-  "InputError", "BadParams", "ModelNotFound", "UnsupportedModel", "DoesNotFit", "TokenizerMismatch", "GpuUnavailable", "StageError",
+  "InputError", "BadParams", "ModelNotFound", "UnsupportedModel", "DoesNotFit", "TokenizerMismatch", "GpuUnavailable", "StageError", "WriteError",
 ])
 
 /** Whether `e` is one of the errors above (the CLI prints these as one line). */

@@ -1,9 +1,12 @@
-/** Files written whole or not at all: a crash mid-write leaves the old file (or none), never half a new one. */
+/**
+ * Files written whole or not at all: a crash mid-write leaves the old file (or none), never half a new one.
+ * A failure (a full disk, no permission) is a WriteError naming the file meant, not a temporary sibling.
+ */
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
 import { dirname } from "node:path"
+import { writeError } from "./errors.ts"
 
-/** Writes every byte to `path` (created or truncated); with `sync`, flushed to the disk before returning. */
-export function writeAll(path: string, bytes: Uint8Array | string, sync = false): void {
+const writeBytes = (path: string, bytes: Uint8Array | string, sync: boolean): void => {
   const buf = typeof bytes === "string" ? Buffer.from(bytes, "utf8") : bytes
   const fd = openSync(path, "w")
   try {
@@ -15,16 +18,25 @@ export function writeAll(path: string, bytes: Uint8Array | string, sync = false)
   }
 }
 
+/** Writes every byte to `path` (created or truncated); with `sync`, flushed to the disk before returning. */
+export function writeAll(path: string, bytes: Uint8Array | string, sync = false): void {
+  try {
+    writeBytes(path, bytes, sync)
+  } catch (e) {
+    throw writeError(path, e)
+  }
+}
+
 /** Writes through a temporary sibling and a rename, so readers never see a half-written file. */
 export function writeFileAtomic(path: string, bytes: Uint8Array | string): void {
-  mkdirSync(dirname(path), { recursive: true })
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`
   try {
-    writeAll(tmp, bytes)
+    mkdirSync(dirname(path), { recursive: true })
+    writeBytes(tmp, bytes, false)
     renameSync(tmp, path)
   } catch (e) {
     rmSync(tmp, { force: true })
-    throw e
+    throw writeError(path, e)
   }
 }
 

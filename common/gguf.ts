@@ -5,6 +5,7 @@
  * Layout: "GGUF", version u32, tensor count u64, metadata count u64, metadata key/values, tensor infos
  * (name, dims innermost-first, ggml type, offset), padding to `general.alignment`, tensor data.
  */
+import { inputError } from "./errors.ts"
 import { writeFileAtomic } from "./files.ts"
 import { toF16Bits } from "./safetensors.ts"
 
@@ -114,55 +115,76 @@ export function encodeGguf(file: GgufFile): Uint8Array {
   return w.result()
 }
 
-/** Writes atomically: a crash never leaves half a file. */
+/** Writes atomically: a crash never leaves half a file; a failure names `path`. */
 export async function writeGguf(path: string, file: GgufFile): Promise<void> {
   writeFileAtomic(path, encodeGguf(file))
 }
 
-/** Parses a GGUF file (f32/f16 tensors; other ggml types are reported as unsupported). */
+/** Bytes per element of each metadata scalar type (strings: their 8-byte length at least). */
+const SCALAR_BYTES: Readonly<Record<number, number>> = { [T.u8]: 1, [T.i8]: 1, [T.u16]: 2, [T.i16]: 2, [T.u32]: 4, [T.i32]: 4, [T.f32]: 4, [T.bool]: 1, [T.string]: 8, [T.u64]: 8, [T.i64]: 8, [T.f64]: 8 }
+/** ggml keeps at most 4 dimensions; a few more are allowed before a file counts as damaged. */
+const MAX_DIMS = 8
+
+/**
+ * Parses a GGUF file (f32/f16 tensors; other ggml types are reported as unsupported). Every count,
+ * length, dimension and offset is checked against the bytes that are there before anything is
+ * allocated, so a damaged file is an InputError naming it, never a giant allocation.
+ */
 export function decodeGguf(bytes: Uint8Array, file = "model.gguf"): GgufFile {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   let p = 0
-  const fail = (what: string): never => { throw new Error(`${file}: ${what}`) }
-  const u32 = () => { const v = view.getUint32(p, true); p += 4; return v }
-  const u64 = () => { const v = view.getBigUint64(p, true); p += 8; return v }
-  const str = () => { const n = Number(u64()); const s = new TextDecoder().decode(bytes.subarray(p, p + n)); p += n; return s }
-  const scalar = (t: number): number | bigint | boolean | string => {
+  const fail = (what: string): never => { throw inputError(file, what) }
+  const need = (n: number, what: string) => { if (n > bytes.length - p) fail(`${what} at byte ${p} needs ${n} bytes; the file ends at ${bytes.length}`) }
+  const u32 = (what: string) => { need(4, what); const v = view.getUint32(p, true); p += 4; return v }
+  const u64 = (what: string) => { need(8, what); const v = view.getBigUint64(p, true); p += 8; return v }
+  /** A u64 count of items of at least `minBytes` each, refused when they cannot fit in the rest of the file. */
+  const count = (what: string, minBytes: number): number => {
+    const n = u64(what)
+    if (n > BigInt(Math.floor((bytes.length - p) / minBytes))) fail(`${what} ${n} cannot fit in the ${bytes.length - p} bytes left`)
+    return Number(n)
+  }
+  const str = (what: string) => { const n = count(`${what} length`, 1); const s = new TextDecoder().decode(bytes.subarray(p, p + n)); p += n; return s }
+  const scalar = (t: number, what: string): number | bigint | boolean | string => {
+    const size = SCALAR_BYTES[t]
+    if (size === undefined) return fail(`${what}: unknown metadata type ${t}`)
+    if (t === T.string) return str(what)
+    need(size, what)
+    const at = p
+    p += size
     switch (t) {
-      case T.u8: return view.getUint8(p++)
-      case T.i8: return view.getInt8(p++)
-      case T.u16: { const v = view.getUint16(p, true); p += 2; return v }
-      case T.i16: { const v = view.getInt16(p, true); p += 2; return v }
-      case T.u32: return u32()
-      case T.i32: { const v = view.getInt32(p, true); p += 4; return v }
-      case T.f32: { const v = view.getFloat32(p, true); p += 4; return v }
-      case T.bool: return view.getUint8(p++) !== 0
-      case T.string: return str()
-      case T.u64: return u64()
-      case T.i64: { const v = view.getBigInt64(p, true); p += 8; return v }
-      case T.f64: { const v = view.getFloat64(p, true); p += 8; return v }
-      default: return fail(`unknown metadata type ${t}`)
+      case T.u8: return view.getUint8(at)
+      case T.i8: return view.getInt8(at)
+      case T.u16: return view.getUint16(at, true)
+      case T.i16: return view.getInt16(at, true)
+      case T.u32: return view.getUint32(at, true)
+      case T.i32: return view.getInt32(at, true)
+      case T.f32: return view.getFloat32(at, true)
+      case T.bool: return view.getUint8(at) !== 0
+      case T.u64: return view.getBigUint64(at, true)
+      case T.i64: return view.getBigInt64(at, true)
+      default: return view.getFloat64(at, true)
     }
   }
-  if (u32() !== 0x46554747) fail("not a GGUF file (bad magic)")
-  const version = u32()
+  if (u32("magic") !== 0x46554747) fail("not a GGUF file (bad magic)")
+  const version = u32("version")
   if (version !== 3) fail(`GGUF version ${version}; only version 3 is read`)
-  const nTensors = Number(u64())
-  const nKv = Number(u64())
+  const nTensors = count("tensor count", 32)
+  const nKv = count("metadata count", 12)
   const metadata = new Map<string, GgufValue>()
   for (let i = 0; i < nKv; i++) {
-    const key = str()
-    const t = u32()
+    const key = str(`metadata key ${i}`)
+    const t = u32(`type of ${key}`)
     if (t === T.array) {
-      const et = u32()
-      const n = Number(u64())
+      const et = u32(`element type of ${key}`)
+      if (SCALAR_BYTES[et] === undefined) fail(`${key}: unknown array element type ${et}`)
+      const n = count(`${key} element count`, SCALAR_BYTES[et]!)
       const items: unknown[] = []
-      for (let j = 0; j < n; j++) items.push(scalar(et))
+      for (let j = 0; j < n; j++) items.push(scalar(et, `${key}[${j}]`))
       if (et === T.string) metadata.set(key, { type: "string[]", value: items as string[] })
       else if (et === T.f32 || et === T.f64) metadata.set(key, { type: "f32[]", value: items as number[] })
       else metadata.set(key, { type: "i32[]", value: items.map(Number) })
     } else {
-      const v = scalar(t)
+      const v = scalar(t, key)
       if (typeof v === "string") metadata.set(key, { type: "string", value: v })
       else if (typeof v === "boolean") metadata.set(key, { type: "bool", value: v })
       else if (typeof v === "bigint") metadata.set(key, { type: "u64", value: v })
@@ -173,31 +195,38 @@ export function decodeGguf(bytes: Uint8Array, file = "model.gguf"): GgufFile {
   }
   const alignmentValue = metadata.get("general.alignment")
   const alignment = alignmentValue?.type === "u32" ? alignmentValue.value : ALIGNMENT
-  const infos: { name: string; shape: number[]; type: number; offset: number }[] = []
+  if (alignment < 1 || (alignment & (alignment - 1)) !== 0) fail(`general.alignment ${alignment}: expected a power of two`)
+  const infos: { name: string; shape: number[]; type: number; offset: bigint; elements: bigint }[] = []
   for (let i = 0; i < nTensors; i++) {
-    const name = str()
-    const nd = u32()
-    const dims: number[] = []
-    for (let j = 0; j < nd; j++) dims.push(Number(u64()))
-    const type = u32()
-    const offset = Number(u64())
-    infos.push({ name, shape: dims.reverse(), type, offset })
+    const name = str(`tensor ${i} name`)
+    const nd = u32(`${name} dimension count`)
+    if (nd > MAX_DIMS) fail(`tensor ${name}: ${nd} dimensions; GGUF tensors have at most 4`)
+    const dims: bigint[] = []
+    for (let j = 0; j < nd; j++) dims.push(u64(`${name} dimension ${j}`))
+    const type = u32(`${name} type`)
+    const offset = u64(`${name} offset`)
+    const elements = dims.reduce((a, b) => a * b, 1n)
+    infos.push({ name, shape: dims.reverse().map(Number), type, offset, elements })
   }
   const dataStart = Math.ceil(p / alignment) * alignment
+  const dataBytes = BigInt(Math.max(0, bytes.length - dataStart))
   const tensors = infos.map((info): GgufTensor => {
-    const n = info.shape.reduce((a, b) => a * b, 1)
-    const start = dataStart + info.offset
+    const elemBytes = info.type === GGML_F32 ? 4n : info.type === GGML_F16 ? 2n : undefined
+    if (elemBytes === undefined) return fail(`tensor ${info.name} has ggml type ${info.type}; only F32 and F16 are read`)
+    const size = info.elements * elemBytes
+    if (info.offset + size > dataBytes) {
+      fail(`tensor ${info.name}: ${size} bytes at data offset ${info.offset} lie outside the ${dataBytes} data bytes`)
+    }
+    const start = dataStart + Number(info.offset)
+    const n = Number(info.elements)
     if (info.type === GGML_F32) {
       const data = new Float32Array(bytes.slice(start, start + n * 4).buffer)
       return { name: info.name, shape: info.shape, data, dtype: "f32" }
     }
-    if (info.type === GGML_F16) {
-      const halves = new Uint16Array(bytes.slice(start, start + n * 2).buffer)
-      const data = new Float32Array(n)
-      for (let i = 0; i < n; i++) data[i] = f16ToF32(halves[i]!)
-      return { name: info.name, shape: info.shape, data, dtype: "f16" }
-    }
-    return fail(`tensor ${info.name} has ggml type ${info.type}; only F32 and F16 are read`)
+    const halves = new Uint16Array(bytes.slice(start, start + n * 2).buffer)
+    const data = new Float32Array(n)
+    for (let i = 0; i < n; i++) data[i] = f16ToF32(halves[i]!)
+    return { name: info.name, shape: info.shape, data, dtype: "f16" }
   })
   return { metadata, tensors }
 }

@@ -42,6 +42,7 @@ export class SafetensorsFile {
 
   static open(path: string): SafetensorsFile {
     if (!existsSync(path)) throw inputError(path, "file not found")
+    if (!statSync(path).isFile()) throw inputError(path, "not a file")
     const fd = openSync(path, "r")
     try {
       const size = fstatSync(fd).size
@@ -67,7 +68,10 @@ export class SafetensorsFile {
       let metadata: Record<string, string> = {}
       for (const [name, entry] of Object.entries(header)) {
         if (name === "__metadata__") {
-          if (isRecord(entry)) metadata = Object.fromEntries(Object.entries(entry).map(([k, v]) => [k, String(v)]))
+          // strings by the format; numbers and booleans are tolerated, anything nested is dropped
+          if (isRecord(entry)) {
+            metadata = Object.fromEntries(Object.entries(entry).flatMap(([k, v]) => (typeof v === "string" || typeof v === "number" || typeof v === "boolean" ? [[k, String(v)]] : [])))
+          }
           continue
         }
         tensors.set(name, parseEntry(path, name, entry, dataStart, dataSize))
@@ -192,7 +196,7 @@ export class Checkpoint {
     const files = new Map<string, SafetensorsFile>()
     const tensors = new Map<string, TensorInfo>()
     for (const [name, file] of Object.entries(map)) {
-      if (typeof file !== "string" || file.includes("/") || file.includes("\\")) {
+      if (typeof file !== "string" || file === "" || file === "." || file === ".." || file.includes("/") || file.includes("\\")) {
         throw inputError(indexPath, `weight_map["${name}"] must be a file name in the folder, got ${JSON.stringify(file)}`)
       }
       let shard = files.get(file)

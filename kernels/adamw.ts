@@ -3,7 +3,9 @@ import { strideGroups } from "./add.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel } from "./tensor.ts"
-import src from "./adamw.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./adamw.wgsl", import.meta.url)
 
 export interface AdamWHyper {
   readonly beta1: number

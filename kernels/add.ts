@@ -2,7 +2,9 @@
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel } from "./tensor.ts"
-import src from "./add.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./add.wgsl", import.meta.url)
 
 /** Workgroups for a grid-stride loop over `items` with `wgSize` invocations per workgroup. */
 export function strideGroups(rt: GpuRuntime, items: number, wgSize: number): number {

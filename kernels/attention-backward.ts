@@ -8,10 +8,12 @@
  * One variant for every adapter, shaped for llvmpipe (see attention-backward.wgsl): several rows per
  * invocation, unrolled with named locals, the other side's rows streamed from storage.
  */
-import template from "./attention-backward.wgsl" with { type: "text" }
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape } from "./tensor.ts"
+import { wgsl } from "./wgsl.ts"
+
+const template = wgsl("./attention-backward.wgsl", import.meta.url)
 
 export interface TrainAttentionOptions {
   readonly heads: number

@@ -12,12 +12,14 @@
  * storage binding holds at most 128 MiB, so longer caches are attended in windows of rows, one
  * dispatch each, the running (max, sum, unnormalised output) carried between them.
  */
-import cpuTemplate from "./attention-cpu.wgsl" with { type: "text" }
-import gpuTemplate from "./attention-gpu.wgsl" with { type: "text" }
-import mergeSource from "./attention-merge.wgsl" with { type: "text" }
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape } from "./tensor.ts"
+import { wgsl } from "./wgsl.ts"
+
+const cpuTemplate = wgsl("./attention-cpu.wgsl", import.meta.url)
+const gpuTemplate = wgsl("./attention-gpu.wgsl", import.meta.url)
+const mergeSource = wgsl("./attention-merge.wgsl", import.meta.url)
 
 /** Keys/values of one layer for positions 0..capacity-1, storage tensors [capacity, kvHeads*headDim] (kept as plain storage so later code can re-rotate cached keys in place). */
 export interface KvCache {

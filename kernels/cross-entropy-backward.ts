@@ -8,7 +8,9 @@ import { strideGroups } from "./add.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, shapeString } from "./tensor.ts"
-import src from "./cross-entropy-backward.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./cross-entropy-backward.wgsl", import.meta.url)
 
 const prelude = (vec: boolean): string =>
   vec

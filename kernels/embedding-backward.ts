@@ -4,7 +4,9 @@ import { vtPrelude } from "./rmsnorm-backward.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, shapeString } from "./tensor.ts"
-import src from "./embedding-backward.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./embedding-backward.wgsl", import.meta.url)
 
 /** Columns (VT units) per scatter invocation. */
 const BLOCK = 16

@@ -3,7 +3,9 @@ import { strideGroups } from "./add.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, shapeString } from "./tensor.ts"
-import src from "./embedding.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./embedding.wgsl", import.meta.url)
 
 const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b))
 

@@ -3,7 +3,9 @@ import { strideGroups } from "./add.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, numel } from "./tensor.ts"
-import src from "./gelu.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./gelu.wgsl", import.meta.url)
 
 export function gelu(rt: GpuRuntime, x: Tensor): Tensor {
   const n = numel(x.shape)

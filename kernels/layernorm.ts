@@ -2,9 +2,10 @@
 import { normRows } from "./row-norm.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import type { Tensor } from "./tensor.ts"
-import body from "./layernorm.wgsl" with { type: "text" }
-import workgroupSum from "./workgroup-sum.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
 
+const body = wgsl("./layernorm.wgsl", import.meta.url)
+const workgroupSum = wgsl("./workgroup-sum.wgsl", import.meta.url)
 const src = `${workgroupSum}\n${body}`
 
 /** x [..., D], w [D], b [D] → y [..., D]. */

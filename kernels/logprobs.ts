@@ -5,7 +5,9 @@
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, shapeString } from "./tensor.ts"
-import src from "./logprobs.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./logprobs.wgsl", import.meta.url)
 
 function rowsOf(op: string, logits: Tensor): [number, number] {
   const [rows, V] = logits.shape

@@ -11,13 +11,15 @@
  * so every path is an NN product with vec4 loads along N and no edge cases along N; a weight wider than
  * one texture or binding is split into column parts.
  */
-import cpuSrc from "./matmul-cpu.wgsl" with { type: "text" }
-import repackSrc from "./matmul-repack.wgsl" with { type: "text" }
-import addSrc from "./matmul-add.wgsl" with { type: "text" }
-import tiledSrc from "./matmul-tiled.wgsl" with { type: "text" }
-import unpadSrc from "./matmul-unpad.wgsl" with { type: "text" }
 import { type GpuRuntime, uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel, shapeString } from "./tensor.ts"
+import { wgsl } from "./wgsl.ts"
+
+const cpuSrc = wgsl("./matmul-cpu.wgsl", import.meta.url)
+const repackSrc = wgsl("./matmul-repack.wgsl", import.meta.url)
+const addSrc = wgsl("./matmul-add.wgsl", import.meta.url)
+const tiledSrc = wgsl("./matmul-tiled.wgsl", import.meta.url)
+const unpadSrc = wgsl("./matmul-unpad.wgsl", import.meta.url)
 
 export type MatmulVariant = "cpu" | "gpu"
 

@@ -2,7 +2,9 @@
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel } from "./tensor.ts"
-import src from "./rmsnorm-backward.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./rmsnorm-backward.wgsl", import.meta.url)
 
 /** Element-type prelude for templates written over `VT`: vec4 when the row length allows, else scalar. */
 export const vtPrelude = (vec: boolean): string =>

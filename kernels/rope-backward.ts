@@ -8,7 +8,9 @@ import { type GpuRopeTable, type RopeOptions, applyRope } from "./rope.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import type { Tensor } from "./tensor.ts"
-import src from "./rope-backward.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./rope-backward.wgsl", import.meta.url)
 
 /** The table that rotates by −angle. Make it once per forward table; free it with releaseRopeTable. */
 export function inverseRopeTable(rt: GpuRuntime, table: GpuRopeTable): GpuRopeTable {

@@ -10,7 +10,9 @@ import { type RopeTable, invFreqAt } from "./rope-table.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape } from "./tensor.ts"
-import src from "./rope.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./rope.wgsl", import.meta.url)
 
 export interface GpuRopeTable {
   /** Per (stored layer, quad of pairs): 4 × vec4<u32> = [hi, lo, origHi, origLo]. */

@@ -10,13 +10,20 @@ import { type DType, type Tensor, numel } from "./tensor.ts"
 /** Kernel variants are chosen per adapter: llvmpipe wants the opposite shapes of a real GPU. */
 export type AdapterProfile = "cpu" | "gpu"
 
+/** Dawn backends ropeway asks for: "native" is Dawn's platform default (Metal, D3D12, or Vulkan). */
+export type Backend = "vulkan" | "opengles" | "native"
+
 export interface AdapterDescription {
-  readonly backend: string
+  readonly backend: Backend
   readonly vendor: string
   readonly architecture: string
   readonly device: string
   readonly description: string
+  /** A software rasterizer (llvmpipe, lavapipe) rather than a GPU. */
+  readonly software: boolean
   readonly profile: AdapterProfile
+  /** The device was created with `shader-f16` (kernels may use `enable f16;`). */
+  readonly f16: boolean
 }
 
 export type Binding = Tensor | GPUBuffer | GPUTextureView | { readonly buffer: GPUBuffer; readonly offset?: number; readonly size?: number }

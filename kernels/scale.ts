@@ -3,7 +3,9 @@ import { strideGroups } from "./add.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel } from "./tensor.ts"
-import src from "./scale.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./scale.wgsl", import.meta.url)
 
 function run(rt: GpuRuntime, entry: "scale" | "axpy" | "fill", bindings: readonly Tensor[], s: number): void {
   const n = numel(bindings[0]!.shape)

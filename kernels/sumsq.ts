@@ -6,7 +6,9 @@
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, numel } from "./tensor.ts"
-import src from "./sumsq.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./sumsq.wgsl", import.meta.url)
 
 /** At least this many elements (in loaded units) per invocation before another workgroup is used. */
 const PER_INVOCATION = 16

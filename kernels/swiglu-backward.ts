@@ -4,7 +4,9 @@ import { vtPrelude } from "./rmsnorm-backward.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel } from "./tensor.ts"
-import src from "./swiglu-backward.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./swiglu-backward.wgsl", import.meta.url)
 
 export function swigluBackward(rt: GpuRuntime, gate: Tensor, up: Tensor, dOut: Tensor): { dgate: Tensor; dup: Tensor } {
   expectShape("swigluBackward", "up", up, gate.shape)

@@ -3,7 +3,9 @@ import { strideGroups } from "./add.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel } from "./tensor.ts"
-import src from "./swiglu.wgsl" with { type: "text" }
+import { wgsl } from "./wgsl.ts"
+
+const src = wgsl("./swiglu.wgsl", import.meta.url)
 
 export function swiglu(rt: GpuRuntime, gate: Tensor, up: Tensor): Tensor {
   expectShape("swiglu", "up", up, gate.shape)

@@ -6,7 +6,8 @@
  * more than two searches.
  */
 import { Effect, Schema } from "effect"
-import { readFileSync, writeFileSync } from "node:fs"
+import { readFileSync } from "node:fs"
+import { writeFileAtomic } from "../common/files.ts"
 import { doc, PosInt } from "../common/schema.ts"
 import { defineStage, type Json } from "../pipeline/workflow/stage.ts"
 import { mergeFactorSets } from "../plugins/rope/factor-sets.ts"
@@ -35,7 +36,7 @@ export const mergeFactorsStage = defineStage({
         const m = mergeFactorSets(base, extra, ctx.params.take)
         const out = { ...m, provenance: { ...m.provenance, run_id: ctx.key } }
         // The same reader every consumer uses checks what is written (order, factor counts).
-        writeFileSync(ctx.outputs.factors, formatFactorSetFile(parseFactorSetFile(formatFactorSetFile(out), "merge-factors output")))
+        writeFileAtomic(ctx.outputs.factors, formatFactorSetFile(parseFactorSetFile(formatFactorSetFile(out), "merge-factors output")))
         return out
       })
       yield* ctx.progress.report(1)

@@ -20,9 +20,10 @@
  * workflow must wire every input a stage declares.
  */
 import { Effect, Option, Schema } from "effect"
-import { readFileSync, writeFileSync } from "node:fs"
+import { readFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { inputError, TokenizerMismatch } from "../common/errors.ts"
+import { writeFileAtomic } from "../common/files.ts"
 import { hashPath } from "../common/hash.ts"
 import { PosInt } from "../common/schema.ts"
 import { PluginRegistry, type Registry } from "../pipeline/workflow/plugin.ts"
@@ -189,12 +190,11 @@ function writeOutputs(ctx: Ctx, s: Setup, finished: { sets: FactorSetFile["sets"
       run_id: ctx.key,
       lengths: finished.lengths,
       scale: finished.scale,
-      created: new Date().toISOString(),
       source: `${s.mode} search, strategy ${s.strategy.name}, fitness ${s.fitness.name}, step ${ctx.step}`,
       notes: `best fitness ${bestFitness.join(", ")}${s.mode === "second" ? "; factors are λ_rel ⊙ λ_ft" : ""}`,
     },
   }
-  writeFileSync(out.factors, formatFactorSetFile(parseFactorSetFile(formatFactorSetFile(file), "search output")))
+  writeFileAtomic(out.factors, formatFactorSetFile(parseFactorSetFile(formatFactorSetFile(file), "search output")))
   return out.log
 }
 

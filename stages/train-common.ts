@@ -30,7 +30,7 @@ import { TrainDataParams } from "../plugins/data/params.ts"
 import type { TrainData } from "../plugins/data/training.ts"
 import type { TextTokenizer } from "../plugins/data/tokenizer.ts"
 import type { ModelConfig, ModelFamily } from "../plugins/models/family.ts"
-import { latestTrainingCheckpoint, restoreTraining } from "../training/checkpoint.ts"
+import { type CheckpointDamaged, latestTrainingCheckpoint, restoreNewestTraining, restoreTraining } from "../training/checkpoint.ts"
 import type { TrainHyper } from "../training/config.ts"
 import { loopPosition, trainLoop } from "../training/loop.ts"
 import type { HostWeights, TrainableModel } from "../training/model.ts"
@@ -153,16 +153,24 @@ const trainer = (s: TrainingSetup) =>
   })
 
 /** This step's own newest checkpoint, else `resumeFrom`; a mismatch fails here, touching nothing on disk. */
+/**
+ * This step's own newest whole checkpoint (a damaged newer one is set aside, named in `setAside`), else
+ * `resumeFrom`. A mismatch (another architecture) fails here, touching nothing on disk.
+ */
 const resumeState = (s: TrainingSetup, root: string, optimizer: Optimizer, architecture: Json) =>
   attempt(`${s.stage}: resuming`, () => {
-    const dir = latestTrainingCheckpoint(root) ?? (s.resumeFrom === undefined ? undefined : resumeDir(s.stage, s.resumeFrom))
-    if (dir === undefined) return undefined
-    const ckpt = restoreTraining(dir, optimizer, architecture)
+    const setAside: string[] = []
+    const damaged = (e: CheckpointDamaged, dir: string) => setAside.push(`${s.stage}: checkpoint ${dir} is damaged (${e.message}); set aside, resuming from the one before`)
+    let ckpt = restoreNewestTraining(root, optimizer, architecture, damaged)
+    if (ckpt === undefined && s.resumeFrom !== undefined) ckpt = restoreTraining(resumeDir(s.stage, s.resumeFrom), optimizer, architecture)
+    if (ckpt === undefined) return { resumed: undefined, setAside }
+    const dir = ckpt.dir
     const data = ckpt.meta.data as unknown as Partial<DataMeta> | null
     if (data === null || !isCursor(data.cursor)) throw inputError(join(dir, "trainer_state.json"), "no data cursor (not written by a ropeway training stage)")
     const step = loopPosition(ckpt)
     if (step > s.steps) throw inputError(`${s.stage}.steps`, `${s.steps} is fewer than the ${step} updates of the checkpoint ${dir}`)
-    return { dir, step, cursor: data.cursor, losses: Array.isArray(data.losses) ? data.losses.map((x) => (typeof x === "number" ? x : Number.NaN)) : [] }
+    const losses = Array.isArray(data.losses) ? data.losses.map((x) => (typeof x === "number" ? x : Number.NaN)) : []
+    return { resumed: { dir, step, cursor: data.cursor, losses }, setAside }
   })
 
 /**
@@ -212,7 +220,8 @@ export function runTraining(ctx: StageContext<unknown, string, string>, s: Train
     const { model, optimizer } = yield* trainer(s)
     const root = join(ctx.checkpointDir, "training")
     const architecture = model.architecture ?? null
-    const resumed = yield* resumeState(s, root, optimizer, architecture)
+    const { resumed, setAside } = yield* resumeState(s, root, optimizer, architecture)
+    for (const line of setAside) yield* ctx.progress.log(line)
     const start = resumed?.step ?? 0
     const losses: number[] = [...(resumed?.losses ?? [])].slice(0, start)
     if (resumed !== undefined) yield* ctx.progress.log(`${s.stage}: resuming at step ${start}/${s.steps} from ${resumed.dir}`)

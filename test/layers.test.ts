@@ -4,7 +4,7 @@ import { describe, expect, test } from "bun:test"
 import { readdirSync, readFileSync, statSync } from "node:fs"
 import { dirname, join, relative, resolve } from "node:path"
 
-const ROOT = resolve(import.meta.dir, "..")
+const ROOT = resolve(import.meta.dirname, "..")
 
 /** Bottom first. A file belongs to the first layer whose folder holds it. */
 const LAYERS: ReadonlyArray<{ readonly name: string; readonly folders: readonly string[] }> = [

@@ -12,8 +12,8 @@
  * Older checkpoints are pruned (keep the last k) only after the new one is in place.
  */
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs"
-import { join } from "node:path"
-import { inputError } from "../common/errors.ts"
+import { basename, join } from "node:path"
+import { InputError, inputError, oneLine } from "../common/errors.ts"
 import { SafetensorsFile, SINGLE_FILE, encodeSafetensors } from "../common/safetensors.ts"
 import { type Optimizer, type OptimizerState, type ParamState, shapeProblems } from "./optimizer.ts"
 import { writeAll } from "../common/files.ts"
@@ -59,6 +59,33 @@ export const STATE_FILE = "trainer_state.json"
 const FORMAT = "ropeway-training-checkpoint"
 const VERSION = 1
 const STEP_DIR = /^step-(\d+)$/
+
+/**
+ * A checkpoint whose files are not what its trainer_state.json says (truncated, changed, missing, state
+ * unreadable): unlike a checkpoint of another architecture, an older one may still serve.
+ */
+export class CheckpointDamaged extends InputError {}
+const damaged = (file: string, problem: string): CheckpointDamaged => new CheckpointDamaged({ message: `${file}: ${oneLine(problem)}` })
+
+/**
+ * Restores the newest checkpoint under `root` that is whole, setting damaged newer ones aside
+ * (`.damaged-step-N-<pid>`, ignored by readers); each one set aside is passed to `onDamaged`.
+ * Undefined when none is left. Other errors (another architecture) are thrown as they are.
+ */
+export function restoreNewestTraining(
+  root: string, optimizer: Optimizer, architecture: Json | undefined, onDamaged: (error: CheckpointDamaged, dir: string) => void,
+): TrainingCheckpoint | undefined {
+  for (const { dir } of listTrainingCheckpoints(root).reverse()) {
+    try {
+      return restoreTraining(dir, optimizer, architecture)
+    } catch (e) {
+      if (!(e instanceof CheckpointDamaged)) throw e
+      renameSync(dir, join(root, `.damaged-${basename(dir)}-${process.pid}`))
+      onDamaged(e, dir)
+    }
+  }
+  return undefined
+}
 
 export const checkpointDirName = (step: number): string => `step-${String(step).padStart(8, "0")}`
 
@@ -138,7 +165,7 @@ export function readTrainingCheckpoint(dir: string, expect: LoadExpectation = {}
   try {
     doc = JSON.parse(readFileSync(statePath, "utf8"))
   } catch (e) {
-    throw inputError(statePath, `malformed JSON (${e instanceof Error ? e.message : String(e)})`)
+    throw damaged(statePath, `malformed JSON (${e instanceof Error ? e.message : String(e)})`)
   }
   if (!isRecord(doc) || doc["format"] !== FORMAT) throw inputError(statePath, `not a ropeway training checkpoint (format is not "${FORMAT}")`)
   if (doc["version"] !== VERSION) throw inputError(statePath, `checkpoint format version ${JSON.stringify(doc["version"])}; this build reads version ${VERSION}`)
@@ -162,8 +189,8 @@ export function readTrainingCheckpoint(dir: string, expect: LoadExpectation = {}
   const files: Record<string, SafetensorsFile> = {}
   for (const name of [SINGLE_FILE, OPTIMIZER_FILE]) {
     const path = join(dir, name)
-    if (!existsSync(path)) throw inputError(path, "file not found (checkpoint incomplete)")
-    if (sha256(readFileSync(path)) !== sums[name]) throw inputError(path, `checksum differs from ${STATE_FILE}: the file is corrupt or was changed`)
+    if (!existsSync(path)) throw damaged(path, "file not found (checkpoint incomplete)")
+    if (sha256(readFileSync(path)) !== sums[name]) throw damaged(path, `checksum differs from ${STATE_FILE}: the file is corrupt or was changed`)
     files[name] = SafetensorsFile.open(path)
   }
   const read = (file: string, tensor: string, shape: readonly number[]): Float32Array => {

@@ -8,6 +8,7 @@
  */
 import { existsSync, statSync } from "node:fs"
 import { join } from "node:path"
+import { readFile } from "node:fs/promises"
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Gpu, describeAdapter } from "../../kernels/device.ts"
@@ -74,7 +75,7 @@ export const generate = Command.make(
     } else if (Option.isSome(text)) {
       source = "--text"
       if (tokenizer === undefined) return yield* Effect.fail(inputError(join(model, "tokenizer.json"), "not found (--text needs the model folder's tokenizer.json; use --tokens otherwise)"))
-      const body = yield* Effect.tryPromise({ try: async () => (existsSync(text.value) && statSync(text.value).isFile() ? await Bun.file(text.value).text() : text.value), catch: asError })
+      const body = yield* Effect.tryPromise({ try: async () => (existsSync(text.value) && statSync(text.value).isFile() ? await readFile(text.value, "utf8") : text.value), catch: asError })
       ids = withBos(tokenizer, tokenizer.encode(body))
     } else {
       return yield* Effect.fail(inputError("generate", "give --tokens FILE (a JSON array of token ids) or --text FILE|STRING"))

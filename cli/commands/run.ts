@@ -6,7 +6,7 @@
 import { Effect } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import { acquireRuntime, describeAdapter, Gpu } from "../../kernels/device.ts"
-import { type AfterRun, AdapterInfo, layerConsole, layerSilent, loadWorkflow, type RunResult, runWorkflow, type Workflow } from "../workflow.ts"
+import { type AfterRun, AdapterInfo, layerConsole, layerWarnings, loadWorkflow, type RunResult, runWorkflow, type Workflow } from "../workflow.ts"
 
 export const DEFAULT_WORKFLOW = "workflows/default.yaml"
 
@@ -57,12 +57,12 @@ export const run = Command.make(
   {
     file: workflowFile,
     store: storeFlag,
-    quiet: Flag.Boolean("quiet").pipe(Flag.withAlias("q"), Flag.withDescription("no progress output"), Flag.withDefault(false)),
+    quiet: Flag.Boolean("quiet").pipe(Flag.withAlias("q"), Flag.withDescription("no progress output (warnings still print)"), Flag.withDefault(false)),
   },
   ({ file, store, quiet }) =>
     loadWorkflow(file).pipe(
       Effect.flatMap((wf) => provideGpu(runWorkflow(wf, { store })).pipe(Effect.tap((r) => afterRun(wf, r)))),
-      Effect.provide(quiet ? layerSilent : layerConsole),
+      Effect.provide(quiet ? layerWarnings : layerConsole),
       Effect.asVoid,
     ),
 ).pipe(Command.withDescription("Run a workflow: steps already in the store are reused; the last line is the run folder"))

@@ -3,6 +3,7 @@
  * what was expected. Positions come from the yaml package's node ranges.
  */
 import { Data } from "effect"
+import { oneLine } from "../../common/errors.ts"
 import { isMap, isPair, isScalar, isSeq, type Document, type LineCounter, type Node } from "yaml"
 
 export type DocPath = ReadonlyArray<string | number>
@@ -20,7 +21,7 @@ export const formatPath = (path: DocPath): string =>
   path.reduce<string>((acc, seg) => (typeof seg === "number" ? `${acc}[${seg}]` : acc === "" ? seg : `${acc}.${seg}`), "")
 
 export const formatDiagnostic = (d: Diagnostic): string =>
-  `${d.file}:${d.line}:${d.column}: ${d.path === "" ? "" : `${d.path}: `}${d.message}`
+  `${d.file}:${d.line}:${d.column}: ${oneLine(`${d.path === "" ? "" : `${d.path}: `}${d.message}`)}`
 
 /** The workflow file is invalid; nothing ran. `message` lists every problem, one per line. */
 export class WorkflowInvalid extends Data.TaggedError("WorkflowInvalid")<{

@@ -29,8 +29,11 @@
  */
 import { Effect, Result, Schema } from "effect"
 import { existsSync, readFileSync, statSync } from "node:fs"
+import { fileURLToPath, pathToFileURL } from "node:url"
 import { dirname, isAbsolute, join, resolve } from "node:path"
+import { resolve as resolveModule } from "import-meta-resolve"
 import { type Document, isMap, isSeq, LineCounter, parseDocument } from "yaml"
+import { errorMessage } from "../../common/errors.ts"
 import { canonicalJson, sha256 } from "../../common/hash.ts"
 import { decodeProblems } from "../../common/schema.ts"
 import { didYouMean } from "../../common/text.ts"
@@ -137,6 +140,10 @@ const decodeAt = <A>(
     }),
   )
 
+/** The file a package name resolves to from `dir`, as Node's ESM resolution finds it (the same under Bun and Deno). */
+export const resolvePackage = (spec: string, dir: string): string =>
+  fileURLToPath(resolveModule(spec, pathToFileURL(join(dir, "/")).href))
+
 const looksLikePath = (spec: string): boolean =>
   spec.startsWith(".") || spec.startsWith("/") || /\.(m?[jt]s|tsx?)$/.test(spec)
 
@@ -150,13 +157,13 @@ const importPlugins = async (spec: string, dir: string): Promise<{ plugins: Plug
     source = target
   } else {
     try {
-      target = Bun.resolveSync(spec, dir)
+      target = resolvePackage(spec, dir)
     } catch {
       return `plugin package "${spec}" not found (install it next to the workflow file, or give a path)`
     }
     source = spec
     try {
-      const pkg = JSON.parse(readFileSync(Bun.resolveSync(`${spec}/package.json`, dir), "utf8")) as { version?: unknown }
+      const pkg = JSON.parse(readFileSync(resolvePackage(`${spec}/package.json`, dir), "utf8")) as { version?: unknown }
       if (typeof pkg.version === "string") source = `${spec}@${pkg.version}`
     } catch {
       // packages that hide package.json behind "exports": the plugin's own version still goes in the manifest
@@ -242,7 +249,14 @@ function parseFile(abs: string): Parsed | Diagnostic[] {
   }
   const src = new SourceMap(abs, doc, lines, text)
   if (!isMap(doc.contents)) return [src.diag([], "expected a mapping with name, seed and steps")]
-  return { abs, text, doc, src, raw: doc.toJS() as Record<string, unknown> }
+  let raw: Record<string, unknown>
+  try {
+    raw = doc.toJS() as Record<string, unknown>
+  } catch (e) {
+    // the yaml library refuses aliases that expand too far (a "billion laughs" file)
+    return [{ file: abs, line: 1, column: 1, path: "", message: `YAML: ${errorMessage(e).split("\n")[0]}` }]
+  }
+  return { abs, text, doc, src, raw }
 }
 
 /** Keys of the file that are neither the engine's nor a registered plugin's setting. */

@@ -1,9 +1,11 @@
 /** `plan`: what a run would do, without running anything: each step's cache key, hit or miss. */
 import { Effect } from "effect"
+import { existsSync } from "node:fs"
 import { formatDiagnostic } from "./diagnostics.ts"
 import type { Workflow } from "./loader.ts"
 import { describeSource, inputHashes, stepKey } from "./runner.ts"
 import { RunStore, type OutputRecord } from "./store.ts"
+import { checkEntry, describeMismatches } from "./verify.ts"
 
 export type PlanStatus =
   /** Stored: the run reuses it. */
@@ -68,9 +70,13 @@ export const planWorkflow = (wf: Workflow, options: { readonly store?: string } 
       }
       if (hashes === undefined) return { ...base, key: null, status: "pending" }
       const key = stepKey(step, hashes)
-      const entry = store.lookup(key)
-      if (entry === undefined) return { ...base, key, status: "run" }
-      for (const [o, rec] of Object.entries(entry.outputs)) made.set(`${step.name}.${o}`, { ...rec, path: store.outputPath(key, o) })
+      if (!existsSync(store.entryDir(key))) return { ...base, key, status: "run" }
+      const check = checkEntry(store, key, "stat")
+      if (check.meta === undefined || check.mismatches.length > 0) {
+        problems.push(`${describeMismatches(check.mismatches)}: step "${step.name}" will be recomputed (its store entry is set aside)`)
+        return { ...base, key, status: "run" }
+      }
+      for (const [o, rec] of Object.entries(check.meta.outputs)) made.set(`${step.name}.${o}`, { ...rec, path: store.outputPath(key, o) })
       return { ...base, key, status: "cached" }
     })
     return {

@@ -10,6 +10,8 @@ export type ProgressEvent =
   | { readonly _tag: "StepProgress"; readonly step: string; readonly fraction: number; readonly note: string | undefined }
   | { readonly _tag: "StepDone"; readonly index: number; readonly total: number; readonly step: string; readonly seconds: number }
   | { readonly _tag: "Log"; readonly step: string | undefined; readonly line: string }
+  /** Something the user must see even with --quiet: a store entry set aside, an input that changed. */
+  | { readonly _tag: "Warning"; readonly line: string }
   | { readonly _tag: "RunEnd"; readonly status: "done" | "failed" | "interrupted"; readonly ran: number; readonly cached: number }
 
 export class Progress extends Context.Service<Progress, {
@@ -77,7 +79,8 @@ export const makeConsoleProgress = (
             line(`${e.status === "done" ? "finished" : e.status}: ${e.ran} step(s) ran, ${e.cached} reused`)
             break
           case "Log":
-            line(e.step === undefined ? e.line : `${e.step}: ${e.line}`)
+          case "Warning":
+            line(e._tag === "Warning" ? `warning: ${e.line}` : e.step === undefined ? e.line : `${e.step}: ${e.line}`)
             if (tty && header !== "") status(header)
             break
         }
@@ -86,8 +89,12 @@ export const makeConsoleProgress = (
 }
 
 export const layerConsole: Layer.Layer<Progress> = Layer.sync(Progress, () => makeConsoleProgress())
-/** Discards everything (tests, --quiet). */
+/** Discards everything (tests). */
 export const layerSilent: Layer.Layer<Progress> = Layer.succeed(Progress, { emit: () => Effect.void })
+/** Warnings only, on stderr (--quiet). */
+export const layerWarnings: Layer.Layer<Progress> = Layer.succeed(Progress, {
+  emit: (e) => (e._tag === "Warning" ? Effect.sync(() => void process.stderr.write(`warning: ${e.line}\n`)) : Effect.void),
+})
 /** Collects events into an array (tests). */
 export const layerCollect = (into: ProgressEvent[]): Layer.Layer<Progress> =>
   Layer.succeed(Progress, { emit: (e) => Effect.sync(() => void into.push(e)) })

@@ -2,19 +2,26 @@
  * The runner: steps in order; a step whose cache key is stored is reused, otherwise its stage runs into a
  * temp folder that is renamed into the store only on success. Interruption (Ctrl-C, Fiber.interrupt)
  * removes the running step's temp folder and keeps its checkpoint folder, so a re-run resumes.
+ *
+ * The store is trusted only as far as it checks out (verify.ts): a reused entry's files must still
+ * match their records (size, mtime, inode; re-hashed when those moved), and a step about to run re-hashes
+ * its inputs in full first. An entry that fails is moved aside with a one-line warning naming the file,
+ * and recomputed; a step whose input fails re-runs the step that made it. While another process runs a
+ * step, this run waits for it and then reuses its result.
  */
 import { Cause, Context, Data, Effect, Exit, Option } from "effect"
-import { existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs"
-import { join } from "node:path"
+import { existsSync, mkdirSync, symlinkSync } from "node:fs"
+import { join, relative } from "node:path"
 import { formatDiagnostic } from "./diagnostics.ts"
 import { writeFileAtomic } from "../../common/files.ts"
-import { hashPath } from "../../common/hash.ts"
 import type { InputSource, ResolvedStep, Workflow } from "./loader.ts"
+import { type Holder, isAlive, readHolder, thisProcess } from "./lock.ts"
 import { PluginRegistry } from "./plugin.ts"
 import { Progress } from "./progress.ts"
 import type { RopewayError } from "../../common/errors.ts"
 import type { Json, StageContext } from "./stage.ts"
-import { cacheKey, type EntryMeta, type OutputRecord, RunStore } from "./store.ts"
+import { cacheKey, type EntryMeta, type OutputRecord, removeTree, RunStore } from "./store.ts"
+import { checkEntry, describeMismatches, type Mismatch } from "./verify.ts"
 
 /** The GPU adapter (or any other machine description) for the manifest, when a service provides one. */
 export class AdapterInfo extends Context.Service<AdapterInfo, { readonly adapter: string }>()("ropeway/AdapterInfo") {}
@@ -52,10 +59,14 @@ export interface Manifest {
   readonly plugins: ReadonlyArray<{ readonly name: string; readonly version: string; readonly source: string }>
   readonly adapter: string | null
   readonly store: string
+  /** The process that ran it: a "running" manifest whose process is gone was killed (`ropeway runs`). */
+  readonly process: Holder
   status: "running" | "done" | "failed" | "interrupted"
   readonly startedAt: string
   finishedAt: string | null
   readonly steps: StepManifest[]
+  /** One line each: store entries found changed and set aside, inputs re-hashed. */
+  readonly warnings: string[]
 }
 
 export interface RunOptions {
@@ -113,6 +124,11 @@ const errorText = (cause: Cause.Cause<unknown>): string => {
   return e instanceof Error ? e.message : String(e)
 }
 
+/** How often a run waiting for another process's step looks at its lock. */
+const WAIT_POLL_MS = 200
+/** A step whose inputs keep failing their checks (a file changing under the run) gives up after this many rounds. */
+const MAX_ROUNDS = 4
+
 export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effect<RunResult, RunError, Progress> =>
   Effect.gen(function* () {
     const store = new RunStore(options.store ?? "runs")
@@ -139,6 +155,7 @@ export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effe
       plugins: wf.plugins,
       adapter: Option.match(adapter, { onNone: () => null, onSome: (a) => a.adapter }),
       store: store.root,
+      process: thisProcess(),
       status: "running",
       startedAt: started.toISOString(),
       finishedAt: null,
@@ -146,9 +163,25 @@ export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effe
         name: s.name, stage: s.stage.name, version: s.stage.version, params: s.paramsJson, seed: s.seed,
         key: null, inputs: {}, outputs: {}, status: "pending", startedAt: null, finishedAt: null, seconds: null, result: null, error: null,
       })),
+      warnings: [],
     }
-    const save = Effect.sync(() => writeFileAtomic(join(runDir, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`))
-    yield* save
+    const writeManifest = () => writeFileAtomic(join(runDir, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`)
+    const save = Effect.sync(writeManifest)
+    // on the way out of a failure (a full disk, maybe): the failure itself is what the user must see
+    const saveIfPossible = Effect.sync(() => {
+      try {
+        writeManifest()
+      } catch {
+        // the run's error names what went wrong
+      }
+    })
+    yield* Effect.try({ try: writeManifest, catch: (e) => new RunError({ message: e instanceof Error ? e.message : String(e), runDir }) })
+
+    const warn = (line: string) =>
+      Effect.suspend(() => {
+        manifest.warnings.push(line)
+        return progress.emit({ _tag: "Warning", line })
+      })
 
     const external = (path: string): string => {
       const h = store.hashExternal(path)
@@ -157,96 +190,188 @@ export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effe
     }
     const made = new Map<string, OutputRecord & { readonly path: string }>()
     const total = wf.steps.length
+    const stepIndex = new Map(wf.steps.map((s, i) => [s.name, i]))
 
-    const runStep = (step: ResolvedStep, index: number, m: StepManifest) =>
+    /** Sets an entry aside with a warning; a store where that fails refuses the run, naming the file. */
+    const quarantine = (key: string, step: string, ms: readonly Mismatch[]) =>
       Effect.gen(function* () {
-        const hashes = yield* Effect.sync(() => inputHashes(step, made, external))
-        if (hashes === undefined) return yield* Effect.die(new Error(`inputs of ${step.name} not made`)) // the loader's order prevents it
-        const key = stepKey(step, hashes)
-        m.key = key
-        m.inputs = Object.fromEntries(Object.entries(hashes).map(([k, v]) => [k, { from: v.from, hash: v.hash }]))
-        const record = (meta: EntryMeta) => {
+        const where = yield* Effect.try({
+          try: () => store.quarantine(key),
+          catch: (e) => new Error(`${describeMismatches(ms)}; its store entry ${key} cannot be moved aside: ${e instanceof Error ? e.message : String(e)}`),
+        })
+        yield* warn(`${describeMismatches(ms)}: store entry ${key} (step "${step}") moved to ${where}; recomputing it`)
+      })
+
+    /** The committed entry for `key` if it checks out (cheaply); a damaged one is quarantined. */
+    const reusable = (key: string, step: string) =>
+      Effect.gen(function* () {
+        if (!existsSync(store.entryDir(key))) return undefined
+        const c = checkEntry(store, key, "stat")
+        if (c.mismatches.length > 0 || c.meta === undefined) {
+          yield* quarantine(key, step, c.mismatches)
+          return undefined
+        }
+        return c.restamp === undefined ? c.meta : store.restamp(c.meta, c.restamp)
+      })
+
+    /** Waits while a live process other than this one holds `key`'s lock. */
+    const waitForHolder = (key: string, step: string, holder: Holder) =>
+      Effect.gen(function* () {
+        yield* progress.emit({ _tag: "Log", step, line: `waiting for process ${holder.pid}, which is running this step (lock ${store.lockPath(key)})` })
+        for (;;) {
+          const h = readHolder(store.lockPath(key))
+          if (h === undefined || !isAlive(h)) return
+          yield* Effect.sleep(WAIT_POLL_MS)
+        }
+      })
+
+    const runStep = (step: ResolvedStep, index: number, m: StepManifest): Effect.Effect<void, unknown, Progress> =>
+      Effect.gen(function* () {
+        const record = (key: string, meta: EntryMeta) => {
           for (const [name, o] of Object.entries(meta.outputs)) {
             const rec = { ...o, path: store.outputPath(key, name) }
             made.set(`${step.name}.${name}`, rec)
             m.outputs[name] = rec
           }
           m.result = meta.result
-          // a convenience view of this run's artifacts: <run>/steps/<step> -> the store entry's outputs
+          // a convenience view of this run's artifacts: <run>/steps/<step> -> the store entry's (read-only)
+          // outputs, linked relatively so the store can be moved or copied whole
           try {
-            mkdirSync(join(runDir, "steps"), { recursive: true })
-            symlinkSync(join(store.entryDir(key), "out"), join(runDir, "steps", step.name), "dir")
+            const steps = join(runDir, "steps")
+            mkdirSync(steps, { recursive: true })
+            symlinkSync(relative(steps, join(store.entryDir(key), "out")), join(steps, step.name), "dir")
           } catch {
-            // a file system without links: the manifest still has every path
+            // a file system without links, or the link is there: the manifest has every path
           }
         }
-        const cached = store.lookup(key)
-        if (cached !== undefined) {
-          record(cached)
-          m.status = "cached"
-          yield* progress.emit({ _tag: "StepCached", index, total, step: step.name })
+
+        /**
+         * Re-hashes every input in full. A store input that fails is set aside and the step that made it
+         * runs again; an external input (a model folder) that changed is re-hashed. True when the step's
+         * key must be computed again.
+         */
+        const inputsChanged = (hashes: Record<string, { from: string; hash: string; path: string }>) =>
+          Effect.gen(function* () {
+            for (const [name, h] of Object.entries(hashes)) {
+              const src = step.inputs[name]!
+              if (src.kind === "path") {
+                if (store.hashExternal(src.path, true) === h.hash) continue
+                yield* warn(`${src.path}: changed since it was hashed (input "${name}" of step "${step.name}"); using its new content`)
+                return true
+              }
+              const producer = manifest.steps[stepIndex.get(src.step)!]!
+              const c = checkEntry(store, producer.key!, "hash", [src.output])
+              if (c.mismatches.length === 0) continue
+              yield* quarantine(producer.key!, src.step, c.mismatches)
+              const i = stepIndex.get(src.step)!
+              yield* runStep(wf.steps[i]!, i, producer)
+              return true
+            }
+            return false
+          })
+
+        /** After the stage: its inputs must be as they were (a stage never writes into an input). */
+        const inputsUntouched = (hashes: Record<string, { from: string; hash: string; path: string }>) =>
+          Effect.gen(function* () {
+            for (const [name, h] of Object.entries(hashes)) {
+              const src = step.inputs[name]!
+              if (src.kind === "path") {
+                if (store.hashExternal(src.path) !== h.hash) return yield* Effect.fail(new Error(`stage ${step.stage.name} changed its input "${name}": ${src.path}`))
+                continue
+              }
+              const producer = manifest.steps[stepIndex.get(src.step)!]!
+              const c = checkEntry(store, producer.key!, "stat", [src.output])
+              if (c.mismatches.length === 0) continue
+              yield* quarantine(producer.key!, src.step, c.mismatches)
+              return yield* Effect.fail(new Error(`stage ${step.stage.name} wrote into its input "${name}": ${describeMismatches(c.mismatches)}`))
+            }
+          })
+
+        for (let changes = 0; ; ) {
+          const hashes = yield* Effect.sync(() => inputHashes(step, made, external))
+          if (hashes === undefined) return yield* Effect.die(new Error(`inputs of ${step.name} not made`)) // the loader's order prevents it
+          const key = stepKey(step, hashes)
+          m.key = key
+          m.inputs = Object.fromEntries(Object.entries(hashes).map(([k, v]) => [k, { from: v.from, hash: v.hash }]))
+
+          const cached = yield* reusable(key, step.name)
+          if (cached !== undefined) {
+            record(key, cached)
+            m.status = "cached"
+            yield* progress.emit({ _tag: "StepCached", index, total, step: step.name })
+            return yield* save
+          }
+          if (yield* inputsChanged(hashes)) {
+            if (++changes >= MAX_ROUNDS) return yield* Effect.fail(new Error(`the inputs of step "${step.name}" keep changing while it is checked; see the warnings above`))
+            continue
+          }
+
+          const holder = store.lock(key)
+          if (holder !== undefined) {
+            yield* waitForHolder(key, step.name, holder)
+            continue // reuse what it made, or take the step over
+          }
+          if (existsSync(store.entryDir(key))) {
+            // committed by another process between the look-up and the lock
+            store.unlock(key)
+            continue
+          }
+
+          m.status = "running"
+          m.startedAt = new Date().toISOString()
+          yield* save
+          yield* progress.emit({ _tag: "StepStart", index, total, step: step.name, stage: step.stage.name })
+          const t0 = performance.now()
+          const meta = yield* Effect.acquireUseRelease(
+            Effect.sync(() => store.makeTemp(key)),
+            (tmp) =>
+              Effect.gen(function* () {
+                const outDir = join(tmp, "out")
+                const checkpointDir = store.checkpointDir(key)
+                mkdirSync(checkpointDir, { recursive: true })
+                const outputs = Object.fromEntries(Object.keys(step.stage.outputs).map((o) => [o, join(outDir, o)]))
+                const ctx: StageContext<unknown, string, string> = {
+                  step: step.name,
+                  params: step.params,
+                  seed: step.seed,
+                  key,
+                  inputs: Object.fromEntries(Object.entries(hashes).map(([k, v]) => [k, v.path])),
+                  outputs,
+                  outDir,
+                  checkpointDir,
+                  progress: {
+                    report: (fraction, note) => progress.emit({ _tag: "StepProgress", step: step.name, fraction, note }),
+                    log: (line) => progress.emit({ _tag: "Log", step: step.name, line }),
+                  },
+                }
+                // Plugin settings wrap the step: with `cluster:`, stages that fan out (the search's fitness evaluations) use the workers.
+                const result = yield* (step.stage.run(ctx) as Effect.Effect<Json | void, RopewayError>).pipe(withSettings(wf))
+                yield* inputsUntouched(hashes)
+                const missingOutputs = Object.entries(outputs).filter(([, p]) => !existsSync(p)).map(([o]) => o)
+                if (missingOutputs.length > 0) {
+                  return yield* Effect.fail(new Error(`stage ${step.stage.name} did not write its output(s): ${missingOutputs.join(", ")}`))
+                }
+                const sealed = store.seal(tmp, step.stage.outputs)
+                return store.commit(tmp, {
+                  key, stage: step.stage.name, version: step.stage.version, step: step.name, params: step.paramsJson, seed: step.seed,
+                  inputs: Object.fromEntries(Object.entries(hashes).map(([k, v]) => [k, v.hash])),
+                  outputs: sealed.outputs, files: sealed.files, result: result ?? null, seconds: (performance.now() - t0) / 1000, createdAt: new Date().toISOString(),
+                })
+              }),
+            // after a commit the temp folder is gone; otherwise (failure, interruption) the partial output goes
+            (tmp) =>
+              Effect.sync(() => {
+                removeTree(tmp)
+                store.unlock(key)
+              }),
+          )
+          record(key, meta)
+          m.status = "done"
+          m.finishedAt = new Date().toISOString()
+          m.seconds = (performance.now() - t0) / 1000
+          yield* progress.emit({ _tag: "StepDone", index, total, step: step.name, seconds: m.seconds })
           return yield* save
         }
-
-        m.status = "running"
-        m.startedAt = new Date().toISOString()
-        yield* save
-        yield* progress.emit({ _tag: "StepStart", index, total, step: step.name, stage: step.stage.name })
-        const t0 = performance.now()
-        const holder = store.lock(key)
-        if (holder !== undefined) {
-          return yield* Effect.fail(new Error(`another run (process ${holder}) is running this step now; re-run when it is done to reuse its result`))
-        }
-        const meta = yield* Effect.acquireUseRelease(
-          Effect.sync(() => store.makeTemp(key)),
-          (tmp) =>
-            Effect.gen(function* () {
-              const outDir = join(tmp, "out")
-              const checkpointDir = store.checkpointDir(key)
-              mkdirSync(checkpointDir, { recursive: true })
-              const outputs = Object.fromEntries(Object.keys(step.stage.outputs).map((o) => [o, join(outDir, o)]))
-              const ctx: StageContext<unknown, string, string> = {
-                step: step.name,
-                params: step.params,
-                seed: step.seed,
-                key,
-                inputs: Object.fromEntries(Object.entries(hashes).map(([k, v]) => [k, v.path])),
-                outputs,
-                outDir,
-                checkpointDir,
-                progress: {
-                  report: (fraction, note) => progress.emit({ _tag: "StepProgress", step: step.name, fraction, note }),
-                  log: (line) => progress.emit({ _tag: "Log", step: step.name, line }),
-                },
-              }
-              // Plugin settings wrap the step: with `cluster:`, stages that fan out (the search's fitness evaluations) use the workers.
-              const result = yield* (step.stage.run(ctx) as Effect.Effect<Json | void, RopewayError>).pipe(withSettings(wf))
-              const missing = Object.entries(outputs).filter(([, p]) => !existsSync(p)).map(([o]) => o)
-              if (missing.length > 0) {
-                return yield* Effect.fail(new Error(`stage ${step.stage.name} did not write its output(s): ${missing.join(", ")}`))
-              }
-              const outRecords = Object.fromEntries(
-                Object.entries(outputs).map(([o, p]) => [o, { kind: (step.stage.outputs as Record<string, string>)[o]!, hash: hashPath(p) }]),
-              )
-              return store.commit(tmp, {
-                key, stage: step.stage.name, version: step.stage.version, step: step.name, params: step.paramsJson, seed: step.seed,
-                inputs: Object.fromEntries(Object.entries(hashes).map(([k, v]) => [k, v.hash])),
-                outputs: outRecords, result: result ?? null, seconds: (performance.now() - t0) / 1000, createdAt: new Date().toISOString(),
-              })
-            }),
-          // after a commit the temp folder is gone; otherwise (failure, interruption) the partial output goes
-          (tmp) =>
-            Effect.sync(() => {
-              rmSync(tmp, { recursive: true, force: true })
-              store.unlock(key)
-            }),
-        )
-        record(meta)
-        m.status = "done"
-        m.finishedAt = new Date().toISOString()
-        m.seconds = (performance.now() - t0) / 1000
-        yield* progress.emit({ _tag: "StepDone", index, total, step: step.name, seconds: m.seconds })
-        yield* save
       }).pipe(
         Effect.onExit((exit) =>
           Exit.isSuccess(exit)
@@ -255,7 +380,7 @@ export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effe
                 m.status = Cause.hasInterruptsOnly(exit.cause) ? "interrupted" : "failed"
                 m.finishedAt = new Date().toISOString()
                 if (m.status === "failed") m.error = errorText(exit.cause)
-                return save
+                return saveIfPossible
               }),
         ),
       )
@@ -265,7 +390,7 @@ export const runWorkflow = (wf: Workflow, options: RunOptions = {}): Effect.Effe
         manifest.status = status
         manifest.finishedAt = new Date().toISOString()
         const count = (st: StepStatus) => manifest.steps.filter((s) => s.status === st).length
-        return save.pipe(Effect.andThen(progress.emit({ _tag: "RunEnd", status, ran: count("done"), cached: count("cached") })))
+        return (status === "done" ? save : saveIfPossible).pipe(Effect.andThen(progress.emit({ _tag: "RunEnd", status, ran: count("done"), cached: count("cached") })))
       })
     const all = Effect.forEach(wf.steps, (step, i) => runStep(step, i, manifest.steps[i]!), { discard: true }).pipe(
       // an interrupted fiber runs no more ordinary code, only finalizers: record it here

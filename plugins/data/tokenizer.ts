@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers"
-import { inputError } from "../../common/errors.ts"
+import { InputError, inputError } from "../../common/errors.ts"
 
 export interface TextTokenizer {
   /** "byte" or the folder the tokenizer came from, for logs and manifests. */
@@ -85,6 +85,31 @@ const readJson = (file: string): unknown => {
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
 
 /**
+ * Token ids must be integers from 0 that run (nearly) densely: the tokenizer library keeps its vocabulary
+ * in an array indexed by id, so one absurd id would make every vocabulary walk billions of steps long.
+ */
+const checkIds = (json: Record<string, unknown>, model: Record<string, unknown>, file: string): void => {
+  const ids: [string, unknown][] = []
+  if (isObject(model.vocab)) for (const [token, id] of Object.entries(model.vocab)) ids.push([`model.vocab[${JSON.stringify(token)}]`, id])
+  if (Array.isArray(json.added_tokens)) json.added_tokens.forEach((t, i) => ids.push([`added_tokens[${i}].id`, isObject(t) ? t.id : undefined]))
+  const limit = 2 * ids.length + 1024 + (Array.isArray(model.vocab) ? model.vocab.length : 0)
+  for (const [where, id] of ids) {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= limit) {
+      throw inputError(file, `${where}: expected a token id from 0 up to about the ${ids.length} tokens listed, got ${JSON.stringify(id)?.slice(0, 40)}`)
+    }
+  }
+}
+
+/** Any error of the tokenizer library, as an InputError naming the file. */
+const guarded = <A>(file: string, what: string, f: () => A): A => {
+  try {
+    return f()
+  } catch (e) {
+    throw e instanceof InputError ? e : inputError(file, `${what}: ${(e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ")}`)
+  }
+}
+
+/**
  * Loads `tokenizer.json` (required) and `tokenizer_config.json` (optional) from a model folder.
  * BOS/EOS/PAD come from the config's bos_token/eos_token/pad_token; without a config, BOS is the id the
  * file's post-processor puts in front of a text (if any) and EOS the first of the usual end tokens present.
@@ -94,16 +119,12 @@ export const loadHfTokenizer = (dir: string): TextTokenizer => {
   if (!existsSync(file)) throw inputError(file, "not found (a Hugging Face tokenizer.json is expected in the model folder)")
   const json = readJson(file)
   if (!isObject(json) || !isObject(json.model)) throw inputError(file, "not a tokenizer.json: no \"model\" object")
+  checkIds(json, json.model, file)
   const configFile = join(dir, "tokenizer_config.json")
   const config = existsSync(configFile) ? readJson(configFile) : {}
   if (!isObject(config)) throw inputError(configFile, "expected a JSON object")
 
-  let tok: HfTokenizer
-  try {
-    tok = new HfTokenizer(json, config)
-  } catch (e) {
-    throw inputError(file, `cannot build the tokenizer: ${(e as Error).message}`)
-  }
+  const tok = guarded(file, "cannot build the tokenizer", () => new HfTokenizer(json, config))
 
   const idOf = (key: string): number | undefined => {
     const text = tokenText(config[key])
@@ -126,21 +147,26 @@ export const loadHfTokenizer = (dir: string): TextTokenizer => {
     return undefined
   }
 
-  const bos = "bos_token" in config ? idOf("bos_token") : prefixId()
-  const eos = "eos_token" in config ? idOf("eos_token") : firstKnown(["</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>"])
-  const pad = idOf("pad_token")
-  let maxId = -1
-  for (const id of tok.get_vocab(true).values()) if (id > maxId) maxId = id
+  const { bos, eos, pad, maxId } = guarded(file, "cannot use the tokenizer", () => {
+    let maxId = -1
+    for (const id of tok.get_vocab(true).values()) if (id > maxId) maxId = id
+    return {
+      bos: "bos_token" in config ? idOf("bos_token") : prefixId(),
+      eos: "eos_token" in config ? idOf("eos_token") : firstKnown(["</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>"]),
+      pad: idOf("pad_token"),
+      maxId,
+    }
+  })
 
   const base = {
     name: dir,
     vocabSize: maxId + 1,
     bos,
     eos,
-    encode: (text: string) => tok.encode(text, { add_special_tokens: false }).ids,
+    encode: (text: string) => guarded(file, "cannot encode", () => tok.encode(text, { add_special_tokens: false }).ids),
     // decode([]) throws in the library; cleanup off so round trips are byte-exact.
     decode: (ids: readonly number[]) =>
-      ids.length === 0 ? "" : tok.decode([...ids], { skip_special_tokens: true, clean_up_tokenization_spaces: false }),
+      ids.length === 0 ? "" : guarded(file, "cannot decode", () => tok.decode([...ids], { skip_special_tokens: true, clean_up_tokenization_spaces: false })),
   }
   return pad === undefined ? base : { ...base, pad }
 }

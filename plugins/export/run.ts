@@ -17,7 +17,7 @@
  */
 import { mkdirSync, readFileSync, rmSync } from "node:fs"
 import { availableParallelism } from "node:os"
-import { join, resolve } from "node:path"
+import { join, relative, resolve } from "node:path"
 import { defaultInvFreq, type RopeTable } from "../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../kernels/runtime.ts"
 import { inputError } from "../../common/errors.ts"
@@ -147,7 +147,7 @@ const typeOf = (s: Record<string, unknown> | undefined): string => String(s?.["r
 function factorSetOfModel(config: Record<string, unknown>, where: string): FactorSetFile | undefined {
   const spec = ropeSpecFromConfig(config, where)
   const type = typeOf(spec.scaling)
-  const provenance = { run_id: null, lengths: [spec.maxPositions], scale: 1, created: new Date().toISOString(), source: where }
+  const provenance = { run_id: null, lengths: [spec.maxPositions], scale: 1, source: where }
   if (type === "longrope" || type === "su") return factorSetFromHfLongrope(spec, provenance)
   if (type === "longrope-research") {
     const s = spec.scaling!
@@ -379,6 +379,11 @@ export async function runExport(rt: GpuRuntime, o: ExportOptions): Promise<Expor
     notes,
     ok: checks.every((c) => !("ok" in c) || c.ok),
   }
-  writeFileAtomic(join(out, "checks.json"), `${JSON.stringify(result, null, 2)}\n`)
+  // Paths inside the folder are written relative to it, so checks.json reads the same wherever the folder is moved or committed.
+  const portable = {
+    ...result,
+    checks: result.checks.map((c) => ("path" in c ? { ...c, path: relative(out, c.path) } : "files" in c ? { ...c, files: c.files.map((f) => ({ ...f, file: relative(out, f.file) })) } : c)),
+  }
+  writeFileAtomic(join(out, "checks.json"), `${JSON.stringify(portable, null, 2)}\n`)
   return result
 }

@@ -128,7 +128,7 @@ function factorSection(sets: readonly NamedFactorSet[], charts: ChartRequests): 
     out.push(
       `**${fs.name}**: ${code(p.method)} factors${p.run_id === null ? "" : ` from search run ${code(p.run_id)}`}, for lengths ${p.lengths.join(", ")} ` +
         `(scale s = ${fmt(scale)}); model rotary dim ${f.model.rotary_dim}, base ${num(f.model.base)}, original context ${f.model.original_max_position_embeddings}` +
-        `${f.start_tokens === undefined ? "" : `, start tokens n̂ = ${f.start_tokens}`}${f.mscale === undefined ? "" : `, attention scale ${typeof f.mscale === "number" ? num(f.mscale) : code(f.mscale)}`}; created ${p.created}.`,
+        `${f.start_tokens === undefined ? "" : `, start tokens n̂ = ${f.start_tokens}`}${f.mscale === undefined ? "" : `, attention scale ${typeof f.mscale === "number" ? num(f.mscale) : code(f.mscale)}`}${p.created === undefined ? "" : `; created ${p.created}`}.`,
       "",
       table(
         ["set", "max length", "scale", "λ min", "λ max", "start tokens", "mscale"],

@@ -113,7 +113,6 @@ export function mergeFactorSets(base: FactorSetFile, extra: FactorSetFile, take:
       run_id: null,
       lengths: [...new Set([...base.provenance.lengths, ...picked.map((s) => s.max_length)])].sort((a, b) => a - b),
       scale: sets[sets.length - 1]!.max_length / mb.original_max_position_embeddings,
-      created: new Date().toISOString(),
       source: `merge of ${base.provenance.source ?? base.provenance.method} (${lengthsText(base)}) and ${extra.provenance.source ?? extra.provenance.method} (${picked.map((s) => s.max_length).join(", ")})`,
     },
   }

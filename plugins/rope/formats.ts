@@ -251,13 +251,20 @@ export const FactorSetFile = type({
     lengths: "number.integer > 0 [] ",
     /** The scale s = L'/L0 they target. */
     scale: "number > 0",
-    /** ISO 8601 time of creation. */
-    created: "string",
+    /**
+     * ISO 8601 time of creation, in files from before ropeway made artifacts reproducible (the same
+     * inputs give the same bytes): the run manifest records when a step ran.
+     */
+    "created?": "string",
     "source?": "string",
     "notes?": "string",
   },
 })
 export type FactorSetFile = typeof FactorSetFile.infer
+
+/** True when arrays or objects nest more than `levels` deep (looks no deeper than that). */
+const nestedDeeperThan = (v: unknown, levels: number): boolean =>
+  typeof v === "object" && v !== null && (levels === 0 || Object.values(v).some((x) => nestedDeeperThan(x, levels - 1)))
 
 /** Parses and validates a factor-set file; errors name the file and the path in it. */
 export function parseFactorSetFile(text: string, where = "rope.json"): FactorSetFile {
@@ -267,6 +274,8 @@ export function parseFactorSetFile(text: string, where = "rope.json"): FactorSet
   } catch (e) {
     throw inputError(where, `expected JSON, got a parse error (${(e as Error).message})`)
   }
+  // arktype's messages quote the offending value at every level: a deeply nested one would cost gigabytes
+  if (nestedDeeperThan(v, 8)) throw inputError(where, "JSON nested more than 8 levels deep; a factor-set file has at most 5")
   const out = checkJson(FactorSetFile, v, where)
   const half = out.model.rotary_dim / 2
   out.sets.forEach((s, k) => {

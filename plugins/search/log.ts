@@ -30,8 +30,11 @@ export interface SearchLogEntry {
   readonly generation: number
   readonly evaluations: number
   readonly fullEvaluations: number
-  /** Seconds since the start of the search (wall or GPU time, as the stage measures it). */
-  readonly seconds: number
+  /**
+   * Seconds since the start of the search, in logs from before ropeway made artifacts reproducible; the
+   * step's result and the run manifest hold its time.
+   */
+  readonly seconds?: number
   readonly best: LoggedIndividual | null
   /** Best first. */
   readonly population: readonly LoggedIndividual[]
@@ -47,12 +50,12 @@ export interface SearchLog {
 export const emptySearchLog = (strategy: string): SearchLog => ({ format: "ropeway-search-log", version: 1, strategy, entries: [] })
 
 /** Appends the state's progress as an entry (replacing an entry of the same generation, so a resumed run can re-append). */
-export function appendToLog(log: SearchLog, progress: Progress, seconds: number): SearchLog {
+export function appendToLog(log: SearchLog, progress: Progress, seconds?: number): SearchLog {
   const entry: SearchLogEntry = {
     generation: progress.generation,
     evaluations: progress.evaluations,
     fullEvaluations: progress.fullEvaluations,
-    seconds,
+    ...(seconds === undefined ? {} : { seconds }),
     best: progress.best === undefined ? null : { genome: progress.best.genome, fitness: progress.best.fitness },
     population: progress.population.map((m) => ({ genome: m.genome, fitness: m.fitness })),
   }

@@ -6,7 +6,7 @@
  * Then the logs: search-log.json (ours), longrope-log.json (LongRoPE's) and result_*.csv (absolute factors).
  */
 import { Effect } from "effect"
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { asStageError, attempt, fail, type RopewayError } from "../../common/errors.ts"
 import { writeFileAtomic } from "../../common/files.ts"
@@ -149,7 +149,8 @@ export function runSearch(env: Env, strategy: AnyStrategy, job: Job, onGeneratio
       })
       const next = yield* attempt(`strategy ${strategy.name}`, () => strategy.observe(state, results))
       const prog = strategy.progress(next)
-      const log = prog.generation > before ? appendToLog(cp.log, prog, seconds) : cp.log
+      // no timings in the log: an artifact holds the same bytes for the same inputs (the step's result has the time)
+      const log = prog.generation > before ? appendToLog(cp.log, prog) : cp.log
       // Continue from the JSON form, exactly what a resumed run would read back.
       const text = JSON.stringify({ format: 1, strategy: strategy.name, state: next, log, seconds } satisfies SearchCheckpoint)
       writeFileAtomic(file, text)
@@ -174,11 +175,11 @@ function longropeLog(strategy: AnyStrategy, state: unknown): LongRoPELog {
 
 export function writeLogs(dir: string, strategy: AnyStrategy, cp: SearchCheckpoint, baseFactors: readonly number[] | undefined): void {
   mkdirSync(dir, { recursive: true })
-  writeFileSync(join(dir, "search-log.json"), `${JSON.stringify(cp.log, null, 2)}\n`)
-  writeFileSync(join(dir, "longrope-log.json"), `${stringifyLongRoPELog(longropeLog(strategy, cp.state))}\n`)
-  for (const e of cp.log.entries) if (e.best !== null) writeFileSync(join(dir, resultCsvName(e.generation)), formatFactorsCsv(absoluteFactors(e.best.genome, baseFactors)))
+  writeFileAtomic(join(dir, "search-log.json"), `${JSON.stringify(cp.log, null, 2)}\n`)
+  writeFileAtomic(join(dir, "longrope-log.json"), `${stringifyLongRoPELog(longropeLog(strategy, cp.state))}\n`)
+  for (const e of cp.log.entries) if (e.best !== null) writeFileAtomic(join(dir, resultCsvName(e.generation)), formatFactorsCsv(absoluteFactors(e.best.genome, baseFactors)))
   const best = strategy.best(cp.state)
-  if (best !== undefined) writeFileSync(join(dir, resultCsvName("final")), formatFactorsCsv(absoluteFactors(best.genome, baseFactors)))
+  if (best !== undefined) writeFileAtomic(join(dir, resultCsvName("final")), formatFactorsCsv(absoluteFactors(best.genome, baseFactors)))
 }
 
 /** "generation g/G, n evaluated + m cached, best f, ETA s" for job k of `jobs`, and its share of the step. */

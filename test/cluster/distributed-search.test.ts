@@ -26,7 +26,7 @@ import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir, writeRandomModel } from "../models/random-model.ts"
 import { freePort, type Pg, pgBin, startPg } from "./pg.ts"
 
-const ROOT = resolve(import.meta.dir, "../..")
+const ROOT = resolve(import.meta.dirname, "../..")
 const BIN = pgBin()
 if (BIN === undefined) console.warn("distributed-search: SKIPPED, no Postgres binaries (install postgresql, or set PG_BIN to its bin folder)")
 

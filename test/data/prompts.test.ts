@@ -7,8 +7,8 @@ import { PAPER_GARBAGE, paperGarbage } from "../../plugins/data/text.ts"
 import { byteTokenizer, loadHfTokenizer, withBos } from "../../plugins/data/tokenizer.ts"
 
 const byte = byteTokenizer()
-const hf = loadHfTokenizer(join(import.meta.dir, "../fixtures/tokenizer"))
-const sp = loadHfTokenizer(join(import.meta.dir, "../fixtures/tokenizer/sentencepiece"))
+const hf = loadHfTokenizer(join(import.meta.dirname, "../fixtures/tokenizer"))
+const sp = loadHfTokenizer(join(import.meta.dirname, "../fixtures/tokenizer/sentencepiece"))
 
 describe("passkey prompt (§5.2)", () => {
   test("five lines: task, garbage prefix, info, garbage suffix, question; both garbage parts from the start", () => {

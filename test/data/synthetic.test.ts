@@ -7,8 +7,8 @@ import { PAPER_GARBAGE, paperGarbage } from "../../plugins/data/text.ts"
 import { byteTokenizer, loadHfTokenizer } from "../../plugins/data/tokenizer.ts"
 
 const byte = byteTokenizer()
-const hf = loadHfTokenizer(join(import.meta.dir, "../fixtures/tokenizer"))
-const sp = loadHfTokenizer(join(import.meta.dir, "../fixtures/tokenizer/sentencepiece"))
+const hf = loadHfTokenizer(join(import.meta.dirname, "../fixtures/tokenizer"))
+const sp = loadHfTokenizer(join(import.meta.dirname, "../fixtures/tokenizer/sentencepiece"))
 const docs = (opts: SyntheticOptions, n: number) => Array.from({ length: n }, (_, i) => syntheticDocument(opts, i))
 
 describe("synthetic corpus", () => {

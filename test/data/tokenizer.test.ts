@@ -5,7 +5,7 @@ import { join } from "node:path"
 import { BYTE_BOS, BYTE_EOS, BYTE_VOCAB_SIZE, byteTokenizer, loadHfTokenizer, loadTokenizer, withBos } from "../../plugins/data/tokenizer.ts"
 import { Rng } from "../../common/rng.ts"
 
-const FIXTURE = join(import.meta.dir, "../fixtures/tokenizer")
+const FIXTURE = join(import.meta.dirname, "../fixtures/tokenizer")
 const dirs: string[] = []
 const tmp = () => {
   const d = mkdtempSync(join(tmpdir(), "ropeway-tok-"))

@@ -24,7 +24,7 @@ import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir, writeRandomModel } from "../models/random-model.ts"
 import { referenceLogprobs } from "../../plugins/models/llama/model.ref.ts"
 
-const FIXTURE = join(import.meta.dir, "../fixtures/eval/choices.jsonl")
+const FIXTURE = join(import.meta.dirname, "../fixtures/eval/choices.jsonl")
 const tok = byteTokenizer()
 const bytes = (s: string): number[] => Array.from(new TextEncoder().encode(s))
 const dirs: string[] = []

@@ -20,7 +20,7 @@ import {
 import { removeDir, tempDir } from "../models/random-model.ts"
 
 const tok = byteTokenizer()
-const sp = loadHfTokenizer(join(import.meta.dir, "../fixtures/tokenizer/sentencepiece"))
+const sp = loadHfTokenizer(join(import.meta.dirname, "../fixtures/tokenizer/sentencepiece"))
 const NEEDLE = /One of the special magic numbers for ([a-z]+-[a-z]+) is: (\d{7})\./g
 const needlesIn = (text: string) => [...text.matchAll(NEEDLE)].map((m) => ({ key: m[1]!, value: m[2]! }))
 const dirs: string[] = []

@@ -3,10 +3,10 @@
 // ropeway's stages and `score` with no change outside the example.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect } from "effect"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
-import { layerSilent, loadWorkflow, runWorkflow } from "../../cli/workflow.ts"
+import { layerSilent, loadWorkflow, removeTree, runWorkflow } from "../../cli/workflow.ts"
 import { Gpu } from "../../kernels/device.ts"
 import { type InspectedNeox, inspectNeox, neoxFamily } from "../../examples/plugin/neox/family.ts"
 import { writeRandomNeox } from "../../examples/plugin/neox/random.ts"
@@ -17,9 +17,9 @@ import { resolveRope } from "../../plugins/rope/index.ts"
 import { gpu } from "../gpu-shared.ts"
 import { runCli } from "../models/cli-helpers.ts"
 
-const EXAMPLE = resolve(import.meta.dir, "../../examples/plugin")
+const EXAMPLE = resolve(import.meta.dirname, "../../examples/plugin")
 const root = mkdtempSync(join(tmpdir(), "ropeway-neox-"))
-afterAll(() => rmSync(root, { recursive: true, force: true }))
+afterAll(() => removeTree(root)) // the store in it has read-only entries
 
 const SMALL = { vocab: 61, hidden: 32, layers: 2, heads: 2, intermediate: 48, maxPositions: 32, seed: 4 }
 const tokens = Array.from({ length: 24 }, (_, i) => (i * 37 + 11) % SMALL.vocab)

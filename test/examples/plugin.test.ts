@@ -2,7 +2,8 @@
 // `ropeway list --plugin` shows what it adds.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect } from "effect"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { mkdtempSync, readFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
@@ -13,9 +14,9 @@ import { readMetrics } from "../../plugins/eval/metrics.ts"
 import { randomSearch } from "../../examples/plugin/plugin.ts"
 import { gpu } from "../gpu-shared.ts"
 
-const EXAMPLE = resolve(import.meta.dir, "../../examples/plugin")
+const EXAMPLE = resolve(import.meta.dirname, "../../examples/plugin")
 const store = mkdtempSync(join(tmpdir(), "ropeway-example-"))
-afterAll(() => rmSync(store, { recursive: true, force: true }))
+afterAll(() => removeTree(store))
 
 describe("examples/plugin", () => {
   test("workflow.yaml runs: factor-report next to evaluate", async () => {

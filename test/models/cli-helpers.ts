@@ -1,24 +1,10 @@
-/** Runs `bun cli/main.ts …` as a user would, for the CLI tests. */
-import { resolve } from "node:path"
+/** Runs `ropeway …` (cli/main.ts) as a user would, under the runtime running the tests, for the CLI tests. */
+import { entryCommand, ROOT, type RunResult, runToEnd } from "../runtime.ts"
 
-export const ROOT = resolve(import.meta.dir, "../..")
+export { ROOT }
+export type CliResult = RunResult
 
-export interface CliResult {
-  readonly code: number
-  readonly stdout: string
-  readonly stderr: string
-}
-
-export async function runCli(args: readonly string[]): Promise<CliResult> {
-  const proc = Bun.spawn([resolve(ROOT, "node_modules/.bin/bun"), "cli/main.ts", ...args], {
-    cwd: ROOT,
-    env: { ...process.env, EGL_PLATFORM: "surfaceless" },
-    stdout: "pipe",
-    stderr: "pipe",
-  })
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
-  return { code, stdout, stderr }
-}
+export const runCli = (args: readonly string[]): Promise<CliResult> => runToEnd(entryCommand("cli/main.ts", ...args))
 
 /** stderr without Dawn's adapter-limit warnings, which are not ours to print or suppress. */
 export const ownStderr = (stderr: string): string =>

@@ -2,7 +2,7 @@
  * Bad input to `ropeway score`: one line on stderr, `error: <file>: <problem>`, exit code ≠ 0, no stack.
  */
 import { afterAll, describe, expect, test } from "bun:test"
-import { mkdirSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { runCli, ownStderr } from "./cli-helpers.ts"
 import { type RandomModelOptions, removeDir, tempDir, writeConfigAndWeights, writeRandomModel } from "./random-model.ts"
@@ -123,7 +123,7 @@ describe("score: bad input is one line naming the file and the problem", () => {
     const dir = join(root, "truncated")
     writeRandomModel(dir, small)
     const path = join(dir, "model.safetensors")
-    const bytes = await Bun.file(path).bytes()
+    const bytes = readFileSync(path)
     writeFileSync(path, bytes.subarray(0, bytes.length - 100))
     await expectError(["--model", dir, "--tokens", tokens], path, "data_offsets")
   })

@@ -6,7 +6,8 @@
  * ulp, computed here independently of the writer), so the stored file holds exactly the float64 values
  * the reference gets: no rounding convention is shared between the code under test and the reference.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { type TensorToWrite, type WriteDType, writeCheckpoint } from "../../common/safetensors.ts"
@@ -73,7 +74,7 @@ export function tempDir(prefix = "ropeway-model-"): string {
   return mkdtempSync(join(tmpdir(), prefix))
 }
 
-export const removeDir = (dir: string): void => rmSync(dir, { recursive: true, force: true })
+export const removeDir = (dir: string): void => removeTree(dir)
 
 export function randomConfig(o: RandomModelOptions): Record<string, unknown> {
   const arch = o.arch ?? "LlamaForCausalLM"

@@ -6,7 +6,7 @@ import { join } from "node:path"
 import { formatPlan, makeConsoleProgress, planWorkflow } from "../../pipeline/workflow/index.ts"
 import { fixture, load, run, tempDir, withBuiltins } from "./helpers.ts"
 
-const root = join(import.meta.dir, "../..")
+const root = join(import.meta.dirname, "../..")
 const workflowMain = async (...args: string[]) => {
   const p = Bun.spawn([process.execPath, "cli/workflow-main.ts", ...args], { cwd: root, stdout: "pipe", stderr: "pipe" })
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited])

@@ -1,6 +1,7 @@
 // Shared by the pipeline tests: temp folders, loading from inline YAML, running quietly.
 import { Effect, Layer } from "effect"
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll } from "bun:test"
@@ -8,7 +9,7 @@ import {
   builtinPlugins, type Kind, layerSilent, loadWorkflow, type LoadOptions, type Manifest, type PluginInfo, runWorkflow, WorkflowInvalid, type Workflow,
 } from "../../cli/workflow.ts"
 
-export const FIXTURES = resolve(import.meta.dir, "../fixtures/workflows")
+export const FIXTURES = resolve(import.meta.dirname, "../fixtures/workflows")
 export const fixture = (name: string): string => join(FIXTURES, name)
 
 const dirs: string[] = []
@@ -18,7 +19,7 @@ export const tempDir = (): string => {
   return d
 }
 afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true })
+  for (const d of dirs) removeTree(d)
 })
 
 /** Writes `yaml` into a temp folder (next to a copy-free reference to the toy plugin) and returns its path. */

@@ -32,12 +32,13 @@ describe("plugins", () => {
     const pkg = join(dir, "node_modules", "ropeway-plugin-hello")
     mkdirSync(pkg, { recursive: true })
     // effect is a peer dependency of a plugin package: the one next to the workflow is this project's
-    symlinkSync(join(import.meta.dir, "../../node_modules/effect"), join(dir, "node_modules", "effect"), "dir")
-    writeFileSync(join(pkg, "package.json"), JSON.stringify({ name: "ropeway-plugin-hello", version: "1.2.3", type: "module", main: "index.ts" }))
-    writeFileSync(join(pkg, "index.ts"), `
+    symlinkSync(join(import.meta.dirname, "../../node_modules/effect"), join(dir, "node_modules", "effect"), "dir")
+    writeFileSync(join(pkg, "package.json"), JSON.stringify({ name: "ropeway-plugin-hello", version: "1.2.3", type: "module", main: "index.js" }))
+    // JavaScript, as published packages are: Deno (like Node) strips no TypeScript inside node_modules
+    writeFileSync(join(pkg, "index.js"), `
       import { Effect, Schema } from "effect"
       import { writeFileSync } from "node:fs"
-      import { defineStage, definePlugin } from ${JSON.stringify(join(import.meta.dir, "../../pipeline/workflow/index.ts"))}
+      import { defineStage, definePlugin } from ${JSON.stringify(join(import.meta.dirname, "../../pipeline/workflow/index.ts"))}
       export const plugin = definePlugin({ name: "hello", version: "1.2.3", stages: [defineStage({
         name: "hello", version: "1", params: Schema.Struct({ who: Schema.String }), outputs: { greeting: "text" },
         run: (ctx) => Effect.sync(() => writeFileSync(ctx.outputs.greeting, "hello " + ctx.params.who)),
@@ -129,7 +130,7 @@ describe("plugins", () => {
   test("two plugins defining the same stage: an error at the second plugin", async () => {
     const dir = tempDir()
     writeFileSync(join(dir, "dup.ts"), `
-      import { definePlugin } from ${JSON.stringify(join(import.meta.dir, "../../pipeline/workflow/index.ts"))}
+      import { definePlugin } from ${JSON.stringify(join(import.meta.dirname, "../../pipeline/workflow/index.ts"))}
       import toy from ${JSON.stringify(fixture("toy-plugin.ts"))}
       export default definePlugin({ name: "dup", version: "1", stages: [toy.stages![0]!] })
     `)

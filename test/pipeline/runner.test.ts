@@ -192,19 +192,23 @@ describe("runs", () => {
     expect(readdirSync(join(store, "_tmp"))).toEqual([])
   })
 
-  test("a step another live process is running is not run twice; a dead holder's claim is taken over", async () => {
+  test("a step another live process is running is waited for, not run twice; a dead holder's claim is taken over", async () => {
     const store = tempDir()
     const wf = await load(yamlFile(graph(7, 8)), { plugins: [local] })
     const key = (await Effect.runPromise(planWorkflow(wf, { store }))).steps[0]!.key!
     const other = Bun.spawn(["sleep", "30"])
     require("node:fs").mkdirSync(join(store, "_locks"), { recursive: true })
     writeFileSync(join(store, "_locks", key), `${other.pid}`)
-    const r = await Effect.runPromise(Effect.result(runWorkflow(wf, { store, printRunDir: false }).pipe(Effect.provide(layerSilent))))
-    expect(r._tag === "Failure" && r.failure.message).toStartWith(`step "a" (stage emit) failed: another run (process ${other.pid}) is running this step now`)
+    const events: ProgressEvent[] = []
+    const running = run(wf, store, layerCollect(events))
+    await Bun.sleep(600)
+    expect(existsSync(join(store, "_store", key))).toBe(false)
+    expect(events.some((e) => e._tag === "Log" && e.line.startsWith(`waiting for process ${other.pid}, which is running this step`))).toBe(true)
     other.kill("SIGKILL")
     await other.exited
-    const ok = await run(wf, store)
+    const ok = await running
     expect(ok.manifest.status).toBe("done")
+    expect(ok.manifest.steps[0]!.status).toBe("done")
     expect(readdirSync(join(store, "_locks"))).toEqual([])
   })
 
@@ -287,7 +291,7 @@ describe("interruption and resume (slow.yaml: 30 rounds of 40 ms, checkpointed)"
   test("SIGKILL of a child process mid-step, then a re-run: same artifacts", async () => {
     const store = tempDir()
     const child = Bun.spawn([process.execPath, "cli/workflow-main.ts", fixture("slow.yaml"), "--store", store, "--quiet"], {
-      cwd: join(import.meta.dir, "../.."),
+      cwd: join(import.meta.dirname, "../.."),
       stdout: "pipe",
       stderr: "pipe",
     })
@@ -306,7 +310,7 @@ describe("interruption and resume (slow.yaml: 30 rounds of 40 ms, checkpointed)"
   test("SIGINT to `bun run workflow`: exit 130, manifest says interrupted, nothing partial committed", async () => {
     const store = tempDir()
     const child = Bun.spawn([process.execPath, "cli/workflow-main.ts", fixture("slow.yaml"), "--store", store, "--quiet"], {
-      cwd: join(import.meta.dir, "../.."),
+      cwd: join(import.meta.dirname, "../.."),
       stdout: "pipe",
       stderr: "pipe",
     })

@@ -6,9 +6,9 @@ import { join } from "node:path"
 import { ropeReport } from "../../cli/commands/rope.ts"
 import { ropePlotSpec } from "../../plugins/report/rope-plot.ts"
 import { yarnFactors } from "../../plugins/rope/factors.ts"
+import { entryCommand, runToEnd } from "../runtime.ts"
 import { assertWellFormedSvg, svgTexts } from "./svg.ts"
 
-const root = join(import.meta.dir, "..", "..")
 const dir = mkdtempSync(join(tmpdir(), "ropeway-rope-plot-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 // `rope` reads only config.json (a Phi-3-mini-shaped one: rotary dim 96, L0 4096); no weights needed
@@ -53,13 +53,7 @@ describe("rope --plot", () => {
 
   test("the CLI writes an SVG with the title, the series and the axis labels", async () => {
     const out = join(dir, "plots", "rope.svg")
-    const p = Bun.spawn([join(root, "node_modules", ".bin", "bun"), "cli/main.ts", "rope", "--model", dir, "--length", "32768", "--json", "--plot", out], {
-      cwd: root,
-      env: { ...process.env, EGL_PLATFORM: "surfaceless" },
-      stdout: "pipe",
-      stderr: "pipe",
-    })
-    const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited])
+    const { stdout, stderr, code } = await runToEnd(entryCommand("cli/main.ts", "rope", "--model", dir, "--length", "32768", "--json", "--plot", out))
     expect(stderr).toContain(`plot: ${out}`)
     expect(code).toBe(0)
     expect(JSON.parse(stdout).method).toBe("longrope") // --json output stays pure JSON

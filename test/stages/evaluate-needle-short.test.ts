@@ -4,7 +4,8 @@
 // decoding path (session.feed) and logprobs.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect } from "effect"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
@@ -21,7 +22,7 @@ import { type Metrics, readMetrics } from "../../plugins/eval/metrics.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-needle-short-"))
-afterAll(() => rmSync(dir, { recursive: true, force: true }))
+afterAll(() => removeTree(dir))
 
 const SEED = 3
 const WORKFLOW = `

@@ -3,7 +3,8 @@
 // under a scaled table); and the real tiny model gives well-formed rows.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect, Fiber } from "effect"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
@@ -27,7 +28,7 @@ const temp = () => {
   return d
 }
 afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true })
+  for (const d of dirs) removeTree(d)
 })
 
 describe("firstInteger (the paper's re.search(r'\\d+'))", () => {

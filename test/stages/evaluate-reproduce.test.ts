@@ -4,7 +4,8 @@
 // perplexity and a passkey accuracy with its own loops, and gets the same values.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect } from "effect"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
@@ -13,8 +14,8 @@ import { readMetrics } from "../../plugins/eval/metrics.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-reproduce-"))
-afterAll(() => rmSync(dir, { recursive: true, force: true }))
-const ROOT = resolve(import.meta.dir, "../..")
+afterAll(() => removeTree(dir))
+const ROOT = resolve(import.meta.dirname, "../..")
 
 const WORKFLOW = `
 name: reproduce

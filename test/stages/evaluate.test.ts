@@ -2,7 +2,8 @@
 // independent re-implementation of the reference loops (YaRN/LongRoPE perplexity.py, llama.cpp perplexity).
 import { describe, expect, test } from "bun:test"
 import { Effect, Fiber } from "effect"
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "bun:test"
@@ -24,7 +25,7 @@ const temp = () => {
   return d
 }
 afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true })
+  for (const d of dirs) removeTree(d)
 })
 
 /** A causal stand-in for the model: ln p(next) depends on the target, its position and the table. */

@@ -19,7 +19,7 @@ import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir } from "../models/random-model.ts"
 
 const TIMEOUT = 60_000
-const ROOT = join(import.meta.dir, "..", "..")
+const ROOT = join(import.meta.dirname, "..", "..")
 const dirs: string[] = []
 afterAll(() => {
   for (const d of dirs) removeDir(d)

@@ -3,7 +3,7 @@
 // the window dropped: full attention past it, the same log-probs within it.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect, Schema } from "effect"
-import { mkdirSync, readFileSync } from "node:fs"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { FitnessRequestSchema } from "../../cluster/protocol.ts"
 import type { StageContext } from "../../pipeline/workflow/index.ts"
@@ -87,7 +87,7 @@ describe("search: Mistral's reading", () => {
   test("in second/readjust modes L0 comes from the factor set: a different originalLength is an error", async () => {
     const first = await search({ mode: "first", length: 256, samples: 1, strategyParams: INIT_ONLY, data: { tasks: { filler: 1 } }, cacheDir: tmp(), originalLength: 32 })
     const f = join(tmp(), "rope.json")
-    await Bun.write(f, JSON.stringify(first.factors))
+    writeFileSync(f, JSON.stringify(first.factors))
     const outDir = join(tmp(), "out")
     mkdirSync(outDir, { recursive: true })
     const params: SearchParams = { mode: "second", length: 512, samples: 1, strategyParams: INIT_ONLY, data: { tasks: { filler: 1 } }, originalLength: 64 }

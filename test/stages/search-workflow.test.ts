@@ -101,7 +101,7 @@ test("SIGKILL of `bun run workflow` mid-search, then a re-run: resumes and ends 
 
   const store = join(dir, "runs")
   const child = Bun.spawn([process.execPath, "cli/workflow-main.ts", file, "--store", store, "--quiet"], {
-    cwd: join(import.meta.dir, "../.."),
+    cwd: join(import.meta.dirname, "../.."),
     env: { ...process.env, EGL_PLATFORM: "surfaceless" },
     stdout: "pipe",
     stderr: "pipe",

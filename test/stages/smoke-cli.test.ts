@@ -1,21 +1,18 @@
-// `bun run workflow` as a user runs it, twice: the second run reuses every step, and both processes exit 0
+// `bun run workflow` (or `deno task workflow`, under Deno) as a user runs it, twice: the second run reuses every step, and both processes exit 0
 // with the run folder as the last stdout line. (A cached run once crashed Bun at exit: Dawn's instance was
 // released while other Dawn objects were still reachable, and a GC during report rendering freed it.)
 import { afterAll, expect, test } from "bun:test"
-import { existsSync, mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { entryCommand, runToEnd } from "../runtime.ts"
 
 const store = mkdtempSync(join(tmpdir(), "ropeway-smoke-cli-"))
-afterAll(() => rmSync(store, { recursive: true, force: true }))
+afterAll(() => removeTree(store))
 
 async function runWorkflow(): Promise<{ code: number; lastLine: string; stderr: string }> {
-  const proc = Bun.spawn(["./node_modules/.bin/bun", "cli/workflow-main.ts", "workflows/smoke.yaml", "--store", store], {
-    env: { ...process.env, EGL_PLATFORM: "surfaceless" },
-    stdout: "pipe",
-    stderr: "pipe",
-  })
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  const { code, stdout, stderr } = await runToEnd(entryCommand("cli/workflow-main.ts", "workflows/smoke.yaml", "--store", store))
   return { code, lastLine: stdout.trim().split("\n").at(-1) ?? "", stderr }
 }
 

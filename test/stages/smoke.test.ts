@@ -2,7 +2,8 @@
 // complete, and a second run reuses every step with identical artifacts.
 import { afterAll, describe, expect, test } from "bun:test"
 import { Effect } from "effect"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { mkdtempSync, readFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { Gpu } from "../../kernels/device.ts"
@@ -16,9 +17,9 @@ import { resolveRope } from "../../plugins/rope/index.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const store = mkdtempSync(join(tmpdir(), "ropeway-smoke-"))
-afterAll(() => rmSync(store, { recursive: true, force: true }))
+afterAll(() => removeTree(store))
 
-const SMOKE = resolve(import.meta.dir, "../../workflows/smoke.yaml")
+const SMOKE = resolve(import.meta.dirname, "../../workflows/smoke.yaml")
 
 describe("workflows/smoke.yaml", () => {
   test("runs end to end; a second run reuses every step", async () => {

@@ -8,7 +8,8 @@
  */
 import { describe, expect, test } from "bun:test"
 import { Effect } from "effect"
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { loadWorkflow, type Plan, type PlanStep, planWorkflow } from "../../cli/workflow.ts"
@@ -19,7 +20,7 @@ import type { SearchContext } from "../../plugins/search/types.ts"
 import { FINETUNE_DEFAULTS } from "../../stages/finetune.ts"
 import { optimizerAndSchedule, type TrainHyper as TrainParams } from "../../training/config.ts"
 
-const ROOT = resolve(import.meta.dir, "../..")
+const ROOT = resolve(import.meta.dirname, "../..")
 const DIR = join(ROOT, "workflows/paper")
 const BUN = join(ROOT, "node_modules/.bin/bun")
 
@@ -62,7 +63,7 @@ const planOf = async (r: Recipe): Promise<Plan> => {
     try {
       p = await Effect.runPromise(Effect.flatMap(loadWorkflow(join(DIR, r.file)), (wf) => planWorkflow(wf, { store })))
     } finally {
-      rmSync(store, { recursive: true, force: true })
+      removeTree(store)
     }
     plans.set(r.file, p)
   }
@@ -271,7 +272,7 @@ describe("paper recipes: run without the weights stops at once", () => {
         expect(seconds).toBeLessThan(10)
         expect(readdirSync(store)).toEqual([]) // no run folder, no step started
       } finally {
-        rmSync(store, { recursive: true, force: true })
+        removeTree(store)
       }
     })
   }
@@ -291,7 +292,7 @@ describe("paper recipes: run without the weights stops at once", () => {
       expect(existsSync(join(tmp, "store"))).toBe(false) // nothing ran
       expect(seconds).toBeLessThan(10)
     } finally {
-      rmSync(tmp, { recursive: true, force: true })
+      removeTree(tmp)
     }
   })
 
@@ -316,7 +317,7 @@ describe("paper recipes: run without the weights stops at once", () => {
       expect(text).toContain('step "search-128k"')
       expect(seconds).toBeLessThan(10)
     } finally {
-      rmSync(tmp, { recursive: true, force: true })
+      removeTree(tmp)
     }
   })
 })

@@ -7,12 +7,13 @@
  */
 import { describe, expect, test } from "bun:test"
 import { Effect } from "effect"
-import { mkdtempSync, readdirSync, rmSync } from "node:fs"
+import { mkdtempSync, readdirSync } from "node:fs"
+import { removeTree } from "../../pipeline/workflow/store.ts"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { loadWorkflow, planWorkflow } from "../../cli/workflow.ts"
 
-const DIR = resolve(import.meta.dir, "../../workflows")
+const DIR = resolve(import.meta.dirname, "../../workflows")
 const files = readdirSync(DIR).filter((f) => f.endsWith(".yaml")).sort()
 
 describe("shipped workflows", () => {
@@ -32,7 +33,7 @@ describe("shipped workflows", () => {
         expect([null, "tiny (built-in)"]).toContain(plan.model)
         expect(plan.steps.length).toBeGreaterThan(1)
       } finally {
-        rmSync(store, { recursive: true, force: true })
+        removeTree(store)
       }
     })
   }

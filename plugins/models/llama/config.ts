@@ -55,6 +55,8 @@ export function readLlamaConfig(dir: string, options: ConfigOptions = {}): Llama
   return parseLlamaConfig(readJsonFile(file, "not found (a Hugging Face model folder needs config.json)"), file, dir, options)
 }
 
+const MAX_HEAD_DIM = 65536
+
 const DEFAULT_EPS: Readonly<Record<Architecture, number>> = {
   LlamaForCausalLM: 1e-6,
   MistralForCausalLM: 1e-6,
@@ -148,6 +150,8 @@ export function parseLlamaConfig(json: unknown, file: string, dir: string, optio
   if (numHeads % numKvHeads !== 0) throw inputError(file, `num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`)
   if (j.head_dim == null && j.hidden_size % numHeads !== 0) throw inputError(file, `hidden_size (${j.hidden_size}) is not a multiple of num_attention_heads (${numHeads}) and head_dim is not given`)
   const headDim = j.head_dim ?? j.hidden_size / numHeads
+  // RoPE tables and attention are sized by it; real models use 64 to 256
+  if (headDim > MAX_HEAD_DIM) throw inputError(file, `head dimension ${headDim} (head_dim, or hidden_size / num_attention_heads) is more than ${MAX_HEAD_DIM}`)
   const llamaLike = architecture === "LlamaForCausalLM" || architecture === "MistralForCausalLM"
   const attentionBias = llamaLike ? j.attention_bias ?? false : false
   const swUsed = architecture === "MistralForCausalLM" || architecture === "Phi3ForCausalLM" || (architecture === "Qwen2ForCausalLM" && j.use_sliding_window === true)

@@ -1,6 +1,6 @@
 /**
- * The llama family's float64 reference: an independent implementation of transformers' llama-family
- * forward, for the tests and benches.
+ * An independent float64 implementation of transformers' llama-family forward: the reference the model is
+ * tested against (test/models/) and the baseline bench/scoring.ts measures.
  *
  * Plain loops over Float64Array, whole sequence at once (no chunks, no KV cache), its own RoPE from the
  * config (default and linear scaling only) or from explicit inverse frequencies + attention factor (+ start

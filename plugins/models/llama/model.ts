@@ -45,9 +45,10 @@ export interface InspectOptions extends ConfigOptions {
 /** Reads config.json, opens the checkpoint and validates every tensor's name, dtype and shape. */
 export function inspectLlama(dir: string, options: InspectOptions = {}): InspectedLlama {
   const config = readLlamaConfig(dir, options)
-  const rope = options.ropeSource === undefined ? resolveRope(config.rope) : resolveRope(config.rope, options.ropeSource)
+  // the weights first: they bound every size config.json claims (RoPE tables are sized by the head dimension)
   const checkpoint = Checkpoint.open(dir)
   validateCheckpoint(config, checkpoint)
+  const rope = options.ropeSource === undefined ? resolveRope(config.rope) : resolveRope(config.rope, options.ropeSource)
   return { config, checkpoint, rope }
 }
 

@@ -72,6 +72,9 @@ export function expectedTensors(c: LlamaConfig): Map<string, readonly number[]> 
 
 /** Checks every expected tensor's presence, dtype and shape from the headers alone (nothing is read). */
 export function validateCheckpoint(c: LlamaConfig, ckpt: Checkpoint): void {
+  // the last layer first: a config claiming absurdly many layers fails here, before listing their tensors
+  const last = `${layerPrefix(c.numLayers - 1)}input_layernorm.weight`
+  if (ckpt.get(last) === undefined) throw inputError(ckpt.source, `missing tensor "${last}" (config.json says ${c.numLayers} layers)`)
   for (const [name, shape] of expectedTensors(c)) {
     const info = ckpt.get(name)
     if (info === undefined) throw inputError(ckpt.source, `missing tensor "${name}" (expected shape [${shape.join(", ")}])`)
