@@ -10,17 +10,17 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import type { RopeTable } from "../../kernels/rope-table.ts"
 import { layerCollect, loadWorkflow, runWorkflow } from "../../cli/workflow.ts"
-import { BYTE_EOS, byteTokenizer } from "../../plugins/data/tokenizer.ts"
+import { byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import { readMetrics } from "../../plugins/eval/metrics.ts"
 import { readTaskFile, scoreChoiceItems, summarizeChoices } from "../../plugins/eval/multiple-choice.ts"
 import { retrievalTrial, scoreRetrieval } from "../../plugins/eval/retrieval.ts"
 import { passkeyChoiceItems } from "../../plugins/eval/synthetic-choice.ts"
 import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
 import type { LoadedModel } from "../../plugins/models/family.ts"
-import type { LlamaSession } from "../../plugins/models/llama/model.ts"
 import { TINY_DIR } from "../../plugins/models/tiny/tiny.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
 import { ModelLoader } from "../../stages/kit.ts"
+import { scriptedSession } from "./scripted-session.ts"
 
 const dirs: string[] = []
 const temp = () => {
@@ -49,48 +49,17 @@ const stubAnswer = (text: string, t: RopeTable): string => {
   return ` ${said.join(", ")}.`
 }
 
-/** Generates stubAnswer one byte per step, then EOS; log-probs depend on the token, position and table. */
+/** Generates stubAnswer (scriptedSession); log-probs depend on the token, position and table. */
 const stub = (seen: { prompts: number }) =>
   ModelLoader.of({
     load: async (dir): Promise<LoadedModel> => {
       const config = readLlamaConfig(dir)
       const V = config.vocabSize
-      const session = (capacity: number): LlamaSession => {
-        let seq: number[] = []
-        let plan = ""
-        let promptLength = 0
-        let table: RopeTable | undefined
-        const next = (): Float64Array => {
-          const at = seq.length - promptLength
-          const out = new Float64Array(V).fill(Math.log(0.5 / (V - 1)))
-          out[at < plan.length ? plan.charCodeAt(at) : BYTE_EOS] = Math.log(0.5)
-          return out
-        }
-        return {
-          get length() {
-            return seq.length
-          },
-          capacity,
-          get table() {
-            return table
-          },
-          feed: async (tokens, t) => {
-            if (seq.length === 0) {
-              seen.prompts++
-              promptLength = tokens.length
-              plan = stubAnswer(byteTokenizer().decode(Array.from(tokens).filter((x) => x < 256)), t)
-            }
-            table = t
-            seq = [...seq, ...tokens]
-            return next()
-          },
-          rerotate: () => {},
-          reset: () => {
-            seq = []
-          },
-          dispose: () => {},
-        }
-      }
+      const session = (capacity: number) =>
+        scriptedSession(V, capacity, (prompt, t) => {
+          seen.prompts++
+          return stubAnswer(prompt, t)
+        })
       return {
         config,
         rope: resolveRope(config.rope),
