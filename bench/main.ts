@@ -1,5 +1,5 @@
 /**
- * `bun run bench [--json] [matmul|attention|scoring|training|adapters|runtimes ...]`: the benchmarks, each
+ * `bun run bench [--json] [matmul|attention|scoring|training|profile|adapters|runtimes ...]`: the benchmarks, each
  * figure a ratio against a baseline measured in the same process. Without names, every one but adapters
  * and runtimes (those run only when named); with names, only those.
  */
@@ -12,6 +12,7 @@ const suites: Record<string, () => Promise<{ run: (rt: GpuRuntime) => Promise<vo
   attention: () => import("./attention.ts"),
   scoring: () => import("./scoring.ts"),
   training: () => import("./training.ts"),
+  profile: () => import("./profile.ts"),
 }
 // Run only when named: they acquire their own adapters (adapters) or run the CLI under each runtime (runtimes).
 const onDemand: Record<string, () => Promise<{ run: (rt: GpuRuntime) => Promise<void> }>> = {

@@ -19,6 +19,7 @@ import { referenceLogprobs } from "../plugins/models/llama/model.ref.ts"
 import { bestOf, report } from "./harness.ts"
 import { scoreWithLlamaCpp } from "./llamacpp.ts"
 
+/** The bench model (also run by bench/profile.ts, adapters.ts and runtimes.ts). */
 export const MODEL = { vocab: 256, hidden: 256, layers: 4, heads: 4, kvHeads: 4, intermediate: 768, maxPositions: 32768, seed: 7 }
 
 export function tokensOf(n: number): number[] {

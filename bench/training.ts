@@ -1,21 +1,22 @@
 /**
- * Training step (lossAndGrad: forward, head, backward with per-layer recomputation) on a small random
- * llama (4 layers, D 128, 4 heads, byte vocabulary): peak GPU buffer bytes at T and 4T and their ratio
- * (the issue's target: ≤ 5× at 4× the length, i.e. linear, not T²), and tokens/s of a training step
- * against the forward-only loss of the same model measured in the same run.
+ * Training step (lossAndGrad: forward, head, backward) on the built-in `tiny` model (4 layers, D 128,
+ * 4 heads / 2 KV, byte vocabulary; the default workflow fine-tunes it at 1024 tokens): tokens/s at T and
+ * 4T (default 256 and 1024) against the forward-only loss of the same model measured in the same run,
+ * and peak GPU buffer bytes at both lengths and their ratio (≤ 5× at 4× the length: linear, not T²).
  *
  * Peak bytes include the parameters and their gradients (the optimizer's moments are not allocated
- * here); "activations" is the peak above what was live before the step. Sizes: `--T=<n>` (default 256),
- * `--D=<n>`, `--layers=<n>`.
+ * here); "activations" is the peak above what was live before the step. `--T=<n>` sets T;
+ * `--random --D=<n> --layers=<n>` times a random model of that size instead.
  */
 import { acquireRuntime } from "../kernels/device.ts"
 import { defaultInvFreq } from "../kernels/rope-table.ts"
 import type { GpuRuntime } from "../kernels/runtime.ts"
 import { fill } from "../kernels/scale.ts"
 import type { Tensor } from "../kernels/tensor.ts"
-import { parseLlamaConfig } from "../plugins/models/llama/config.ts"
+import { type LlamaConfig, parseLlamaConfig, readLlamaConfig } from "../plugins/models/llama/config.ts"
 import { randomLlamaConfig, randomLlamaTensors } from "../plugins/models/llama/random.ts"
-import { createTrainableLlama } from "../plugins/models/llama/train.ts"
+import { type TrainableLlama, createTrainableLlama } from "../plugins/models/llama/train.ts"
+import { TINY_DIR } from "../plugins/models/tiny/tiny.ts"
 import { bestOf, report } from "./harness.ts"
 
 const arg = (name: string, fallback: number): number => {
@@ -25,13 +26,20 @@ const arg = (name: string, fallback: number): number => {
 
 export async function run(rt: GpuRuntime): Promise<void> {
   const T0 = arg("T", 256)
-  const D = arg("D", 128)
-  const layers = arg("layers", 4)
-  const heads = Math.max(1, D / 32)
-  const opts = { vocab: 256, hidden: D, layers, heads, intermediate: Math.round((D * 8) / 3 / 16) * 16, maxPositions: 4 * T0, seed: 1 }
-  const config = parseLlamaConfig(randomLlamaConfig(opts), "bench/config.json", "bench")
-  const host = new Map(randomLlamaTensors(opts).map((t) => [t.name, Float32Array.from(t.data)]))
-  const model = createTrainableLlama(rt, config, host)
+  let config: LlamaConfig
+  let model: TrainableLlama
+  if (process.argv.includes("--random")) {
+    const D = arg("D", 128)
+    const heads = Math.max(1, D / 32)
+    const opts = { vocab: 256, hidden: D, layers: arg("layers", 4), heads, intermediate: Math.round((D * 8) / 3 / 16) * 16, maxPositions: 4 * T0, seed: 1 }
+    config = parseLlamaConfig(randomLlamaConfig(opts), "bench/config.json", "bench")
+    model = createTrainableLlama(rt, config, new Map(randomLlamaTensors(opts).map((t) => [t.name, Float32Array.from(t.data)])))
+  } else {
+    config = readLlamaConfig(TINY_DIR)
+    model = createTrainableLlama(rt, config, TINY_DIR)
+  }
+  const D = config.hiddenSize
+  const layers = config.numLayers
   const grads = new Map<string, Tensor>()
   for (const p of model.params) {
     const g = rt.tensor(p.value.shape)
@@ -39,11 +47,11 @@ export async function run(rt: GpuRuntime): Promise<void> {
     grads.set(p.name, g)
   }
   const nParams = model.params.reduce((a, p) => a + p.value.shape.reduce((x, y) => x * y, 1), 0)
-  const hd = D / heads
-  const base = defaultInvFreq(10000, hd)
+  const hd = config.headDim
+  const base = defaultInvFreq(config.rope.base, hd)
   const rope = { rotaryDim: hd, invFreq: base.map((f) => f / 4), originalInvFreq: base, startTokens: 0, attentionScale: 1 }
   const sink = { grads: (n: string) => grads.get(n)! }
-  const what = `${layers}L D${D} ${(nParams / 1e6).toFixed(2)}M params`
+  const what = `${process.argv.includes("--random") ? "random" : "tiny"} ${layers}L D${D} ${(nParams / 1e6).toFixed(2)}M params`
 
   const peaks: number[] = []
   for (const T of [T0, 4 * T0]) {

@@ -11,6 +11,8 @@
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape } from "./tensor.ts"
+import { chooseVariant, probeTime } from "./tuning.ts"
+import { type Operand, textureOperand } from "./matmul.ts"
 import { wgsl } from "./wgsl.ts"
 
 const template = wgsl("./attention-backward.wgsl", import.meta.url)
@@ -26,6 +28,10 @@ export interface TrainAttentionOptions {
    * only to keys of its own document, and the kernels skip the other documents' rows entirely.
    */
   readonly segments?: Tensor
+  /** Rows per invocation of every kernel instead of the tuned choice (tests). */
+  readonly rows?: number
+  /** Where the streamed operands are read from (default: textures when T fits one; tests force either). */
+  readonly stream?: StreamSource
 }
 
 export const MAX_TRAIN_HEAD_DIM = 256
@@ -33,16 +39,20 @@ export const MAX_TRAIN_HEAD_DIM = 256
 export type TrainKernel = "forward" | "dq" | "dkdv"
 
 /**
- * Rows per invocation (the same for each kernel). Every K/V (or Q/dO) component loaded feeds that many
- * rows; the live state (rows·headDim·2 for the forward, ·3 for dq, ·4 for dkdv) spills past ~256 vec4s,
- * yet more rows still won on llvmpipe (A/B at T 1024, H 4, best of 4, 2 shared cores): d 64 forward
- * r4 94 ms → r8 57; dq r2 139, r4 69–102, r8 53; dkdv r2 176, r4 136, r8 63–93; d 128 every kernel
- * r4 ≈ 1.7× faster than r2. So 8 rows up to d 64, 4 at d 128, 2 at d 256. Cold LLVM compile grows
- * with rows·headDim: d 16 ~2 s for all three kernels, d 64 ~20 s, d 128 ~25 s (Mesa's disk cache then
- * makes it milliseconds).
+ * Rows per invocation of each kernel, the candidates timed per machine (kernels/tuning.ts; the first is
+ * the default). Every K/V (or Q/dO) component loaded feeds that many rows, but the live state
+ * (rows·headDim·2 for the forward, ·3 for dq, ·4 for dkdv) spills past the registers into L1, whose
+ * size differs between CPUs (32 KiB on AMD Zen 2, 48 KiB on Intel Sapphire Rapids). Measured on a Sapphire
+ * Rapids (T 1024, H 4, 2 shared cores): d 64 forward r4 94 ms → r8 57; dq r2 139, r4 69–102, r8 53; dkdv
+ * r2 176, r4 136, r8 63–93; d 128 every kernel r4 ≈ 1.7× faster than r2. Cold LLVM compile grows with
+ * rows·headDim (d 16 ~2 s for all three kernels, d 64 ~20 s), hence short lists for wide heads.
+ * Results do not depend on the choice: each row's sums run over the same keys in the same order.
  */
-export function trainRows(headDim: number): number {
-  return Math.max(2, Math.min(8, Math.floor(512 / headDim)))
+export function trainRowCandidates(headDim: number): readonly number[] {
+  if (headDim <= 32) return [8, 16]
+  if (headDim <= 64) return [8, 4]
+  if (headDim <= 128) return [4, 2]
+  return [2]
 }
 
 const setConst = (src: string, name: string, value: number): string => {
@@ -63,12 +73,26 @@ const setBlock = (src: string, name: string, code: readonly string[]): string =>
 const dots = (a: (c: number) => string, b: (c: number) => string, C: readonly number[]): string =>
   C.map((c) => `dot(${a(c)}, ${b(c)})`).join(" + ")
 
+/** Where a kernel's streamed operands come from (see attention-backward.wgsl). */
+export type StreamSource = "texture" | "buffer"
+
+/** Load functions for the streamed operands of `kernel`, with their texture declarations. */
+function streamCode(kernel: TrainKernel, from: StreamSource): string[] {
+  const ops: readonly (readonly [string, string, number, string])[] =
+    kernel === "dkdv" ? [["ldQ", "Q", 1, "qStride"], ["ldDO", "DO", 5, "qStride"]] : [["ldK", "K", 2, "kvStride"], ["ldV", "V", 3, "kvStride"]]
+  return ops.flatMap(([fn, arr, binding, stride]) =>
+    from === "texture"
+      ? [`@group(0) @binding(${binding}) var ${arr}tex: texture_2d<f32>;`, `fn ${fn}(r: u32, c: u32) -> vec4f { return textureLoad(${arr}tex, vec2u(c, r), 0); }`]
+      : [`fn ${fn}(r: u32, c: u32) -> vec4f { return ${arr}[r * P.${stride} + c]; }`],
+  )
+}
+
 /** The template with `kernel` unrolled for headDim/4 = d4 and `rows` rows per invocation (the other
- *  kernels' sections left empty). */
-export function trainSource(kernel: TrainKernel, d4: number, rows: number): string {
+ *  kernels' sections left empty), its streamed operands read from `from`. */
+export function trainSource(kernel: TrainKernel, d4: number, rows: number, from: StreamSource = "buffer"): string {
   const R = [...Array(rows).keys()]
   const C = [...Array(d4).keys()]
-  const src = setConst(setConst(template, "D4", d4), "ROWS", rows)
+  const src = setBlock(setConst(setConst(template, "D4", d4), "ROWS", rows), "STREAM", streamCode(kernel, from))
   const sections: Record<TrainKernel, readonly [string, string, string]> = {
     forward: ["FWD_LOAD", "FWD_BLOCK", "FWD_STORE"],
     dq: ["DQ_LOAD", "DQ_BLOCK", "DQ_STORE"],
@@ -105,7 +129,7 @@ function forwardCode(R: readonly number[], C: readonly number[], fill: Fill): st
     for (const c of C) fl.push(`var a${t}_${c} = vec4f(0.0);`)
   }
   const fb: string[] = []
-  for (const c of C) for (const u of U) fb.push(`let k${u}_${c} = K[b${u} + ${c}u];`)
+  for (const c of C) for (const u of U) fb.push(`let k${u}_${c} = ldK(j${u}, kvCol + ${c}u);`)
   for (const t of R) {
     for (const u of U) {
       fb.push(`let ok${t}_${u} = (j + ${u}u <= qi${t}) & (s${u} == sq${t});`)
@@ -117,7 +141,7 @@ function forwardCode(R: readonly number[], C: readonly number[], fill: Fill): st
     fb.push(`l${t} = l${t} * al${t} + ((p${t}_0 + p${t}_1) + (p${t}_2 + p${t}_3));`, `m${t} = mn${t};`)
   }
   for (const c of C) {
-    for (const u of U) fb.push(`let v${u}_${c} = V[b${u} + ${c}u];`)
+    for (const u of U) fb.push(`let v${u}_${c} = ldV(j${u}, kvCol + ${c}u);`)
     for (const t of R) fb.push(`a${t}_${c} = a${t}_${c} * al${t} + p${t}_0 * v0_${c} + p${t}_1 * v1_${c} + p${t}_2 * v2_${c} + p${t}_3 * v3_${c};`)
   }
   const fs: string[] = []
@@ -143,8 +167,8 @@ function dqCode(R: readonly number[], C: readonly number[], fill: Fill): string 
     for (const c of C) ql.push(`var g${t}_${c} = vec4f(0.0);`)
   }
   const qb: string[] = []
-  for (const c of C) qb.push(`let k${c} = K[b + ${c}u];`)
-  for (const c of C) qb.push(`let v${c} = V[b + ${c}u];`)
+  for (const c of C) qb.push(`let k${c} = ldK(j, kvCol + ${c}u);`)
+  for (const c of C) qb.push(`let v${c} = ldV(j, kvCol + ${c}u);`)
   for (const t of R) {
     qb.push(`let p${t} = select(0.0, exp2(${dots((c) => `q${t}_${c}`, (c) => `k${c}`, C)} - lse${t}), (j <= qi${t}) & (sj == sq${t}));`)
     qb.push(`let ds${t} = p${t} * ((${dots((c) => `do${t}_${c}`, (c) => `v${c}`, C)}) - dd${t});`)
@@ -172,8 +196,8 @@ function dkdvCode(R: readonly number[], C: readonly number[], fill: Fill): strin
     for (const c of C) kl.push(`var gk${t}_${c} = vec4f(0.0);`, `var gv${t}_${c} = vec4f(0.0);`)
   }
   const kb: string[] = []
-  for (const c of C) kb.push(`let q${c} = Q[b + ${c}u];`)
-  for (const c of C) kb.push(`let do${c} = DO[b + ${c}u];`)
+  for (const c of C) kb.push(`let q${c} = ldQ(i, qCol + ${c}u);`)
+  for (const c of C) kb.push(`let do${c} = ldDO(i, qCol + ${c}u);`)
   for (const t of R) {
     kb.push(`let p${t} = select(0.0, exp2(${dots((c) => `q${c}`, (c) => `k${t}_${c}`, C)} - lse2), (kj${t} <= i) & (si == sk${t}));`)
     kb.push(`let ds${t} = p${t} * ((${dots((c) => `do${c}`, (c) => `v${t}_${c}`, C)}) - dd);`)
@@ -194,6 +218,7 @@ interface Prepared {
   readonly T: number
   readonly params: Uint32Array
   readonly seg: Tensor
+  readonly stream: StreamSource
   /** The kernel's pipeline and its workgroups along x. */
   readonly kernel: (k: TrainKernel | "rowDot") => { pipeline: GPUComputePipeline; blocks: number }
 }
@@ -230,28 +255,74 @@ function prepare(op: string, rt: GpuRuntime, q: Tensor, k: Tensor, v: Tensor, op
     ["f32", scale * Math.LOG2E],
     ["f32", scale],
   ])
+  // Textures hold at most maxTextureDimension2D − 1 rows (one spare row keeps sizes off powers of two).
+  const stream: StreamSource = opts.stream ?? (T < rt.limits.maxTextureDimension2D - 64 ? "texture" : "buffer")
   const kernel = (name: TrainKernel | "rowDot"): { pipeline: GPUComputePipeline; blocks: number } => {
     // rowDot has no unrolled section: any kernel's source carries it, the dq one is as good as any.
     const kind: TrainKernel = name === "rowDot" ? "dq" : name
-    const rows = trainRows(headDim)
-    const label = `attention-train-${kind}-d${headDim}-r${rows}`
+    const rows = opts.rows ?? rowsFor(rt, kind, heads, kvHeads, headDim, T)
+    const label = `attention-train-${kind}-d${headDim}-r${rows}${stream === "texture" ? "-tex" : ""}`
     let code = sources.get(label)
-    if (code === undefined) sources.set(label, (code = trainSource(kind, d4, rows)))
+    if (code === undefined) sources.set(label, (code = trainSource(kind, d4, rows, stream)))
     const blocks = name === "rowDot" ? Math.ceil(T / 64) : Math.ceil(T / (8 * rows))
     return { pipeline: rt.pipeline(label, code, name), blocks }
   }
   // Unsegmented: q stands in for SEG (read-only everywhere, ≥ T words); its values are never used.
-  return { T, params, seg: opts.segments ?? q, kernel }
+  return { T, params, seg: opts.segments ?? q, stream, kernel }
+}
+
+/** Sequence lengths bucketed to a power of two (≥ 256) for the tuning key. */
+const lengthBucket = (T: number): number => 2 ** Math.max(8, Math.ceil(Math.log2(Math.max(1, T))))
+
+/** The tuned rows per invocation of one kernel for this head shape and length. */
+function rowsFor(rt: GpuRuntime, kind: TrainKernel, heads: number, kvHeads: number, headDim: number, T: number): number {
+  const candidates = trainRowCandidates(headDim)
+  const Tb = lengthBucket(T)
+  const name = chooseVariant(rt, {
+    op: `attention-train-${kind}`,
+    shape: `d${headDim} h${heads}/${kvHeads} T${Tb}`,
+    candidates: candidates.map((r) => `r${r}`),
+    probe: (rt2, c) => probeTrainKernel(rt2, kind, { heads, kvHeads, headDim, rows: Number(c.slice(1)) }, Tb),
+  })
+  return Number(name.slice(1))
+}
+
+/** ms per call of one kernel on random data of length T (the tuner's probe). */
+async function probeTrainKernel(rt: GpuRuntime, kind: TrainKernel, opts: TrainAttentionOptions, T: number): Promise<number> {
+  const { heads, kvHeads, headDim } = opts
+  const rand = (n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => ((i * 2654435761) % 2001) / 1000 - 1)
+  const q = rt.upload(rand(T * heads * headDim), [T, heads * headDim])
+  const k = rt.upload(rand(T * kvHeads * headDim), [T, kvHeads * headDim])
+  const v = rt.upload(rand(T * kvHeads * headDim), [T, kvHeads * headDim])
+  const { o, lse } = attentionTrain(rt, q, k, v, opts)
+  const { params, seg, stream, kernel } = prepare("probe", rt, q, k, v, opts)
+  const f = kernel(kind)
+  const dd = rt.tensor([T, heads])
+  const out = [rt.tensor(q.shape), rt.tensor(k.shape), rt.tensor(k.shape)] as const
+  const [ks, vs, qs, os] = streamed(rt, stream, [k, v, q, o])
+  const bindings =
+    kind === "forward" ? [q, ks.binding, vs.binding, seg, out[0], lse]
+    : kind === "dq" ? [q, ks.binding, vs.binding, seg, o, lse, dd, out[0]]
+    : [qs.binding, k, v, seg, os.binding, lse, dd, out[1], out[2]]
+  try {
+    return await probeTime(rt, () => rt.dispatch(f.pipeline, bindings, [f.blocks, kind === "dkdv" ? kvHeads : heads], params))
+  } finally {
+    for (const s of [ks, vs, qs, os]) s.release()
+    rt.release(q, k, v, o, lse, dd, ...out)
+  }
 }
 
 /** Causal self-attention over q [T, heads·headDim], k/v [T, kvHeads·headDim] → o like q, and lse [T, heads] (natural log). */
 export function attentionTrain(rt: GpuRuntime, q: Tensor, k: Tensor, v: Tensor, opts: TrainAttentionOptions): { o: Tensor; lse: Tensor } {
-  const { T, params, seg, kernel } = prepare("attentionTrain", rt, q, k, v, opts)
+  const { T, params, seg, stream, kernel } = prepare("attentionTrain", rt, q, k, v, opts)
   const o = rt.tensor(q.shape)
   const lse = rt.tensor([T, opts.heads])
   if (T === 0) return { o, lse }
   const f = kernel("forward")
-  rt.dispatch(f.pipeline, [q, k, v, seg, o, lse], [f.blocks, opts.heads], params)
+  const [ks, vs] = streamed(rt, stream, [k, v])
+  rt.dispatch(f.pipeline, [q, ks.binding, vs.binding, seg, o, lse], [f.blocks, opts.heads], params)
+  ks.release()
+  vs.release()
   return { o, lse }
 }
 
@@ -266,7 +337,7 @@ export function attentionBackward(
   dO: Tensor,
   opts: TrainAttentionOptions,
 ): { dq: Tensor; dk: Tensor; dv: Tensor } {
-  const { T, params, seg, kernel } = prepare("attentionBackward", rt, q, k, v, opts)
+  const { T, params, seg, stream, kernel } = prepare("attentionBackward", rt, q, k, v, opts)
   expectShape("attentionBackward", "o", o, q.shape)
   expectShape("attentionBackward", "dO", dO, q.shape)
   expectShape("attentionBackward", "lse", lse, [T, opts.heads])
@@ -277,8 +348,19 @@ export function attentionBackward(
   const dd = rt.tensor([T, opts.heads])
   const r = kernel("rowDot"), gq = kernel("dq"), gkv = kernel("dkdv")
   rt.dispatch(r.pipeline, [dO, o, dd], [r.blocks, opts.heads], params)
-  rt.dispatch(gq.pipeline, [q, k, v, seg, dO, lse, dd, dq], [gq.blocks, opts.heads], params)
-  rt.dispatch(gkv.pipeline, [q, k, v, seg, dO, lse, dd, dk, dv], [gkv.blocks, opts.kvHeads], params)
+  const [ks, vs, qs, dos] = streamed(rt, stream, [k, v, q, dO])
+  rt.dispatch(gq.pipeline, [q, ks.binding, vs.binding, seg, dO, lse, dd, dq], [gq.blocks, opts.heads], params)
+  rt.dispatch(gkv.pipeline, [qs.binding, k, v, seg, dos.binding, lse, dd, dk, dv], [gkv.blocks, opts.kvHeads], params)
+  for (const s of [ks, vs, qs, dos]) s.release()
   rt.release(dd)
   return { dq, dk, dv }
+}
+
+/** The tensors as a kernel's streamed operands: pooled texture copies, or the tensors themselves. */
+function streamed<const L extends readonly Tensor[]>(rt: GpuRuntime, from: StreamSource, tensors: L): { [I in keyof L]: Operand } {
+  return tensors.map((t): Operand => {
+    if (from === "buffer") return { binding: t, ld4: 0, release: () => {} }
+    const [rows, cols] = t.shape as [number, number]
+    return textureOperand(rt, t, rows, cols, cols, 0, rows)
+  }) as { [I in keyof L]: Operand }
 }

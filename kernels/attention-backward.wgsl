@@ -44,6 +44,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> rdO: array<vec4f>;
 @group(0) @binding(3) var<storage, read_write> rdD: array<f32>;
 
+// The streamed operands (K and V for forward and dq, Q and dO for dkdv): vec4 `c` of row `r`, from
+// storage or from an rgba32float texture (the wrapper's choice; textures are the faster path on llvmpipe).
+//% STREAM
+
 const D4: u32 = 0u;   //% D4
 const ROWS: u32 = 0u; //% ROWS
 const NEG: f32 = -3.0e38; // masked score: finite, so max/sub never meet inf − inf
@@ -83,16 +87,14 @@ fn forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: 
   let kEnd = min(q0 + 8u * ROWS, P.T); // keys up to the last query of the workgroup
   let kLast = kEnd - 1u;
   //% FWD_LOAD
-  for (var j = docStart(q0); j < kEnd; j += 4u) {
+  // Blocks of 4 keys start at multiples of 4 (keys before the document are masked), so every query's
+  // keys are grouped the same way whatever the rows per invocation: results do not depend on it.
+  for (var j = docStart(q0) & ~3u; j < kEnd; j += 4u) {
     // 4 keys per softmax update; keys past kLast are masked for every query (clamped reads stay in bounds).
     let j0 = j;
     let j1 = min(j + 1u, kLast);
     let j2 = min(j + 2u, kLast);
     let j3 = min(j + 3u, kLast);
-    let b0 = j0 * P.kvStride + kvCol;
-    let b1 = j1 * P.kvStride + kvCol;
-    let b2 = j2 * P.kvStride + kvCol;
-    let b3 = j3 * P.kvStride + kvCol;
     let s0 = seg(j0);
     let s1 = seg(j1);
     let s2 = seg(j2);
@@ -123,7 +125,6 @@ fn dq(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u
   let kEnd = min(q0 + 8u * ROWS, P.T);
   //% DQ_LOAD
   for (var j = docStart(q0); j < kEnd; j++) {
-    let b = j * P.kvStride + kvCol;
     let sj = seg(j);
     //% DQ_BLOCK
   }
@@ -141,7 +142,6 @@ fn dkdv(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
     let h = hk * P.group + g;
     let qCol = h * D4;
     for (var i = j0; i < iEnd; i++) {
-      let b = i * P.qStride + qCol;
       let si = seg(i);
       let lse2 = LSE[i * P.heads + h] * LOG2E;
       let dd = DD[i * P.heads + h];

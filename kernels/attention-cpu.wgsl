@@ -30,6 +30,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> O: array<vec4f>;
 @group(0) @binding(5) var<storage, read_write> ML: array<vec2f>;
 
+// K and V rows (relative to the window's first) as vec4 `c` of row `r`: from the storage bindings, or from
+// rgba32float textures holding the window's rows (the wrapper's choice; textures load faster on llvmpipe).
+//% STREAM
+
 const D4: u32 = 0u;   //% D4
 const ROWS: u32 = 0u; //% ROWS
 // Masked scores: far below any real one, yet finite so that max/sub never meet inf - inf.
@@ -48,10 +52,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   //% LOAD_Q
   for (var j = P.kStart; j < kEnd; j += 4u) {
     // Rows past kLast are masked for every query; clamping only keeps the reads in bounds.
-    let b0 = (min(j, kLast) - P.kStart) * P.kvStride + kvCol;
-    let b1 = (min(j + 1u, kLast) - P.kStart) * P.kvStride + kvCol;
-    let b2 = (min(j + 2u, kLast) - P.kStart) * P.kvStride + kvCol;
-    let b3 = (min(j + 3u, kLast) - P.kStart) * P.kvStride + kvCol;
+    let r0 = min(j, kLast) - P.kStart;
+    let r1 = min(j + 1u, kLast) - P.kStart;
+    let r2 = min(j + 2u, kLast) - P.kStart;
+    let r3 = min(j + 3u, kLast) - P.kStart;
     //% BLOCK
   }
   //% STORE

@@ -3,18 +3,21 @@
  * GQA/MQA over a per-layer KV cache, so long inputs can be processed chunk after chunk.
  *
  * Two variants, chosen by the adapter profile (tests may force one):
- * - "cpu" (llvmpipe): several query rows per invocation, fully unrolled with named locals, K/V read
- *   straight from storage, 4 keys per softmax update, workgroup of 8 (see attention-cpu.wgsl).
+ * - "cpu" (llvmpipe): several query rows per invocation (a per-machine choice, kernels/tuning.ts),
+ *   fully unrolled with named locals, 4 keys per softmax update, workgroup of 8 (see attention-cpu.wgsl).
+ *   K/V are read from texture copies of the window's rows, which llvmpipe loads faster than storage,
+ *   except when decoding (too few query rows for the copy to pay); tests force either source.
  * - "gpu": classic FA2, K/V tiles staged in workgroup memory (see attention-gpu.wgsl).
  *
- * Storage, not textures, for K/V: the cache stays plain storage (later code re-rotates keys in
- * place), no per-call copy into a texture is needed, and there is no 16384-row texture limit. A
- * storage binding holds at most 128 MiB, so longer caches are attended in windows of rows, one
- * dispatch each, the running (max, sum, unnormalised output) carried between them.
+ * The cache itself stays plain storage (later code re-rotates keys in place). A storage binding holds
+ * at most 128 MiB and a texture fewer rows than maxTextureDimension2D, so longer caches are attended in
+ * windows of rows, one dispatch each, the running (max, sum, unnormalised output) carried between them.
  */
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape } from "./tensor.ts"
+import { chooseVariant, probeTime } from "./tuning.ts"
+import { type Operand, textureOperand } from "./matmul.ts"
 import { wgsl } from "./wgsl.ts"
 
 const cpuTemplate = wgsl("./attention-cpu.wgsl", import.meta.url)
@@ -42,8 +45,10 @@ export interface AttentionOptions {
   readonly variant?: AttentionVariant
   /** Cache rows bound per dispatch (a multiple of 64); defaults to what fits a storage binding. Tests force small windows. */
   readonly windowRows?: number
-  /** cpu variant only: query rows per invocation instead of the default (1 for Tq ≤ 8, else `cpuRows(headDim)`); tests keep compiles short with fewer. */
+  /** cpu variant only: query rows per invocation instead of the tuned choice (1 for Tq ≤ 8); tests keep compiles short with fewer. */
   readonly rows?: number
+  /** cpu variant only: where K/V are read from (default: textures, except when decoding); tests force either. */
+  readonly kv?: KvSource
 }
 
 export const MAX_HEAD_DIM = 256
@@ -86,15 +91,52 @@ export function releaseKvCache(rt: GpuRuntime, cache: KvCache): void {
 }
 
 /**
- * Query rows per invocation of the cpu variant. Each K/V component loaded feeds this many FMAs, so more
- * is faster, but the unrolled code grows as rows·headDim and llvmpipe's cold compile faster still
- * (Mesa's disk cache makes later runs instant). Measured (H=4, T=2048–4096, GFLOP/s, cold compile):
- * d=64: 8 rows 33 (4 s), 12 rows 41 (7.6 s), 16 rows 47 (12 s); d=96: 5 rows 23 (5 s), 10 rows 35
- * (14 s); d=128: 4 rows 18.6 (7 s), 8 rows 15 (22 s). Hence rows·headDim ≤ 1024 (at most 16) up to
- * d=96 (Phi-3), and ≤ 512 for wider heads, where more rows stopped paying.
+ * Query rows per invocation of the cpu variant, the candidates timed per machine (kernels/tuning.ts; the
+ * first is the default). Each K/V component loaded feeds this many rows, so more is faster until the
+ * rows' state (2·rows·headDim floats per lane) spills out of L1, whose size differs between CPUs; the
+ * unrolled code grows as rows·headDim and llvmpipe's cold compile faster still (Mesa's disk cache makes
+ * later runs instant). Measured on an Intel Sapphire Rapids (H=4, T=2048–4096, GFLOP/s, cold compile):
+ * d=64: 8 rows 33 (4 s), 12 rows 41 (7.6 s), 16 rows 47 (12 s); d=96: 5 rows 23 (5 s), 10 rows 35 (14 s);
+ * d=128: 4 rows 18.6 (7 s), 8 rows 15 (22 s). Every choice gives the same result: rows only decide which
+ * queries share an invocation, and keys past a query are exact no-ops in its online softmax.
  */
-export const cpuRows = (headDim: number): number =>
-  headDim <= 96 ? Math.min(16, Math.floor(1024 / headDim)) : Math.max(2, Math.floor(512 / headDim))
+export function cpuRowCandidates(headDim: number): readonly number[] {
+  if (headDim <= 32) return [16, 8]
+  if (headDim <= 64) return [16, 8, 12]
+  if (headDim <= 96) return [10, 5]
+  if (headDim <= 128) return [4, 8]
+  return [2]
+}
+
+/** Query rows bucketed to a power of two (≥ 64) for the tuning key. */
+const queryBucket = (tq: number): number => 2 ** Math.max(6, Math.ceil(Math.log2(Math.max(1, tq))))
+
+/** The tuned rows per invocation for this head shape and chunk length. */
+function rowsFor(rt: GpuRuntime, heads: number, kvHeads: number, headDim: number, tq: number): number {
+  const tb = queryBucket(tq)
+  const name = chooseVariant(rt, {
+    op: "attention-cpu",
+    shape: `d${headDim} h${heads}/${kvHeads} q${tb}`,
+    candidates: cpuRowCandidates(headDim).map((r) => `r${r}`),
+    probe: (rt2, c) => probeRows(rt2, heads, kvHeads, headDim, tb, Number(c.slice(1))),
+  })
+  return Number(name.slice(1))
+}
+
+/** ms per call of the cpu variant with `rows` rows per invocation, tq queries over as many keys (the tuner's probe). */
+async function probeRows(rt: GpuRuntime, heads: number, kvHeads: number, headDim: number, tq: number, rows: number): Promise<number> {
+  const rand = (n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => ((i * 2654435761) % 2001) / 1000 - 1)
+  const cache = createKvCache(rt, tq, kvHeads, headDim)
+  const q = rt.upload(rand(tq * heads * headDim), [tq, heads * headDim])
+  rt.write(cache.k, rand(tq * kvHeads * headDim))
+  rt.write(cache.v, rand(tq * kvHeads * headDim))
+  try {
+    return await probeTime(rt, () => rt.release(attention(rt, q, cache, { heads, queryOffset: 0, variant: "cpu", rows })))
+  } finally {
+    rt.release(q)
+    releaseKvCache(rt, cache)
+  }
+}
 
 /**
  * Cache rows one storage binding can hold (maxStorageBufferBindingSize, 128 MiB on llvmpipe), rounded
@@ -106,6 +148,9 @@ export function maxWindowRows(rt: GpuRuntime, kvHeads: number, headDim: number):
   if (rows < 64) throw new Error(`attention: a cache row of ${kvHeads * headDim * 4} bytes is too wide for a storage binding`)
   return rows
 }
+
+/** Cache rows per window when K/V go through textures (at most maxTextureDimension2D − 1 rows, a multiple of 64). */
+export const textureWindowRows = (rt: GpuRuntime): number => Math.floor((rt.limits.maxTextureDimension2D - 65) / 64) * 64
 
 /** Keys per workgroup-memory tile of the gpu variant: K and V tiles together within 32 KiB. */
 export const gpuTileKeys = (headDim: number): number => Math.min(64, Math.floor(4096 / headDim / 4) * 4)
@@ -124,8 +169,11 @@ const setBlock = (src: string, name: string, code: readonly string[]): string =>
   return src.replace(line, code.map((l) => indent + l).join("\n"))
 }
 
+/** Where the cpu variant reads K and V from: the cache's storage, or a texture copy of the window's rows. */
+export type KvSource = "texture" | "buffer"
+
 /** The cpu variant specialised to headDim/4 = d4 and `rows` queries per invocation, unrolled. */
-export function cpuSource(d4: number, rows: number): string {
+export function cpuSource(d4: number, rows: number, from: KvSource = "buffer"): string {
   const R = [...Array(rows).keys()]
   const C = [...Array(d4).keys()]
   const U = [0, 1, 2, 3]
@@ -143,7 +191,7 @@ export function cpuSource(d4: number, rows: number): string {
   for (const t of R) for (const u of U) block.push(`var s${t}_${u} = 0.0;`)
   // Scores: each K component loaded feeds ROWS dot products.
   for (const c of C) {
-    for (const u of U) block.push(`let k${u}_${c} = K[b${u} + ${c}u];`)
+    for (const u of U) block.push(`let k${u}_${c} = ldK(r${u}, kvCol + ${c}u);`)
     for (const t of R) for (const u of U) block.push(`s${t}_${u} += dot(q${t}_${c}, k${u}_${c});`)
   }
   for (const t of R) {
@@ -156,7 +204,7 @@ export function cpuSource(d4: number, rows: number): string {
   }
   // Values: each V component loaded feeds ROWS accumulators.
   for (const c of C) {
-    for (const u of U) block.push(`let v${u}_${c} = V[b${u} + ${c}u];`)
+    for (const u of U) block.push(`let v${u}_${c} = ldV(r${u}, kvCol + ${c}u);`)
     for (const t of R) {
       block.push(`a${t}_${c} = a${t}_${c} * al${t} + p${t}_0 * v0_${c} + p${t}_1 * v1_${c} + p${t}_2 * v2_${c} + p${t}_3 * v3_${c};`)
     }
@@ -170,7 +218,13 @@ export function cpuSource(d4: number, rows: number): string {
     for (const c of C) store.push(`  O[o${t} + ${c}u] = a${t}_${c} * r${t};`)
     store.push(`}`)
   }
-  let src = setConst(cpuTemplate, "D4", d4)
+  const stream = (["K", "V"] as const).flatMap((x, i) =>
+    from === "texture"
+      ? [`@group(0) @binding(${2 + i}) var ${x}tex: texture_2d<f32>;`, `fn ld${x}(r: u32, c: u32) -> vec4f { return textureLoad(${x}tex, vec2u(c, r), 0); }`]
+      : [`fn ld${x}(r: u32, c: u32) -> vec4f { return ${x}[r * P.kvStride + c]; }`],
+  )
+  let src = setBlock(cpuTemplate, "STREAM", stream)
+  src = setConst(src, "D4", d4)
   src = setConst(src, "ROWS", rows)
   src = setBlock(src, "LOAD_Q", loadQ)
   src = setBlock(src, "BLOCK", block)
@@ -218,20 +272,24 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
   const rowBytes = kvHeads * headDim * 4
   const d4 = headDim / 4
   const scale = (opts.scale ?? 1 / Math.sqrt(headDim)) * Math.LOG2E
-  const windowRows = opts.windowRows ?? maxWindowRows(rt, kvHeads, headDim)
+  const windowRows = opts.windowRows ?? Math.min(maxWindowRows(rt, kvHeads, headDim), textureWindowRows(rt))
   if (!Number.isInteger(windowRows) || windowRows <= 0 || windowRows % 64 !== 0) {
     throw new Error(`attention: windowRows ${windowRows} must be a positive multiple of 64`)
   }
   const variant = opts.variant ?? rt.adapter.profile
   let pipeline: GPUComputePipeline
   let perGroup: number
+  let from: KvSource = "buffer"
   if (variant === "cpu") {
     // Decoding (a few query rows): one row per invocation, else each lane would run 16 rows' work for one.
-    const rows = opts.rows ?? (tq <= 8 ? 1 : cpuRows(headDim))
+    const rows = opts.rows ?? (tq <= 8 ? 1 : rowsFor(rt, heads, kvHeads, headDim, tq))
     if (!Number.isInteger(rows) || rows < 1 || rows > 32) throw new Error(`attention: rows ${rows} must be an integer in 1..32`)
     perGroup = 8 * rows
-    const key = `attention-cpu-d${headDim}-r${rows}`
-    pipeline = rt.pipeline(key, source(key, () => cpuSource(d4, rows)))
+    // K/V from texture copies of the window's rows, which llvmpipe loads faster than storage, unless a
+    // window is taller than a texture; decoding reads too few rows per key for the copy to pay.
+    from = opts.kv ?? (tq > 8 && windowRows <= textureWindowRows(rt) ? "texture" : "buffer")
+    const key = `attention-cpu-d${headDim}-r${rows}${from === "texture" ? "-tex" : ""}`
+    pipeline = rt.pipeline(key, source(key, () => cpuSource(d4, rows, from)))
   } else {
     const bk = gpuTileKeys(headDim)
     perGroup = 64
@@ -261,12 +319,15 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
     ])
     const range = { offset: kStart * rowBytes, size: (kStop - kStart) * rowBytes }
     const dst = w === 0 || part === undefined || partMl === undefined ? { o: out, ml } : { o: part, ml: partMl }
-    rt.dispatch(
-      pipeline,
-      [q, { buffer: cache.k.buffer, ...range }, { buffer: cache.v.buffer, ...range }, dst.o, dst.ml],
-      [Math.ceil(tq / perGroup), heads],
-      params,
-    )
+    const width = kvHeads * headDim
+    const [ks, vs] = [cache.k, cache.v].map((t): Operand =>
+      from === "texture"
+        ? textureOperand(rt, t, kStop - kStart, width, width, kStart * width, kStop - kStart)
+        : { binding: { buffer: t.buffer, ...range }, ld4: 0, release: () => {} },
+    ) as [Operand, Operand]
+    rt.dispatch(pipeline, [q, ks.binding, vs.binding, dst.o, dst.ml], [Math.ceil(tq / perGroup), heads], params)
+    ks.release()
+    vs.release()
     if (w > 0 && part !== undefined && partMl !== undefined) merge(rt, out, ml, part, partMl, tq * heads, d4, w === windows - 1)
   }
   rt.release(ml, part, partMl)

@@ -188,7 +188,10 @@ export async function acquireRuntime(options: RuntimeOptions = {}): Promise<GpuR
     const v = (adapter.limits as unknown as Record<string, number | undefined>)[name]
     if (typeof v === "number") requiredLimits[name] = v
   }
-  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures: f16 ? ["shader-f16"] : [] })
+  // Timestamp queries let the profiler (kernels/profile.ts) time dispatches in place.
+  const requiredFeatures: GPUFeatureName[] = adapter.features.has("timestamp-query") ? ["timestamp-query"] : []
+  if (f16) requiredFeatures.push("shader-f16")
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures })
   const info = adapter.info
   const software = isSoftware(info, backend)
   const description: AdapterDescription = {

@@ -1,21 +1,22 @@
 /**
- * Matmul kernels: `linear` (y = x·Wᵀ + b, the model's hot path) and a general `matmul` (NN, NT, TN).
+ * Matmul kernels: `linear` (y = x·Wᵀ + b, the model's hot path) and a general `matmul` (NN, NT, TN, TT).
  *
  * Variants per adapter profile (override with `setMatmulVariant` or the `variant` option):
- * - "cpu" (llvmpipe): big register blocks, no workgroup memory (matmul-cpu.wgsl). Weights live in
- *   rgba32float textures and x is copied into one per call, the fastest operand path measured there;
- *   a weight taller than the texture limit along K falls back to a storage buffer (16×16 block), and
- *   `matmul` (operands that change every call) reads storage buffers.
+ * - "cpu" (llvmpipe): big register blocks, no workgroup memory (matmul-cpu.wgsl), transposed operands
+ *   read in place. Operands come from rgba32float textures (copied in per call; weights prepared once)
+ *   or from storage buffers; which, and the block shape, is a per-machine choice (kernels/tuning.ts)
+ *   among tilings that all give bit-identical results.
  * - "gpu": workgroup-memory tiling (matmul-tiled.wgsl), weights in storage buffers.
- * Weights are stored transposed, Wᵀ [K, N], zero-padded (K to 4, N to the cpu kernel's 16-column block),
- * so every path is an NN product with vec4 loads along N and no edge cases along N; a weight wider than
- * one texture or binding is split into column parts.
+ * Prepared weights are stored transposed, Wᵀ [K, N], zero-padded (K to 4, N to 16), so `linear` is an
+ * NN product with no edge cases along N; a weight wider than one texture or binding is split into
+ * column parts.
  */
-import { type GpuRuntime, uniforms } from "./runtime.ts"
+import { type Binding, type GpuRuntime, uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel, shapeString } from "./tensor.ts"
+import { chooseVariant, probeTime } from "./tuning.ts"
 import { wgsl } from "./wgsl.ts"
 
-const cpuSrc = wgsl("./matmul-cpu.wgsl", import.meta.url)
+const cpuTemplate = wgsl("./matmul-cpu.wgsl", import.meta.url)
 const repackSrc = wgsl("./matmul-repack.wgsl", import.meta.url)
 const addSrc = wgsl("./matmul-add.wgsl", import.meta.url)
 const tiledSrc = wgsl("./matmul-tiled.wgsl", import.meta.url)
@@ -63,6 +64,7 @@ export interface PrepareWeightOptions {
 const ceil4 = (v: number): number => Math.ceil(v / 4) * 4
 /** Columns of C are computed in whole blocks of 16 by the cpu kernel. */
 const ceil16 = (v: number): number => Math.ceil(v / 16) * 16
+const ceil64 = (v: number): number => Math.ceil(v / 64) * 64
 
 export function prepareWeight(rt: GpuRuntime, data: Float32Array, n: number, k: number, opts: PrepareWeightOptions = {}): Weight {
   if (!(n > 0 && k > 0 && Number.isInteger(n) && Number.isInteger(k))) throw new Error(`prepareWeight: bad shape [${n}×${k}]`)
@@ -95,7 +97,7 @@ export function prepareWeight(rt: GpuRuntime, data: Float32Array, n: number, k: 
       })
       const host = transposedPart(data, k, n0, cols, texW * 4, texH)
       rt.device.queue.writeTexture({ texture }, host, { bytesPerRow: texW * 16, rowsPerImage: texH }, [texW, texH])
-      parts.push({ n0, cols, c4, texture, view: texture.createView() })
+      parts.push({ n0, cols, c4, texture, view: rt.textureView(texture) })
     } else {
       parts.push({ n0, cols, c4, tensor: rt.upload(transposedPart(data, k, n0, cols, width, kp), [kp, width]) })
     }
@@ -124,119 +126,277 @@ export function releaseWeight(rt: GpuRuntime, w: Weight): void {
   }
 }
 
-// ---- kernels ------------------------------------------------------------------------------------
+// ---- the llvmpipe kernel ------------------------------------------------------------------------
 
-/**
- * The llvmpipe kernel's variants (rows × 16 columns per invocation). With both operands in textures,
- * bigger blocks keep paying: at 1024³, 64×16 ran ~59 GFLOP/s against ~49 for 32×16 (2 cores; x from
- * storage instead: ~40), for 2.5 s of cold LLVM compile instead of 0.9 (128×16: 10 s). Storage operands
- * peak at 16×16. Few rows (decode, short inputs) would waste most of a 64-row block, so M ≤ 16 gets 8
- * rows (and reads x from storage: it is tiny).
- */
-interface CpuVariant {
-  readonly name: string
+export type OperandSource = "texture" | "buffer"
+
+/** How the llvmpipe kernel is tiled: TM rows × 4·TN4 columns of C per invocation, WX×WY invocations per workgroup. */
+export interface CpuTiling {
   readonly TM: number
+  /** vec4 columns per invocation; divides 4, since C is computed in 16-column blocks */
+  readonly TN4: number
   readonly WX: number
   readonly WY: number
-  readonly aFrom: "texture" | "buffer"
-  readonly bFrom: "texture" | "buffer"
 }
-const CPU_TEXTURE: CpuVariant = { name: "tex", TM: 64, WX: 8, WY: 1, aFrom: "texture", bFrom: "texture" }
-const CPU_TEXTURE_FEW_ROWS: CpuVariant = { name: "tex-few", TM: 8, WX: 8, WY: 1, aFrom: "buffer", bFrom: "texture" }
-const CPU_STORAGE: CpuVariant = { name: "buf", TM: 16, WX: 8, WY: 2, aFrom: "buffer", bFrom: "buffer" }
-const FEW_ROWS = 16
 
-const cpuVariant = (bFrom: "texture" | "buffer", m: number): CpuVariant =>
-  bFrom === "buffer" ? CPU_STORAGE : m <= FEW_ROWS ? CPU_TEXTURE_FEW_ROWS : CPU_TEXTURE
+/** Where the kernel reads each operand from and how it is stored (transA: Aᵀ row-major; transB: Bᵀ row-major). */
+export interface CpuLayout {
+  readonly a: OperandSource
+  readonly b: OperandSource
+  readonly transA: boolean
+  readonly transB: boolean
+}
 
-/**
- * Specializes a .wgsl template: `$NAME` becomes its constant, then a line naming {i}, {j} or {q}
- * repeats for every i < TM, j < TN4 (default 4), q < 4 (q outermost, j innermost), with {Q} = "xyzw"[q].
- * This writes the unrolled register block as named locals, which is what llvmpipe needs.
- */
-export function expandTemplate(template: string, consts: Readonly<Record<string, string | number>>): string {
-  const sub = template.replace(/\$([A-Z][A-Z0-9_]*)/g, (whole, name: string) => {
-    const v = consts[name]
-    if (v === undefined) throw new Error(`expandTemplate: no value for ${whole}`)
-    return String(v)
-  })
-  const count = { q: 4, i: Number(consts.TM ?? 1), j: Number(consts.TN4 ?? 4) }
-  const out: string[] = []
-  for (const line of sub.split("\n")) {
-    if (!/\{[qQij]\}/.test(line)) {
-      out.push(line)
-      continue
-    }
-    const qs = /\{[qQ]\}/.test(line) ? count.q : 1
-    const is = line.includes("{i}") ? count.i : 1
-    const js = line.includes("{j}") ? count.j : 1
-    for (let q = 0; q < qs; q++)
-      for (let i = 0; i < is; i++)
-        for (let j = 0; j < js; j++)
-          out.push(line.replaceAll("{q}", String(q)).replaceAll("{Q}", "xyzw"[q]!).replaceAll("{i}", String(i)).replaceAll("{j}", String(j)))
+/** A tuning candidate: operand sources plus tiling, named like "tt-64x16-8x1" (sources, block, workgroup). */
+export interface CpuVariant {
+  readonly a: OperandSource
+  readonly b: OperandSource
+  readonly tiling: CpuTiling
+}
+
+export const cpuVariantName = (v: CpuVariant): string =>
+  `${v.a[0]}${v.b[0]}-${v.tiling.TM}x${4 * v.tiling.TN4}-${v.tiling.WX}x${v.tiling.WY}`
+
+export function parseCpuVariant(name: string): CpuVariant {
+  const m = /^([tb])([tb])-(\d+)x(\d+)-(\d+)x(\d+)$/.exec(name)
+  const src = (c: string): OperandSource => (c === "t" ? "texture" : "buffer")
+  if (m === null) throw new Error(`matmul: variant "${name}" is not of the form tt-64x16-8x1 (sources t/b, TM×TN, workgroup)`)
+  const [TM, TN, WX, WY] = [Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])]
+  if (TM % 4 !== 0 || ![4, 8, 16].includes(TN) || WX % 8 !== 0 || WY < 1 || WX * WY > 256) {
+    throw new Error(`matmul: variant "${name}": TM must be a multiple of 4, TN 4, 8 or 16, WX a multiple of 8`)
   }
-  return out.join("\n")
+  return { a: src(m[1]!), b: src(m[2]!), tiling: { TM, TN4: TN / 4, WX, WY } }
 }
+
+const fill = (src: string, name: string, code: readonly string[]): string => {
+  const line = new RegExp(`^( *)(.*)//% ${name}$`, "m")
+  const m = line.exec(src)
+  if (m === null) throw new Error(`matmul-cpu template: section ${name} not found`)
+  const indent = m[1] ?? ""
+  return src.replace(line, code.map((l) => indent + l).join("\n"))
+}
+
+/** The llvmpipe kernel for one tiling and layout, unrolled (named locals; see matmul-cpu.wgsl). */
+export function cpuSource(t: CpuTiling, l: CpuLayout): string {
+  const I = [...Array(t.TM).keys()]
+  const I4 = [...Array(t.TM / 4).keys()]
+  const J = [...Array(t.TN4).keys()]
+  const N = [...Array(4 * t.TN4).keys()]
+  const Q = [0, 1, 2, 3]
+  const X = "xyzw"
+  const decl = (name: string, binding: number, s: OperandSource): string =>
+    s === "texture" ? `@group(0) @binding(${binding}) var ${name}: texture_2d<f32>;` : `@group(0) @binding(${binding}) var<storage, read> ${name}: array<vec4f>;`
+  const load = (name: string, ld: string, s: OperandSource): string =>
+    s === "texture" ? `return textureLoad(${name}, vec2u(x, y), 0);` : `return ${name}[y * p.${ld} + x];`
+  const functions = [
+    `const TM = ${t.TM}u;`,
+    `const TN4 = ${t.TN4}u;`,
+    `// Texel (vec4) x of row y.`,
+    `fn loadA(x: u32, y: u32) -> vec4f { ${load("a", "lda", l.a)} }`,
+    `fn loadB(x: u32, y: u32) -> vec4f { ${load("b", "ldb", l.b)} }`,
+    `fn storeRow(r: u32, at: u32, ${J.map((j) => `v${j}: vec4f`).join(", ")}) {`,
+    `  if (r < p.M) { ${J.map((j) => `c[at + ${j}u] = v${j};`).join(" ")} }`,
+    `}`,
+  ]
+  const setup: string[] = []
+  const step: string[] = []
+  if (l.transA) {
+    for (const i4 of I4) setup.push(`let ac${i4} = min(row / 4u + ${i4}u, p.aLast);`)
+    for (const q of Q) for (const i4 of I4) step.push(`let a${q}_${i4} = loadA(ac${i4}, k * 4u + ${q}u);`)
+  } else {
+    for (const i of I) setup.push(`let ar${i} = min(row + ${i}u, p.aLast);`)
+    for (const i of I) step.push(`let a${i} = loadA(k, ar${i});`)
+  }
+  if (l.transB) {
+    for (const n of N) setup.push(`let br${n} = min(col4 * 4u + ${n}u, p.bLast);`)
+    for (const n of N) step.push(`let b${n} = loadB(k, br${n});`)
+  } else {
+    for (const j of J) setup.push(`let bc${j} = min(col4 + ${j}u, p.bLast);`)
+    for (const q of Q) for (const j of J) step.push(`let b${q}_${j} = loadB(bc${j}, k * 4u + ${q}u);`)
+  }
+  for (const i of I) setup.push(`let cr${i} = min(row + ${i}u, p.M - 1u) * p.ldc + p.c0 + col4;`)
+  for (const i of I) for (const j of J) setup.push(`var acc${i}_${j} = vec4f(0.0);`)
+  const aVal = (i: number, q: number): string => (l.transA ? `a${q}_${i >> 2}.${X[i & 3]}` : `a${i}.${X[q]}`)
+  const bVal = (q: number, j: number): string =>
+    l.transB ? `vec4f(${[0, 1, 2, 3].map((c) => `b${4 * j + c}.${X[q]}`).join(", ")})` : `b${q}_${j}`
+  // q outermost: every accumulator takes k = 4·k4, 4·k4+1, … in order.
+  for (const q of Q) for (const i of I) for (const j of J) step.push(`acc${i}_${j} = fma(vec4f(${aVal(i, q)}), ${bVal(q, j)}, acc${i}_${j});`)
+  const store: string[] = []
+  for (const j of J) store.push(`let bias${j} = bias[p.biasOff + col4 + ${j}u];`)
+  for (const i of I) store.push(`storeRow(row + ${i}u, cr${i}, ${J.map((j) => `acc${i}_${j} + bias${j}`).join(", ")});`)
+  let src = fill(cpuTemplate, "DECL", [decl("a", 1, l.a), decl("b", 2, l.b)])
+  src = fill(src, "FUNCTIONS", functions)
+  src = fill(src, "WORKGROUP", [`@compute @workgroup_size(${t.WX}, ${t.WY})`])
+  src = fill(src, "SETUP", setup)
+  src = fill(src, "STEP", step)
+  return fill(src, "STORE", store)
+}
+
+const layoutName = (l: CpuLayout): string => `${l.transA ? "t" : "n"}${l.transB ? "t" : "n"}`
 
 /** Compiled on first use. */
-function cpuPipeline(rt: GpuRuntime, v: CpuVariant): GPUComputePipeline {
-  const a =
-    v.aFrom === "texture"
-      ? { A_DECL: "@group(0) @binding(1) var a: texture_2d<f32>;", A_LOAD: "textureLoad(a, vec2u(k4, rowBase), 0)" }
-      : { A_DECL: "@group(0) @binding(1) var<storage, read> a: array<vec4f>;", A_LOAD: "a[rowBase + k4]" }
-  const b =
-    v.bFrom === "texture"
-      ? { B_DECL: "@group(0) @binding(2) var b: texture_2d<f32>;", B_LOAD: "textureLoad(b, vec2u(col4, row), 0)" }
-      : { B_DECL: "@group(0) @binding(2) var<storage, read> b: array<vec4f>;", B_LOAD: "b[row * p.ldb + col4]" }
-  const code = expandTemplate(cpuSrc, { TM: v.TM, WX: v.WX, WY: v.WY, ...a, ...b })
-  return rt.pipeline(`matmul-cpu-${v.name}`, code)
+function cpuPipeline(rt: GpuRuntime, v: CpuVariant, transA: boolean, transB: boolean): GPUComputePipeline {
+  const layout: CpuLayout = { a: v.a, b: v.b, transA, transB }
+  const label = `matmul-cpu-${layoutName(layout)}-${cpuVariantName(v)}`
+  let code = sources.get(label)
+  if (code === undefined) sources.set(label, (code = cpuSource(v.tiling, layout)))
+  return rt.pipeline(label, code)
+}
+const sources = new Map<string, string>()
+
+/** One operand as a kernel binds it. */
+export interface Operand {
+  readonly binding: Binding
+  /** vec4s per stored row (storage; 0 for a texture) */
+  readonly ld4: number
+  release(): void
 }
 
-const xTextures = new WeakMap<GpuRuntime, Map<string, GPUTexture[]>>()
-const X_TEXTURE_SIZES = 8
+export interface CpuCall {
+  readonly variant: CpuVariant
+  readonly transA: boolean
+  readonly transB: boolean
+  readonly a: Operand
+  readonly b: Operand
+  readonly m: number
+  /** vec4 columns of C to compute, a multiple of 4 */
+  readonly n4: number
+  readonly k4: number
+  /** last stored row (A) / vec4 column (Aᵀ), and last vec4 column (B) / row (Bᵀ) */
+  readonly aLast: number
+  readonly bLast: number
+  readonly c: Tensor
+  readonly ldc4: number
+  /** where C's first row and column start, in vec4s */
+  readonly c04: number
+  /** at least bias04 + n4 vec4s */
+  readonly bias: Tensor
+  readonly bias04: number
+}
+
+export function dispatchCpu(rt: GpuRuntime, call: CpuCall): void {
+  const t = call.variant.tiling
+  const u = uniforms([
+    ["u32", call.m], ["u32", call.n4], ["u32", call.k4], ["u32", call.a.ld4],
+    ["u32", call.b.ld4], ["u32", call.ldc4], ["u32", call.c04], ["u32", call.bias04],
+    ["u32", call.aLast], ["u32", call.bLast], ["u32", 0], ["u32", 0],
+  ])
+  const gx = Math.ceil(call.n4 / (t.TN4 * t.WX))
+  const gy = Math.ceil(call.m / (t.TM * t.WY))
+  rt.dispatch(cpuPipeline(rt, call.variant, call.transA, call.transB), [call.a.binding, call.b.binding, call.bias, call.c], [gx, gy], u)
+}
 
 /**
- * x rows r0 … r0+rows as an rgba32float texture [K/4 texels, rows], through a buffer → texture copy
- * (rows padded to 64 floats, the copy's 256-byte row alignment, by a repack when x's are not).
- * Textures are pooled by size; sizes are rounded (and kept off powers of two, which llvmpipe compiles
- * separate shader variants for) so a run needs only a few. Release with `releaseXTexture`.
+ * The candidates the tuner times for a product of `m` rows (the first is the default). Texture operands
+ * won every shape timed on an Intel Sapphire Rapids (64×16 blocks ~59 GFLOP/s at 1024³ against ~49 for
+ * 32×16; storage operands peak at 16×16, ~25) and on an AMD EPYC (Zen 2: 10–11 GFLOP per CPU-second
+ * against 5 for storage), so storage blocks are only the fallback for operands taller than a texture.
+ * Large blocks compile longer cold (64×16: 2.5 s, 128×16: 10 s) and leave few workgroups when M is small
+ * (weight gradients: M = a layer's width), and few rows (decode) get 8.
  */
-function xTexture(rt: GpuRuntime, x: Tensor, k: number, r0: number, rows: number, totalRows: number): GPUTexture {
-  const kw = Math.ceil(k / 64) * 64
-  const width = kw / 4 + 1
-  const height = Math.ceil(rows / 64) * 64 + 1
-  const key = `${width}x${height}`
-  let pool = xTextures.get(rt)
-  if (pool === undefined) xTextures.set(rt, (pool = new Map()))
-  let texture = pool.get(key)?.pop()
-  if (texture === undefined) {
-    if (pool.size >= X_TEXTURE_SIZES) {
-      rt.flush() // recorded work may still read them
-      for (const list of pool.values()) for (const t of list) rt.destroyTexture(t)
-      pool.clear()
-    }
-    texture = rt.createTexture({
-      label: `matmul x ${key}`,
-      size: [width, height],
-      format: "rgba32float",
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
-    })
-  }
-  const whole = kw === k && r0 === 0 && rows === totalRows
-  const src = whole ? x : repack(rt, x, rows, rows, k, kw / 4, k, 1, r0 * k)
-  rt.copyToTexture(src.buffer, kw * 4, texture, kw / 4, rows)
-  if (src !== x) rt.release(src)
-  return texture
+export function matmulCandidates(m: number): readonly string[] {
+  if (m <= 16) return ["bt-8x16-8x1"]
+  if (m <= 64) return ["tt-16x16-8x1", "tt-32x16-8x1"]
+  return ["tt-64x16-8x1", "tt-32x16-8x1", "tt-16x16-8x1"]
 }
 
-/** Back to the pool: safe mid-batch, since later copies into it run after the dispatches before them. */
-function releaseXTexture(rt: GpuRuntime, texture: GPUTexture): void {
-  const pool = xTextures.get(rt)
-  const key = `${texture.width}x${texture.height}`
-  if (pool === undefined) return rt.destroyTexture(texture)
-  let list = pool.get(key)
-  if (list === undefined) pool.set(key, (list = []))
-  list.push(texture)
+/** Rows bucketed to a power of two (≥ 16) for the tuning key: 1000 and 1024 rows share a choice. */
+const rowBucket = (m: number): number => 2 ** Math.max(4, Math.ceil(Math.log2(Math.max(1, m))))
+
+/** The tuned variant for this product (see kernels/tuning.ts); probes time it on operands of this shape. */
+function cpuVariantFor(rt: GpuRuntime, op: "linear" | "matmul", transA: boolean, transB: boolean, m: number, n: number, k: number, bFixed?: OperandSource): CpuVariant {
+  const all = matmulCandidates(m)
+  const candidates = bFixed === undefined ? all : all.filter((c) => parseCpuVariant(c).b === bFixed)
+  const list = candidates.length > 0 ? candidates : [bFixed === "buffer" ? "bb-16x16-8x2" : "bt-8x16-8x1"]
+  const shape = `${transA ? "t" : "n"}${transB ? "t" : "n"} m${rowBucket(m)} n${n} k${k}${bFixed === undefined ? "" : ` w${bFixed[0]}`}`
+  const name = chooseVariant(rt, {
+    op: `matmul-cpu`,
+    shape: `${op} ${shape}`,
+    candidates: list,
+    probe: (rt2, candidate) => probeMatmul(rt2, parseCpuVariant(candidate), transA, transB, rowBucket(m), n, k),
+  })
+  return parseCpuVariant(name)
+}
+
+/** ms per call of one candidate on random operands of the given shape (the tuner's probe). */
+async function probeMatmul(rt: GpuRuntime, v: CpuVariant, transA: boolean, transB: boolean, m: number, n: number, k: number): Promise<number> {
+  const rand = (len: number): Float32Array => Float32Array.from({ length: len }, (_, i) => ((i * 2654435761) % 2001) / 1000 - 1)
+  const a = rt.upload(rand(m * k), transA ? [k, m] : [m, k])
+  const b = rt.upload(rand(k * n), transB ? [n, k] : [k, n])
+  try {
+    return await probeTime(rt, () => rt.release(cpuProduct(rt, a, b, m, n, k, transA, transB, v)))
+  } finally {
+    rt.release(a, b)
+  }
+}
+
+// ---- operands for the llvmpipe kernel -----------------------------------------------------------
+
+/**
+ * rows × cols of `src` (row stride `ld` floats, from float `off`) as a pooled rgba32float texture
+ * [cols/4 texels, rows], through a buffer → texture copy; rows are first repacked to a multiple of 64
+ * floats (the copy's 256-byte row alignment) when they are not, and to `rowsTo` rows (zeros below).
+ * Sizes are rounded (to 64 rows, or 512 above 512 rows, and kept off powers of two, which llvmpipe
+ * compiles separate shader variants for) so a run needs only a few.
+ */
+export function textureOperand(rt: GpuRuntime, src: Tensor, rows: number, cols: number, ld: number, off: number, rowsTo: number): Operand {
+  const cw = ceil64(cols)
+  const width = cw / 4 + 1
+  const rounded = rowsTo <= 512 ? ceil64(rowsTo) : Math.ceil(rowsTo / 512) * 512
+  const height = (rounded < rt.limits.maxTextureDimension2D ? rounded : ceil64(rowsTo)) + 1
+  const texture = rt.pooledTexture(width, height, `operand ${width}x${height}`)
+  // A row-aligned source is copied as it is, from its offset (16-byte aligned: whole texels).
+  const direct = cw === cols && ld === cols && off % 4 === 0 && rowsTo === rows
+  const packed = direct ? src : repack(rt, src, rowsTo, rows, cols, cw / 4, ld, 1, off)
+  rt.copyToTexture(packed.buffer, cw * 4, texture, cw / 4, rowsTo, direct ? off * 4 : 0)
+  if (packed !== src) rt.release(packed)
+  return { binding: rt.textureView(texture), ld4: 0, release: () => rt.releaseTexture(texture) }
+}
+
+/** rows × cols of `src` as a storage operand with vec4 rows: as it is when that is already so, else repacked. */
+function bufferOperand(rt: GpuRuntime, src: Tensor, rows: number, cols: number, ld: number, off: number, rowsTo: number): Operand {
+  if (cols % 4 === 0 && ld === cols && off === 0 && rowsTo === rows) return { binding: src, ld4: cols / 4, release: () => {} }
+  const c4 = Math.ceil(cols / 4)
+  const packed = repack(rt, src, rowsTo, rows, cols, c4, ld, 1, off)
+  return { binding: packed, ld4: c4, release: () => rt.release(packed) }
+}
+
+function operand(rt: GpuRuntime, s: OperandSource, src: Tensor, rows: number, cols: number, ld: number, off: number, rowsTo: number): Operand {
+  return s === "texture" ? textureOperand(rt, src, rows, cols, ld, off, rowsTo) : bufferOperand(rt, src, rows, cols, ld, off, rowsTo)
+}
+
+/**
+ * C [m, n] = op(A)·op(B) on the llvmpipe kernel, A and B as stored (A [m,k] or, transA, [k,m]; B [k,n]
+ * or, transB, [n,k]). An operand taller than a texture holds is read from storage instead (same results).
+ */
+function cpuProduct(rt: GpuRuntime, a: Tensor, b: Tensor, m: number, n: number, k: number, transA: boolean, transB: boolean, v: CpuVariant): Tensor {
+  const maxRows = rt.limits.maxTextureDimension2D - 1
+  const k4 = Math.ceil(k / 4)
+  const nb = ceil16(n)
+  // Stored shapes: rows × cols; the K side padded to 4 (rows for Aᵀ and B, columns for A and Bᵀ).
+  const [aRows, aCols, aRowsTo] = transA ? [k, m, 4 * k4] : [m, k, m]
+  const [bRows, bCols, bRowsTo] = transB ? [n, k, n] : [k, n, 4 * k4]
+  const aSrc: OperandSource = v.a === "texture" && aRowsTo <= maxRows && ceil64(aCols) / 4 < maxRows ? "texture" : "buffer"
+  const bSrc: OperandSource = v.b === "texture" && bRowsTo <= maxRows && ceil64(bCols) / 4 < maxRows ? "texture" : "buffer"
+  const variant: CpuVariant = { a: aSrc, b: bSrc, tiling: v.tiling }
+  // Rows are read as vec4s (zero-padded to 4 when not so), the K side's rows zero-padded to 4·k4.
+  const A = operand(rt, aSrc, a, aRows, aCols, aCols, 0, aRowsTo)
+  const B = operand(rt, bSrc, b, bRows, bCols, bCols, 0, bRowsTo)
+  const c = rt.tensor([m, n])
+  const cp = n === nb ? c : rt.tensor([m, nb])
+  dispatchCpu(rt, {
+    variant, transA, transB, a: A, b: B, m, n4: nb / 4, k4,
+    aLast: transA ? Math.ceil(m / 4) - 1 : m - 1,
+    bLast: transB ? n - 1 : Math.ceil(n / 4) - 1,
+    c: cp, ldc4: nb / 4, c04: 0, bias: zeros(rt, nb), bias04: 0,
+  })
+  A.release()
+  B.release()
+  if (cp !== c) {
+    unpad(rt, cp, nb, c, n, m, n, false)
+    rt.release(cp)
+  }
+  return c
 }
 
 const zeroBuffers = new WeakMap<GpuRuntime, Tensor>()
@@ -278,36 +438,7 @@ function unpad(rt: GpuRuntime, src: Tensor, lds: number, dst: Tensor, ldc: numbe
   rt.dispatch(rt.pipeline("matmul-unpad", unpadSrc), [src, dst], grid(rt, Math.ceil((m * n) / 64)), u)
 }
 
-interface CpuCall {
-  readonly variant: CpuVariant
-  readonly a: Tensor | GPUTextureView
-  /** vec4s per row of a storage A; 1 for a texture */
-  readonly lda4: number
-  readonly b: Tensor | GPUTextureView
-  readonly ldb4: number
-  readonly m: number
-  /** vec4 columns to compute, a multiple of 4 */
-  readonly n4: number
-  readonly k4: number
-  readonly c: Tensor
-  readonly ldc4: number
-  /** where C's first row and column start, in vec4s */
-  readonly c04: number
-  /** at least bias04 + n4 vec4s */
-  readonly bias: Tensor
-  readonly bias04: number
-}
-
-function dispatchCpu(rt: GpuRuntime, call: CpuCall): void {
-  const v = call.variant
-  const u = uniforms([
-    ["u32", call.m], ["u32", call.n4], ["u32", call.k4], ["u32", call.lda4],
-    ["u32", call.ldb4], ["u32", call.ldc4], ["u32", call.c04], ["u32", call.bias04],
-  ])
-  const gx = Math.ceil(call.n4 / (4 * v.WX))
-  const gy = Math.ceil(call.m / (v.TM * v.WY))
-  rt.dispatch(cpuPipeline(rt, v), [call.a, call.b, call.bias, call.c], [gx, gy], u)
-}
+// ---- the real-GPU kernel ------------------------------------------------------------------------
 
 interface TiledCall {
   readonly a: Tensor
@@ -337,12 +468,33 @@ function dispatchTiled(rt: GpuRuntime, call: TiledCall): void {
   rt.dispatch(rt.pipeline("matmul-tiled", tiledSrc), [call.a, call.b, call.bias ?? zeros(rt, 1), call.c], groups, u)
 }
 
+/** A variant named by the caller, checked against the weight's storage where there is one. */
+function namedOrTuned(name: string | undefined, weight?: OperandSource): CpuVariant | undefined {
+  if (name === undefined) return undefined
+  const v = parseCpuVariant(name)
+  if (weight !== undefined && v.b !== weight) throw new Error(`linear: variant "${name}" reads W from ${v.b}, but the weight is in a ${weight}`)
+  return v
+}
+
 // ---- public ops ---------------------------------------------------------------------------------
 
-export interface LinearOptions {
+/** Which kernel runs a product: the adapter's (or setMatmulVariant's), and on llvmpipe the tuned tiling unless named. */
+export interface KernelChoice {
+  readonly variant?: MatmulVariant
+  /** The llvmpipe kernel's variant by name (e.g. "tt-64x16-8x1"), instead of the tuned one (tests). */
+  readonly cpuVariant?: string
+}
+
+export interface LinearOptions extends KernelChoice {
   readonly bias?: Tensor
   readonly addTo?: Tensor
-  readonly variant?: MatmulVariant
+}
+
+/** One projection of a shared input: y = x·Wᵀ (+ bias), or addTo += that. */
+export interface LinearTarget {
+  readonly w: Weight
+  readonly bias?: Tensor | undefined
+  readonly addTo?: Tensor | undefined
 }
 
 /**
@@ -351,62 +503,79 @@ export interface LinearOptions {
  * x must not alias addTo. Records work into the batch; nothing waits.
  */
 export function linear(rt: GpuRuntime, x: Tensor, w: Weight, opts: LinearOptions = {}): Tensor {
-  const [n, k] = w.shape
-  const xk = x.shape[x.shape.length - 1]
-  if (xk !== k) throw new Error(`linear: x has shape ${shapeString(x.shape)}, expected last dim ${k} (W is [${n}×${k}])`)
-  const m = numel(x.shape) / k
-  const outShape = [...x.shape.slice(0, -1), n]
-  if (opts.bias !== undefined) expectShape("linear", "bias", opts.bias, [n])
-  if (opts.addTo !== undefined) expectShape("linear", "addTo", opts.addTo, outShape)
-  const y = opts.addTo ?? rt.tensor(outShape)
-  if (m === 0) return y
-  const accumulate = opts.addTo !== undefined
-  if (w.storage === "buffer" && variantOf(rt, opts.variant) === "gpu") {
-    for (const part of w.parts) {
-      dispatchTiled(rt, {
-        a: x, sam: k, sak: 1, b: part.tensor!, sbk: part.c4 * 4, sbn: 1,
-        m, n: part.cols, k, c: y, ldc: n, c0: part.n0, bias: opts.bias, accumulate,
-      })
-    }
-    return y
-  }
-  // The llvmpipe kernel reads x as vec4s along K (from a texture, or from storage zero-padded to 4),
-  // and writes whole 16-column blocks of C: N not a multiple of 16 means a padded scratch C (and bias)
-  // copied out afterwards; addTo, a scratch C added in afterwards.
-  const k4 = w.kPadded / 4
-  const nb = ceil16(n)
-  const aligned = n === nb
-  const c = aligned && !accumulate ? y : rt.tensor([m, nb])
-  const bias = opts.bias === undefined ? zeros(rt, nb) : aligned ? opts.bias : repack(rt, opts.bias, 1, 1, n, nb / 4, 0, 1)
-  const variant = cpuVariant(w.storage, m)
-  // Texture rows are limited: x goes in chunks of rows, each written to its rows of C.
-  const chunk = variant.aFrom === "texture" ? Math.floor((rt.limits.maxTextureDimension2D - 1) / 64) * 64 : m
-  const padded = variant.aFrom === "buffer" && k % 4 !== 0 ? repack(rt, x, m, m, k, k4, k, 1) : x
-  for (let r0 = 0; r0 < m; r0 += chunk) {
-    const rows = Math.min(chunk, m - r0)
-    const tex = variant.aFrom === "texture" ? xTexture(rt, x, k, r0, rows, m) : undefined
-    for (const part of w.parts) {
-      dispatchCpu(rt, {
-        variant, a: tex?.createView() ?? padded, lda4: tex === undefined ? k4 : 1, b: part.view ?? part.tensor!, ldb4: part.c4,
-        m: rows, n4: part.c4, k4, c, ldc4: nb / 4, c04: (r0 * nb + part.n0) / 4, bias, bias04: part.n0 / 4,
-      })
-    }
-    if (tex !== undefined) releaseXTexture(rt, tex)
-  }
-  if (padded !== x) rt.release(padded)
-  if (c !== y) {
-    if (aligned) addInto(rt, c, y, m * n)
-    else unpad(rt, c, nb, y, n, m, n, accumulate)
-    rt.release(c)
-  }
-  if (opts.bias !== undefined && bias !== opts.bias) rt.release(bias)
-  return y
+  return linearMany(rt, x, [{ w, bias: opts.bias, addTo: opts.addTo }], opts)[0]!
 }
 
-export interface MatmulOptions {
+/**
+ * Several projections of the same x (a layer's q/k/v, or gate/up): as `linear` each, but x is read into
+ * the kernel's operand (a texture copy on llvmpipe) once for all of them.
+ */
+export function linearMany(rt: GpuRuntime, x: Tensor, targets: readonly LinearTarget[], choice: KernelChoice = {}): Tensor[] {
+  const k = x.shape[x.shape.length - 1]!
+  const m = numel(x.shape) / k
+  const outs = targets.map(({ w, bias, addTo }) => {
+    const [n, wk] = w.shape
+    if (wk !== k) throw new Error(`linear: x has shape ${shapeString(x.shape)}, expected last dim ${wk} (W is [${n}×${wk}])`)
+    const outShape = [...x.shape.slice(0, -1), n]
+    if (bias !== undefined) expectShape("linear", "bias", bias, [n])
+    if (addTo !== undefined) expectShape("linear", "addTo", addTo, outShape)
+    return addTo ?? rt.tensor(outShape)
+  })
+  if (m === 0) return outs
+  if (variantOf(rt, choice.variant) === "gpu" && targets.every((t) => t.w.storage === "buffer")) {
+    targets.forEach(({ w, bias, addTo }, t) => {
+      for (const part of w.parts) {
+        dispatchTiled(rt, {
+          a: x, sam: k, sak: 1, b: part.tensor!, sbk: part.c4 * 4, sbn: 1,
+          m, n: part.cols, k, c: outs[t]!, ldc: w.shape[0], c0: part.n0, bias, accumulate: addTo !== undefined,
+        })
+      }
+    })
+    return outs
+  }
+  // The llvmpipe kernel writes whole 16-column blocks of C: N not a multiple of 16 means a padded
+  // scratch C (and bias) copied out afterwards; addTo, a scratch C added in afterwards.
+  const plans = targets.map(({ w, bias, addTo }, t) => {
+    const n = w.shape[0]
+    const nb = ceil16(n)
+    const aligned = n === nb
+    const c = aligned && addTo === undefined ? outs[t]! : rt.tensor([m, nb])
+    const b = bias === undefined ? zeros(rt, nb) : aligned ? bias : repack(rt, bias, 1, 1, n, nb / 4, 0, 1)
+    return { w, n, nb, aligned, c, bias: b, variant: namedOrTuned(choice.cpuVariant, w.storage) ?? cpuVariantFor(rt, "linear", false, false, m, n, k, w.storage) }
+  })
+  // Texture rows are limited: x goes in chunks of rows, each written to its rows of C.
+  const chunk = plans.some((p) => p.variant.a === "texture") ? Math.floor((rt.limits.maxTextureDimension2D - 1) / 64) * 64 : m
+  for (let r0 = 0; r0 < m; r0 += chunk) {
+    const rows = Math.min(chunk, m - r0)
+    const operands = new Map<OperandSource, Operand>()
+    for (const p of plans) {
+      let a = operands.get(p.variant.a)
+      if (a === undefined) operands.set(p.variant.a, (a = operand(rt, p.variant.a, x, rows, k, k, r0 * k, rows)))
+      for (const part of p.w.parts) {
+        const b: Operand = { binding: part.view ?? part.tensor!, ld4: part.c4, release: () => {} }
+        dispatchCpu(rt, {
+          variant: p.variant, transA: false, transB: false, a, b, m: rows, n4: part.c4, k4: p.w.kPadded / 4, aLast: rows - 1, bLast: part.c4 - 1,
+          c: p.c, ldc4: p.nb / 4, c04: (r0 * p.nb + part.n0) / 4, bias: p.bias, bias04: part.n0 / 4,
+        })
+      }
+    }
+    for (const a of operands.values()) a.release()
+  }
+  plans.forEach((p, t) => {
+    const y = outs[t]!
+    if (p.c !== y) {
+      if (p.aligned) addInto(rt, p.c, y, m * p.n)
+      else unpad(rt, p.c, p.nb, y, p.n, m, p.n, targets[t]!.addTo !== undefined)
+      rt.release(p.c)
+    }
+    if (targets[t]!.bias !== undefined && p.bias !== targets[t]!.bias) rt.release(p.bias)
+  })
+  return outs
+}
+
+export interface MatmulOptions extends KernelChoice {
   readonly transA?: boolean
   readonly transB?: boolean
-  readonly variant?: MatmulVariant
 }
 
 /**
@@ -424,30 +593,15 @@ export function matmul(rt: GpuRuntime, a: Tensor, b: Tensor, opts: MatmulOptions
   const [m, k] = transA ? [a1, a0] : [a0, a1]
   const [kb, n] = transB ? [b1, b0] : [b0, b1]
   if (k !== kb) throw new Error(`matmul: inner dims differ: op(A) is [${m}×${k}], op(B) is [${kb}×${n}]`)
-  const c = rt.tensor([m, n])
-  if (m === 0 || n === 0) return c
+  if (m === 0 || n === 0) return rt.tensor([m, n])
   if (variantOf(rt, opts.variant) === "gpu") {
+    const c = rt.tensor([m, n])
     dispatchTiled(rt, {
       a, sam: transA ? 1 : k, sak: transA ? m : 1, b, sbk: transB ? 1 : n, sbn: transB ? k : 1,
       m, n, k, c, ldc: n, c0: 0, bias: undefined, accumulate: false,
     })
     return c
   }
-  // llvmpipe kernel: A as [M, K↑4] rows, B as [K↑4, N↑16] rows; repack whatever is not already so.
-  const k4 = Math.ceil(k / 4)
-  const nb = ceil16(n)
-  const ap = transA || k % 4 !== 0 ? repack(rt, a, m, m, k, k4, transA ? 1 : k, transA ? m : 1) : a
-  const bp = transB || k % 4 !== 0 || n !== nb ? repack(rt, b, k4 * 4, k, n, nb / 4, transB ? 1 : n, transB ? k : 1) : b
-  const cp = n === nb ? c : rt.tensor([m, nb])
-  dispatchCpu(rt, {
-    variant: CPU_STORAGE, a: ap, lda4: k4, b: bp, ldb4: nb / 4,
-    m, n4: nb / 4, k4, c: cp, ldc4: nb / 4, c04: 0, bias: zeros(rt, nb), bias04: 0,
-  })
-  if (cp !== c) {
-    unpad(rt, cp, nb, c, n, m, n, false)
-    rt.release(cp)
-  }
-  if (ap !== a) rt.release(ap)
-  if (bp !== b) rt.release(bp)
-  return c
+  const v = namedOrTuned(opts.cpuVariant) ?? cpuVariantFor(rt, "matmul", transA, transB, m, n, k)
+  return cpuProduct(rt, a, b, m, n, k, transA, transB, v)
 }

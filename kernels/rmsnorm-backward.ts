@@ -1,4 +1,5 @@
 /** RMSNorm backward (HF LlamaRMSNorm in f32): dx and dw from x, w, eps and dy. */
+import { rowGrid } from "./row-norm.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape, numel } from "./tensor.ts"
@@ -41,7 +42,7 @@ export function rmsnormBackward(rt: GpuRuntime, x: Tensor, w: Tensor, dy: Tensor
   ])
   const maxGroups = rt.limits.maxComputeWorkgroupsPerDimension
   if (chunks > maxGroups) throw new Error(`rmsnormBackward: ${rows} rows exceed ${maxGroups * CHUNK}`)
-  rt.dispatch(rt.pipeline(label, code, "rowGrad"), [x, w, dy, dx, rinv], [Math.min(rows, maxGroups)], params)
+  rt.dispatch(rt.pipeline(label, code, "rowGrad"), [x, w, dy, dx, rinv], rowGrid(rt, rows, WG), params)
   rt.dispatch(rt.pipeline(label, code, "dwPartial"), [x, dy, rinv, partial], [Math.ceil(cols / WG), chunks], params)
   rt.dispatch(rt.pipeline(label, code, "dwReduce"), [partial, dw], [Math.ceil(cols / WG)], params)
   rt.release(rinv, partial)

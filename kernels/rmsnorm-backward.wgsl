@@ -29,41 +29,25 @@ const CHUNK = 32u;
 @group(0) @binding(1) var<storage, read> rpartial: array<VT>;
 @group(0) @binding(2) var<storage, read_write> dw: array<VT>;
 
-var<workgroup> part: array<vec2f, WG>;
-
-// Workgroup sums of (Σx², Σ w·dy·x); every invocation gets both.
-fn workgroupSum2(li: u32, v: vec2f) -> vec2f {
-  part[li] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (li < s) { part[li] += part[li + s]; }
-    workgroupBarrier();
-  }
-  let total = part[0];
-  workgroupBarrier(); // part is reused by the next row
-  return total;
-}
-
-// One workgroup per row (grid-stride over rows).
+// One invocation per row, sums in one fixed order (as rmsnorm.wgsl; no workgroup reduction).
 @compute @workgroup_size(WG)
-fn rowGrad(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32, @builtin(num_workgroups) nwg: vec3u) {
-  for (var row = wid.x; row < p.rows; row += nwg.x) {
-    let base = row * p.cols;
-    var ss = 0.0;
-    var sd = 0.0;
-    for (var c = li; c < p.cols; c += WG) {
-      let xv = x[base + c];
-      ss += hsum(xv * xv);
-      sd += hsum(w[c] * dy[base + c] * xv);
-    }
-    let tot = workgroupSum2(li, vec2f(ss, sd));
-    let r = inverseSqrt(tot.x / f32(p.dim) + p.eps);
-    let k = r * r * r * tot.y / f32(p.dim);
-    for (var c = li; c < p.cols; c += WG) {
-      dx[base + c] = r * (w[c] * dy[base + c]) - x[base + c] * k;
-    }
-    if (li == 0u) { rinv[row] = r; }
+fn rowGrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let row = gid.x + gid.y * nwg.x * WG;
+  if (row >= p.rows) { return; }
+  let base = row * p.cols;
+  var ss = VT(0.0);
+  var sd = VT(0.0);
+  for (var c = 0u; c < p.cols; c++) {
+    let xv = x[base + c];
+    ss += xv * xv;
+    sd += w[c] * dy[base + c] * xv;
   }
+  let r = inverseSqrt(hsum(ss) / f32(p.dim) + p.eps);
+  let k = r * r * r * hsum(sd) / f32(p.dim);
+  for (var c = 0u; c < p.cols; c++) {
+    dx[base + c] = r * (w[c] * dy[base + c]) - x[base + c] * k;
+  }
+  rinv[row] = r;
 }
 
 // One invocation per (column, chunk of rows).

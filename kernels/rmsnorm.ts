@@ -1,14 +1,12 @@
-/** RMSNorm over the last dimension (HF LlamaRMSNorm, in f32). */
+/** RMSNorm over the last dimension (HF LlamaRMSNorm in f32). */
 import { normRows } from "./row-norm.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import type { Tensor } from "./tensor.ts"
 import { wgsl } from "./wgsl.ts"
 
-const body = wgsl("./rmsnorm.wgsl", import.meta.url)
-const workgroupSum = wgsl("./workgroup-sum.wgsl", import.meta.url)
-const src = `${workgroupSum}\n${body}`
+const src = wgsl("./rmsnorm.wgsl", import.meta.url)
 
 /** x [..., D], w [D] → y [..., D]. */
 export function rmsnorm(rt: GpuRuntime, x: Tensor, w: Tensor, eps: number): Tensor {
-  return normRows(rt, "rmsnorm", src, x, { w }, eps)
+  return normRows(rt, "rmsnorm", src, x, { w }, eps, "invocation")
 }

@@ -5,6 +5,7 @@
  * `dispatch`, which records into one compute pass; nothing is submitted until `flush` (or a read).
  * Launching costs ~30 µs per dispatch on llvmpipe but ~100 µs more per submit, so batching matters.
  */
+import type { DispatchRecord, Profiler } from "./profile.ts"
 import { type DType, type Tensor, numel } from "./tensor.ts"
 
 /** Kernel variants are chosen per adapter: llvmpipe wants the opposite shapes of a real GPU. */
@@ -31,6 +32,8 @@ export type Binding = Tensor | GPUBuffer | GPUTextureView | { readonly buffer: G
 /** Uniform slots are 256 bytes apart (minUniformBufferOffsetAlignment); each holds ≤ 256 bytes of params. */
 const UNIFORM_SLOT = 256
 const UNIFORM_SLOTS = 512
+/** Idle pooled textures past this many bytes are destroyed at the next miss. */
+const TEXTURE_POOL_BYTES = 128 * 1024 * 1024
 
 export interface MemoryStats {
   /** Bytes in buffers that exist now (in use or pooled). */
@@ -44,6 +47,8 @@ export interface MemoryStats {
 export class GpuRuntime {
   private readonly pipelines = new Map<string, GPUComputePipeline>()
   private readonly pool = new Map<string, GPUBuffer[]>()
+  private readonly texturePool = new Map<string, GPUTexture[]>()
+  private texturePoolBytes = 0
   private readonly sizes = new WeakMap<GPUBuffer | GPUTexture, number>()
   private encoder: GPUCommandEncoder | undefined
   private pass: GPUComputePassEncoder | undefined
@@ -55,6 +60,9 @@ export class GpuRuntime {
   private peak = 0
   private dispatchCount = 0
   private submitCount = 0
+  private readonly textureBytes = new WeakMap<GPUTextureView, number>()
+  /** While set, every dispatch is recorded (and timed in place where the device has timestamp queries). */
+  profiler: Profiler | undefined
 
   /**
    * `instance` is the object `create()` returned: Dawn frees its instance when that is collected, and any
@@ -82,7 +90,8 @@ export class GpuRuntime {
     let p = this.pipelines.get(key)
     if (p === undefined) {
       const module = this.device.createShaderModule({ label, code })
-      p = this.device.createComputePipeline({ label, layout: "auto", compute: { module, entryPoint } })
+      const name = entryPoint === "main" ? label : `${label}.${entryPoint}`
+      p = this.device.createComputePipeline({ label: name, layout: "auto", compute: { module, entryPoint } })
       this.pipelines.set(key, p)
     }
     return p
@@ -142,6 +151,41 @@ export class GpuRuntime {
       b.destroy()
     }
     this.pool.clear()
+    if (this.texturePool.size > 0) {
+      this.flush() // recorded work may still read them
+      for (const free of this.texturePool.values()) for (const t of free) this.destroyTexture(t)
+      this.texturePool.clear()
+      this.texturePoolBytes = 0
+    }
+  }
+
+  /**
+   * An rgba32float texture (sampled, copy destination) of exactly width × height texels, reused from the
+   * pool when one is free; give it back with `releaseTexture`. Safe mid-batch, since work recorded later
+   * (copies into it included) runs after the dispatches recorded before.
+   */
+  pooledTexture(width: number, height: number, label: string): GPUTexture {
+    const reused = this.texturePool.get(`${width}x${height}`)?.pop()
+    if (reused !== undefined) {
+      this.texturePoolBytes -= width * height * 16
+      return reused
+    }
+    // Sizes grow with the sequence (attention's K/V copies): past a cap, the idle ones go.
+    if (this.texturePoolBytes > TEXTURE_POOL_BYTES) {
+      this.flush() // recorded work may still read them
+      for (const free of this.texturePool.values()) for (const t of free) this.destroyTexture(t)
+      this.texturePool.clear()
+      this.texturePoolBytes = 0
+    }
+    return this.createTexture({ label, size: [width, height], format: "rgba32float", usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST })
+  }
+
+  releaseTexture(texture: GPUTexture): void {
+    this.texturePoolBytes += texture.width * texture.height * 16
+    const key = `${texture.width}x${texture.height}`
+    let free = this.texturePool.get(key)
+    if (free === undefined) this.texturePool.set(key, (free = []))
+    free.push(texture)
   }
 
   destroyBuffer(buffer: GPUBuffer): void {
@@ -157,6 +201,13 @@ export class GpuRuntime {
     this.live += bytes
     if (this.live > this.peak) this.peak = this.live
     return texture
+  }
+
+  /** A view of a whole texture, counted by its bytes when a profiler totals what a dispatch binds. */
+  textureView(texture: GPUTexture): GPUTextureView {
+    const view = texture.createView()
+    this.textureBytes.set(view, this.sizes.get(texture) ?? 0)
+    return view
   }
 
   destroyTexture(texture: GPUTexture): void {
@@ -202,23 +253,75 @@ export class GpuRuntime {
     }
     for (const b of bindings) entries.push({ binding: next++, resource: bindingResource(b) })
     const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries })
+    const profiler = this.profiler
+    if (profiler !== undefined) {
+      const record: DispatchRecord = {
+        kernel: pipeline.label,
+        groups: [x, y, z],
+        bytes: bindings.reduce((a, b) => a + this.bindingBytes(b), 0),
+        replay: () => this.replayDispatch(pipeline, entries, uniforms, [x, y, z]),
+      }
+      profiler.record(record)
+      if (profiler.timestamps) {
+        // a pass of its own, timestamped at its start and end
+        this.endPass()
+        this.pass = this.currentEncoder().beginComputePass({ timestampWrites: profiler.passTimestamps(this, record) })
+      }
+    }
     const pass = this.currentPass()
     pass.setPipeline(pipeline)
     pass.setBindGroup(0, bindGroup)
     pass.dispatchWorkgroups(x, y, z)
+    if (profiler?.timestamps === true) this.endPass()
     this.dispatchCount++
+  }
+
+  /** A recorded dispatch again, for profile replays: its uniforms in a buffer of their own (the arena is reused). */
+  private replayDispatch(pipeline: GPUComputePipeline, entries: readonly GPUBindGroupEntry[], uniforms: ArrayBufferView | undefined, groups: readonly [number, number, number]) {
+    let own: GPUBuffer | undefined
+    let list = [...entries]
+    if (uniforms !== undefined) {
+      own = this.device.createBuffer({ size: UNIFORM_SLOT, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST })
+      this.device.queue.writeBuffer(own, 0, uniforms.buffer, uniforms.byteOffset, uniforms.byteLength)
+      list = [{ binding: 0, resource: { buffer: own } }, ...entries.slice(1)]
+    }
+    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: list })
+    return {
+      run: () => {
+        const pass = this.currentPass()
+        pass.setPipeline(pipeline)
+        pass.setBindGroup(0, bindGroup)
+        pass.dispatchWorkgroups(...groups)
+      },
+      dispose: () => own?.destroy(),
+    }
+  }
+
+  private bindingBytes(b: Binding): number {
+    if (b instanceof GPUBuffer) return b.size
+    if (b instanceof GPUTextureView) return this.textureBytes.get(b) ?? 0
+    if ("shape" in b) return numel(b.shape) * 4
+    return b.size ?? b.buffer.size - (b.offset ?? 0)
   }
 
   /** Records a buffer copy in order with the dispatches around it. */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
-    this.endPass()
-    this.currentEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes)
+    const run = (): void => {
+      this.endPass()
+      this.currentEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes)
+    }
+    run()
+    this.profiler?.record({ kernel: "copy buffer→buffer", groups: [0, 0, 0], bytes: 2 * bytes, replay: () => ({ run, dispose: () => {} }) })
   }
 
-  /** Records a buffer → texture copy (rows of `bytesPerRow`, a multiple of 256) in batch order. */
-  copyToTexture(src: GPUBuffer, bytesPerRow: number, texture: GPUTexture, width: number, height: number): void {
-    this.endPass()
-    this.currentEncoder().copyBufferToTexture({ buffer: src, bytesPerRow }, { texture }, { width, height })
+  /** Records a buffer → texture copy (rows of `bytesPerRow`, a multiple of 256, from byte `offset`) in batch order. */
+  copyToTexture(src: GPUBuffer, bytesPerRow: number, texture: GPUTexture, width: number, height: number, offset = 0): void {
+    const run = (): void => {
+      this.endPass()
+      this.currentEncoder().copyBufferToTexture({ buffer: src, bytesPerRow, offset }, { texture }, { width, height })
+    }
+    run()
+    this.profiler?.record({ kernel: "copy buffer→texture", groups: [0, 0, 0], bytes: 2 * bytesPerRow * height, replay: () => ({ run, dispose: () => {} }) })
   }
 
   /** Submits everything recorded so far. */
@@ -229,7 +332,9 @@ export class GpuRuntime {
       this.device.queue.writeBuffer(this.uniformBuffer, 0, this.uniformData, 0, this.uniformUsed * UNIFORM_SLOT)
       this.uniformUsed = 0
     }
+    const afterSubmit = this.profiler?.beforeSubmit(this, this.encoder)
     this.device.queue.submit([this.encoder.finish()])
+    afterSubmit?.()
     this.encoder = undefined
     this.submitCount++
   }

@@ -39,7 +39,10 @@ function bitGroups(op: KernelOp, cases: readonly KernelCase[], variants: readonl
       for (const c of cases) if (c.sameBits === undefined) groups.push({ name: `[${label}] same bits: ${c.name}`, runs: vs.map((v) => [c, v] as [KernelCase, Variant]) })
     }
   }
-  return groups.map((g) => ({ ...g, runs: g.runs.filter(([c, v]) => c.applies?.(v, rt) !== false) }))
+  // A group left with one run (the others do not apply) compares nothing; slow cases run only when asked.
+  return groups
+    .map((g) => ({ ...g, runs: g.runs.filter(([c, v]) => c.applies?.(v, rt) !== false && (slow || c.slow !== true)) }))
+    .filter((g) => g.runs.length > 1)
 }
 
 for (const op of KERNEL_TABLE) {

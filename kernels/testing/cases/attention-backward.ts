@@ -1,16 +1,37 @@
 /** Table cases of training attention: the forward with logsumexp, and its backward (dq, dk, dv). */
-import { attentionBackward, attentionTrain } from "../../attention-backward.ts"
+import { type StreamSource, attentionBackward, attentionTrain, trainRowCandidates } from "../../attention-backward.ts"
 import { type TrainAttentionRefOptions, attentionBackwardRef, attentionTrainRef } from "../../attention-backward.ref.ts"
 import { attentionRef } from "../../attention.ref.ts"
 import type { Tolerance } from "../compare.ts"
 import { dotLoss, fdGrad } from "../gradcheck.ts"
-import { type KernelCase, type KernelOp, type ReferenceCheck, SINGLE, expectShapeOf, once, launcher } from "../kernel-case.ts"
+import { type KernelCase, type KernelOp, type ReferenceCheck, type Variant, expectShapeOf, once, launcher } from "../kernel-case.ts"
 import { rand } from "../random.ts"
 
 /** Document ids for packed sequences: documents of the given lengths, back to back. */
 const docs = (lengths: readonly number[]): Uint32Array => Uint32Array.from(lengths.flatMap((n, i) => Array<number>(n).fill(i)))
 
 type Output = "o" | "lse" | "dq" | "dk" | "dv"
+
+/** Where the streamed operands come from and which of the tuner's rows-per-invocation candidates runs (default: the kernel's choice). */
+export interface TrainAttentionVariant extends Variant {
+  readonly stream?: StreamSource
+  /** Index into trainRowCandidates(headDim). */
+  readonly candidate?: number
+}
+
+export const TRAIN_ATTENTION_VARIANTS: readonly TrainAttentionVariant[] = [
+  { name: "default" },
+  ...(["buffer", "texture"] as const).flatMap((stream) =>
+    [0, 1].map((candidate): TrainAttentionVariant => ({ name: `streamed from ${stream === "buffer" ? "storage" : "textures"}, rows candidate ${candidate + 1}`, stream, candidate })),
+  ),
+]
+
+/** The options a variant forces for a head size (undefined: the variant has no such rows candidate). */
+function forced(v: TrainAttentionVariant, headDim: number): { stream?: StreamSource; rows?: number } | undefined {
+  const rows = v.candidate === undefined ? undefined : trainRowCandidates(headDim)[v.candidate]
+  if (v.candidate !== undefined && rows === undefined) return undefined
+  return { ...(v.stream === undefined ? {} : { stream: v.stream }), ...(rows === undefined ? {} : { rows }) }
+}
 
 export interface TrainAttentionParams {
   readonly T: number
@@ -26,7 +47,7 @@ export interface TrainAttentionParams {
   readonly tol?: Partial<Record<Output, Tolerance>>
 }
 
-export function trainAttentionCase(p: TrainAttentionParams): KernelCase {
+export function trainAttentionCase(p: TrainAttentionParams): KernelCase<TrainAttentionVariant> {
   const { T, heads, kvHeads, headDim } = p
   const host = once(() => ({
     q: rand(T * heads * headDim, T + 1, 2),
@@ -41,12 +62,15 @@ export function trainAttentionCase(p: TrainAttentionParams): KernelCase {
     dtype: "f32",
     ...(p.slow === true ? { slow: true } : {}),
     ...(p.deterministic === true ? { deterministic: true } : {}),
-    setup(rt) {
+    // Each head size, rows and source is a new set of shaders: the forced variants are compared at d 16,
+    // where they compile in seconds (wider heads take minutes cold on a busy machine).
+    applies: (variant) => variant.name === "default" || (headDim <= 16 && forced(variant, headDim) !== undefined),
+    setup(rt, variant) {
       const { q, k, v, dO, seg } = host()
       const tq = rt.upload(q, [T, heads * headDim]), tk = rt.upload(k, [T, kvHeads * headDim]), tv = rt.upload(v, [T, kvHeads * headDim])
       const tdo = rt.upload(dO, [T, heads * headDim])
       const tseg = seg === undefined ? undefined : rt.upload(seg)
-      const opts = { heads, kvHeads, headDim, ...(tseg === undefined ? {} : { segments: tseg }) }
+      const opts = { heads, kvHeads, headDim, ...(tseg === undefined ? {} : { segments: tseg }), ...forced(variant, headDim) }
       return launcher(rt, [tq, tk, tv, tdo, tseg], () => {
         const { o, lse } = attentionTrain(rt, tq, tk, tv, opts)
         const { dq, dk, dv } = attentionBackward(rt, tq, tk, tv, o, lse, tdo, opts)
@@ -96,9 +120,11 @@ function fdCheck(name: string, o: TrainAttentionRefOptions): ReferenceCheck {
 // Each head size is a new set of shaders, compiled by LLVM at first use (cold, 2 shared cores: ~2 s at
 // d 16, ~20 s at d 64, ~25 s at d 128; Mesa's disk cache makes later runs fast), so the wide heads are
 // `slow` cases.
-export const attentionBackwardOp: KernelOp = {
+export const attentionBackwardOp: KernelOp<TrainAttentionVariant> = {
   op: "attention-backward",
-  variants: () => SINGLE,
+  variants: () => TRAIN_ATTENTION_VARIANTS,
+  // Each row's sums run over the same keys in the same order whatever the rows or the operands' source.
+  variantsAgree: true,
   cases: () => [
     trainAttentionCase({ T: 37, heads: 4, kvHeads: 2, headDim: 16, note: "GQA" }),
     trainAttentionCase({ T: 150, heads: 2, kvHeads: 2, headDim: 16, note: "several workgroups per head" }),

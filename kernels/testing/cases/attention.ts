@@ -1,5 +1,5 @@
 /** Table cases of causal attention over the KV cache (inference), both kernels, chunk after chunk. */
-import { type AttentionVariant, appendKv, attention, createKvCache, releaseKvCache } from "../../attention.ts"
+import { type AttentionVariant, type KvSource, appendKv, attention, createKvCache, releaseKvCache } from "../../attention.ts"
 import { attentionRef } from "../../attention.ref.ts"
 import type { AdapterProfile } from "../../runtime.ts"
 import type { Tensor } from "../../tensor.ts"
@@ -35,8 +35,12 @@ export interface AttentionParams {
   readonly qGain?: number
   /** Cache rows per binding window (forces the long-cache path at small sizes). */
   readonly windowRows?: number
-  /** cpu kernel: query rows per invocation (default: the production choice). Fewer keep cold compiles short. */
+  /** cpu kernel: query rows per invocation (default: the tuned choice; with tuning off, the first candidate). Fewer keep cold compiles short. */
   readonly rows?: number
+  /** cpu kernel: K/V from texture copies or the cache's storage (default: the kernel's choice). */
+  readonly kv?: KvSource
+  /** Cases with this key must give the same bits (another rows or K/V source, the same sums). */
+  readonly sameBits?: string
   /** The reference's scale where it should differ from the kernel's (to show a mismatch is caught). */
   readonly refScale?: number
   /** Cache rows past the sequence, filled with 1e30: rows past a query's causal limit must not count (default 9). */
@@ -69,12 +73,14 @@ export function attentionCase(p: AttentionParams): KernelCase<AttentionKernelVar
     p.scale !== undefined ? `scale ${p.scale}` : "",
     p.qGain !== undefined ? `q×${p.qGain}` : "",
     p.rows !== undefined ? `${p.rows} rows per invocation (cpu kernel)` : "",
+    p.kv !== undefined ? `K/V from ${p.kv === "texture" ? "textures" : "storage"} (cpu kernel)` : "",
     p.refScale !== undefined ? `reference scale ${p.refScale}` : "",
   ]
   return {
     name: parts.filter((s) => s !== "").join(", "),
     dtype: "f32",
     ...(p.slow === true ? { slow: true } : {}),
+    ...(p.sameBits !== undefined ? { sameBits: p.sameBits } : {}),
     setup(rt, v) {
       const { q, k, v: vals } = host()
       const capacity = t + (p.spareRows ?? 9)
@@ -101,6 +107,7 @@ export function attentionCase(p: AttentionParams): KernelCase<AttentionKernelVar
         variant: v.kernel,
         ...(p.scale !== undefined ? { scale: p.scale } : {}),
         ...(p.rows !== undefined ? { rows: p.rows } : {}),
+        ...(p.kv !== undefined ? { kv: p.kv } : {}),
         ...(p.windowRows !== undefined ? { windowRows: p.windowRows } : {}),
       }
       const run = () => {
@@ -144,6 +151,11 @@ export const attentionOp: KernelOp<AttentionKernelVariant> = {
     attentionCase({ heads: 3, kvHeads: 1, headDim: 16, t: 12, chunks: [7, 1, 1, 1, 1, 1] }),
     attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 200, chunks: [100, 100], windowRows: 64 }),
     attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 130, chunks: [1, 129], windowRows: 128, seed: 9 }),
+    // Every rows-per-invocation and K/V source sums the same way: the same bits, windows or not.
+    ...([["buffer", undefined], ["texture", undefined], ["buffer", 8], ["texture", 8]] as const).flatMap(([kv, rows]) => [
+      attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 200, chunks: [100, 100], windowRows: 64, seed: 3, kv, ...(rows === undefined ? {} : { rows }), sameBits: "windows of 64 rows" }),
+      attentionCase({ heads: 4, kvHeads: 2, headDim: 32, t: 200, chunks: [100, 100], seed: 3, kv, ...(rows === undefined ? {} : { rows }), sameBits: "one window" }),
+    ]),
     attentionCase({ heads: 2, kvHeads: 1, headDim: 96, t: 37, rows: 2 }),
     attentionCase({ heads: 2, kvHeads: 2, headDim: 128, t: 77, chunks: [70, 7], scale: 0.3, qGain: 2, rows: 1 }),
     attentionCase({ heads: 1, kvHeads: 1, headDim: 16, t: 7, scale: 0.5, rows: 2 }),

@@ -1,5 +1,5 @@
 /** Table cases of `linear` (y = x·Wᵀ + b, prepared weights) and `matmul` (NN, NT, TN, TT). */
-import { type MatmulVariant, linear, matmul, prepareWeight, releaseWeight } from "../../matmul.ts"
+import { type MatmulVariant, linear, matmul, matmulCandidates, prepareWeight, releaseWeight } from "../../matmul.ts"
 import { matmulRef } from "../../matmul.ref.ts"
 import type { AdapterProfile, GpuRuntime } from "../../runtime.ts"
 import { type KernelCase, type KernelOp, type Variant, expectShapeOf, once, launcher } from "../kernel-case.ts"
@@ -8,30 +8,47 @@ import { rand } from "../random.ts"
 export interface LinearVariant extends Variant {
   readonly kernel: MatmulVariant
   readonly storage: "texture" | "buffer"
+  /** The llvmpipe kernel's tiling and operand sources by name (default: the tuned one). */
+  readonly cpuVariant?: string
 }
 
 /**
+ * Every llvmpipe tiling the tuner may pick (kernels/tuning.ts), by name: x from a texture or storage,
+ * W from a texture; "bb-16x16-8x2" is the storage-weight fallback for K past the texture limit.
+ */
+const CPU_TILINGS: readonly string[] = [...new Set([...matmulCandidates(1), ...matmulCandidates(64), ...matmulCandidates(1024)])]
+const BUFFER_WEIGHT_TILINGS: readonly string[] = ["bb-16x16-8x2", "tb-16x16-8x1"]
+
+/**
  * What a run can take: llvmpipe's kernel with texture weights (the cpu profile's default), with buffer
- * weights (its fallback for K past the texture limit), and the tiled kernel with buffer weights (the gpu
- * profile's). Within the cpu kernel, M picks the few-rows or the big block: the shapes cover both.
+ * weights (its fallback for K past the texture limit), each with its tuned tiling (with tuning off, the
+ * default for M) and every tiling named; and the tiled kernel with buffer weights (the gpu profile's).
+ * All of them sum each output in the same order, so they agree to the bit.
  */
 export const LINEAR_VARIANTS: readonly LinearVariant[] = [
   { name: "cpu kernel, texture weight", kernel: "cpu", storage: "texture" },
+  ...CPU_TILINGS.map((t): LinearVariant => ({ name: `cpu kernel ${t}, texture weight`, kernel: "cpu", storage: "texture", cpuVariant: t })),
   { name: "cpu kernel, buffer weight", kernel: "cpu", storage: "buffer" },
+  ...BUFFER_WEIGHT_TILINGS.map((t): LinearVariant => ({ name: `cpu kernel ${t}, buffer weight`, kernel: "cpu", storage: "buffer", cpuVariant: t })),
   { name: "gpu kernel, buffer weight", kernel: "gpu", storage: "buffer" },
 ]
 
 /** The variant `prepareWeight` and `linear` pick by default on an adapter of this profile (K within the texture limit). */
-export const defaultLinearVariant = (profile: AdapterProfile): LinearVariant => LINEAR_VARIANTS[profile === "cpu" ? 0 : 2]!
+export const defaultLinearVariant = (profile: AdapterProfile): LinearVariant =>
+  LINEAR_VARIANTS.find((v) => v.cpuVariant === undefined && (profile === "cpu" ? v.kernel === "cpu" && v.storage === "texture" : v.kernel === "gpu"))!
 
 export interface MatmulKernelVariant extends Variant {
   readonly kernel: MatmulVariant
+  readonly cpuVariant?: string
 }
 
 export const MATMUL_VARIANTS: readonly MatmulKernelVariant[] = [
   { name: "cpu kernel", kernel: "cpu" },
+  ...[...CPU_TILINGS, ...BUFFER_WEIGHT_TILINGS].map((t): MatmulKernelVariant => ({ name: `cpu kernel ${t}`, kernel: "cpu", cpuVariant: t })),
   { name: "gpu kernel", kernel: "gpu" },
 ]
+
+const kernelChoice = (v: LinearVariant | MatmulKernelVariant) => ({ variant: v.kernel, ...(v.cpuVariant === undefined ? {} : { cpuVariant: v.cpuVariant }) })
 
 const maxAbs = (v: ArrayLike<number>): number => {
   let m = 0
@@ -86,7 +103,7 @@ export function linearCase(p: LinearParams): KernelCase<LinearVariant> {
       const bt = p.bias === true ? rt.upload(bias) : undefined
       const acc = p.addTo === true ? rt.upload(base, [...lead, n]) : undefined
       const run = () => {
-        const y = linear(rt, xt, weight, { variant: v.kernel, ...(bt !== undefined ? { bias: bt } : {}), ...(acc !== undefined ? { addTo: acc } : {}) })
+        const y = linear(rt, xt, weight, { ...kernelChoice(v), ...(bt !== undefined ? { bias: bt } : {}), ...(acc !== undefined ? { addTo: acc } : {}) })
         if (acc !== undefined && y !== acc) throw new Error("linear: with addTo, the result must be addTo itself")
         return { y: expectShapeOf("linear", "y", y, [...lead, n]) }
       }
@@ -125,7 +142,7 @@ export function matmulCase(p: MatmulParams): KernelCase<MatmulKernelVariant> {
       const { a, b } = host()
       const at = rt.upload(a, transA ? [k, m] : [m, k])
       const bt = rt.upload(b, transB ? [n, k] : [k, n])
-      return launcher(rt, [at, bt], () => ({ c: expectShapeOf("matmul", "C", matmul(rt, at, bt, { transA, transB, variant: v.kernel }), [m, n]) }))
+      return launcher(rt, [at, bt], () => ({ c: expectShapeOf("matmul", "C", matmul(rt, at, bt, { transA, transB, ...kernelChoice(v) }), [m, n]) }))
     },
     expected: once(() => {
       const { a, b } = host()
@@ -148,6 +165,7 @@ function pastTextureLimit(rt: GpuRuntime): KernelCase<LinearVariant>[] {
 export const linearOp: KernelOp<LinearVariant> = {
   op: "linear",
   variants: () => LINEAR_VARIANTS,
+  variantsAgree: true,
   cases: (rt) => [
     linearCase({ m: 1, n: 1, k: 1 }),
     linearCase({ m: 1, n: 37, k: 29, note: "M=1, K not a multiple of 4" }),
@@ -177,6 +195,7 @@ export const linearOp: KernelOp<LinearVariant> = {
 export const matmulOp: KernelOp<MatmulKernelVariant> = {
   op: "matmul",
   variants: () => MATMUL_VARIANTS,
+  variantsAgree: true,
   cases: () =>
     ([[false, false], [false, true], [true, false], [true, true]] as const).flatMap(([transA, transB]) =>
       ([[1, 9, 6], [45, 27, 13], [70, 66, 130], [9, 11, 1027]] as const).map(([m, n, k]) => matmulCase({ m, n, k, transA, transB })),

@@ -8,7 +8,7 @@
 import { type KvCache, appendKv, attention, createKvCache, releaseKvCache } from "../../../kernels/attention.ts"
 import { embed } from "../../../kernels/embedding.ts"
 import { logprobsFromLogits } from "../../../kernels/logprobs.ts"
-import { type Weight, linear, prepareWeight, releaseWeight } from "../../../kernels/matmul.ts"
+import { type Weight, linear, linearMany, prepareWeight, releaseWeight } from "../../../kernels/matmul.ts"
 import { rmsnorm } from "../../../kernels/rmsnorm.ts"
 import { type GpuRopeTable, applyRope, releaseRopeTable, uploadRopeTable } from "../../../kernels/rope.ts"
 import { inverseRopeTable } from "../../../kernels/rope-backward.ts"
@@ -16,6 +16,7 @@ import type { RopeTable } from "../../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../../kernels/runtime.ts"
 import { swiglu } from "../../../kernels/swiglu.ts"
 import type { Tensor } from "../../../kernels/tensor.ts"
+import { settleTuning } from "../../../kernels/tuning.ts"
 import { inputError } from "../../../common/errors.ts"
 import { type ChosenTable, resolveRope } from "../../rope/index.ts"
 import { sameRopeTable } from "../../rope/table.ts"
@@ -228,12 +229,9 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
 
   let disposed = false
 
-  const lin = (x: Tensor, w: Weight, b: Tensor | undefined): Tensor => (b === undefined ? linear(rt, x, w) : linear(rt, x, w, { bias: b }))
-
   /** x += x_in·Wᵀ (+ b): the residual update, in place. */
   const linAdd = (x: Tensor, w: Weight, b: Tensor | undefined, residual: Tensor): void => {
-    if (b === undefined) linear(rt, x, w, { addTo: residual })
-    else linear(rt, x, w, { bias: b, addTo: residual })
+    linearMany(rt, x, [{ w, bias: b, addTo: residual }])
   }
 
   async function logprobs(tokens: Uint32Array | readonly number[], options: LogprobsOptions = {}): Promise<Float64Array> {
@@ -273,6 +271,7 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
       for (const cache of caches) releaseKvCache(rt, cache)
       releaseRopeTable(rt, table)
     }
+    await settleTuning(rt) // shapes seen for the first time on this machine: time their variants now
     return out
   }
 
@@ -336,9 +335,7 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     for (let l = 0; l < layers.length; l++) {
       const w = layers[l]!
       const h = rmsnorm(rt, x, w.inputNorm, c.rmsNormEps)
-      const q = lin(h, w.q, w.qBias)
-      const k = lin(h, w.k, w.kBias)
-      const v = lin(h, w.v, w.vBias)
+      const [q, k, v] = linearMany(rt, h, [{ w: w.q, bias: w.qBias }, { w: w.k, bias: w.kBias }, { w: w.v, bias: w.vBias }]) as [Tensor, Tensor, Tensor]
       rt.release(h)
       applyRope(rt, q, posT, table, { heads: c.numHeads, headDim: c.headDim, layer: l })
       applyRope(rt, k, posT, table, { heads: c.numKvHeads, headDim: c.headDim, layer: l })
@@ -352,8 +349,7 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
       linAdd(a, w.o, w.oBias, x)
       rt.release(a)
       const h2 = rmsnorm(rt, x, w.postNorm, c.rmsNormEps)
-      const g = lin(h2, w.gate, w.gateBias)
-      const u = lin(h2, w.up, w.upBias)
+      const [g, u] = linearMany(rt, h2, [{ w: w.gate, bias: w.gateBias }, { w: w.up, bias: w.upBias }]) as [Tensor, Tensor]
       rt.release(h2)
       const m = swiglu(rt, g, u)
       rt.release(g, u)

@@ -2,11 +2,13 @@
  * The trainable llama-family model: f32 parameters in storage tensors under their Hugging Face names,
  * and a layer-wise forward/backward with activation recomputation.
  *
- * Memory: the forward keeps only each layer's input (the residual stream [T, D]); the backward recomputes
- * one layer's internals from its saved input just before that layer's backward (the last layer's are
- * kept from the forward, since its backward comes first). Attention is the flash kernel pair (lse saved,
+ * Memory: the forward keeps each layer's input (the residual stream [T, D]) and the internals of as many
+ * of the last layers as fit a budget (`keepActivationBytes`, default 512 MiB; at least the last layer,
+ * whose backward comes first); the backward recomputes any other layer's internals from its saved input
+ * just before that layer's backward. Recomputing gives the same values (same kernels, same inputs), so
+ * the budget changes speed and memory, never results. Attention is the flash kernel pair (lse saved,
  * never T×T) and the lm_head runs in row chunks (never more than ~4M logits at once), so a step needs
- * O(L·T·D) + O(T·(D + I)) + weights and gradients: linear in T.
+ * O(L·T·D) + O(k·T·(D + I)) for k kept layers + weights and gradients: linear in T.
  *
  * Gradients accumulate (+=) into tensors the caller provides (e.g. the Optimizer's `grad(name)`), scaled
  * by `scale` (gradient accumulation's 1/steps), which is folded into the cross-entropy row weights so no
@@ -29,6 +31,7 @@ import { applyRopeBackward, inverseRopeTable } from "../../../kernels/rope-backw
 import type { RopeTable } from "../../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../../kernels/runtime.ts"
 import { axpyInPlace, fill } from "../../../kernels/scale.ts"
+import { settleTuning } from "../../../kernels/tuning.ts"
 import { swiglu } from "../../../kernels/swiglu.ts"
 import { swigluBackward } from "../../../kernels/swiglu-backward.ts"
 import { type Tensor, numel, shapeString } from "../../../kernels/tensor.ts"
@@ -43,6 +46,8 @@ import { type HostLayer, layerPrefix, readLayer, validateCheckpoint } from "./we
 
 /** Logit rows per lm_head chunk are capped so rows × vocab stays under this many floats (16 MiB). */
 const LOGIT_FLOATS = 4 * 1024 * 1024
+/** Default budget for layers' internals kept from the forward instead of recomputed in the backward. */
+const KEEP_ACTIVATION_BYTES = 512 * 1024 * 1024
 
 /** Host weights by HF name, unfused (q_proj/k_proj/v_proj, gate_proj/up_proj, even for Phi-3). */
 export type { GradOptions, HostWeights, LossResult, TrainBatch } from "../../../training/model.ts"
@@ -143,6 +148,11 @@ const BIAS_OF: Readonly<Record<LinField, keyof LayerParams>> = {
 export interface TrainableOptions {
   /** Rows per lm_head chunk (default: as many as keep rows × vocab ≤ 4M floats). */
   readonly logitRows?: number
+  /**
+   * Bytes of layer internals the forward may keep for the backward instead of recomputing them (default
+   * 512 MiB); the last layer's are always kept. 0 recomputes every other layer (the least memory).
+   */
+  readonly keepActivationBytes?: number
   /**
    * LoRA instead of full fine-tuning: adapters (PEFT names, `….q_proj.lora_A.weight`) on `targets`, the
    * base weights frozen. LongLoRA's trainable norms and embeddings are options (`model.embed_tokens`
@@ -338,7 +348,10 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
     const ones = keep(rt.tensor([T, 1]))
     fill(rt, ones, 1)
     const saved: Tensor[] = []
-    let last: LayerActs | undefined
+    /** Layers' internals kept from the forward for the backward (the last `keepLayers` layers). */
+    const kept: (LayerActs | undefined)[] = []
+    const actBytes = 4 * T * (3 * D + 2 * qDim + 2 * kvDim + 3 * I + c.numHeads)
+    const keepLayers = grad === undefined ? 0 : Math.max(1, Math.min(L, Math.floor((options.keepActivationBytes ?? KEEP_ACTIVATION_BYTES) / actBytes)))
     const attnOpts = segT === undefined
       ? { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim }
       : { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, segments: segT }
@@ -413,13 +426,13 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
     const releaseActs = (a: LayerActs): void => rt.release(a.h1, a.q, a.k, a.v, a.o, a.lse, a.x1, a.h2, a.g, a.u, a.m)
 
     try {
-      // ---- forward: keep each layer's input; the last layer's internals too, its backward comes first ----
+      // ---- forward: keep each layer's input, and the last keepLayers layers' internals for the backward ----
       saved.push(embed(rt, embedTable, ids))
       for (let l = 0; l < L; l++) {
         const a = recompute(l, saved[l]!)
         const out = lin(a.m, l, "down")
         addInPlace(rt, out, a.x1)
-        if (l === L - 1 && grad !== undefined) last = a
+        if (l >= L - keepLayers) kept[l] = a
         else releaseActs(a)
         saved.push(out)
       }
@@ -467,8 +480,8 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
           const w = layers[l]!
           const p = layerPrefix(l)
           const xin = saved[l]!
-          const a = l === L - 1 && last !== undefined ? last : recompute(l, xin)
-          last = undefined
+          const a = kept[l] ?? recompute(l, xin)
+          kept[l] = undefined
 
           // MLP: out = x1 + down(swiglu(gate(h2), up(h2)))
           // Each activation is released after its last use, so the pool can hand its buffer to the next temporary.
@@ -516,9 +529,10 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
       const lp = await rt.read(lpAll)
       let sum = 0
       for (let t = 0; t < T; t++) sum += w(t) * lp[t]!
+      await settleTuning(rt) // shapes seen for the first time on this machine: time their variants now
       return { loss: weightSum > 0 ? -sum / weightSum : 0, tokens: scored }
     } finally {
-      if (last !== undefined) releaseActs(last)
+      for (const a of kept) if (a !== undefined) releaseActs(a)
       rt.release(...saved.splice(0), ...temps)
       releaseRopeTable(rt, table)
       if (inv !== undefined) rt.releaseBuffer(inv.buffer)
