@@ -45,15 +45,20 @@ function runReport(ctx: StageContext<ReportParams, string, "report">, extraInput
     })
     yield* attempt("writing the report", () => writeReport(ctx.outputs.report, report))
     yield* ctx.progress.log(`report.md with ${report.charts.length} chart(s)`)
-    return { charts: report.charts.map((c) => c.name), perplexity: metrics.perplexity.length, passkey: metrics.passkey.length, searches: extras.searches.length }
+    return {
+      charts: report.charts.map((c) => c.name), perplexity: metrics.perplexity.length, passkey: metrics.passkey.length,
+      retrieval: metrics.retrieval?.length ?? 0, tasks: metrics.tasks?.length ?? 0, searches: extras.searches.length,
+    }
   })
 }
 
-const description = "report.md with charts (SVG and PNG): perplexity by length per method and protocol, passkey accuracy, short-context table"
+const description =
+  "report.md with charts (SVG and PNG): perplexity by length per method and protocol, passkey accuracy, retrieval tasks (depth × length heatmaps), multiple-choice tasks, short-context table, every number with its interval; evaluations marked \`sideBySide\` laid side by side"
 
 export const reportStage = defineStage({
   name: "report",
-  version: "1",
+  // 2: intervals, retrieval and multiple-choice sections, side-by-side groups
+  version: "2",
   description,
   params: ReportParams,
   inputs: { metrics: METRICS_KIND },
@@ -63,7 +68,7 @@ export const reportStage = defineStage({
 
 export const reportSearchStage = defineStage({
   name: "report-search",
-  version: "1",
+  version: "2",
   description: `${description}; plus search convergence and the factor curves against PI/NTK/YaRN`,
   params: ReportParams,
   inputs: { metrics: METRICS_KIND, log: "search-log", factors: "rope-factors" },

@@ -1,7 +1,8 @@
 /**
- * What every evaluation (perplexity, needle, passkey, short context) shares: the loaded model and its
- * documents, how a method's table is made at a length, and a checkpointed computation, so an interrupted
- * evaluation resumes where it stopped (each computation is uninterruptible, the gaps between them are not).
+ * What every evaluation (perplexity, needle, passkey, short context, retrieval, tasks) shares: the loaded
+ * model and its documents, how intervals are made, how a method's table is made at a length, and a
+ * checkpointed computation, so an interrupted evaluation resumes where it stopped (each computation is
+ * uninterruptible, the gaps between them are not).
  */
 import { Effect } from "effect"
 import { existsSync, readFileSync } from "node:fs"
@@ -14,7 +15,8 @@ import type { TextTokenizer } from "../data/tokenizer.ts"
 import type { LoadedModel } from "../models/family.ts"
 import { resolveRope } from "../rope/index.ts"
 import type { ChosenTable, RopeSpec } from "../rope/types.ts"
-import { type Doc, type Method, methodScaling } from "./protocols.ts"
+import type { IntervalOptions } from "./intervals.ts"
+import { type Doc, isOnTop, type Method, methodScaling, onTopScaling } from "./protocols.ts"
 
 export interface EvalContext {
   readonly model: LoadedModel
@@ -32,6 +34,8 @@ export interface EvalContext {
   readonly seed: number
   /** Tokens per forward chunk (memory only). */
   readonly chunk: number | undefined
+  /** Level, bootstrap resamples and their seed, what a perplexity resamples. */
+  readonly intervals: IntervalOptions
   readonly checkpointDir: string
   readonly progress: StageProgress
 }
@@ -42,11 +46,16 @@ export const sha = (text: string): string => sha256(text).slice(0, 24)
 /** `{ chunk }` when one is set, for the model's options. */
 export const chunkOption = (e: EvalContext): { readonly chunk?: number } => (e.chunk === undefined ? {} : { chunk: e.chunk })
 
-/** A method's table at scale max(1, L/L0) (the model's own for "model"), resolved for a sequence of `n` tokens. */
-export const tableAt = (e: EvalContext, method: Method, L: number, n: number, scale = Math.max(1, L / e.L0)): Effect.Effect<ChosenTable, RopewayError> => {
-  const scaling = methodScaling(method, scale, e.L0)
-  return attempt(`RoPE ${method} at ${L}`, () => (scaling === "model" ? e.model.rope(n) : resolveRope({ ...e.spec, originalMaxPositions: e.L0, scaling }, `evaluate ${method}`)(n)))
-}
+/**
+ * A method's table at scale max(1, L/L0) (the model's own for "model"; for model+pi / model+yarn its
+ * longest set extended to L, protocols.ts onTopScaling), resolved for a sequence of `n` tokens.
+ */
+export const tableAt = (e: EvalContext, method: Method, L: number, n: number, scale = Math.max(1, L / e.L0)): Effect.Effect<ChosenTable, RopewayError> =>
+  attempt(`RoPE ${method} at ${L}`, () => {
+    if (isOnTop(method)) return resolveRope({ ...e.spec, scaling: onTopScaling(e.spec, method, L).scaling }, `evaluate ${method}`)(n)
+    const scaling = methodScaling(method, scale, e.L0)
+    return scaling === "model" ? e.model.rope(n) : resolveRope({ ...e.spec, originalMaxPositions: e.L0, scaling }, `evaluate ${method}`)(n)
+  })
 
 /** A result kept in the checkpoint folder: computed once (uninterruptibly), re-read after an interrupt. */
 export const saved = <A>(e: EvalContext, name: string, compute: () => Promise<A>, what: string): Effect.Effect<A, RopewayError> => {

@@ -40,17 +40,20 @@ export const Estimate = Schema.Struct({
 }).check(Schema.makeFilter((e) => (e.lo <= e.hi ? undefined : { path: ["lo"], issue: `lo ${e.lo} is above hi ${e.hi}` })))
 export type Estimate = typeof Estimate.Type
 
+/** The Wilson interval levels supported (their normal quantiles are tabulated). */
+export const WILSON_LEVELS = [0.8, 0.9, 0.95, 0.98, 0.99, 0.999] as const
+
 /** Two-sided standard normal quantiles z_{(1+level)/2} for the levels reports use. */
-const Z: Readonly<Record<string, number>> = {
-  "0.8": 1.2815515655446004,
-  "0.9": 1.6448536269514722,
-  "0.95": 1.959963984540054,
-  "0.98": 2.3263478740408408,
-  "0.99": 2.5758293035489004,
-  "0.999": 3.2905267314918945,
+const Z: Readonly<Record<(typeof WILSON_LEVELS)[number], number>> = {
+  0.8: 1.2815515655446004,
+  0.9: 1.6448536269514722,
+  0.95: 1.959963984540054,
+  0.98: 2.3263478740408408,
+  0.99: 2.5758293035489004,
+  0.999: 3.2905267314918945,
 }
 const zFor = (level: number): number => {
-  const z = Z[String(level)]
+  const z = (Z as Readonly<Record<string, number>>)[String(level)]
   if (z === undefined) throw new RangeError(`Wilson interval: level ${level} not supported (one of ${Object.keys(Z).join(", ")})`)
   return z
 }
@@ -123,6 +126,15 @@ export function bootstrap<U>(units: readonly U[], statistic: (sample: readonly U
   return { value, lo, hi, level, n, unit: opts.unit, method: "bootstrap-percentile", replicates, seed }
 }
 
+/** How an evaluation makes its intervals (the evaluate stage's `intervals` param, plus the data seed). */
+export interface IntervalOptions {
+  readonly level: number
+  readonly replicates: number
+  /** What a perplexity's bootstrap resamples. */
+  readonly resample: "documents" | "windows"
+  readonly seed: number
+}
+
 export const mean = (xs: readonly number[]): number => xs.reduce((a, x) => a + x, 0) / xs.length
 
 /** Bootstrap interval of a mean (e.g. RULER's partial scores over trials). */
@@ -175,4 +187,30 @@ export function perplexityInterval(
     else list.push(w)
   }
   return bootstrap([...byDoc.values()], (s) => perplexityOf(s.flat(), aggregation), { ...rest, unit: "documents" })
+}
+
+/**
+ * The ratio of two perplexities measured on the same documents (A / B, e.g. two checkpoints), with a
+ * paired bootstrap interval: each replicate draws documents common to both and recomputes both
+ * perplexities on them, so document-to-document variation both share cancels. An interval wholly below
+ * 1 says A is lower on these documents beyond resampling noise.
+ */
+export function perplexityRatioInterval(
+  a: readonly WindowNll[],
+  b: readonly WindowNll[],
+  aggregation: { readonly a: PerplexityAggregation; readonly b: PerplexityAggregation },
+  opts: Omit<BootstrapOptions, "unit"> = {},
+): Estimate {
+  const byDoc = (ws: readonly WindowNll[]) => {
+    const m = new Map<string | number, WindowNll[]>()
+    for (const w of ws) m.set(w.doc, [...(m.get(w.doc) ?? []), w])
+    return m
+  }
+  const da = byDoc(a)
+  const db = byDoc(b)
+  const common = [...da.keys()].filter((d) => db.has(d))
+  if (common.length === 0) throw new RangeError("perplexity ratio: the two measurements share no document")
+  const ratio = (docs: readonly (string | number)[]) =>
+    perplexityOf(docs.flatMap((d) => da.get(d)!), aggregation.a) / perplexityOf(docs.flatMap((d) => db.get(d)!), aggregation.b)
+  return bootstrap(common, ratio, { ...opts, unit: "documents" })
 }

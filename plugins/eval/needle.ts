@@ -8,7 +8,8 @@ import { Rng } from "../../common/rng.ts"
 import { type NeedleSample, needleSample } from "../data/prompts.ts"
 import { chunkOption, type EvalContext, saved, sha, tableAt } from "./context.ts"
 import type { PerplexityEntry } from "./metrics.ts"
-import { aggregate, type Method, tableKey } from "./protocols.ts"
+import { perplexityEstimate } from "./perplexity.ts"
+import { type Method, tableKey } from "./protocols.ts"
 
 export const NEEDLE_STREAM = 0x7eed1e
 
@@ -25,6 +26,8 @@ export interface NeedleRequest {
 }
 
 interface Sample {
+  /** The document it was made from (the bootstrap's unit). */
+  readonly doc: number
   readonly key: string
   readonly id: string
   readonly sample: NeedleSample
@@ -34,6 +37,7 @@ const samplesAt = (e: EvalContext, r: NeedleRequest, L: number): Effect.Effect<S
   attempt(`needle samples at ${L}`, () =>
     e.docs.flatMap((d, di) =>
       needleDepths(di, r.depths).map((depth, j) => ({
+        doc: di,
         key: `${di}:${j}`,
         id: `${d.id}@needle(depth=${depth.toFixed(4)})`,
         sample: needleSample({ tokenizer: e.tok, document: d.ids, seqLen: L, rng: Rng.seeded(r.seed, NEEDLE_STREAM, L, di, j), depth }),
@@ -45,7 +49,7 @@ function needleRow(e: EvalContext, r: NeedleRequest, method: Method, L: number, 
   return Effect.gen(function* () {
     const table = yield* tableAt(e, method, L, L)
     const tk = tableKey(table)
-    const nll: Array<{ sum: number; count: number }> = []
+    const nll: Array<{ doc: number; sum: number; count: number }> = []
     for (const [i, x] of samples.entries()) {
       const { start, end } = x.sample.answerSpan
       const value = yield* saved(
@@ -59,16 +63,17 @@ function needleRow(e: EvalContext, r: NeedleRequest, method: Method, L: number, 
         },
         `needle pass ${method}@${L} on ${x.id}`,
       )
-      nll.push(value)
+      nll.push({ doc: x.doc, ...value })
       yield* e.progress.report((i + 1) / samples.length, `needle ${method}@${L} ${i + 1}/${samples.length}`)
     }
-    const value = aggregate("truncate", nll)
-    if (!Number.isFinite(value)) return yield* fail(`needle ${method} at ${L}: perplexity is ${value}`)
+    const interval = yield* perplexityEstimate(e, nll, "window-mean", `needle ${method} at ${L}`)
+    const value = interval.value
     const row: PerplexityEntry = {
       method,
       model: e.label,
       length: L,
       value,
+      interval,
       protocol: "needle",
       samples: samples.map((x) => x.id),
       bos: e.bos ? "BOS, instruction, document with the needle sentence at the depth, question, answer (LongRoPE2 §5.4)" : "no BOS (tokenizer has none); instruction, document with the needle, question, answer",
@@ -78,8 +83,9 @@ function needleRow(e: EvalContext, r: NeedleRequest, method: Method, L: number, 
       scale: L / e.L0,
       rope: `${table.method}: ${table.reason}`,
       data: `${e.data}; needles: seed ${r.seed}, depths ${r.depths === undefined ? "(i + 10j)/99 for document i, j = 0..9" : r.depths.join(", ")}`,
+      nll: nll.map((w) => ({ doc: e.docs[w.doc]!.id, sum: w.sum, count: w.count })),
     }
-    yield* e.progress.log(`${method.padEnd(5)} L=${String(L).padStart(6)} needle   ppl ${value.toFixed(3)}`)
+    yield* e.progress.log(`${method.padEnd(5)} L=${String(L).padStart(6)} needle   ppl ${value.toFixed(3)} [${interval.lo.toFixed(3)}, ${interval.hi.toFixed(3)}] (n=${interval.n})`)
     return row
   })
 }

@@ -1,7 +1,8 @@
 /**
  * Perplexity by length: every (method, length, protocol) as windows over the documents, grouped into as
  * few forward passes as the numbers allow (protocols.ts `planPasses`), each pass checkpointed, then one
- * metrics.json row per measurement with the protocol, samples and BOS handling beside the value.
+ * metrics.json row per measurement with the protocol, samples and BOS handling beside the value, and its
+ * bootstrap interval (documents resampled with all their windows, unless the evaluation says windows).
  */
 import { Effect } from "effect"
 import { existsSync, readFileSync } from "node:fs"
@@ -11,7 +12,8 @@ import { writeJsonAtomic } from "../../common/files.ts"
 import type { ChosenTable } from "../rope/types.ts"
 import { chunkOption, type EvalContext, sha, tableAt } from "./context.ts"
 import type { PerplexityEntry } from "./metrics.ts"
-import { AGGREGATION, aggregate, BOS_NOTE, type Measurement, type Method, type Pass, planPasses, type Protocol, windowNll } from "./protocols.ts"
+import { type Estimate, type PerplexityAggregation, perplexityInterval, perplexityOf, type WindowNll } from "./intervals.ts"
+import { AGGREGATION, AGGREGATION_OF, BOS_NOTE, type Measurement, type Method, type Pass, planPasses, type Protocol, windowNll } from "./protocols.ts"
 
 export interface PerplexityRequest {
   readonly methods: readonly Method[]
@@ -91,6 +93,17 @@ function runPasses(e: EvalContext, passes: readonly Pass[]): Effect.Effect<Float
   })
 }
 
+/**
+ * A perplexity with its bootstrap interval, as the evaluation's `intervals` say; fails naming `what` when
+ * the value is not finite (non-finite log-probs).
+ */
+export function perplexityEstimate(e: EvalContext, windows: readonly WindowNll[], aggregation: PerplexityAggregation, what: string): Effect.Effect<Estimate, RopewayError> {
+  const value = perplexityOf(windows, aggregation)
+  if (!Number.isFinite(value)) return fail(`${what}: perplexity is ${value} (the forward pass gave non-finite log-probs)`)
+  const { level, replicates, seed, resample } = e.intervals
+  return attempt(`${what}: interval`, () => perplexityInterval(windows, aggregation, { level, replicates, seed, resample }))
+}
+
 /** Every measurement's row of metrics.json. */
 export function perplexityByLength(e: EvalContext, r: PerplexityRequest): Effect.Effect<{ rows: PerplexityEntry[]; passes: number }, RopewayError> {
   return Effect.gen(function* () {
@@ -101,14 +114,15 @@ export function perplexityByLength(e: EvalContext, r: PerplexityRequest): Effect
     const logprobs = yield* runPasses(e, passes)
     const rows: PerplexityEntry[] = []
     for (const m of measurements) {
-      const nll = m.windows.map((w) => windowNll(w.window, logprobs[w.pass]!, e.bos))
-      const value = aggregate(m.protocol, nll)
-      if (!Number.isFinite(value)) return yield* fail(`${m.method} at ${m.length} (${m.protocol}): perplexity is ${value} (the forward pass gave non-finite log-probs)`)
+      const nll = m.windows.map((w) => ({ doc: w.doc, ...windowNll(w.window, logprobs[w.pass]!, e.bos) }))
+      const interval = yield* perplexityEstimate(e, nll, AGGREGATION_OF[m.protocol], `${m.method} at ${m.length} (${m.protocol})`)
+      const value = interval.value
       rows.push({
         method: m.method,
         model: e.label,
         length: m.length,
         value,
+        interval,
         protocol: m.protocol,
         samples: [...new Set(m.windows.map((w) => e.docs[w.doc]!.id))],
         bos: BOS_NOTE[m.protocol](e.bos),
@@ -120,8 +134,9 @@ export function perplexityByLength(e: EvalContext, r: PerplexityRequest): Effect
         scale: m.length / e.L0,
         rope: `${m.table.method}: ${m.table.reason}`,
         data: e.data,
+        nll: nll.map((w) => ({ doc: e.docs[w.doc]!.id, sum: w.sum, count: w.count })),
       })
-      yield* e.progress.log(`${m.method.padEnd(5)} L=${String(m.length).padStart(6)} ${m.protocol.padEnd(8)} ppl ${value.toFixed(3)}`)
+      yield* e.progress.log(`${m.method.padEnd(5)} L=${String(m.length).padStart(6)} ${m.protocol.padEnd(8)} ppl ${value.toFixed(3)} [${interval.lo.toFixed(3)}, ${interval.hi.toFixed(3)}] (n=${interval.n})`)
     }
     return { rows, passes: passes.length }
   })

@@ -14,7 +14,11 @@
  */
 import { createHash } from "node:crypto"
 import type { RopeTable } from "../../kernels/rope-table.ts"
-import type { ChosenTable } from "../rope/types.ts"
+import { piFactors, yarnFactors } from "../rope/factors.ts"
+import { factorSetFromHfLongrope, factorSetToScaling } from "../rope/formats.ts"
+import { readResearch } from "../rope/longrope-research.ts"
+import type { ChosenTable, RopeSpec } from "../rope/types.ts"
+import { type PerplexityAggregation, perplexityOf } from "./intervals.ts"
 
 export const PROTOCOLS = ["truncate", "sliding", "chunked"] as const
 export type Protocol = (typeof PROTOCOLS)[number]
@@ -95,31 +99,25 @@ export function windowNll(w: Window, lp: ArrayLike<number>, bos: boolean): { sum
   return { sum, count: w.scoreTo - w.scoreFrom }
 }
 
-/** Perplexity from windows' NLLs by the protocol's aggregation. */
-export function aggregate(protocol: Protocol, windows: ReadonlyArray<{ sum: number; count: number }>): number {
-  if (windows.length === 0) return Number.NaN
-  if (protocol === "chunked") {
-    let s = 0
-    let c = 0
-    for (const w of windows) {
-      s += w.sum
-      c += w.count
-    }
-    return Math.exp(s / c)
-  }
-  let m = 0
-  for (const w of windows) m += w.sum / w.count
-  return Math.exp(m / windows.length)
-}
+/** How each protocol's windows make one perplexity (intervals.ts perplexityOf). */
+export const AGGREGATION_OF: Record<Protocol, PerplexityAggregation> = { truncate: "window-mean", sliding: "window-mean", chunked: "token-weighted" }
 
-export const METHODS = ["model", "none", "pi", "ntk", "yarn"] as const
+/** Perplexity from windows' NLLs by the protocol's aggregation. */
+export const aggregate = (protocol: Protocol, windows: ReadonlyArray<{ sum: number; count: number }>): number => perplexityOf(windows, AGGREGATION_OF[protocol])
+
+export const METHODS = ["model", "none", "pi", "ntk", "yarn", "model+pi", "model+yarn"] as const
 export type Method = (typeof METHODS)[number]
+
+/** Methods that extend the model's own longest factor set further (onTopScaling). */
+export const ON_TOP = { "model+pi": "pi", "model+yarn": "yarn" } as const
+export type OnTopMethod = keyof typeof ON_TOP
+export const isOnTop = (m: Method): m is OnTopMethod => m in ON_TOP
 
 /**
  * The HF rope_scaling a baseline uses at scale s = max(1, L/L0) (below the original context nothing is
  * interpolated); undefined = plain RoPE; "model" = the checkpoint's own.
  */
-export function methodScaling(method: Method, s: number, L0: number): Record<string, unknown> | undefined | "model" {
+export function methodScaling(method: Exclude<Method, OnTopMethod>, s: number, L0: number): Record<string, unknown> | undefined | "model" {
   switch (method) {
     case "model":
       return "model"
@@ -132,6 +130,37 @@ export function methodScaling(method: Method, s: number, L0: number): Record<str
     case "yarn":
       return { rope_type: "yarn", factor: s, original_max_position_embeddings: L0 }
   }
+}
+
+/**
+ * `model+pi` / `model+yarn`: the model's longest factor set λ_ft (serving lengths up to L_ft) with PI or
+ * YaRN (HF's formula, L_ft as its original length) at s_rel = max(1, L/L_ft) on top, λ = λ_ft ⊙ λ_rel:
+ * how LongRoPE's paper extends a fine-tuned model further without a search (§3 step 4 compares its second
+ * search against these). m follows the set's policy at scale s_ft · s_rel, as the second search's product
+ * set does. A longrope-research scaling with that one set (critical-dim ramps already applied).
+ */
+export function onTopScaling(spec: RopeSpec, method: OnTopMethod, L: number): { scaling: Record<string, unknown>; relScale: number; window: number } {
+  const type = spec.scaling?.["rope_type"] ?? spec.scaling?.["type"]
+  const research =
+    type === "longrope-research" ? readResearch(spec)
+    : type === "longrope" || type === "su"
+      ? readResearch({ ...spec, scaling: factorSetToScaling(factorSetFromHfLongrope(spec, { run_id: null, lengths: [spec.maxPositions], scale: 1, created: "" })) })
+      : undefined
+  if (research === undefined) throw new RangeError(`method ${method} needs a model with a factor set (rope_scaling longrope-research or longrope), got ${type === undefined ? "none" : String(type)}`)
+  const ft = research.sets[research.sets.length - 1]!
+  const relScale = Math.max(1, L / ft.maxLength)
+  const geometry = { rotaryDim: spec.rotaryDim, base: spec.base, originalLength: ft.maxLength }
+  const rel = ON_TOP[method] === "pi" ? piFactors(geometry, relScale) : yarnFactors(geometry, relScale)
+  const times = (f: Float64Array): number[] => Array.from(f, (x, i) => x * rel[i]!)
+  const set: Record<string, unknown> = {
+    max_length: Math.max(L, ft.maxLength),
+    factors: ft.factors instanceof Float64Array ? times(ft.factors) : ft.factors.map(times),
+    // the set's scale grows with λ_rel, so m follows its policy at the new length
+    scale: ft.scale * relScale,
+    mscale: ft.mscale,
+    start_tokens: ft.startTokens,
+  }
+  return { scaling: { rope_type: "longrope-research", original_max_position_embeddings: research.originalLength, sets: [set] }, relScale, window: ft.maxLength }
 }
 
 /** Content hash of a table: equal tables (e.g. every method at scale 1) share forward passes. */

@@ -29,7 +29,7 @@ import { Rng } from "../../common/rng.ts"
 import { type DocumentPlan, NEEDLE_INSTRUCTION, layOut } from "../data/synthetic.ts"
 import { PAPER_GARBAGE, encodeContinuation, encodePieces, fillerStream, randomKeyName } from "../data/text.ts"
 import { type TextTokenizer, withBos } from "../data/tokenizer.ts"
-import { type Estimate, meanInterval, wilson } from "./intervals.ts"
+import { type BootstrapOptions, type Estimate, meanInterval, wilson } from "./intervals.ts"
 
 export const RETRIEVAL_TASKS = ["single", "multikey", "multivalue", "multiquery"] as const
 export type RetrievalTask = (typeof RETRIEVAL_TASKS)[number]
@@ -261,10 +261,10 @@ export interface RetrievalSummary {
   readonly partial: Estimate
 }
 
-export function summarizeRetrieval(scores: readonly RetrievalScore[], opts: { readonly seed?: number; readonly level?: number } = {}): RetrievalSummary {
+export function summarizeRetrieval(scores: readonly RetrievalScore[], opts: Omit<BootstrapOptions, "unit"> = {}): RetrievalSummary {
   const level = opts.level ?? 0.95
   return {
     accuracy: wilson(scores.filter((s) => s.correct).length, scores.length, { level }),
-    partial: meanInterval(scores.map((s) => s.score), { unit: "trials", level, ...(opts.seed === undefined ? {} : { seed: opts.seed }) }),
+    partial: meanInterval(scores.map((s) => s.score), { ...opts, unit: "trials", level }),
   }
 }

@@ -9,7 +9,9 @@ import { resolveRope } from "../rope/index.ts"
 import type { ChosenTable } from "../rope/types.ts"
 import { chunkOption, type EvalContext, saved, sha, tableAt } from "./context.ts"
 import type { ShortEntry } from "./metrics.ts"
-import { AGGREGATION, aggregate, BOS_NOTE, type Method, tableKey } from "./protocols.ts"
+import { meanInterval } from "./intervals.ts"
+import { perplexityEstimate } from "./perplexity.ts"
+import { AGGREGATION, BOS_NOTE, type Method, tableKey } from "./protocols.ts"
 
 /** KL(p ‖ q) = Σ p·(ln p − ln q) of two ln-prob rows at `offset`, in float64 (terms with p = 0 vanish). */
 export const klRow = (lp: Float64Array, lq: Float64Array, offset: number, vocab: number): number => {
@@ -94,11 +96,15 @@ export function shortContext(e: EvalContext, r: ShortRequest): Effect.Effect<Sho
     for (const [mi, method] of r.methods.entries()) {
       const k = at[mi]!
       const table = unique[k]!
-      const value = aggregate("truncate", docs.map((x) => ({ sum: x.nll[k]!, count: x.positions })))
-      const kl = docs.reduce((a, x) => a + x.kl[k]! / x.positions, 0) / docs.length
-      if (!Number.isFinite(value) || !Number.isFinite(kl)) return yield* fail(`short ${method}: perplexity ${value}, KL ${kl} (non-finite log-probs)`)
+      const interval = yield* perplexityEstimate(e, docs.map((x, doc) => ({ doc, sum: x.nll[k]!, count: x.positions })), "window-mean", `short ${method}`)
+      const value = interval.value
+      const perDoc = docs.map((x) => x.kl[k]! / x.positions)
+      const kl = perDoc.reduce((a, x) => a + x, 0) / docs.length
+      if (!Number.isFinite(kl)) return yield* fail(`short ${method}: KL ${kl} (non-finite log-probs)`)
+      const { level, replicates, seed } = e.intervals
+      const klInterval = yield* attempt(`short ${method}: KL interval`, () => meanInterval(perDoc, { unit: "documents", level, replicates, seed }))
       rows.push({
-        method, model: e.label, length: r.length, perplexity: value, kl, baseline: "none", samples: e.docs.map((d) => d.id),
+        method, model: e.label, length: r.length, perplexity: value, interval, kl, klInterval, baseline: "none", samples: e.docs.map((d) => d.id),
         divergence: "KL(base ‖ method) in nats per token, base = this checkpoint under plain RoPE; mean over positions, then over samples",
         aggregation: AGGREGATION.truncate, bos: BOS_NOTE.truncate(e.bos), positions: docs.reduce((a, x) => a + x.positions, 0), scale: r.scale,
         rope: `${table.method}: ${table.reason}`, data: e.data,

@@ -3,7 +3,7 @@
  * grids of them, error bars on the length charts, and the retrieval depth × length heatmap with each
  * cell's interval. Builders take plain rows, as charts.ts's do.
  */
-import type { Estimate } from "../eval/intervals.ts"
+import { type Estimate, wilson } from "../eval/intervals.ts"
 import { type PasskeyCell, fmt, passkeyGridSpec, passkeyLineSpec, perplexitySpec } from "./charts.ts"
 import { pct, ppl, table } from "./markdown.ts"
 import type { VlSpec } from "./render.ts"
@@ -28,6 +28,19 @@ export function intervalNote(estimates: readonly Estimate[]): string {
   }))]
   return kinds.length === 0 ? "" : `Brackets: ${kinds.join("; ")}.`
 }
+
+/** The Wilson interval of counts pooled (one length over several depths): Σ successes of Σ trials. */
+export const pooledWilson = (parts: ReadonlyArray<{ readonly successes: number; readonly trials: number }>, level = 0.95): Estimate =>
+  wilson(parts.reduce((a, p) => a + p.successes, 0), parts.reduce((a, p) => a + p.trials, 0), { level })
+
+/** A passkey row's counts (`correct` when recorded, else accuracy × trials). */
+export const passkeyCounts = (r: { readonly accuracy: number; readonly trials: number; readonly correct?: number }) => ({ successes: r.correct ?? Math.round(r.accuracy * r.trials), trials: r.trials })
+
+/** A Wilson estimate's counts. */
+export const estimateCounts = (e: Estimate) => ({ successes: e.successes ?? Math.round(e.value * e.n), trials: e.n })
+
+/** Whether two intervals share a point. */
+export const overlaps = (a: Pick<Estimate, "lo" | "hi">, b: Pick<Estimate, "lo" | "hi">): boolean => a.lo <= b.hi && b.lo <= a.hi
 
 export interface EstimateCell {
   readonly row: string

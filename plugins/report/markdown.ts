@@ -3,6 +3,8 @@
  * perplexity, percentages for accuracy) so a table and a test can agree on the text.
  */
 
+import type { Estimate } from "../eval/intervals.ts"
+
 /** Rows as metrics.json holds them: the named fields plus whatever else a stage recorded. */
 export type Row = Readonly<Record<string, unknown>>
 
@@ -13,6 +15,8 @@ export interface PerplexityRow extends Row {
   readonly value: number
   readonly protocol: string
   readonly samples: readonly string[]
+  /** The value's bootstrap interval (files written before intervals have none). */
+  readonly interval?: Estimate
 }
 
 export interface PasskeyRow extends Row {
@@ -21,6 +25,32 @@ export interface PasskeyRow extends Row {
   readonly length: number
   readonly accuracy: number
   readonly trials: number
+  readonly correct?: number
+  readonly interval?: Estimate
+}
+
+/** A retrieval task's row (plugins/eval/metrics.ts RetrievalEntry). */
+export interface RetrievalRow extends Row {
+  readonly task: string
+  readonly method: string
+  readonly model: string
+  readonly length: number
+  readonly depth?: number
+  readonly accuracy: Estimate
+  readonly partial: Estimate
+  readonly trials: number
+}
+
+/** A multiple-choice task's row (plugins/eval/metrics.ts TaskEntry). */
+export interface TaskRow extends Row {
+  readonly task: string
+  readonly method: string
+  readonly model: string
+  readonly length: number
+  readonly acc: Estimate
+  readonly acc_norm: Estimate
+  readonly items: number
+  readonly shots: number
 }
 
 /** Escapes what would break a table cell. */
@@ -41,8 +71,12 @@ export function table(header: readonly string[], rows: ReadonlyArray<readonly st
   return [header, sep, ...rows].map((r) => `| ${r.join(" | ")} |`).join("\n")
 }
 
-const uniq = <A>(xs: readonly A[]): A[] => [...new Set(xs)]
-const byNumber = (a: number, b: number) => a - b
+export const uniq = <A>(xs: readonly A[]): A[] => [...new Set(xs)]
+export const byNumber = (a: number, b: number) => a - b
+/** A file-name-safe stem. */
+export const slug = (s: string): string => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "x"
+/** Inline code. */
+export const code = (s: string): string => `\`${s.replace(/`/g, "'")}\``
 
 /** Series label: the method, plus the checkpoint when a table mixes several. */
 export const seriesLabel = (r: { readonly method: string; readonly model: string }, models: number): string =>
@@ -74,8 +108,8 @@ export function perplexityProtocolNote(g: PerplexityGroup): string {
   return parts.join("; ") + "."
 }
 
-/** Perplexity, methods × lengths; the best (lowest) value at each length in bold. */
-export function perplexityTable(rows: readonly PerplexityRow[]): string {
+/** Perplexity, methods × lengths; the best (lowest) value at each length in bold. `text` writes a cell (default the value). */
+export function perplexityTable(rows: readonly PerplexityRow[], text: (r: PerplexityRow) => string = (r) => ppl(r.value)): string {
   const models = uniq(rows.map((r) => r.model)).length
   const lengths = uniq(rows.map((r) => r.length)).sort(byNumber)
   const series = uniq(rows.map((r) => seriesLabel(r, models)))
@@ -86,29 +120,34 @@ export function perplexityTable(rows: readonly PerplexityRow[]): string {
     ...lengths.map((L) => {
       const r = at(s, L)
       if (r === undefined) return "–"
-      return r.value === best.get(L) && series.length > 1 ? `**${ppl(r.value)}**` : ppl(r.value)
+      return r.value === best.get(L) && series.length > 1 ? `**${text(r)}**` : text(r)
     }),
   ])
   return table(["method", ...lengths.map(String)], body)
 }
 
-/** Passkey accuracy, methods × lengths, with the trials behind each number. */
-export function passkeyTable(rows: readonly PasskeyRow[]): string {
+/**
+ * Passkey accuracy, methods × lengths, with the trials behind each number. With depths, a (method,
+ * length) has several rows: `text` writes the cell from all of them (default their trial-weighted mean).
+ */
+export function passkeyTable(rows: readonly PasskeyRow[], text: (rows: readonly PasskeyRow[]) => string = pooledAccuracyText): string {
   const models = uniq(rows.map((r) => r.model)).length
   const lengths = uniq(rows.map((r) => r.length)).sort(byNumber)
   const series = uniq(rows.map((r) => seriesLabel(r, models)))
-  // with depths, a (method, length) has several rows: the table shows their trial-weighted mean
   const body = series.map((s) => [
     cell(s),
     ...lengths.map((L) => {
       const rs = rows.filter((r) => seriesLabel(r, models) === s && r.length === L)
-      if (rs.length === 0) return "–"
-      const trials = rs.reduce((a, r) => a + r.trials, 0)
-      const acc = trials > 0 ? rs.reduce((a, r) => a + r.accuracy * r.trials, 0) / trials : rs.reduce((a, r) => a + r.accuracy, 0) / rs.length
-      return `${pct(acc)} (n=${trials})`
+      return rs.length === 0 ? "–" : text(rs)
     }),
   ])
   return table(["method", ...lengths.map(String)], body)
+}
+
+const pooledAccuracyText = (rs: readonly PasskeyRow[]): string => {
+  const trials = rs.reduce((a, r) => a + r.trials, 0)
+  const acc = trials > 0 ? rs.reduce((a, r) => a + r.accuracy * r.trials, 0) / trials : rs.reduce((a, r) => a + r.accuracy, 0) / rs.length
+  return `${pct(acc)} (n=${trials})`
 }
 
 /**

@@ -41,6 +41,9 @@ export function svgToPng(svg: string, zoom = 2): Uint8Array {
   return r.render().asPng()
 }
 
+/** Charts a report section asks for: rendered later, embedded where the section wrote `{{chart:name}}`. */
+export type ChartRequests = Array<{ readonly name: string; readonly title: string; readonly spec: VlSpec }>
+
 export interface RenderedChart {
   /** File stem, e.g. "perplexity-truncate" → charts/perplexity-truncate.svg and .png. */
   readonly name: string

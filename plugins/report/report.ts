@@ -19,8 +19,15 @@ import {
   type FactorSeries,
   type PasskeyCell,
 } from "./charts.ts"
+import type { Estimate } from "../eval/intervals.ts"
+import { sideBySideSections } from "./compare.ts"
+import { accuracyIntervalSpec, estimateText, intervalNote, passkeyCounts, perplexityIntervalSpec, pooledWilson } from "./estimates.ts"
 import { loadExtras, type NamedFactorSet, type ReportExtras, type SearchHistory } from "./inputs.ts"
+import { retrievalSection } from "./retrieval.ts"
+import { tasksSection } from "./tasks.ts"
 import {
+  code,
+  cell,
   num,
   pct,
   ppl,
@@ -32,16 +39,23 @@ import {
   perplexityTable,
   type PerplexityRow,
   recordTable,
+  type RetrievalRow,
   type Row,
   seriesLabel,
+  slug,
   table,
+  type TaskRow,
+  uniq,
 } from "./markdown.ts"
-import { renderChart, type RenderedChart, type VlSpec } from "./render.ts"
+import { type ChartRequests, renderChart, type RenderedChart } from "./render.ts"
 
 /** metrics.json as the report reads it (plugins/eval/metrics.ts's Metrics fits; extra fields are kept and shown). */
 export interface MetricsInput {
   readonly perplexity: readonly PerplexityRow[]
   readonly passkey: readonly PasskeyRow[]
+  /** Absent in files written before retrieval tasks. */
+  readonly retrieval?: readonly RetrievalRow[]
+  readonly tasks?: readonly TaskRow[]
   readonly short: readonly Row[]
   readonly search: readonly Row[]
 }
@@ -80,9 +94,6 @@ export interface Report {
   readonly charts: readonly RenderedChart[]
 }
 
-const uniq = <A>(xs: readonly A[]): A[] => [...new Set(xs)]
-const slug = (s: string): string => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "x"
-const code = (s: string): string => `\`${s.replace(/`/g, "'")}\``
 
 /** Embeds a chart: the SVG inline (scales cleanly), the PNG linked for viewers that do not show SVG. */
 const embed = (c: RenderedChart): string => `![${c.title}](charts/${c.name}.svg)\n\n[PNG](charts/${c.name}.png) · [SVG](charts/${c.name}.svg)`
@@ -107,7 +118,7 @@ export function factorSetSeries(fs: NamedFactorSet): { series: FactorSeries[]; s
   return { series: [...sets, ...baselineSeries(geometry, scale)], scale, perLayer }
 }
 
-function factorSection(sets: readonly NamedFactorSet[], charts: Array<{ name: string; title: string; spec: VlSpec }>): string[] {
+function factorSection(sets: readonly NamedFactorSet[], charts: ChartRequests): string[] {
   if (sets.length === 0) return []
   const out = ["## Factors", ""]
   sets.forEach((fs, k) => {
@@ -159,7 +170,7 @@ function genomeSummary(g: Readonly<Record<string, unknown>> | undefined): string
   return parts.join(", ") || "–"
 }
 
-function searchSection(searches: readonly SearchHistory[], rows: readonly Row[], charts: Array<{ name: string; title: string; spec: VlSpec }>): string[] {
+function searchSection(searches: readonly SearchHistory[], rows: readonly Row[], charts: ChartRequests): string[] {
   if (searches.length === 0 && rows.length === 0) return []
   const out = ["## Search", ""]
   if (searches.length > 0) {
@@ -203,7 +214,9 @@ function searchSection(searches: readonly SearchHistory[], rows: readonly Row[],
 
 // ---- evaluation --------------------------------------------------------------------------------------
 
-function perplexitySection(rows: readonly PerplexityRow[], charts: Array<{ name: string; title: string; spec: VlSpec }>): string[] {
+const pplText = (r: PerplexityRow): string => (r.interval === undefined ? ppl(r.value) : estimateText(r.interval, "perplexity"))
+
+function perplexitySection(rows: readonly PerplexityRow[], charts: ChartRequests): string[] {
   const out = ["## Perplexity by length", ""]
   if (rows.length === 0) return [...out, "No perplexity was measured in this run.", ""]
   const models = uniq(rows.map((r) => r.model)).length
@@ -212,16 +225,14 @@ function perplexitySection(rows: readonly PerplexityRow[], charts: Array<{ name:
     const name = groups.length === 1 ? "perplexity" : `perplexity-${slug(g.protocol)}`
     const title = `Perplexity by length (protocol: ${g.protocol})`
     const samples = uniq(g.rows.map((r) => r.samples.length))
-    out.push(`### Protocol ${code(g.protocol)}`, "", perplexityProtocolNote(g), "", perplexityTable(g.rows), "")
-    charts.push({
-      name,
-      title,
-      spec: perplexitySpec({
-        title,
-        subtitle: `${samples.join("–")} sample document(s) per point; lower is better`,
-        points: g.rows.map((r) => ({ series: seriesLabel(r, models), length: r.length, value: r.value })),
-      }),
-    })
+    const intervals = g.rows.flatMap((r) => (r.interval === undefined ? [] : [r.interval]))
+    out.push(`### Protocol ${code(g.protocol)}`, "", perplexityProtocolNote(g), "", perplexityTable(g.rows, pplText), "")
+    if (intervals.length > 0) out.push(intervalNote(intervals), "")
+    const subtitle = `${samples.join("–")} sample document(s) per point; lower is better${intervals.length === g.rows.length ? "; bars: the interval" : ""}`
+    const spec = intervals.length === g.rows.length
+      ? perplexityIntervalSpec({ title, subtitle, points: g.rows.map((r) => ({ series: seriesLabel(r, models), length: r.length, estimate: r.interval! })) })
+      : perplexitySpec({ title, subtitle, points: g.rows.map((r) => ({ series: seriesLabel(r, models), length: r.length, value: r.value })) })
+    charts.push({ name, title, spec })
     out.push(`{{chart:${name}}}`, "")
   }
   return out
@@ -234,15 +245,35 @@ const depthOf = (r: PasskeyRow): number | undefined => {
 }
 const depthLabel = (d: number): string => (d <= 1 ? `${Math.round(d * 100)}%` : `${d}%`)
 
-function passkeySection(rows: readonly PasskeyRow[], charts: Array<{ name: string; title: string; spec: VlSpec }>): string[] {
+/** Rows of one cell pooled: Σ correct of Σ trials with its Wilson interval (undefined without trials). */
+const passkeyEstimate = (rs: readonly PasskeyRow[]): Estimate | undefined =>
+  rs.reduce((a, r) => a + r.trials, 0) > 0 ? pooledWilson(rs.map(passkeyCounts), rs.find((r) => r.interval !== undefined)?.interval?.level ?? 0.95) : undefined
+
+/** A heatmap cell: the accuracy over its interval. */
+const gridCell = (length: number, row: string, rs: readonly PasskeyRow[]): PasskeyCell => {
+  const e = passkeyEstimate(rs)
+  const trials = rs.reduce((a, r) => a + r.trials, 0)
+  const accuracy = e?.value ?? rs[0]!.accuracy
+  return { length, row, accuracy, trials, ...(e === undefined ? {} : { label: `${Math.round(e.value * 100)}%\n[${Math.round(e.lo * 100)}, ${Math.round(e.hi * 100)}]` }) }
+}
+
+function passkeySection(rows: readonly PasskeyRow[], charts: ChartRequests): string[] {
   const out = ["## Passkey retrieval", ""]
   if (rows.length === 0) return [...out, "No passkey retrieval was measured in this run.", ""]
   const trials = uniq(rows.map((r) => r.trials))
-  out.push(`Accuracy (share of trials whose first generated integer is the passkey), ${trials.join("–")} trials per cell.`, "", passkeyTable(rows), "")
-  const misses = passkeyMisses(rows)
-  if (misses !== null) out.push("Misses (key → first integer generated; none: no integer). An answer that differs from its key only at the end (a wrong last digit, one digit too many) found the key and copied it imprecisely; one that shares little with it did not find it.", "", misses, "")
+  const text = (rs: readonly PasskeyRow[]): string => {
+    const e = passkeyEstimate(rs)
+    return e === undefined ? pct(rs[0]!.accuracy) : estimateText(e, "accuracy")
+  }
+  out.push(`Accuracy (share of trials whose first generated integer is the passkey), ${trials.join("–")} trials per row; depths pooled in the table.`, "", passkeyTable(rows, text), "")
   const models = uniq(rows.map((r) => r.model)).length
   const series = uniq(rows.map((r) => seriesLabel(r, models)))
+  const cellRows = (s: string, L: number) => rows.filter((r) => seriesLabel(r, models) === s && r.length === L)
+  const pooled = series.flatMap((s) => uniq(rows.filter((r) => seriesLabel(r, models) === s).map((r) => r.length)).map((L) => ({ series: s, length: L, estimate: passkeyEstimate(cellRows(s, L)) })))
+  const estimates = pooled.flatMap((p) => (p.estimate === undefined ? [] : [p.estimate]))
+  if (estimates.length > 0) out.push(`${intervalNote(estimates)} A depth grid's cells each have their own interval.`, "")
+  const misses = passkeyMisses(rows)
+  if (misses !== null) out.push("Misses (key → first integer generated; none: no integer). An answer that differs from its key only at the end (a wrong last digit, one digit too many) found the key and copied it imprecisely; one that shares little with it did not find it.", "", misses, "")
   const withDepth = rows.some((r) => depthOf(r) !== undefined)
   if (withDepth) {
     // one grid per method: depth × length, as in the needle-in-a-haystack plots
@@ -256,42 +287,64 @@ function passkeySection(rows: readonly PasskeyRow[], charts: Array<{ name: strin
         title,
         spec: passkeyGridSpec({
           title,
-          subtitle: `${trials.join("–")} trials per cell`,
+          subtitle: `${trials.join("–")} trials per cell; brackets: the interval, percent`,
           rowTitle: "passkey depth",
           rowOrder: depths.map(depthLabel),
-          cells: rs.map((r) => ({ length: r.length, row: depthLabel(depthOf(r)!), accuracy: r.accuracy, trials: r.trials })),
+          cells: rs.map((r) => gridCell(r.length, depthLabel(depthOf(r)!), [r])),
         }),
       })
       out.push(`{{chart:${name}}}`, "")
     }
   } else {
-    const cells: PasskeyCell[] = rows.map((r) => ({ length: r.length, row: seriesLabel(r, models), accuracy: r.accuracy, trials: r.trials }))
     const title = "Passkey accuracy by length and method"
     charts.push({
       name: "passkey-grid",
       title,
-      spec: passkeyGridSpec({ title, subtitle: `${trials.join("–")} trials per cell; depths pooled (not recorded per cell)`, rowTitle: "method", rowOrder: series, cells }),
+      spec: passkeyGridSpec({
+        title, subtitle: `${trials.join("–")} trials per cell; depths pooled (not recorded per cell); brackets: the interval, percent`, rowTitle: "method", rowOrder: series,
+        cells: pooled.map((p) => gridCell(p.length, p.series, cellRows(p.series, p.length))),
+      }),
     })
     out.push(`{{chart:passkey-grid}}`, "")
   }
-  // accuracy by length: mean over depths, trial-weighted
-  const points = series.flatMap((s) =>
-    uniq(rows.filter((r) => seriesLabel(r, models) === s).map((r) => r.length)).map((L) => {
-      const rs = rows.filter((r) => seriesLabel(r, models) === s && r.length === L)
-      const n = rs.reduce((a, r) => a + r.trials, 0)
-      return { series: s, length: L, accuracy: n > 0 ? rs.reduce((a, r) => a + r.accuracy * r.trials, 0) / n : rs[0]!.accuracy }
-    }),
-  )
   const title = "Passkey accuracy by length"
-  charts.push({ name: "passkey", title, spec: passkeyLineSpec({ title, subtitle: `${trials.join("–")} trials per point`, points }) })
+  const subtitle = `${trials.join("–")} trials per row, depths pooled`
+  const spec = estimates.length === pooled.length
+    ? accuracyIntervalSpec({ title, subtitle: `${subtitle}; bars: the interval`, yTitle: "passkey retrieval accuracy", points: pooled.map((p) => ({ series: p.series, length: p.length, estimate: p.estimate! })) })
+    : passkeyLineSpec({ title, subtitle, points: pooled.map((p) => ({ series: p.series, length: p.length, accuracy: cellRows(p.series, p.length)[0]!.accuracy })) })
+  charts.push({ name: "passkey", title, spec })
   out.push(`{{chart:passkey}}`, "")
   return out
 }
 
+const isEstimate = (v: unknown): v is Estimate => typeof v === "object" && v !== null && typeof (v as Estimate).lo === "number" && typeof (v as Estimate).n === "number"
+
 function shortSection(rows: readonly Row[]): string[] {
   const out = ["## Short-context quality", ""]
   if (rows.length === 0) return [...out, "No short-context measurement in this run.", ""]
-  return [...out, "Quality at and below the original context (the extension should not cost it):", "", recordTable(rows), ""]
+  out.push("Quality at and below the original context (the extension should not cost it):", "")
+  // the evaluate stage's rows: perplexity and KL with their intervals; other shapes as they are
+  const staged = rows.every((r) => typeof r["perplexity"] === "number" && typeof r["kl"] === "number")
+  if (!staged) return [...out, recordTable(rows), ""]
+  const est = (r: Row, k: string, v: number, style: "perplexity" | "kl") => {
+    const e = r[k]
+    if (!isEstimate(e)) return style === "perplexity" ? ppl(v) : num(v)
+    return style === "perplexity" ? estimateText(e, "perplexity") : `${num(e.value)} [${num(e.lo)}, ${num(e.hi)}] (n=${e.n})`
+  }
+  const models = uniq(rows.map((r) => String(r["model"]))).length
+  const intervals = rows.flatMap((r) => [r["interval"], r["klInterval"]].filter(isEstimate))
+  return [
+    ...out,
+    table(
+      ["method", "length", "perplexity", "KL to plain RoPE (nats/token)", "scale"],
+      rows.map((r) => [
+        cell(seriesLabel({ method: String(r["method"]), model: String(r["model"]) }, models)), String(r["length"]),
+        est(r, "interval", r["perplexity"] as number, "perplexity"), est(r, "klInterval", r["kl"] as number, "kl"), typeof r["scale"] === "number" ? num(r["scale"]) : "–",
+      ]),
+    ),
+    "",
+    ...(intervals.length > 0 ? [intervalNote(intervals), ""] : []),
+  ]
 }
 
 // ---- run, reproduce ------------------------------------------------------------------------------------
@@ -309,7 +362,8 @@ function overview(input: ReportInput): string[] {
   if (run?.seed !== undefined) out.push(`- **Seed**: ${run.seed}`)
   if (run?.adapter != null) out.push(`- **Device**: ${run.adapter}`)
   if (models.length > 0) out.push(`- **Checkpoints evaluated**: ${models.map(code).join(", ")} (\`base\` = the model as given; others are the steps that made them)`)
-  if (methods.length > 0) out.push(`- **RoPE settings compared**: ${methods.map(code).join(", ")} (\`model\` = the checkpoint's own table; \`none\` = plain RoPE; \`pi\`/\`ntk\`/\`yarn\` = baselines at the same scale)`)
+  const onTop = methods.some((x) => x.startsWith("model+")) ? "; `model+pi`/`model+yarn` = PI/YaRN on top of the checkpoint's longest factor set, at length / its max_length" : ""
+  if (methods.length > 0) out.push(`- **RoPE settings compared**: ${methods.map(code).join(", ")} (\`model\` = the checkpoint's own table; \`none\` = plain RoPE; \`pi\`/\`ntk\`/\`yarn\` = baselines at the same scale${onTop})`)
   if (lengths.length > 0) out.push(`- **Lengths**: ${lengths.join(", ")} tokens`)
   const ropes = uniq(m.perplexity.filter((r) => r.method === "model").map((r) => `${r.length}: ${String(r["rope"] ?? "")}`)).filter((s) => !s.endsWith(": "))
   if (ropes.length > 0) out.push(`- **Model's RoPE table by length**: ${ropes.join("; ")}`)
@@ -333,17 +387,16 @@ function headlines(m: MetricsInput): string[] {
   for (const g of perplexityGroups(m.perplexity)) {
     const longest = Math.max(...g.rows.map((r) => r.length))
     const at = [...g.rows.filter((r) => r.length === longest)].sort((a, b) => a.value - b.value)
-    out.push(`- **Perplexity at ${longest} tokens** (${g.protocol}): ${at.map((r) => `${seriesLabel(r, models)} ${ppl(r.value)}`).join(", ")}`)
+    out.push(`- **Perplexity at ${longest} tokens** (${g.protocol}): ${at.map((r) => `${seriesLabel(r, models)} ${pplText(r)}`).join(", ")}`)
   }
   if (m.passkey.length > 0) {
     const pm = uniq(m.passkey.map((r) => r.model)).length
     const longest = Math.max(...m.passkey.map((r) => r.length))
     const rows = m.passkey.filter((r) => r.length === longest)
-    const series = uniq(rows.map((r) => seriesLabel(r, pm)))
-    const acc = series.map((s) => {
+    const acc = uniq(rows.map((r) => seriesLabel(r, pm))).map((s) => {
       const rs = rows.filter((r) => seriesLabel(r, pm) === s)
-      const n = rs.reduce((a, r) => a + r.trials, 0)
-      return `${s} ${pct(n > 0 ? rs.reduce((a, r) => a + r.accuracy * r.trials, 0) / n : rs[0]!.accuracy)}`
+      const e = passkeyEstimate(rs)
+      return `${s} ${e === undefined ? pct(rs[0]!.accuracy) : estimateText(e, "accuracy")}`
     })
     out.push(`- **Passkey accuracy at ${longest} tokens**: ${acc.join(", ")}`)
   }
@@ -386,7 +439,7 @@ function reproduceSection(run: RunInfo | undefined): string[] {
 /** Builds the markdown and renders every chart. */
 export async function buildReport(input: ReportInput): Promise<Report> {
   const m = input.metrics
-  const specs: Array<{ name: string; title: string; spec: VlSpec }> = []
+  const specs: ChartRequests = []
   const body = [
     `# ${input.title ?? (input.run?.workflow === undefined ? "ropeway run report" : `ropeway run report: ${input.run.workflow.name}`)}`,
     "",
@@ -395,8 +448,11 @@ export async function buildReport(input: ReportInput): Promise<Report> {
     ...stepsSection(input.run),
     ...searchSection(input.extras?.searches ?? [], m.search, specs),
     ...factorSection(input.extras?.factorSets ?? [], specs),
+    ...sideBySideSections(m.perplexity, m.passkey, specs),
     ...perplexitySection(m.perplexity, specs),
     ...passkeySection(m.passkey, specs),
+    ...retrievalSection(m.retrieval ?? [], specs),
+    ...tasksSection(m.tasks ?? []),
     ...shortSection(m.short),
     ...reproduceSection(input.run),
   ].join("\n")

@@ -2,9 +2,9 @@
 import { describe, expect, test } from "bun:test"
 import { defaultInvFreq } from "../../kernels/rope-table.ts"
 import {
-  aggregate, type Doc, logprobIndex, methodScaling, planPasses, protocolWindows, tableKey, windowNll,
+  aggregate, type Doc, logprobIndex, methodScaling, onTopScaling, planPasses, protocolWindows, tableKey, windowNll,
 } from "../../plugins/eval/protocols.ts"
-import { resolveRope, type RopeSpec } from "../../plugins/rope/index.ts"
+import { piFactors, resolveRope, type RopeSpec, yarnFactors } from "../../plugins/rope/index.ts"
 import type { ChosenTable } from "../../plugins/rope/index.ts"
 
 describe("protocol windows", () => {
@@ -119,5 +119,45 @@ describe("methods and pass sharing", () => {
     const truncate8 = measurements[0]!
     expect(truncate8.windows.map((w) => passes[w.pass]!.to)).toEqual([15, 15])
     expect(truncate8.windows.map((w) => w.window.to)).toEqual([7, 7])
+  })
+})
+
+describe("model+pi / model+yarn: PI or YaRN on top of the model's longest factor set", () => {
+  const lamFt = Array.from({ length: 8 }, (_, i) => 1 + i * 0.5)
+  const spec: RopeSpec = {
+    headDim: 16, rotaryDim: 16, base: 10000, maxPositions: 1024, originalMaxPositions: 256, numLayers: 2,
+    scaling: {
+      rope_type: "longrope-research", original_max_position_embeddings: 256, mscale: "su",
+      sets: [{ max_length: 256, factors: new Array(8).fill(1) }, { max_length: 1024, factors: lamFt, start_tokens: 2 }],
+    },
+  }
+  const factorsOf = (t: ChosenTable) => Array.from(defaultInvFreq(10000, 16), (f, i) => f / (t.invFreq as Float64Array)[i]!)
+
+  test("λ = λ_ft ⊙ λ_rel at s_rel = L / L_ft; m follows the set's policy at L; n̂ kept", () => {
+    const pi = onTopScaling(spec, "model+pi", 4096)
+    expect([pi.relScale, pi.window]).toEqual([4, 1024])
+    const t = resolveRope({ ...spec, scaling: pi.scaling })(4096)
+    factorsOf(t).forEach((f, i) => expect(f).toBeCloseTo(lamFt[i]! * 4, 10))
+    expect(t.attentionScale).toBeCloseTo(Math.sqrt(1 + Math.log(16) / Math.log(256)), 12) // su at 4096 / 256
+    expect(t.startTokens).toBe(2)
+    const yarn = resolveRope({ ...spec, scaling: onTopScaling(spec, "model+yarn", 4096).scaling })(4096)
+    const rel = yarnFactors({ rotaryDim: 16, base: 10000, originalLength: 1024 }, 4)
+    factorsOf(yarn).forEach((f, i) => expect(f).toBeCloseTo(lamFt[i]! * rel[i]!, 10))
+    // the ramp keeps the fastest dims as they are and interpolates the slowest by s_rel: not PI
+    expect(rel[0]).toBe(1)
+    expect(rel[7]).toBeCloseTo(piFactors({ rotaryDim: 16 }, 4)[7]!, 12)
+  })
+
+  test("up to L_ft nothing is added: the model's own longest set", () => {
+    const own = resolveRope(spec)(1024)
+    for (const m of ["model+pi", "model+yarn"] as const) {
+      const r = onTopScaling(spec, m, 1024)
+      expect(r.relScale).toBe(1)
+      expect(tableKey(resolveRope({ ...spec, scaling: r.scaling })(1024))).toBe(tableKey(own))
+    }
+  })
+
+  test("a model without a factor set is refused, naming the method", () => {
+    expect(() => onTopScaling({ ...spec, scaling: undefined }, "model+pi", 2048)).toThrow("method model+pi needs a model with a factor set")
   })
 })

@@ -111,7 +111,7 @@ describe("llama forward vs float64 reference", () => {
       console.log(`  ${c.name}: max |Δ| = ${maxAbs.toExponential(2)} (log-probs down to ${minRef.toFixed(1)})`)
       expect(spread(ref)).toBeGreaterThan(0.5)
       expect(maxAbs).toBeLessThan(TOL)
-    }, 120_000)
+    }, 300_000) // first use compiles the attention kernel for this head size: minutes on a cold shader cache of a loaded 2-core machine
   }
 
   test("the comparison can fail: a reference with a different RoPE disagrees", async () => {
@@ -127,7 +127,7 @@ describe("llama forward vs float64 reference", () => {
     let maxAbs = 0
     for (let i = 0; i < wrong.length; i++) maxAbs = Math.max(maxAbs, Math.abs(got[i]! - wrong[i]!))
     expect(maxAbs).toBeGreaterThan(1e-2)
-  }, 60_000)
+  }, 300_000)
 
   test("a RoPE table override and a short input", async () => {
     const dir = tempDir()
@@ -147,5 +147,5 @@ describe("llama forward vs float64 reference", () => {
     for (let i = 0; i < refPlain.length; i++) expect(Math.abs(override[i]! - refPlain[i]!)).toBeLessThan(TOL)
     expect((await model.logprobs([3])).length).toBe(0)
     model.dispose()
-  }, 60_000)
+  }, 300_000)
 })

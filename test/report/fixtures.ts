@@ -1,4 +1,6 @@
 // Small fixture data for the report tests: a metrics.json, a ropeway search log, a factor-set file.
+import { perplexityInterval, wilson } from "../../plugins/eval/intervals.ts"
+import { summarizeRetrieval } from "../../plugins/eval/retrieval.ts"
 import { yarnInitFactors } from "../../plugins/rope/factors.ts"
 
 const ppl = (method: string, length: number, value: number, protocol = "truncate") => ({
@@ -67,4 +69,55 @@ export const factorSetFixture = {
     { max_length: 2048, scale: 8, factors: Array.from(yarnInitFactors(geometry, 8), (x, i) => x * (1 + 0.05 * Math.sin(i))) },
   ],
   provenance: { method: "search", run_id: "run-123", lengths: [2048], scale: 8, created: "2026-11-28T00:00:00Z" },
+}
+
+/**
+ * A metrics.json as the evaluate stage writes it now: every number with its interval (made by the real
+ * interval functions from made-up per-document NLLs and trial outcomes), retrieval rows on a depth ×
+ * length grid, multiple-choice rows, for two checkpoints.
+ */
+export function intervalMetricsFixture() {
+  const lengths = [512, 1024, 2048, 4096]
+  const docs = 4
+  const ppl = (model: string, method: string, length: number, base: number) => {
+    const windows = Array.from({ length: docs }, (_, d) => ({ doc: d, sum: (length - 1) * Math.log(base * (1 + 0.08 * (d - 1.5))), count: length - 1 }))
+    const interval = perplexityInterval(windows, "window-mean", { seed: 3, replicates: 400 })
+    return {
+      method, model, length, value: interval.value, interval, protocol: "truncate", samples: Array.from({ length: docs }, (_, d) => `synthetic(seed=3)#${d}`),
+      bos: "BOS prepended", aggregation: "exp(mean over documents of the window's mean NLL)", windows: docs, tokens: docs * (length - 1), scale: length / 512, rope: method, data: "synthetic(seed=3)",
+      nll: windows.map((w) => ({ doc: `synthetic(seed=3)#${w.doc}`, sum: w.sum, count: w.count })),
+    }
+  }
+  const curve: Record<string, (L: number) => number> = {
+    "longrope-ft": (L) => 2.1 + 0.05 * Math.log2(L / 512),
+    "pi-ft": (L) => 2.3 + 0.25 * Math.log2(L / 512),
+    "yarn-ft": (L) => 2.2 + 0.12 * Math.log2(L / 512),
+  }
+  const perplexity = Object.entries(curve).flatMap(([model, f]) => lengths.map((L) => ppl(model, "model", L, f(L))))
+  const passkey = Object.keys(curve).flatMap((model, k) =>
+    [512, 4096].map((length) => {
+      const correct = length === 512 ? 50 : 48 - 9 * k
+      return { method: "model", model, length, accuracy: correct / 50, trials: 50, correct, interval: wilson(correct, 50) }
+    }),
+  )
+  const retrieval = ["single", "multikey"].flatMap((task) =>
+    ["model", "yarn"].flatMap((method) =>
+      [1024, 2048, 4096].flatMap((length) =>
+        [0, 0.5, 1].map((depth) => {
+          const p = method === "model" ? 0.95 - (task === "multikey" ? 0.2 : 0) * depth : Math.max(0, 1 - (length / 4096) * (0.4 + depth * 0.5))
+          const scores = Array.from({ length: 10 }, (_, t) => ({ found: [], score: t < Math.round(p * 10) ? 1 : 0.5 * (t % 2), correct: t < Math.round(p * 10) }))
+          const { accuracy, partial } = summarizeRetrieval(scores, { seed: 3, replicates: 400 })
+          return {
+            task, method, model: "longrope-ft", length, depth, accuracy, partial, trials: 10, seed: 3, haystack: "the passkey filler", prompts: "retrievalTrial", promptTokens: [], expected: [], generated: [],
+            maxNew: 12, policy: method === "model" ? "reprefill" : "fixed", scale: length / 512, rope: method,
+          }
+        }),
+      ),
+    ),
+  )
+  const tasks = ["base", "longrope-ft"].map((model, k) => ({
+    task: "passkey-choice", method: "model", model, length: 512, acc: wilson(70 + 8 * k, 100, { unit: "items" }), acc_norm: wilson(66 + 9 * k, 100, { unit: "items" }),
+    acc_bytes: wilson(66 + 9 * k, 100, { unit: "items" }), items: 100, shots: 0, source: "built-in passkey-choice, seed 3", truncated: 0, scoring: "lm-eval", rope: "plain",
+  }))
+  return { perplexity, passkey, retrieval, tasks, short: [], search: [] }
 }

@@ -11,7 +11,7 @@ import { buildReport, factorSetSeries, type MetricsInput, type Report, writeRepo
 import { parseMetrics } from "../../plugins/eval/metrics.ts"
 import { readMetricsForReport } from "../../plugins/report/report.ts"
 import { reportSearchStage, reportStage, type ReportParams } from "../../stages/report.ts"
-import { factorSetFixture, metricsFixture, searchLogFixture } from "./fixtures.ts"
+import { factorSetFixture, intervalMetricsFixture, metricsFixture, searchLogFixture } from "./fixtures.ts"
 import { assertWellFormedSvg, pngSize } from "./svg.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-report-"))
@@ -80,13 +80,15 @@ describe("report.md", () => {
     expect(sliding.slice(0, sliding.indexOf("## Passkey"))).not.toContain("1802.25")
   })
 
-  test("passkey: accuracy by length with trials; short-context and search tables", () => {
+  test("passkey: accuracy by length, depths pooled, with the Wilson interval of the trials; short-context and search tables", () => {
     const md = report.markdown
     expect(md).toContain("| method | 256 | 1024 | 2048 |")
-    expect(md).toContain("| model | 98.1% (n=30) | 92.5% (n=30) | 85% (n=30) |")
-    expect(md).toContain("| pi | 100% (n=30) | 15% (n=30) | 15% (n=30) |")
-    expect(md).toContain("| method | model | length | perplexity | base_perplexity | kl |")
-    expect(md).toContain("| model | finetune | 256 | 12.61 | 12.35 | 0.0123 |")
+    // rows without `correct` count round(accuracy × trials) per depth: 10 + 10 + 10, 10 + 9 + 9, 10 + 9 + 7
+    expect(md).toContain("| model | 100% [89%, 100%] (n=30) | 93.3% [79%, 98%] (n=30) | 86.7% [70%, 95%] (n=30) |")
+    expect(md).toContain("| pi | 100% [89%, 100%] (n=30) | 16.7% [7%, 34%] (n=30) | 16.7% [7%, 34%] (n=30) |")
+    expect(md).toContain("Brackets: 95% Wilson score interval; n counts trials.")
+    expect(md).toContain("| method | length | perplexity | KL to plain RoPE (nats/token) | scale |")
+    expect(md).toContain("| model (finetune) | 256 | 12.61 | 0.0123 | – |")
     expect(md).toContain("| search-log.json | evolutionary | 4 | 48 | 14 | 4 values in [1, 4], n̂ = 4 | 42 |")
     expect(md).toContain("| search | longrope | 2048 | 13.87 | 48 |")
     expect(md).toContain("| 1 | 2048 | 8 | 1 | 8.396 | – | – |")
@@ -127,13 +129,70 @@ describe("report.md", () => {
   })
 })
 
+describe("report.md from the evaluate stage's metrics: intervals, retrieval, tasks, side by side", () => {
+  const m = intervalMetricsFixture()
+  const grouped = { ...m, perplexity: m.perplexity.map((r) => ({ ...r, group: "fine-tuned baselines" })), passkey: m.passkey.map((r) => ({ ...r, group: "fine-tuned baselines" })) }
+  let r: Report
+  beforeAll(async () => {
+    expect(() => parseMetrics(grouped)).not.toThrow()
+    r = await buildReport({ metrics: grouped as unknown as MetricsInput })
+  })
+
+  test("every perplexity and accuracy cell carries its interval and n; the note says how they were made", () => {
+    const at = (model: string, L: number) => m.perplexity.find((x) => x.model === model && x.length === L)!.interval
+    const e = at("longrope-ft", 4096)
+    expect(r.markdown).toContain(`**${e.value.toFixed(2)} [${e.lo.toFixed(2)}, ${e.hi.toFixed(2)}] (n=4)**`)
+    expect(r.markdown).toContain("Brackets: 95% percentile bootstrap (400 resamples of the documents, seed 3); n counts documents.")
+    expect(r.markdown).toContain("| model (pi-ft) | 100% [93%, 100%] (n=50) | 78% [65%, 87%] (n=50) |")
+    expect(r.markdown).toContain(`- **Perplexity at 4096 tokens** (truncate): model (longrope-ft) ${e.value.toFixed(2)} [${e.lo.toFixed(2)}, ${e.hi.toFixed(2)}] (n=4)`)
+  })
+
+  test("side by side: one table per measure, the first series against each other with a paired ratio", () => {
+    const md = r.markdown
+    expect(md).toContain("## Side by side: fine-tuned baselines")
+    expect(md).toContain("| series | 512 | 1024 | 2048 | 4096 | longest / shortest |")
+    expect(md).toMatch(/\| pi-ft \| [^|]+ \| [^|]+ \| [^|]+ \| [^|]+ \| ×1\.33 \|/)
+    // the fixture's documents scale together, so the paired ratio has no width: 2.24 / 3.04
+    expect(md).toContain("  - 4096: 2.24 vs 3.04: ×0.738 [0.738, 0.738] (paired, n=4 documents; lower)")
+    expect(md).toContain("| yarn-ft | 100% [93%, 100%] (n=50) | 60% [46%, 72%] (n=50) |")
+    // before the per-protocol tables
+    expect(md.indexOf("## Side by side")).toBeLessThan(md.indexOf("## Perplexity by length"))
+  })
+
+  test("retrieval: per task a method × length table pooled over depths, a heatmap per method; the tasks table", () => {
+    const md = r.markdown
+    expect(md).toContain("### Task `multikey`")
+    expect(md).toContain("| yarn | 83.3% [66%, 93%] (n=30) | 70% [52%, 83%] (n=30) | 36.7% [22%, 54%] (n=30) |")
+    expect(md).toContain("| `passkey-choice` | longrope-ft | model | 78% [69%, 85%] (n=100) | 75% [66%, 82%] (n=100) | 0 | 0 |")
+    expect(md).toContain("Brackets: 95% Wilson score interval; n counts items.")
+    expect(r.charts.map((c) => c.name)).toEqual([
+      "side-by-side-1-truncate", "perplexity", "passkey-grid", "passkey",
+      "retrieval-single", "retrieval-single-model", "retrieval-single-yarn", "retrieval-multikey", "retrieval-multikey-model", "retrieval-multikey-yarn",
+    ])
+  })
+
+  test("charts: error bars on the length charts, the interval written in each heatmap cell", () => {
+    const heat = r.charts.find((c) => c.name === "retrieval-multikey-yarn")!
+    assertWellFormedSvg(heat.svg)
+    const cell = m.retrieval.find((x) => x.task === "multikey" && x.method === "yarn" && x.length === 4096 && x.depth === 1)!.accuracy
+    expect(heat.svg).toContain(`>${Math.round(cell.value * 100)}%<`)
+    expect(heat.svg).toContain(`>[${Math.round(cell.lo * 100)}, ${Math.round(cell.hi * 100)}]<`)
+    expect(heat.svg).toContain(">needle depth<")
+    for (const name of ["side-by-side-1-truncate", "perplexity", "passkey", "retrieval-single"]) {
+      const c = r.charts.find((x) => x.name === name)!
+      expect(c.svg).toContain("bars: the interval")
+      expect(pngSize(c.png).width).toBeGreaterThan(300)
+    }
+  })
+})
+
 describe("passkey and factor sets, other shapes", () => {
   test("without depths the grid is method × length", async () => {
     const passkey = [256, 1024].flatMap((length) => ["model", "pi"].map((method) => ({ method, model: "base", length, accuracy: method === "pi" && length > 256 ? 0.2 : 1, trials: 10 })))
     const r = await buildReport({ metrics: { perplexity: [], passkey, short: [], search: [] } })
     expect(r.charts.map((c) => c.name)).toEqual(["passkey-grid", "passkey"])
-    expect(r.markdown).toContain("| pi | 100% (n=10) | 20% (n=10) |")
-    expect(r.markdown).toContain("- **Passkey accuracy at 1024 tokens**: model 100%, pi 20%")
+    expect(r.markdown).toContain("| pi | 100% [72%, 100%] (n=10) | 20% [6%, 51%] (n=10) |")
+    expect(r.markdown).toContain("- **Passkey accuracy at 1024 tokens**: model 100% [72%, 100%] (n=10), pi 20% [6%, 51%] (n=10)")
     expect(r.charts[0]!.svg).toContain(">method<")
     expect(r.markdown).not.toContain("Misses, by method and length")
   })

@@ -11,15 +11,15 @@ import { Gpu } from "../../kernels/device.ts"
 import type { RopeTable } from "../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../kernels/runtime.ts"
 import { layerCollect, loadWorkflow, runWorkflow } from "../../cli/workflow.ts"
-import { BYTE_EOS, byteTokenizer } from "../../plugins/data/tokenizer.ts"
+import { byteTokenizer } from "../../plugins/data/tokenizer.ts"
 import { readLlamaConfig } from "../../plugins/models/llama/config.ts"
-import type { LlamaSession } from "../../plugins/models/llama/model.ts"
 import { resolveRope } from "../../plugins/rope/index.ts"
 import { firstInteger, passkeyTrialPrompt } from "../../plugins/eval/passkey.ts"
 import type { LoadedModel as ScoringModel } from "../../plugins/models/family.ts"
 import { ModelLoader } from "../../stages/kit.ts"
 import { emptyMetrics, mergeMetrics, parseMetrics, readMetrics } from "../../plugins/eval/metrics.ts"
 import { gpu } from "../gpu-shared.ts"
+import { scriptedSession } from "./scripted-session.ts"
 
 const dirs: string[] = []
 const temp = () => {
@@ -56,48 +56,14 @@ const stub = (seen: { prompts: number; tables: RopeTable[]; onPrompt?: (n: numbe
     load: async (dir): Promise<ScoringModel> => {
       const config = readLlamaConfig(dir)
       const V = config.vocabSize
-      const session = (capacity: number): LlamaSession => {
-        let seq: number[] = []
-        let plan = ""
-        let table: RopeTable | undefined
-        const next = (): Float64Array => {
-          const at = seq.length - promptLength
-          const byte = at < plan.length ? plan.charCodeAt(at) : BYTE_EOS
-          const out = new Float64Array(V).fill(Math.log(0.5 / (V - 1)))
-          out[byte] = Math.log(0.5)
-          return out
-        }
-        let promptLength = 0
-        return {
-          get length() {
-            return seq.length
-          },
-          capacity,
-          get table() {
-            return table
-          },
-          feed: async (tokens, t) => {
-            if (seq.length === 0) {
-              seen.prompts++
-              seen.tables.push(t)
-              await seen.onPrompt?.(seen.prompts)
-              promptLength = tokens.length
-              const text = byteTokenizer().decode(Array.from(tokens).filter((x) => x < 256))
-              const key = Number(/The pass key is (\d+)\./.exec(text)![1])
-              plan = !plain(t) ? " no" : lies(key) ? ` ${key + 1}. ${key}` : ` ${key}. 7`
-            }
-            table = t
-            seq = [...seq, ...tokens]
-            if (seq.length > capacity) throw new Error("over capacity")
-            return next()
-          },
-          rerotate: () => {},
-          reset: () => {
-            seq = []
-          },
-          dispose: () => {},
-        }
-      }
+      const session = (capacity: number) =>
+        scriptedSession(V, capacity, async (prompt, t) => {
+          seen.prompts++
+          seen.tables.push(t)
+          await seen.onPrompt?.(seen.prompts)
+          const key = Number(/The pass key is (\d+)\./.exec(prompt)![1])
+          return !plain(t) ? " no" : lies(key) ? ` ${key + 1}. ${key}` : ` ${key}. 7`
+        })
       // optionally a length-dependent method (like longrope short → long): PI ×2 above `switchAt`
       const plainRope = resolveRope(config.rope)
       const scaled = resolveRope({ ...config.rope, scaling: { rope_type: "linear", factor: 2 } })

@@ -16,7 +16,8 @@ import { gpu } from "../gpu-shared.ts"
 import { removeDir, tempDir } from "../models/random-model.ts"
 import { type Ctx as KitCtx, killAtCheckpoint, runWorkflowIn, trainingContext } from "./training-kit.ts"
 
-const TIMEOUT = 60_000
+// generous: the first training step compiles its kernels, minutes on a cold shader cache of a loaded 2-core machine
+const TIMEOUT = 180_000
 const dirs: string[] = []
 afterAll(() => {
   for (const d of dirs) removeDir(d)

@@ -1,5 +1,6 @@
 /**
- * Every workflow file shipped at the top of workflows/ (default, smoke, tiny-pretrain, search-budget, tiny-8x, tiny-16x…)
+ * Every workflow file shipped at the top of workflows/ (default, smoke, tiny-pretrain, search-budget, tiny-8x, tiny-16x,
+ * second-interpolation, finetuned-baselines…)
  * loads and plans: the params of every step, the nested strategy params included, are
  * valid, and nothing would stop `run` before its first step. Only smoke.yaml runs in CI; this keeps the
  * others from rotting when a stage's parameters change.
@@ -17,7 +18,9 @@ const files = readdirSync(DIR).filter((f) => f.endsWith(".yaml")).sort()
 
 describe("shipped workflows", () => {
   test("the expected files are there", () => {
-    for (const f of ["default.yaml", "smoke.yaml", "tiny-pretrain.yaml", "search-budget.yaml", "tiny-8x.yaml", "tiny-16x.yaml"]) expect(files).toContain(f)
+    for (const f of ["default.yaml", "smoke.yaml", "tiny-pretrain.yaml", "search-budget.yaml", "tiny-8x.yaml", "tiny-16x.yaml", "second-interpolation.yaml", "finetuned-baselines.yaml"]) {
+      expect(files).toContain(f)
+    }
   })
 
   for (const file of files) {
