@@ -77,7 +77,7 @@ describe("the plan holds what the device held", () => {
         const plan = llamaFamily.memory(m, 512, { train: mode === "full" ? { mode } : { mode, rank: 8, targets: lora.targets } })
         expect(plan.total).toBeGreaterThanOrEqual(peak)
         expect(plan.total).toBeLessThanOrEqual(2.5 * peak)
-      })
+      }, 900_000) // the first training step compiles its kernels cold: 460 s once on a loaded 2-core machine
     }
   }
 })
@@ -106,8 +106,9 @@ describe("fitting", () => {
     }
     expect(msg).not.toContain("\n")
     expect(msg).toMatch(/does not fit at 1000000 tokens: needs [\d.]+ GiB \(weights .*KV cache .*\), ROPEWAY_MEMORY is 40\.0 MiB; the longest that fits is \d+ tokens/)
-    // a per-buffer limit: one layer's K cache past maxBufferSize
-    expect(() => checkFits(llamaFamily, m, 100_000, { maxStorageBufferBindingSize: 2 ** 27, maxBufferSize: 2 ** 24 })).toThrow(/one layer's K cache .* maxBufferSize/)
+    // a per-buffer limit: the KV cache is paged (no layer's cache is one buffer), the embedding table is one
+    expect(() => checkFits(llamaFamily, m, 100_000, { maxStorageBufferBindingSize: 2 ** 27, maxBufferSize: 2 ** 24 })).not.toThrow()
+    expect(() => checkFits(llamaFamily, m, 1000, { maxStorageBufferBindingSize: 2 ** 27, maxBufferSize: 2 ** 19 })).toThrow(/the embedding table .* maxBufferSize/)
   })
 
   test("a GPU's memory is unknown unless stated; ROPEWAY_MEMORY takes K/M/G suffixes and refuses nonsense", () => {

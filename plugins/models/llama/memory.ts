@@ -136,7 +136,12 @@ function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan): MemoryPlan {
   const layerActs = T * (3 * D + 2 * qDim + 2 * kvDim + 3 * I + H)
   const keptLayers = Math.max(1, Math.min(L, Math.floor(KEEP_ACTIVATION_BYTES / (F32 * layerActs))))
   const repacks = layerParams + preparedElements(V, D) + (train.mode === "full" ? layerParams : 0) + (headTrains ? V * D : 0)
-  const activations = F32 * (saved + 3 * internals + (keptLayers - 1) * layerActs + repacks + (headTrains ? 4 : 3) * rows * V)
+  // The training attention kernels and the llvmpipe matmul read activations through pooled texture copies
+  // (kernels/matmul.ts textureOperand: rows padded to 64 floats, a spare texel column and row); the pool
+  // keeps each size it saw: up to four at the widest activation.
+  const texRows = (T <= 512 ? Math.ceil(T / 64) * 64 : Math.ceil(T / 512) * 512) + 1
+  const textureCopies = 4 * texRows * (Math.ceil(Math.max(I, qDim, D) / 64) * 64 + 4)
+  const activations = F32 * (saved + 3 * internals + (keptLayers - 1) * layerActs + repacks + textureCopies + (headTrains ? 4 : 3) * rows * V)
   const largestLinear = Math.max(...Object.values(linears).map(([n, k]) => n * k))
   const hostStaging = F32 * Math.max(layerParams, V * D, largestLinear)
   return {
