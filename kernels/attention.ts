@@ -24,6 +24,7 @@ import { chooseVariant, probeTime } from "./tuning.ts"
 import { type Operand, textureOperand } from "./matmul.ts"
 import { wgsl } from "./wgsl.ts"
 
+const paramsWgsl = wgsl("./attention-params.wgsl", import.meta.url).trimEnd().split("\n")
 const cpuTemplate = wgsl("./attention-cpu.wgsl", import.meta.url)
 const gpuTemplate = wgsl("./attention-gpu.wgsl", import.meta.url)
 
@@ -305,7 +306,7 @@ export function cpuSource(d4: number, rows: number, from: KvSource = "buffer"): 
       ? [`@group(0) @binding(${2 + i}) var ${x}tex: texture_2d<f32>;`, `fn ld${x}(r: u32, c: u32) -> vec4f { return textureLoad(${x}tex, vec2u(c, r), 0); }`]
       : [`fn ld${x}(r: u32, c: u32) -> vec4f { return ${x}[r * P.kvStride + c]; }`],
   )
-  let src = setBlock(cpuTemplate, "STREAM", stream)
+  let src = setBlock(setBlock(cpuTemplate, "PARAMS", paramsWgsl), "STREAM", stream)
   src = setConst(src, "D4", d4)
   src = setConst(src, "ROWS", rows)
   src = setBlock(src, "LOAD_Q", loadQ)
@@ -314,7 +315,7 @@ export function cpuSource(d4: number, rows: number, from: KvSource = "buffer"): 
 }
 
 export function gpuSource(d4: number, tileKeys: number): string {
-  return setConst(setConst(gpuTemplate, "D4", d4), "BK", tileKeys)
+  return setConst(setConst(setBlock(gpuTemplate, "PARAMS", paramsWgsl), "D4", d4), "BK", tileKeys)
 }
 
 const sources = new Map<string, string>()
