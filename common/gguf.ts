@@ -154,32 +154,52 @@ const SCALAR_BYTES: Readonly<Record<number, number>> = { [T.u8]: 1, [T.i8]: 1, [
 /** ggml keeps at most 4 dimensions; a few more are allowed before a file counts as damaged. */
 const MAX_DIMS = 8
 
-/**
- * Parses a GGUF file (f32/f16 tensors; other ggml types are reported as unsupported). Every count,
- * length, dimension and offset is checked against the bytes that are there before anything is
- * allocated, so a damaged file is an InputError naming it, never a giant allocation.
- */
-export function decodeGguf(bytes: Uint8Array, file = "model.gguf"): GgufFile {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  let p = 0
-  const fail = (what: string): never => { throw inputError(file, what) }
-  const need = (n: number, what: string) => { if (n > bytes.length - p) fail(`${what} at byte ${p} needs ${n} bytes; the file ends at ${bytes.length}`) }
-  const u32 = (what: string) => { need(4, what); const v = view.getUint32(p, true); p += 4; return v }
-  const u64 = (what: string) => { need(8, what); const v = view.getBigUint64(p, true); p += 8; return v }
+/** A cursor over a GGUF file's bytes: every read checks that the bytes are there, and failures name the file. */
+class GgufReader {
+  readonly view: DataView
+  p = 0
+  constructor(readonly bytes: Uint8Array, readonly file: string) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  }
+  fail(what: string): never {
+    throw inputError(this.file, what)
+  }
+  need(n: number, what: string): void {
+    if (n > this.bytes.length - this.p) this.fail(`${what} at byte ${this.p} needs ${n} bytes; the file ends at ${this.bytes.length}`)
+  }
+  u32(what: string): number {
+    this.need(4, what)
+    const v = this.view.getUint32(this.p, true)
+    this.p += 4
+    return v
+  }
+  u64(what: string): bigint {
+    this.need(8, what)
+    const v = this.view.getBigUint64(this.p, true)
+    this.p += 8
+    return v
+  }
   /** A u64 count of items of at least `minBytes` each, refused when they cannot fit in the rest of the file. */
-  const count = (what: string, minBytes: number): number => {
-    const n = u64(what)
-    if (n > BigInt(Math.floor((bytes.length - p) / minBytes))) fail(`${what} ${n} cannot fit in the ${bytes.length - p} bytes left`)
+  count(what: string, minBytes: number): number {
+    const n = this.u64(what)
+    const left = this.bytes.length - this.p
+    if (n > BigInt(Math.floor(left / minBytes))) this.fail(`${what} ${n} cannot fit in the ${left} bytes left`)
     return Number(n)
   }
-  const str = (what: string) => { const n = count(`${what} length`, 1); const s = new TextDecoder().decode(bytes.subarray(p, p + n)); p += n; return s }
-  const scalar = (t: number, what: string): number | bigint | boolean | string => {
+  str(what: string): string {
+    const n = this.count(`${what} length`, 1)
+    const s = new TextDecoder().decode(this.bytes.subarray(this.p, this.p + n))
+    this.p += n
+    return s
+  }
+  scalar(t: number, what: string): number | bigint | boolean | string {
     const size = SCALAR_BYTES[t]
-    if (size === undefined) return fail(`${what}: unknown metadata type ${t}`)
-    if (t === T.string) return str(what)
-    need(size, what)
-    const at = p
-    p += size
+    if (size === undefined) return this.fail(`${what}: unknown metadata type ${t}`)
+    if (t === T.string) return this.str(what)
+    this.need(size, what)
+    const at = this.p
+    const view = this.view
+    this.p += size
     switch (t) {
       case T.u8: return view.getUint8(at)
       case T.i8: return view.getInt8(at)
@@ -194,68 +214,96 @@ export function decodeGguf(bytes: Uint8Array, file = "model.gguf"): GgufFile {
       default: return view.getFloat64(at, true)
     }
   }
-  if (u32("magic") !== 0x46554747) fail("not a GGUF file (bad magic)")
-  const version = u32("version")
-  if (version !== 3) fail(`GGUF version ${version}; only version 3 is read`)
-  const nTensors = count("tensor count", 32)
-  const nKv = count("metadata count", 12)
+}
+
+/** A tensor's header: its name, shape (row-major, outermost first), ggml type and offset in the data section. */
+interface GgufTensorInfo {
+  readonly name: string
+  readonly shape: number[]
+  readonly type: number
+  readonly offset: bigint
+  readonly elements: bigint
+}
+
+/**
+ * Parses a GGUF file (f32/f16 tensors; other ggml types are reported as unsupported). Every count,
+ * length, dimension and offset is checked against the bytes that are there before anything is
+ * allocated, so a damaged file is an InputError naming it, never a giant allocation.
+ */
+export function decodeGguf(bytes: Uint8Array, file = "model.gguf"): GgufFile {
+  const r = new GgufReader(bytes, file)
+  if (r.u32("magic") !== 0x46554747) r.fail("not a GGUF file (bad magic)")
+  const version = r.u32("version")
+  if (version !== 3) r.fail(`GGUF version ${version}; only version 3 is read`)
+  const nTensors = r.count("tensor count", 32)
+  const nKv = r.count("metadata count", 12)
   const metadata = new Map<string, GgufValue>()
   for (let i = 0; i < nKv; i++) {
-    const key = str(`metadata key ${i}`)
-    const t = u32(`type of ${key}`)
-    if (t === T.array) {
-      const et = u32(`element type of ${key}`)
-      if (SCALAR_BYTES[et] === undefined) fail(`${key}: unknown array element type ${et}`)
-      const n = count(`${key} element count`, SCALAR_BYTES[et]!)
-      const items: unknown[] = []
-      for (let j = 0; j < n; j++) items.push(scalar(et, `${key}[${j}]`))
-      if (et === T.string) metadata.set(key, { type: "string[]", value: items as string[] })
-      else if (et === T.f32 || et === T.f64) metadata.set(key, { type: "f32[]", value: items as number[] })
-      else metadata.set(key, { type: "i32[]", value: items.map(Number) })
-    } else {
-      const v = scalar(t, key)
-      if (typeof v === "string") metadata.set(key, { type: "string", value: v })
-      else if (typeof v === "boolean") metadata.set(key, { type: "bool", value: v })
-      else if (typeof v === "bigint") metadata.set(key, { type: "u64", value: v })
-      else if (t === T.f32 || t === T.f64) metadata.set(key, { type: "f32", value: v })
-      else if (t === T.i32 || t === T.i8 || t === T.i16) metadata.set(key, { type: "i32", value: v })
-      else metadata.set(key, { type: "u32", value: v })
-    }
+    const key = r.str(`metadata key ${i}`)
+    metadata.set(key, readValue(r, key))
   }
   const alignmentValue = metadata.get("general.alignment")
   const alignment = alignmentValue?.type === "u32" ? alignmentValue.value : ALIGNMENT
-  if (alignment < 1 || (alignment & (alignment - 1)) !== 0) fail(`general.alignment ${alignment}: expected a power of two`)
-  const infos: { name: string; shape: number[]; type: number; offset: bigint; elements: bigint }[] = []
-  for (let i = 0; i < nTensors; i++) {
-    const name = str(`tensor ${i} name`)
-    const nd = u32(`${name} dimension count`)
-    if (nd > MAX_DIMS) fail(`tensor ${name}: ${nd} dimensions; GGUF tensors have at most 4`)
-    const dims: bigint[] = []
-    for (let j = 0; j < nd; j++) dims.push(u64(`${name} dimension ${j}`))
-    const type = u32(`${name} type`)
-    const offset = u64(`${name} offset`)
-    const elements = dims.reduce((a, b) => a * b, 1n)
-    infos.push({ name, shape: dims.reverse().map(Number), type, offset, elements })
-  }
-  const dataStart = Math.ceil(p / alignment) * alignment
-  const dataBytes = BigInt(Math.max(0, bytes.length - dataStart))
-  const tensors = infos.map((info): GgufTensor => {
-    const elemBytes = info.type === GGML_F32 ? 4n : info.type === GGML_F16 ? 2n : undefined
-    if (elemBytes === undefined) return fail(`tensor ${info.name} has ggml type ${info.type}; only F32 and F16 are read`)
-    const size = info.elements * elemBytes
-    if (info.offset + size > dataBytes) {
-      fail(`tensor ${info.name}: ${size} bytes at data offset ${info.offset} lie outside the ${dataBytes} data bytes`)
-    }
-    const start = dataStart + Number(info.offset)
-    const n = Number(info.elements)
-    if (info.type === GGML_F32) {
-      const data = new Float32Array(bytes.slice(start, start + n * 4).buffer)
-      return { name: info.name, shape: info.shape, data, dtype: "f32" }
-    }
-    const halves = new Uint16Array(bytes.slice(start, start + n * 2).buffer)
-    const data = new Float32Array(n)
-    for (let i = 0; i < n; i++) data[i] = f16ToF32(halves[i]!)
-    return { name: info.name, shape: info.shape, data, dtype: "f16" }
-  })
+  if (alignment < 1 || (alignment & (alignment - 1)) !== 0) r.fail(`general.alignment ${alignment}: expected a power of two`)
+  const infos: GgufTensorInfo[] = []
+  for (let i = 0; i < nTensors; i++) infos.push(readTensorInfo(r, i))
+  const dataStart = Math.ceil(r.p / alignment) * alignment
+  const tensors = infos.map((info) => readTensor(r, info, dataStart))
   return { metadata, tensors }
+}
+
+/** One metadata value (its type, then the value or an array of them), typed the way GgufValue keeps it. */
+function readValue(r: GgufReader, key: string): GgufValue {
+  const t = r.u32(`type of ${key}`)
+  if (t === T.array) {
+    const et = r.u32(`element type of ${key}`)
+    if (SCALAR_BYTES[et] === undefined) r.fail(`${key}: unknown array element type ${et}`)
+    const n = r.count(`${key} element count`, SCALAR_BYTES[et]!)
+    const items: unknown[] = []
+    for (let j = 0; j < n; j++) items.push(r.scalar(et, `${key}[${j}]`))
+    if (et === T.string) return { type: "string[]", value: items as string[] }
+    if (et === T.f32 || et === T.f64) return { type: "f32[]", value: items as number[] }
+    return { type: "i32[]", value: items.map(Number) }
+  }
+  const v = r.scalar(t, key)
+  if (typeof v === "string") return { type: "string", value: v }
+  if (typeof v === "boolean") return { type: "bool", value: v }
+  if (typeof v === "bigint") return { type: "u64", value: v }
+  if (t === T.f32 || t === T.f64) return { type: "f32", value: v }
+  if (t === T.i32 || t === T.i8 || t === T.i16) return { type: "i32", value: v }
+  return { type: "u32", value: v }
+}
+
+function readTensorInfo(r: GgufReader, i: number): GgufTensorInfo {
+  const name = r.str(`tensor ${i} name`)
+  const nd = r.u32(`${name} dimension count`)
+  if (nd > MAX_DIMS) r.fail(`tensor ${name}: ${nd} dimensions; GGUF tensors have at most 4`)
+  const dims: bigint[] = []
+  for (let j = 0; j < nd; j++) dims.push(r.u64(`${name} dimension ${j}`))
+  const type = r.u32(`${name} type`)
+  const offset = r.u64(`${name} offset`)
+  const elements = dims.reduce((a, b) => a * b, 1n)
+  return { name, shape: dims.reverse().map(Number), type, offset, elements }
+}
+
+/** A tensor's values as f32 (f16 widened), after checking they lie inside the data section. */
+function readTensor(r: GgufReader, info: GgufTensorInfo, dataStart: number): GgufTensor {
+  const bytes = r.bytes
+  const dataBytes = BigInt(Math.max(0, bytes.length - dataStart))
+  const elemBytes = info.type === GGML_F32 ? 4n : info.type === GGML_F16 ? 2n : undefined
+  if (elemBytes === undefined) return r.fail(`tensor ${info.name} has ggml type ${info.type}; only F32 and F16 are read`)
+  const size = info.elements * elemBytes
+  if (info.offset + size > dataBytes) {
+    r.fail(`tensor ${info.name}: ${size} bytes at data offset ${info.offset} lie outside the ${dataBytes} data bytes`)
+  }
+  const start = dataStart + Number(info.offset)
+  const n = Number(info.elements)
+  if (info.type === GGML_F32) {
+    const data = new Float32Array(bytes.slice(start, start + n * 4).buffer)
+    return { name: info.name, shape: info.shape, data, dtype: "f32" }
+  }
+  const halves = new Uint16Array(bytes.slice(start, start + n * 2).buffer)
+  const data = new Float32Array(n)
+  for (let i = 0; i < n; i++) data[i] = f16ToF32(halves[i]!)
+  return { name: info.name, shape: info.shape, data, dtype: "f16" }
 }

@@ -10,25 +10,7 @@
 // Key windows (the cache's pages, or texture-sized parts of them): one dispatch per window, each leaving its unnormalised output and
 // (max, sum) for the next to continue from, so a paged cache gives the bits one pass over all keys gives.
 
-struct Params {
-  tq: u32,          // query rows
-  queryOffset: u32, // absolute position of query row 0
-  group: u32,       // query heads per kv head
-  qStride: u32,     // vec4s per q/out row (heads·headDim/4)
-  kvStride: u32,    // vec4s per cache row (kvHeads·headDim/4)
-  scale: f32,       // softmax scale · log2(e)
-  kStart: u32,      // first key of this window (absolute; a multiple of 4); row 0 of the K/V bindings
-  kStop: u32,       // end of this window (exclusive, absolute)
-  last: u32,        // 1: normalise into O; 0: leave this window's unnormalised output in O, (max, sum) in ML
-  first: u32,       // 1: start afresh; 0: continue from the output and (max, sum) the previous window left
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> Q: array<vec4f>;
-@group(0) @binding(2) var<storage, read> K: array<vec4f>;
-@group(0) @binding(3) var<storage, read> V: array<vec4f>;
-@group(0) @binding(4) var<storage, read_write> O: array<vec4f>;
-@group(0) @binding(5) var<storage, read_write> ML: array<vec2f>;
+//% PARAMS
 
 // K and V rows (relative to the window's first) as vec4 `c` of row `r`: from the storage bindings, or from
 // rgba32float textures holding the window's rows (the wrapper's choice; textures load faster on llvmpipe).
@@ -36,8 +18,6 @@ struct Params {
 
 const D4: u32 = 0u;   //% D4
 const ROWS: u32 = 0u; //% ROWS
-// Masked scores: far below any real one, yet finite so that max/sub never meet inf - inf.
-const NEG: f32 = -3.0e38;
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {

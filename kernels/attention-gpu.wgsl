@@ -2,32 +2,13 @@
 // owns WG consecutive query rows of one head (one row each); K/V tiles of BK rows are staged in
 // workgroup memory and shared by all of them. Online softmax once per tile; scores in base 2.
 // Key windows as in attention-cpu.wgsl.
-// Template: attention.ts replaces the constants marked //%.
+// Template: attention.ts fills in the parameters (attention-params.wgsl) and the constants marked //%.
 
-struct Params {
-  tq: u32,          // query rows
-  queryOffset: u32, // absolute position of query row 0
-  group: u32,       // query heads per kv head
-  qStride: u32,     // vec4s per q/out row (heads·headDim/4)
-  kvStride: u32,    // vec4s per cache row (kvHeads·headDim/4)
-  scale: f32,       // softmax scale · log2(e)
-  kStart: u32,      // first key of this window (absolute); row 0 of the K/V bindings
-  kStop: u32,       // end of this window (exclusive, absolute)
-  last: u32,        // 1: normalise into O; 0: leave this window's unnormalised output in O, (max, sum) in ML
-  first: u32,       // 1: start afresh; 0: continue from the output and (max, sum) the previous window left
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> Q: array<vec4f>;
-@group(0) @binding(2) var<storage, read> K: array<vec4f>;
-@group(0) @binding(3) var<storage, read> V: array<vec4f>;
-@group(0) @binding(4) var<storage, read_write> O: array<vec4f>;
-@group(0) @binding(5) var<storage, read_write> ML: array<vec2f>;
+//% PARAMS
 
 const D4: u32 = 0u; //% D4
 const BK: u32 = 0u; //% BK
 const WG: u32 = 64u;
-const NEG: f32 = -3.0e38;
 
 var<workgroup> Ks: array<vec4f, BK * D4>;
 var<workgroup> Vs: array<vec4f, BK * D4>;

@@ -24,6 +24,7 @@ import { chooseVariant, probeTime } from "./tuning.ts"
 import { type Operand, textureOperand } from "./matmul.ts"
 import { wgsl } from "./wgsl.ts"
 
+const paramsWgsl = wgsl("./attention-params.wgsl", import.meta.url).trimEnd().split("\n")
 const cpuTemplate = wgsl("./attention-cpu.wgsl", import.meta.url)
 const gpuTemplate = wgsl("./attention-gpu.wgsl", import.meta.url)
 
@@ -305,7 +306,7 @@ export function cpuSource(d4: number, rows: number, from: KvSource = "buffer"): 
       ? [`@group(0) @binding(${2 + i}) var ${x}tex: texture_2d<f32>;`, `fn ld${x}(r: u32, c: u32) -> vec4f { return textureLoad(${x}tex, vec2u(c, r), 0); }`]
       : [`fn ld${x}(r: u32, c: u32) -> vec4f { return ${x}[r * P.kvStride + c]; }`],
   )
-  let src = setBlock(cpuTemplate, "STREAM", stream)
+  let src = setBlock(setBlock(cpuTemplate, "PARAMS", paramsWgsl), "STREAM", stream)
   src = setConst(src, "D4", d4)
   src = setConst(src, "ROWS", rows)
   src = setBlock(src, "LOAD_Q", loadQ)
@@ -314,7 +315,7 @@ export function cpuSource(d4: number, rows: number, from: KvSource = "buffer"): 
 }
 
 export function gpuSource(d4: number, tileKeys: number): string {
-  return setConst(setConst(gpuTemplate, "D4", d4), "BK", tileKeys)
+  return setConst(setConst(setBlock(gpuTemplate, "PARAMS", paramsWgsl), "D4", d4), "BK", tileKeys)
 }
 
 const sources = new Map<string, string>()
@@ -342,26 +343,7 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
   if (cache.pages.length * cache.pageRows < keys) throw new Error(`attention: the cache holds ${cache.pages.length * cache.pageRows} rows' pages; keys up to ${keys} were asked for (append them first)`)
   const d4 = headDim / 4
   const scale = (opts.scale ?? 1 / Math.sqrt(headDim)) * Math.LOG2E
-  const variant = opts.variant ?? rt.adapter.profile
-  let pipeline: GPUComputePipeline
-  let perGroup: number
-  let from: KvSource = "buffer"
-  if (variant === "cpu") {
-    // Decoding (a few query rows): one row per invocation, else each lane would run 16 rows' work for one.
-    const rows = opts.rows ?? (tq <= 8 ? 1 : rowsFor(rt, heads, kvHeads, headDim, tq))
-    if (!Number.isInteger(rows) || rows < 1 || rows > 32) throw new Error(`attention: rows ${rows} must be an integer in 1..32`)
-    perGroup = 8 * rows
-    // K/V from texture copies of a window's rows, which llvmpipe loads faster than storage (a page taller
-    // than a texture is attended in several windows); decoding reads too few rows per key for the copy to pay.
-    from = opts.kv ?? (tq > 8 ? "texture" : "buffer")
-    const key = `attention-cpu-d${headDim}-r${rows}${from === "texture" ? "-tex" : ""}`
-    pipeline = rt.pipeline(key, source(key, () => cpuSource(d4, rows, from)))
-  } else {
-    const bk = gpuTileKeys(headDim)
-    perGroup = 64
-    const key = `attention-gpu-d${headDim}-k${bk}`
-    pipeline = rt.pipeline(key, source(key, () => gpuSource(d4, bk)))
-  }
+  const { pipeline, perGroup, from } = attentionKernel(rt, opts, tq, kvHeads, headDim)
   // One dispatch per window of rows: a page (the binding covers only rows in use), or for texture copies
   // a texture's worth of it. Each continues the running softmax state the one before left in `out` and
   // `ml`: the same arithmetic, in the same order, as one pass over all keys, so paging changes no bit
@@ -369,11 +351,7 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
   // an f32 scratch page first.
   const step = from === "texture" ? Math.min(cache.pageRows, textureWindowRows(rt)) : cache.pageRows
   const width = kvHeads * headDim
-  const windows: { readonly page: number; readonly kStart: number; readonly kStop: number }[] = []
-  for (let p = 0; p * cache.pageRows < keys; p++) {
-    const pageStop = Math.min(keys, (p + 1) * cache.pageRows)
-    for (let k0 = p * cache.pageRows; k0 < pageStop; k0 += step) windows.push({ page: p, kStart: k0, kStop: Math.min(pageStop, k0 + step) })
-  }
+  const windows = attentionWindows(cache.pageRows, keys, step)
   const ml = rt.tensor(windows.length > 1 ? [tq * heads, 2] : [4])
   const scratchK = kvScratch(rt, cache)
   const scratchV = kvScratch(rt, cache)
@@ -412,4 +390,33 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
   })
   rt.release(ml, scratchK, scratchV)
   return out
+}
+
+/** The kernel for this call: the variant asked for (default: the adapter's profile), its pipeline, query rows per workgroup and K/V source. */
+function attentionKernel(rt: GpuRuntime, opts: AttentionOptions, tq: number, kvHeads: number, headDim: number): { pipeline: GPUComputePipeline; perGroup: number; from: KvSource } {
+  const d4 = headDim / 4
+  const variant = opts.variant ?? rt.adapter.profile
+  if (variant === "cpu") {
+    // Decoding (a few query rows): one row per invocation, else each lane would run 16 rows' work for one.
+    const rows = opts.rows ?? (tq <= 8 ? 1 : rowsFor(rt, opts.heads, kvHeads, headDim, tq))
+    if (!Number.isInteger(rows) || rows < 1 || rows > 32) throw new Error(`attention: rows ${rows} must be an integer in 1..32`)
+    // K/V from texture copies of a window's rows, which llvmpipe loads faster than storage (a page taller
+    // than a texture is attended in several windows); decoding reads too few rows per key for the copy to pay.
+    const from = opts.kv ?? (tq > 8 ? "texture" : "buffer")
+    const key = `attention-cpu-d${headDim}-r${rows}${from === "texture" ? "-tex" : ""}`
+    return { pipeline: rt.pipeline(key, source(key, () => cpuSource(d4, rows, from))), perGroup: 8 * rows, from }
+  }
+  const bk = gpuTileKeys(headDim)
+  const key = `attention-gpu-d${headDim}-k${bk}`
+  return { pipeline: rt.pipeline(key, source(key, () => gpuSource(d4, bk))), perGroup: 64, from: "buffer" }
+}
+
+/** Keys 0..keys-1 cut into windows of at most `step` rows, none crossing a page. */
+function attentionWindows(pageRows: number, keys: number, step: number): { readonly page: number; readonly kStart: number; readonly kStop: number }[] {
+  const windows: { readonly page: number; readonly kStart: number; readonly kStop: number }[] = []
+  for (let p = 0; p * pageRows < keys; p++) {
+    const pageStop = Math.min(keys, (p + 1) * pageRows)
+    for (let k0 = p * pageRows; k0 < pageStop; k0 += step) windows.push({ page: p, kStart: k0, kStop: Math.min(pageStop, k0 + step) })
+  }
+  return windows
 }

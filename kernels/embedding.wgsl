@@ -27,19 +27,28 @@ struct Params {
 
 const BLOCK = 8u;
 
+// Work item e: elements [c0, c1) of token t's row, at dst in out. `copy`: its id falls in this dispatch's
+// range, and the row starts at src in the bound table; `zero`: its id is out of vocabulary and this is the
+// dispatch that zeroes such rows.
+struct Block { dst: u32, src: u32, c0: u32, c1: u32, copy: bool, zero: bool }
+
+fn block(e: u32) -> Block {
+  let t = e / p.blocks;
+  let c0 = (e - t * p.blocks) * BLOCK;
+  let id = ids[t];
+  let copy = id >= p.rowStart && id < p.rowEnd;
+  let src = select(0u, (id - p.rowStart) * p.cols, copy);
+  return Block(t * p.cols, src, c0, min(c0 + BLOCK, p.cols), copy, !copy && id >= p.vocab && p.last == 1u);
+}
+
 @compute @workgroup_size(64)
 fn main4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   for (var e = gid.x; e < p.n; e += nwg.x * 64u) {
-    let t = e / p.blocks;
-    let c0 = (e - t * p.blocks) * BLOCK;
-    let c1 = min(c0 + BLOCK, p.cols);
-    let id = ids[t];
-    let dst = t * p.cols;
-    if (id >= p.rowStart && id < p.rowEnd) {
-      let src = (id - p.rowStart) * p.cols;
-      for (var c = c0; c < c1; c++) { out4[dst + c] = table4[src + c]; }
-    } else if (id >= p.vocab && p.last == 1u) {
-      for (var c = c0; c < c1; c++) { out4[dst + c] = vec4f(0.0); }
+    let b = block(e);
+    if (b.copy) {
+      for (var c = b.c0; c < b.c1; c++) { out4[b.dst + c] = table4[b.src + c]; }
+    } else if (b.zero) {
+      for (var c = b.c0; c < b.c1; c++) { out4[b.dst + c] = vec4f(0.0); }
     }
   }
 }
@@ -47,16 +56,11 @@ fn main4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg
 @compute @workgroup_size(64)
 fn main1(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   for (var e = gid.x; e < p.n; e += nwg.x * 64u) {
-    let t = e / p.blocks;
-    let c0 = (e - t * p.blocks) * BLOCK;
-    let c1 = min(c0 + BLOCK, p.cols);
-    let id = ids[t];
-    let dst = t * p.cols;
-    if (id >= p.rowStart && id < p.rowEnd) {
-      let src = (id - p.rowStart) * p.cols;
-      for (var c = c0; c < c1; c++) { out1[dst + c] = table1[src + c]; }
-    } else if (id >= p.vocab && p.last == 1u) {
-      for (var c = c0; c < c1; c++) { out1[dst + c] = 0.0; }
+    let b = block(e);
+    if (b.copy) {
+      for (var c = b.c0; c < b.c1; c++) { out1[b.dst + c] = table1[b.src + c]; }
+    } else if (b.zero) {
+      for (var c = b.c0; c < b.c1; c++) { out1[b.dst + c] = 0.0; }
     }
   }
 }
@@ -68,16 +72,11 @@ fn f16x2(w: u32) -> vec2f { return unpack2x16float(w); }
 @compute @workgroup_size(64)
 fn main_bf16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   for (var e = gid.x; e < p.n; e += nwg.x * 64u) {
-    let t = e / p.blocks;
-    let c0 = (e - t * p.blocks) * BLOCK;
-    let c1 = min(c0 + BLOCK, p.cols);
-    let id = ids[t];
-    let dst = t * p.cols;
-    if (id >= p.rowStart && id < p.rowEnd) {
-      let src = (id - p.rowStart) * p.cols;
-      for (var c = c0; c < c1; c++) { out2[dst + c] = bf16x2(tableH[src + c]); }
-    } else if (id >= p.vocab && p.last == 1u) {
-      for (var c = c0; c < c1; c++) { out2[dst + c] = vec2f(0.0); }
+    let b = block(e);
+    if (b.copy) {
+      for (var c = b.c0; c < b.c1; c++) { out2[b.dst + c] = bf16x2(tableH[b.src + c]); }
+    } else if (b.zero) {
+      for (var c = b.c0; c < b.c1; c++) { out2[b.dst + c] = vec2f(0.0); }
     }
   }
 }
@@ -85,16 +84,11 @@ fn main_bf16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
 @compute @workgroup_size(64)
 fn main_f16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   for (var e = gid.x; e < p.n; e += nwg.x * 64u) {
-    let t = e / p.blocks;
-    let c0 = (e - t * p.blocks) * BLOCK;
-    let c1 = min(c0 + BLOCK, p.cols);
-    let id = ids[t];
-    let dst = t * p.cols;
-    if (id >= p.rowStart && id < p.rowEnd) {
-      let src = (id - p.rowStart) * p.cols;
-      for (var c = c0; c < c1; c++) { out2[dst + c] = f16x2(tableH[src + c]); }
-    } else if (id >= p.vocab && p.last == 1u) {
-      for (var c = c0; c < c1; c++) { out2[dst + c] = vec2f(0.0); }
+    let b = block(e);
+    if (b.copy) {
+      for (var c = b.c0; c < b.c1; c++) { out2[b.dst + c] = f16x2(tableH[b.src + c]); }
+    } else if (b.zero) {
+      for (var c = b.c0; c < b.c1; c++) { out2[b.dst + c] = vec2f(0.0); }
     }
   }
 }

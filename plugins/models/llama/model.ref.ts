@@ -323,22 +323,7 @@ function referenceForward(model: ReferenceModel, tokens: readonly number[], opts
 
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}.`
-    let wq: Float64Array, wk: Float64Array, wv: Float64Array, wg: Float64Array, wu: Float64Array
-    if (arch === "Phi3ForCausalLM") {
-      const qkv = get(`${p}self_attn.qkv_proj.weight`)
-      wq = qkv.subarray(0, H * hd * D)
-      wk = qkv.subarray(H * hd * D, (H + KV) * hd * D)
-      wv = qkv.subarray((H + KV) * hd * D, (H + 2 * KV) * hd * D)
-      const gu = get(`${p}mlp.gate_up_proj.weight`)
-      wg = gu.subarray(0, I * D)
-      wu = gu.subarray(I * D, 2 * I * D)
-    } else {
-      wq = get(`${p}self_attn.q_proj.weight`)
-      wk = get(`${p}self_attn.k_proj.weight`)
-      wv = get(`${p}self_attn.v_proj.weight`)
-      wg = get(`${p}mlp.gate_proj.weight`)
-      wu = get(`${p}mlp.up_proj.weight`)
-    }
+    const { wq, wk, wv, wg, wu } = projections(get, arch === "Phi3ForCausalLM", p, { H, KV, hd, D, I })
     const bias = (n: string): Float64Array | undefined => (has(p + n) ? get(p + n) : undefined)
 
     const h = rmsnorm(x, n, D, get(`${p}input_layernorm.weight`), eps)
@@ -373,6 +358,29 @@ function referenceForward(model: ReferenceModel, tokens: readonly number[], opts
   const hn = rmsnorm(x, n, D, get("model.norm.weight"), eps)
   const head = tied ? emb : get("lm_head.weight")
   return { hn, head, D, V }
+}
+
+/** Layer p's q/k/v and gate/up weights, split out of Phi-3's fused qkv_proj (rows q | k | v) and gate_up_proj (gate | up). */
+function projections(get: (name: string) => Float64Array, fused: boolean, p: string, dims: { H: number; KV: number; hd: number; D: number; I: number }) {
+  const { H, KV, hd, D, I } = dims
+  if (!fused) {
+    return {
+      wq: get(`${p}self_attn.q_proj.weight`),
+      wk: get(`${p}self_attn.k_proj.weight`),
+      wv: get(`${p}self_attn.v_proj.weight`),
+      wg: get(`${p}mlp.gate_proj.weight`),
+      wu: get(`${p}mlp.up_proj.weight`),
+    }
+  }
+  const qkv = get(`${p}self_attn.qkv_proj.weight`)
+  const gu = get(`${p}mlp.gate_up_proj.weight`)
+  return {
+    wq: qkv.subarray(0, H * hd * D),
+    wk: qkv.subarray(H * hd * D, (H + KV) * hd * D),
+    wv: qkv.subarray((H + KV) * hd * D, (H + 2 * KV) * hd * D),
+    wg: gu.subarray(0, I * D),
+    wu: gu.subarray(I * D, 2 * I * D),
+  }
 }
 
 /** Random token ids in [0, vocab), seeded. */

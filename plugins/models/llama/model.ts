@@ -24,7 +24,7 @@ import { sameRopeTable } from "../../rope/table.ts"
 import { Checkpoint, type RawTensor, rawToF32, type TensorSource } from "../../../common/safetensors.ts"
 import { AdaptedWeights, readPeftAdapter } from "../../../training/peft.ts"
 import { type ConfigOptions, type LlamaConfig, readLlamaConfig } from "./config.ts"
-import { readRawLayer, validateCheckpoint } from "./weights.ts"
+import { type RawLayer, readRawLayer, validateCheckpoint } from "./weights.ts"
 
 const HALF: Readonly<Record<"F16" | "BF16", Half>> = { F16: "f16", BF16: "bf16" }
 
@@ -185,7 +185,6 @@ export function checkSequence(c: LlamaConfig, tokens: Uint32Array | readonly num
   }
 }
 
-/** Loads a folder (or an already inspected one) onto the GPU. */
 /**
  * Waits for the uploads so far and collects the host copies they came from. Without it, peak process memory
  * while loading is about twice the weights: the device's staging copies live until the queue drains, and the
@@ -197,365 +196,437 @@ async function settle(rt: GpuRuntime): Promise<void> {
   ;(globalThis as { Bun?: { gc(force: boolean): void } }).Bun?.gc(true)
 }
 
-export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama, options: InspectOptions = {}): Promise<LlamaModel> {
-  const inspected = typeof source === "string" ? inspectLlama(source, options) : source
-  const { config: c, checkpoint } = inspected
+/** Everything a load uploads, recorded so that a failed load and dispose() free exactly what exists. */
+class Uploads {
+  private readonly tensors: Tensor[] = []
+  private readonly halves: HalfTensor[] = []
+  private readonly weights: Weight[] = []
+  constructor(readonly rt: GpuRuntime) {}
+
+  /** An f32 tensor from a stored one of any float dtype. */
+  f32(raw: RawTensor, shape?: readonly number[]): Tensor {
+    const t = this.rt.upload(rawToF32(raw), shape)
+    this.tensors.push(t)
+    return t
+  }
+
+  bias(b: RawTensor | undefined): Tensor | undefined {
+    return b === undefined ? undefined : this.f32(b)
+  }
+
+  /** A projection [n, k] in the file's dtype: 16-bit weights stay 16-bit on the device. */
+  weight(raw: RawTensor, n: number, k: number): Weight {
+    const w = raw.dtype === "F32" ? prepareWeight(this.rt, raw.data, n, k) : prepareWeight16(this.rt, raw.data, HALF[raw.dtype], n, k)
+    this.weights.push(w)
+    return w
+  }
+
+  /** The embedding table [vocab, D], f32 or in its 16-bit dtype. */
+  table(raw: RawTensor, shape: readonly [number, number]): Tensor | HalfTensor {
+    if (raw.dtype === "F32") return this.f32(raw, shape)
+    const h = uploadHalf(this.rt, raw.data, shape, HALF[raw.dtype])
+    this.halves.push(h)
+    return h
+  }
+
+  release(): void {
+    this.rt.flush()
+    this.rt.release(...this.tensors.splice(0))
+    for (const h of this.halves.splice(0)) this.rt.releaseBuffer(h.buffer)
+    for (const w of this.weights.splice(0)) releaseWeight(this.rt, w)
+  }
+}
+
+/** The weights on the device. */
+interface DeviceWeights {
+  readonly embedTable: Tensor | HalfTensor
+  readonly lmHead: Weight
+  readonly finalNorm: Tensor
+  readonly layers: readonly GpuLayer[]
+}
+
+/** A loaded model: its config and weights on the device; `disposed` is set once, by dispose(). */
+interface DeviceLlama extends DeviceWeights {
+  readonly rt: GpuRuntime
+  readonly c: LlamaConfig
+  /** The KV cache's element type when none is asked for. */
+  readonly kvDtype: "f32" | Half
+  disposed: boolean
+}
+
+/** Uploads the checkpoint's weights, one layer on the host at a time in its file dtype (host memory stays at one layer's size). */
+async function uploadWeights(u: Uploads, c: LlamaConfig, checkpoint: TensorSource): Promise<DeviceWeights> {
+  const D = c.hiddenSize
+  const embedRaw = checkpoint.readRaw("model.embed_tokens.weight")
+  const embedTable = u.table(embedRaw, [c.vocabSize, D])
+  const lmHead = u.weight(c.tieWordEmbeddings ? embedRaw : checkpoint.readRaw("lm_head.weight"), c.vocabSize, D)
+  await settle(u.rt)
+  const finalNorm = u.f32(checkpoint.readRaw("model.norm.weight"))
+  const layers: GpuLayer[] = []
+  for (let i = 0; i < c.numLayers; i++) {
+    layers.push(uploadLayer(u, c, readRawLayer(c, checkpoint, i)))
+    await settle(u.rt)
+  }
+  return { embedTable, lmHead, finalNorm, layers }
+}
+
+function uploadLayer(u: Uploads, c: LlamaConfig, h: RawLayer): GpuLayer {
   const D = c.hiddenSize
   const qDim = c.numHeads * c.headDim
   const kvDim = c.numKvHeads * c.headDim
   const I = c.intermediateSize
-  // Everything uploaded is recorded, so a failed load and dispose() free exactly what exists.
-  const tensors: Tensor[] = []
-  const weights: Weight[] = []
-  const releaseAll = (): void => {
-    rt.flush()
-    rt.release(...tensors.splice(0))
-    for (const h of halves.splice(0)) rt.releaseBuffer(h.buffer)
-    for (const w of weights.splice(0)) releaseWeight(rt, w)
+  return {
+    inputNorm: u.f32(h.inputNorm),
+    q: u.weight(h.q, qDim, D),
+    k: u.weight(h.k, kvDim, D),
+    v: u.weight(h.v, kvDim, D),
+    o: u.weight(h.o, D, qDim),
+    qBias: u.bias(h.qBias),
+    kBias: u.bias(h.kBias),
+    vBias: u.bias(h.vBias),
+    oBias: u.bias(h.oBias),
+    postNorm: u.f32(h.postNorm),
+    gate: u.weight(h.gate, I, D),
+    up: u.weight(h.up, I, D),
+    down: u.weight(h.down, D, I),
+    gateBias: u.bias(h.gateBias),
+    upBias: u.bias(h.upBias),
+    downBias: u.bias(h.downBias),
   }
-  const halves: HalfTensor[] = []
-  const up = (raw: RawTensor, shape?: readonly number[]): Tensor => {
-    const t = rt.upload(rawToF32(raw), shape)
-    tensors.push(t)
-    return t
-  }
-  const bias = (b: RawTensor | undefined): Tensor | undefined => (b === undefined ? undefined : up(b))
-  // in the file's dtype: 16-bit weights stay 16-bit on the device
-  const weight = (raw: RawTensor, n: number, k: number): Weight => {
-    const w = raw.dtype === "F32" ? prepareWeight(rt, raw.data, n, k) : prepareWeight16(rt, raw.data, HALF[raw.dtype], n, k)
-    weights.push(w)
-    return w
-  }
-  const table = (raw: RawTensor): Tensor | HalfTensor => {
-    if (raw.dtype === "F32") return up(raw, [c.vocabSize, D])
-    const h = uploadHalf(rt, raw.data, [c.vocabSize, D], HALF[raw.dtype])
-    halves.push(h)
-    return h
-  }
+}
 
-  // the cache keeps the weights' precision unless asked otherwise
-  const kvDtype: "f32" | Half = [...checkpoint.tensors.values()].some((t) => t.dtype === "BF16") ? "bf16" : [...checkpoint.tensors.values()].some((t) => t.dtype === "F16") ? "f16" : "f32"
-  const kvOptions = (o: KvOptions, capacity: number): KvCacheOptions => ({
-    dtype: o.kvCache ?? kvDtype,
+/** The cache keeps the weights' precision unless asked otherwise: bf16 if any weight is, else f16 if any is, else f32. */
+function weightsDtype(checkpoint: TensorSource): "f32" | Half {
+  const dtypes = [...checkpoint.tensors.values()].map((t) => t.dtype)
+  return dtypes.includes("BF16") ? "bf16" : dtypes.includes("F16") ? "f16" : "f32"
+}
+
+function kvOptions(m: DeviceLlama, o: KvOptions, capacity: number): KvCacheOptions {
+  return {
+    dtype: o.kvCache ?? m.kvDtype,
     ...(o.pageRows === undefined ? {} : { pageRows: Math.min(o.pageRows, Math.ceil(capacity / 4) * 4) }),
-  })
-  let embedTable: Tensor | HalfTensor, lmHead: Weight, finalNorm: Tensor
-  const layers: GpuLayer[] = []
+  }
+}
+
+function checkAlive(m: DeviceLlama): void {
+  if (m.disposed) throw new Error("llama: model used after dispose()")
+}
+
+/** Loads a folder (or an already inspected one) onto the GPU. */
+export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama, options: InspectOptions = {}): Promise<LlamaModel> {
+  const inspected = typeof source === "string" ? inspectLlama(source, options) : source
+  const { config: c, checkpoint } = inspected
+  const uploads = new Uploads(rt)
+  let weights: DeviceWeights
   try {
-    {
-      const embedRaw = checkpoint.readRaw("model.embed_tokens.weight")
-      embedTable = table(embedRaw)
-      lmHead = weight(c.tieWordEmbeddings ? embedRaw : checkpoint.readRaw("lm_head.weight"), c.vocabSize, D)
-    }
-    await settle(rt)
-    finalNorm = up(checkpoint.readRaw("model.norm.weight"))
-    // One layer on the host at a time, in its file dtype, so host memory stays at one layer's size.
-    for (let i = 0; i < c.numLayers; i++) {
-      const h = readRawLayer(c, checkpoint, i)
-      layers.push({
-        inputNorm: up(h.inputNorm),
-        q: weight(h.q, qDim, D),
-        k: weight(h.k, kvDim, D),
-        v: weight(h.v, kvDim, D),
-        o: weight(h.o, D, qDim),
-        qBias: bias(h.qBias),
-        kBias: bias(h.kBias),
-        vBias: bias(h.vBias),
-        oBias: bias(h.oBias),
-        postNorm: up(h.postNorm),
-        gate: weight(h.gate, I, D),
-        up: weight(h.up, I, D),
-        down: weight(h.down, D, I),
-        gateBias: bias(h.gateBias),
-        upBias: bias(h.upBias),
-        downBias: bias(h.downBias),
-      })
-      await settle(rt)
-    }
+    weights = await uploadWeights(uploads, c, checkpoint)
   } catch (e) {
-    releaseAll()
+    uploads.release()
     throw e
   }
-
-  let disposed = false
-
-  /** x += x_in·Wᵀ (+ b): the residual update, in place. */
-  const linAdd = (x: Tensor, w: Weight, b: Tensor | undefined, residual: Tensor): void => {
-    linearMany(rt, x, [{ w, bias: b, addTo: residual }])
-  }
-
-  async function logprobs(tokens: Uint32Array | readonly number[], options: LogprobsOptions = {}): Promise<Float64Array> {
-    if (disposed) throw new Error("llama: model used after dispose()")
-    const n = tokens.length
-    checkSequence(c, tokens, options.source)
-    const out = new Float64Array(Math.max(0, n - 1))
-    if (n < 2) return out
-    const chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
-    const ids = Uint32Array.from(tokens)
-    // The last token is only a target: nothing attends to it and its prediction is not scored, so only
-    // positions 0..n-2 go through the model. The table is still the one for length n (HF semantics).
-    const m = n - 1
-    const table = uploadRopeTable(rt, options.rope ?? inspected.rope(n), c.numLayers)
-    const caches: KvCache[] = layers.map(() => createKvCache(rt, m, c.numKvHeads, c.headDim, kvOptions(options, m)))
-    const logitRows = Math.max(1, Math.min(chunk, Math.floor(options.logitRows ?? LOGIT_FLOATS / c.vocabSize)))
-    try {
-      for (let start = 0; start < m; start += chunk) {
-        const len = Math.min(chunk, m - start)
-        const x = forwardChunk(ids.subarray(start, start + len), start, table, caches)
-        // Row p predicts token p+1.
-        for (let r = 0; r < len; r += logitRows) {
-          const rows = Math.min(logitRows, len - r)
-          const part = rows === len ? x : sliceRows(x, r, rows, D)
-          const logits = linear(rt, part, lmHead)
-          const targets = rt.upload(ids.subarray(start + r + 1, start + r + 1 + rows))
-          const lp = logprobsFromLogits(rt, logits, targets)
-          rt.release(logits, targets)
-          if (part !== x) rt.release(part)
-          const values = await rt.read(lp)
-          rt.release(lp)
-          for (let j = 0; j < rows; j++) out[start + r + j] = values[j]!
-        }
-        rt.release(x)
-      }
-    } finally {
-      for (const cache of caches) releaseKvCache(rt, cache)
-      releaseRopeTable(rt, table)
-    }
-    await settleTuning(rt) // shapes seen for the first time on this machine: time their variants now
-    return out
-  }
-
-  async function distributions(tokens: Uint32Array | readonly number[], tables: readonly RopeTable[], onRows: DistributionRows, options: DistributionOptions = {}): Promise<void> {
-    if (disposed) throw new Error("llama: model used after dispose()")
-    if (tables.length === 0) throw new Error("llama distributions: at least one table")
-    const n = tokens.length
-    checkSequence(c, tokens, options.source)
-    if (n < 2) return
-    const chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
-    const ids = Uint32Array.from(tokens)
-    const m = n - 1
-    const V = c.vocabSize
-    const logitRows = Math.max(1, Math.min(chunk, Math.floor(options.logitRows ?? LOGIT_FLOATS / (V * tables.length))))
-    // one KV cache per table: the tables advance through the sequence in lockstep, chunk by chunk
-    const gpuTables: GpuRopeTable[] = []
-    const caches: KvCache[][] = []
-    try {
-      for (const t of tables) {
-        gpuTables.push(uploadRopeTable(rt, t, c.numLayers))
-        caches.push(layers.map(() => createKvCache(rt, m, c.numKvHeads, c.headDim, kvOptions(options, m))))
-      }
-      for (let start = 0; start < m; start += chunk) {
-        const len = Math.min(chunk, m - start)
-        const hidden = gpuTables.map((t, k) => forwardChunk(ids.subarray(start, start + len), start, t, caches[k]!))
-        try {
-          for (let r = 0; r < len; r += logitRows) {
-            const rows = Math.min(logitRows, len - r)
-            const blocks: Float64Array[] = []
-            for (const x of hidden) {
-              const part = rows === len ? x : sliceRows(x, r, rows, D)
-              const logits = linear(rt, part, lmHead)
-              if (part !== x) rt.release(part)
-              const values = await rt.read(logits)
-              rt.release(logits)
-              const out = new Float64Array(rows * V)
-              for (let j = 0; j < rows; j++) logSoftmaxInto(values, j * V, V, out)
-              blocks.push(out)
-            }
-            await onRows(start + r, rows, blocks)
-          }
-        } finally {
-          rt.release(...hidden)
-        }
-      }
-    } finally {
-      for (const cs of caches) for (const cache of cs) releaseKvCache(rt, cache)
-      for (const t of gpuTables) releaseRopeTable(rt, t)
-    }
-  }
-
-  /** One chunk (`ids`, at positions start..) through every layer and the final norm; returns the normed hidden states [len, D]. */
-  function forwardChunk(ids: Uint32Array, start: number, table: GpuRopeTable, caches: readonly KvCache[]): Tensor {
-    const len = ids.length
-    const idT = rt.upload(ids)
-    const positions = new Uint32Array(len)
-    for (let i = 0; i < len; i++) positions[i] = start + i
-    const posT = rt.upload(positions)
-    const x = embed(rt, embedTable, idT)
-
-    for (let l = 0; l < layers.length; l++) {
-      const w = layers[l]!
-      const h = rmsnorm(rt, x, w.inputNorm, c.rmsNormEps)
-      const [q, k, v] = linearMany(rt, h, [{ w: w.q, bias: w.qBias }, { w: w.k, bias: w.kBias }, { w: w.v, bias: w.vBias }]) as [Tensor, Tensor, Tensor]
-      rt.release(h)
-      applyRope(rt, q, posT, table, { heads: c.numHeads, headDim: c.headDim, layer: l })
-      applyRope(rt, k, posT, table, { heads: c.numKvHeads, headDim: c.headDim, layer: l })
-
-      const cache = caches[l]!
-      appendKv(rt, cache, k, v, start)
-
-      rt.release(k, v)
-      const a = attention(rt, q, cache, { heads: c.numHeads, queryOffset: start, scale: 1 / Math.sqrt(c.headDim) })
-      rt.release(q)
-      linAdd(a, w.o, w.oBias, x)
-      rt.release(a)
-      const h2 = rmsnorm(rt, x, w.postNorm, c.rmsNormEps)
-      const [g, u] = linearMany(rt, h2, [{ w: w.gate, bias: w.gateBias }, { w: w.up, bias: w.upBias }]) as [Tensor, Tensor]
-      rt.release(h2)
-      const m = swiglu(rt, g, u)
-      rt.release(g, u)
-      linAdd(m, w.down, w.downBias, x)
-      rt.release(m)
-    }
-    const normed = rmsnorm(rt, x, finalNorm, c.rmsNormEps)
-    rt.release(x, idT, posT)
-    return normed
-  }
-
-  /** Rows [from, from+rows) of x [*, width] as a new tensor (a recorded copy, in batch order). */
-  function sliceRows(x: Tensor, from: number, rows: number, width: number): Tensor {
-    const t = rt.tensor([rows, width])
-    rt.copy(x.buffer, from * width * 4, t.buffer, 0, rows * width * 4)
-    return t
-  }
-
-  function session(capacity: number, options: KvOptions = {}): LlamaSession {
-    if (disposed) throw new Error("llama: model used after dispose()")
-    if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`llama session: capacity ${capacity} must be an integer ≥ 1`)
-    const caches: KvCache[] = []
-    try {
-      for (let l = 0; l < layers.length; l++) caches.push(createKvCache(rt, capacity, c.numKvHeads, c.headDim, kvOptions(options, capacity)))
-    } catch (e) {
-      for (const cache of caches) releaseKvCache(rt, cache)
-      throw e
-    }
-    let length = 0
-    let table: RopeTable | undefined
-    let gpuTable: GpuRopeTable | undefined
-    let closed = false
-    const setTable = (t: RopeTable): GpuRopeTable => {
-      if (gpuTable !== undefined) releaseRopeTable(rt, gpuTable)
-      table = t
-      gpuTable = uploadRopeTable(rt, t, c.numLayers)
-      return gpuTable
-    }
-    const alive = (): void => {
-      if (closed) throw new Error("llama session: used after dispose()")
-      if (disposed) throw new Error("llama: model used after dispose()")
-    }
-
-    async function feed(tokens: Uint32Array | readonly number[], t: RopeTable, options: { readonly chunk?: number; readonly source?: string } = {}): Promise<Float64Array> {
-      alive()
-      const n = tokens.length
-      if (n === 0) throw new Error("llama session: feed needs at least one token")
-      checkTokens(tokens, c.vocabSize, options.source)
-      if (length + n > capacity) throw new Error(`llama session: ${length} cached + ${n} new tokens exceed the capacity ${capacity}`)
-      if (c.slidingWindow !== undefined && length + n > c.slidingWindow) {
-        throw inputError(c.file, `sliding_window ${c.slidingWindow} is shorter than the ${length + n}-token sequence; sliding-window attention is not implemented (set sliding_window to null for full attention)`)
-      }
-      let gt = gpuTable
-      if (table === undefined || gt === undefined || !sameRopeTable(table, t, c.numLayers)) {
-        if (length > 0) throw new Error("llama session: the table differs from the one the cached keys carry; rerotate() or reset() first")
-        gt = setTable(t)
-      }
-      const chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
-      const ids = Uint32Array.from(tokens)
-      let last: Tensor | undefined
-      for (let at = 0; at < n; at += chunk) {
-        const len = Math.min(chunk, n - at)
-        const x = forwardChunk(ids.subarray(at, at + len), length + at, gt, caches)
-        if (at + len < n) rt.release(x)
-        else {
-          last = len === 1 ? x : sliceRows(x, len - 1, 1, D)
-          if (last !== x) rt.release(x)
-        }
-      }
-      length += n
-      const logits = linear(rt, last!, lmHead)
-      rt.release(last)
-      const values = await rt.read(logits)
-      rt.release(logits)
-      return logSoftmax(values, c.vocabSize)
-    }
-
-    function rerotate(t: RopeTable): void {
-      alive()
-      if (table !== undefined && sameRopeTable(table, t, c.numLayers)) return
-      const old = gpuTable
-      if (old === undefined || length === 0) {
-        setTable(t) // nothing cached to turn
-        return
-      }
-      // The inverse table rotates by −angle but keeps m; 1/m_old instead undoes the old scale too. Rows
-      // below the old n̂ were rotated with θ_0 and no scale, which the inverse undoes as they are.
-      const inv0 = inverseRopeTable(rt, old)
-      const inverse: GpuRopeTable = { ...inv0, attentionScale: 1 / old.attentionScale }
-      const fresh = uploadRopeTable(rt, t, c.numLayers)
-      const width = c.numKvHeads * c.headDim
-      const opts = { heads: c.numKvHeads, headDim: c.headDim }
-      // page by page (each within one storage binding): an f32 page turned in place, a 16-bit one widened,
-      // turned and rounded back
-      const pageRows = caches[0]!.pageRows
-      const scratch = kvScratch(rt, caches[0]!)
-      for (let from = 0, p = 0; from < length; from += pageRows, p++) {
-        const rows = Math.min(pageRows, length - from)
-        const positions = new Uint32Array(rows)
-        for (let i = 0; i < rows; i++) positions[i] = from + i
-        const posT = rt.upload(positions)
-        for (let l = 0; l < caches.length; l++) {
-          const cache = caches[l]!
-          const page = cache.pages[p]!.k
-          const view: Tensor = { buffer: kvRows(rt, cache, page, rows, scratch).buffer, shape: [rows, width], dtype: "f32" }
-          applyRope(rt, view, posT, inverse, { ...opts, layer: l })
-          applyRope(rt, view, posT, fresh, { ...opts, layer: l })
-          storeKvRows(rt, cache, page, rows, scratch)
-        }
-        rt.release(posT)
-      }
-      rt.release(scratch)
-      rt.releaseBuffer(inv0.buffer)
-      releaseRopeTable(rt, old)
-      table = t
-      gpuTable = fresh
-    }
-
-    return {
-      get length() {
-        return length
-      },
-      capacity,
-      get table() {
-        return table
-      },
-      feed,
-      rerotate,
-      reset() {
-        alive()
-        length = 0
-      },
-      dispose() {
-        if (closed) return
-        closed = true
-        if (disposed) return
-        rt.flush()
-        for (const cache of caches) releaseKvCache(rt, cache)
-        if (gpuTable !== undefined) releaseRopeTable(rt, gpuTable)
-      },
-    }
-  }
-
+  const m: DeviceLlama = { rt, c, ...weights, kvDtype: weightsDtype(checkpoint), disposed: false }
   return {
     config: c,
     rope: inspected.rope,
-    kvDtype,
-    logprobs,
-    session,
-    distributions,
+    kvDtype: m.kvDtype,
+    logprobs: (tokens, o = {}) => logprobs(m, inspected.rope, tokens, o),
+    session: (capacity, o = {}) => openSession(m, capacity, o),
+    distributions: (tokens, tables, onRows, o = {}) => distributions(m, tokens, tables, onRows, o),
     dispose() {
-      if (disposed) return
-      disposed = true
-      releaseAll()
+      if (m.disposed) return
+      m.disposed = true
+      uploads.release()
     },
   }
+}
+
+/** `out[i] = ln p(tokens[i+1] | tokens[0..i])`, chunk by chunk over one KV cache per layer. */
+async function logprobs(m: DeviceLlama, ropeFor: (length: number) => RopeTable, tokens: Uint32Array | readonly number[], options: LogprobsOptions): Promise<Float64Array> {
+  checkAlive(m)
+  const { rt, c } = m
+  const n = tokens.length
+  checkSequence(c, tokens, options.source)
+  const out = new Float64Array(Math.max(0, n - 1))
+  if (n < 2) return out
+  const chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
+  const ids = Uint32Array.from(tokens)
+  // The last token is only a target: nothing attends to it and its prediction is not scored, so only
+  // positions 0..n-2 go through the model. The table is still the one for length n (HF semantics).
+  const len1 = n - 1
+  const table = uploadRopeTable(rt, options.rope ?? ropeFor(n), c.numLayers)
+  const caches: KvCache[] = m.layers.map(() => createKvCache(rt, len1, c.numKvHeads, c.headDim, kvOptions(m, options, len1)))
+  const logitRows = Math.max(1, Math.min(chunk, Math.floor(options.logitRows ?? LOGIT_FLOATS / c.vocabSize)))
+  try {
+    for (let start = 0; start < len1; start += chunk) {
+      const len = Math.min(chunk, len1 - start)
+      const x = forwardChunk(m, ids.subarray(start, start + len), start, table, caches)
+      // Row p predicts token p+1.
+      for (let r = 0; r < len; r += logitRows) {
+        const rows = Math.min(logitRows, len - r)
+        const part = rows === len ? x : sliceRows(rt, x, r, rows, c.hiddenSize)
+        const logits = linear(rt, part, m.lmHead)
+        const targets = rt.upload(ids.subarray(start + r + 1, start + r + 1 + rows))
+        const lp = logprobsFromLogits(rt, logits, targets)
+        rt.release(logits, targets)
+        if (part !== x) rt.release(part)
+        const values = await rt.read(lp)
+        rt.release(lp)
+        for (let j = 0; j < rows; j++) out[start + r + j] = values[j]!
+      }
+      rt.release(x)
+    }
+  } finally {
+    for (const cache of caches) releaseKvCache(rt, cache)
+    releaseRopeTable(rt, table)
+  }
+  await settleTuning(rt) // shapes seen for the first time on this machine: time their variants now
+  return out
+}
+
+/** LlamaModel.distributions: every table's KV caches advance through the sequence in lockstep, chunk by chunk. */
+async function distributions(m: DeviceLlama, tokens: Uint32Array | readonly number[], tables: readonly RopeTable[], onRows: DistributionRows, options: DistributionOptions): Promise<void> {
+  checkAlive(m)
+  const { rt, c } = m
+  if (tables.length === 0) throw new Error("llama distributions: at least one table")
+  const n = tokens.length
+  checkSequence(c, tokens, options.source)
+  if (n < 2) return
+  const chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
+  const ids = Uint32Array.from(tokens)
+  const len1 = n - 1
+  const V = c.vocabSize
+  const logitRows = Math.max(1, Math.min(chunk, Math.floor(options.logitRows ?? LOGIT_FLOATS / (V * tables.length))))
+  const gpuTables: GpuRopeTable[] = []
+  const caches: KvCache[][] = []
+  try {
+    for (const t of tables) {
+      gpuTables.push(uploadRopeTable(rt, t, c.numLayers))
+      caches.push(m.layers.map(() => createKvCache(rt, len1, c.numKvHeads, c.headDim, kvOptions(m, options, len1))))
+    }
+    for (let start = 0; start < len1; start += chunk) {
+      const len = Math.min(chunk, len1 - start)
+      const hidden = gpuTables.map((t, k) => forwardChunk(m, ids.subarray(start, start + len), start, t, caches[k]!))
+      try {
+        for (let r = 0; r < len; r += logitRows) {
+          const rows = Math.min(logitRows, len - r)
+          const blocks: Float64Array[] = []
+          for (const x of hidden) blocks.push(await logSoftmaxRows(m, x, r, rows, len))
+          await onRows(start + r, rows, blocks)
+        }
+      } finally {
+        rt.release(...hidden)
+      }
+    }
+  } finally {
+    for (const cs of caches) for (const cache of cs) releaseKvCache(rt, cache)
+    for (const t of gpuTables) releaseRopeTable(rt, t)
+  }
+}
+
+/** ln softmax of rows [r, r+rows) of the hidden states x [len, D], through the lm_head, in float64 on the host. */
+async function logSoftmaxRows(m: DeviceLlama, x: Tensor, r: number, rows: number, len: number): Promise<Float64Array> {
+  const { rt } = m
+  const V = m.c.vocabSize
+  const part = rows === len ? x : sliceRows(rt, x, r, rows, m.c.hiddenSize)
+  const logits = linear(rt, part, m.lmHead)
+  if (part !== x) rt.release(part)
+  const values = await rt.read(logits)
+  rt.release(logits)
+  const out = new Float64Array(rows * V)
+  for (let j = 0; j < rows; j++) logSoftmaxInto(values, j * V, V, out)
+  return out
+}
+
+/** One chunk (`ids`, at positions start..) through every layer and the final norm; returns the normed hidden states [len, D]. */
+function forwardChunk(m: DeviceLlama, ids: Uint32Array, start: number, table: GpuRopeTable, caches: readonly KvCache[]): Tensor {
+  const { rt, c } = m
+  const len = ids.length
+  const idT = rt.upload(ids)
+  const positions = new Uint32Array(len)
+  for (let i = 0; i < len; i++) positions[i] = start + i
+  const posT = rt.upload(positions)
+  const x = embed(rt, m.embedTable, idT)
+
+  for (let l = 0; l < m.layers.length; l++) {
+    const w = m.layers[l]!
+    const h = rmsnorm(rt, x, w.inputNorm, c.rmsNormEps)
+    const [q, k, v] = linearMany(rt, h, [{ w: w.q, bias: w.qBias }, { w: w.k, bias: w.kBias }, { w: w.v, bias: w.vBias }]) as [Tensor, Tensor, Tensor]
+    rt.release(h)
+    applyRope(rt, q, posT, table, { heads: c.numHeads, headDim: c.headDim, layer: l })
+    applyRope(rt, k, posT, table, { heads: c.numKvHeads, headDim: c.headDim, layer: l })
+
+    const cache = caches[l]!
+    appendKv(rt, cache, k, v, start)
+
+    rt.release(k, v)
+    const a = attention(rt, q, cache, { heads: c.numHeads, queryOffset: start, scale: 1 / Math.sqrt(c.headDim) })
+    rt.release(q)
+    // x += a·Woᵀ (+ b): the residual update, in place (likewise the MLP's down projection below)
+    linearMany(rt, a, [{ w: w.o, bias: w.oBias, addTo: x }])
+    rt.release(a)
+    const h2 = rmsnorm(rt, x, w.postNorm, c.rmsNormEps)
+    const [g, u] = linearMany(rt, h2, [{ w: w.gate, bias: w.gateBias }, { w: w.up, bias: w.upBias }]) as [Tensor, Tensor]
+    rt.release(h2)
+    const mlp = swiglu(rt, g, u)
+    rt.release(g, u)
+    linearMany(rt, mlp, [{ w: w.down, bias: w.downBias, addTo: x }])
+    rt.release(mlp)
+  }
+  const normed = rmsnorm(rt, x, m.finalNorm, c.rmsNormEps)
+  rt.release(x, idT, posT)
+  return normed
+}
+
+/** Rows [from, from+rows) of x [*, width] as a new tensor (a recorded copy, in batch order). */
+function sliceRows(rt: GpuRuntime, x: Tensor, from: number, rows: number, width: number): Tensor {
+  const t = rt.tensor([rows, width])
+  rt.copy(x.buffer, from * width * 4, t.buffer, 0, rows * width * 4)
+  return t
+}
+
+/** A session's state: one KV cache per layer, the tokens in them and the table their keys carry. */
+interface Session {
+  readonly caches: readonly KvCache[]
+  readonly capacity: number
+  length: number
+  table: RopeTable | undefined
+  gpuTable: GpuRopeTable | undefined
+  closed: boolean
+}
+
+function openSession(m: DeviceLlama, capacity: number, options: KvOptions): LlamaSession {
+  checkAlive(m)
+  const { rt, c } = m
+  if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`llama session: capacity ${capacity} must be an integer ≥ 1`)
+  const caches: KvCache[] = []
+  try {
+    for (let l = 0; l < m.layers.length; l++) caches.push(createKvCache(rt, capacity, c.numKvHeads, c.headDim, kvOptions(m, options, capacity)))
+  } catch (e) {
+    for (const cache of caches) releaseKvCache(rt, cache)
+    throw e
+  }
+  const s: Session = { caches, capacity, length: 0, table: undefined, gpuTable: undefined, closed: false }
+  return {
+    get length() {
+      return s.length
+    },
+    capacity,
+    get table() {
+      return s.table
+    },
+    feed: (tokens, t, o = {}) => feed(m, s, tokens, t, o),
+    rerotate: (t) => rerotate(m, s, t),
+    reset() {
+      checkSession(m, s)
+      s.length = 0
+    },
+    dispose() {
+      if (s.closed) return
+      s.closed = true
+      if (m.disposed) return
+      rt.flush()
+      for (const cache of caches) releaseKvCache(rt, cache)
+      if (s.gpuTable !== undefined) releaseRopeTable(rt, s.gpuTable)
+    },
+  }
+}
+
+function checkSession(m: DeviceLlama, s: Session): void {
+  if (s.closed) throw new Error("llama session: used after dispose()")
+  checkAlive(m)
+}
+
+function setSessionTable(m: DeviceLlama, s: Session, t: RopeTable): GpuRopeTable {
+  if (s.gpuTable !== undefined) releaseRopeTable(m.rt, s.gpuTable)
+  s.table = t
+  s.gpuTable = uploadRopeTable(m.rt, t, m.c.numLayers)
+  return s.gpuTable
+}
+
+/** LlamaSession.feed: `tokens` through the model at positions length.., chunk by chunk; ln p(next token) after the last. */
+async function feed(m: DeviceLlama, s: Session, tokens: Uint32Array | readonly number[], t: RopeTable, options: { readonly chunk?: number; readonly source?: string }): Promise<Float64Array> {
+  checkSession(m, s)
+  const { rt, c } = m
+  const n = tokens.length
+  if (n === 0) throw new Error("llama session: feed needs at least one token")
+  checkTokens(tokens, c.vocabSize, options.source)
+  if (s.length + n > s.capacity) throw new Error(`llama session: ${s.length} cached + ${n} new tokens exceed the capacity ${s.capacity}`)
+  if (c.slidingWindow !== undefined && s.length + n > c.slidingWindow) {
+    throw inputError(c.file, `sliding_window ${c.slidingWindow} is shorter than the ${s.length + n}-token sequence; sliding-window attention is not implemented (set sliding_window to null for full attention)`)
+  }
+  let gt = s.gpuTable
+  if (s.table === undefined || gt === undefined || !sameRopeTable(s.table, t, c.numLayers)) {
+    if (s.length > 0) throw new Error("llama session: the table differs from the one the cached keys carry; rerotate() or reset() first")
+    gt = setSessionTable(m, s, t)
+  }
+  const chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
+  const ids = Uint32Array.from(tokens)
+  let last: Tensor | undefined
+  for (let at = 0; at < n; at += chunk) {
+    const len = Math.min(chunk, n - at)
+    const x = forwardChunk(m, ids.subarray(at, at + len), s.length + at, gt, s.caches)
+    if (at + len < n) rt.release(x)
+    else {
+      last = len === 1 ? x : sliceRows(rt, x, len - 1, 1, c.hiddenSize)
+      if (last !== x) rt.release(x)
+    }
+  }
+  s.length += n
+  const logits = linear(rt, last!, m.lmHead)
+  rt.release(last)
+  const values = await rt.read(logits)
+  rt.release(logits)
+  return logSoftmax(values, c.vocabSize)
+}
+
+/** LlamaSession.rerotate: the cached keys turned from the old table to `t`. */
+function rerotate(m: DeviceLlama, s: Session, t: RopeTable): void {
+  checkSession(m, s)
+  const { rt, c } = m
+  if (s.table !== undefined && sameRopeTable(s.table, t, c.numLayers)) return
+  const old = s.gpuTable
+  if (old === undefined || s.length === 0) {
+    setSessionTable(m, s, t) // nothing cached to turn
+    return
+  }
+  // The inverse table rotates by −angle but keeps m; 1/m_old instead undoes the old scale too. Rows
+  // below the old n̂ were rotated with θ_0 and no scale, which the inverse undoes as they are.
+  const inv0 = inverseRopeTable(rt, old)
+  const inverse: GpuRopeTable = { ...inv0, attentionScale: 1 / old.attentionScale }
+  const fresh = uploadRopeTable(rt, t, c.numLayers)
+  turnCachedKeys(m, s, inverse, fresh)
+  rt.releaseBuffer(inv0.buffer)
+  releaseRopeTable(rt, old)
+  s.table = t
+  s.gpuTable = fresh
+}
+
+/**
+ * Every cached key rotated by `inverse`, then by `fresh`, page by page (each within one storage binding):
+ * an f32 page turned in place, a 16-bit one widened, turned and rounded back.
+ */
+function turnCachedKeys(m: DeviceLlama, s: Session, inverse: GpuRopeTable, fresh: GpuRopeTable): void {
+  const { rt, c } = m
+  const width = c.numKvHeads * c.headDim
+  const opts = { heads: c.numKvHeads, headDim: c.headDim }
+  const pageRows = s.caches[0]!.pageRows
+  const scratch = kvScratch(rt, s.caches[0]!)
+  for (let from = 0, p = 0; from < s.length; from += pageRows, p++) {
+    const rows = Math.min(pageRows, s.length - from)
+    const positions = new Uint32Array(rows)
+    for (let i = 0; i < rows; i++) positions[i] = from + i
+    const posT = rt.upload(positions)
+    for (let l = 0; l < s.caches.length; l++) {
+      const cache = s.caches[l]!
+      const page = cache.pages[p]!.k
+      const view: Tensor = { buffer: kvRows(rt, cache, page, rows, scratch).buffer, shape: [rows, width], dtype: "f32" }
+      applyRope(rt, view, posT, inverse, { ...opts, layer: l })
+      applyRope(rt, view, posT, fresh, { ...opts, layer: l })
+      storeKvRows(rt, cache, page, rows, scratch)
+    }
+    rt.release(posT)
+  }
+  rt.release(scratch)
 }
 
 /** ln softmax of the row at `offset` of `logits` into the same place of `out`, in float64. */
@@ -570,12 +641,7 @@ function logSoftmaxInto(logits: Float32Array, offset: number, vocab: number, out
 
 /** ln softmax of one row of logits, in float64 (the host picks the next token from it anyway). */
 function logSoftmax(logits: Float32Array, vocab: number): Float64Array {
-  let max = -Infinity
-  for (let i = 0; i < vocab; i++) if (logits[i]! > max) max = logits[i]!
-  let sum = 0
-  for (let i = 0; i < vocab; i++) sum += Math.exp(logits[i]! - max)
-  const lse = max + Math.log(sum)
   const out = new Float64Array(vocab)
-  for (let i = 0; i < vocab; i++) out[i] = logits[i]! - lse
+  logSoftmaxInto(logits, 0, vocab, out)
   return out
 }

@@ -18,7 +18,7 @@
  * next-token NLL over the scored targets.
  */
 import { addInPlace } from "../../../kernels/add.ts"
-import { attentionBackward, attentionTrain } from "../../../kernels/attention-backward.ts"
+import { type TrainAttentionOptions, attentionBackward, attentionTrain } from "../../../kernels/attention-backward.ts"
 import { crossEntropyBackward } from "../../../kernels/cross-entropy-backward.ts"
 import { embed } from "../../../kernels/embedding.ts"
 import { embeddingBackward } from "../../../kernels/embedding-backward.ts"
@@ -26,9 +26,8 @@ import { logprobsFromLogits } from "../../../kernels/logprobs.ts"
 import { matmul } from "../../../kernels/matmul.ts"
 import { rmsnorm } from "../../../kernels/rmsnorm.ts"
 import { rmsnormBackward } from "../../../kernels/rmsnorm-backward.ts"
-import { applyRope, releaseRopeTable, uploadRopeTable } from "../../../kernels/rope.ts"
+import { type GpuRopeTable, applyRope, releaseRopeTable, uploadRopeTable } from "../../../kernels/rope.ts"
 import { applyRopeBackward, inverseRopeTable } from "../../../kernels/rope-backward.ts"
-import type { RopeTable } from "../../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../../kernels/runtime.ts"
 import { axpyInPlace, fill } from "../../../kernels/scale.ts"
 import { dropout } from "../../../kernels/dropout.ts"
@@ -44,7 +43,7 @@ import type { ParamInit } from "../../../training/optimizer.ts"
 import { Checkpoint, type TensorSource, type TensorToWrite } from "../../../common/safetensors.ts"
 import type { LlamaConfig } from "./config.ts"
 import { checkTokens, openWeights } from "./model.ts"
-import { type HostLayer, layerPrefix, readLayer, validateCheckpoint } from "./weights.ts"
+import { type HostLayer, layerPrefix, readLayer, unfusedLayer, validateCheckpoint } from "./weights.ts"
 
 /** Logit rows per lm_head chunk are capped so rows × vocab stays under this many floats (16 MiB). */
 export const LOGIT_FLOATS = 4 * 1024 * 1024
@@ -189,39 +188,93 @@ export interface TrainableOptions {
   }
 }
 
+/** The base weights as uploaded: each owned (released on dispose), by name and in checkpoint order. */
+class BaseWeights {
+  readonly owned: Tensor[] = []
+  readonly params: ParamInit[] = []
+  /** Every tensor by name: base weights, and (once added) the adapters' A and B. */
+  readonly byName = new Map<string, Tensor>()
+  constructor(private readonly rt: GpuRuntime) {}
+
+  put(name: string, data: Float32Array, shape: readonly number[], weightDecay: boolean): Tensor {
+    const n = shape.reduce((a, b) => a * b, 1)
+    if (data.length !== n) throw inputError(name, `has ${data.length} values, expected [${shape.join(", ")}]`)
+    const t = this.rt.upload(data, shape)
+    this.owned.push(t)
+    this.params.push({ name, value: t, weightDecay })
+    this.byName.set(name, t)
+    return t
+  }
+}
+
+/** The weights a step reads. */
+interface ModelWeights {
+  readonly embedTable: Tensor
+  readonly layers: readonly LayerParams[]
+  readonly finalNorm: Tensor
+  readonly head: Tensor
+}
+
+/** The trainable model: its config, weights and adapters, and which tensors train; `disposed` is set once, by dispose(). */
+interface TrainModel extends ModelWeights {
+  readonly rt: GpuRuntime
+  readonly c: LlamaConfig
+  readonly options: TrainableOptions
+  readonly adapters: ReadonlyMap<string, LoraAdapter>
+  /** Names of the trainable tensors. */
+  readonly trainable: ReadonlySet<string>
+  readonly dropoutP: number
+  disposed: boolean
+}
+
 /**
  * Loads weights (a model folder, an opened checkpoint, or host tensors by HF name) as f32 tensors. Every
  * weight is a trainable parameter, or with `lora` the adapters (and optionally norms and embeddings).
  */
 export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source: string | TensorSource | HostWeights, options: TrainableOptions = {}): TrainableLlama {
   const c = config
-  const D = c.hiddenSize
-  const qDim = c.numHeads * c.headDim
-  const kvDim = c.numKvHeads * c.headDim
-  const I = c.intermediateSize
-  const V = c.vocabSize
-  const L = c.numLayers
   const lora = options.lora
   // before anything is read or allocated
   if (lora !== undefined) checkLoraTargets(c, lora.targets, "lora.targets")
   const dropoutP = lora?.dropout ?? 0
   if (!(dropoutP >= 0 && dropoutP < 1)) throw inputError("lora.dropout", `must be in [0, 1), got ${dropoutP}`)
 
-  const owned: Tensor[] = []
+  const base = new BaseWeights(rt)
   const adapters = new Map<string, LoraAdapter>()
-  /** Every tensor by name: base weights, and the adapters' A and B. */
-  const byName = new Map<string, Tensor>()
-  const base: ParamInit[] = []
-  const put = (name: string, data: Float32Array, shape: readonly number[], weightDecay: boolean): Tensor => {
-    const n = shape.reduce((a, b) => a * b, 1)
-    if (data.length !== n) throw inputError(name, `has ${data.length} values, expected [${shape.join(", ")}]`)
-    const t = rt.upload(data, shape)
-    owned.push(t)
-    base.push({ name, value: t, weightDecay })
-    byName.set(name, t)
-    return t
+  let weights: ModelWeights
+  let params: ParamInit[]
+  try {
+    weights = uploadWeights(base, c, source)
+    params = lora === undefined ? base.params : addAdapters(rt, lora, weights.layers, base, adapters)
+  } catch (e) {
+    rt.release(...base.owned)
+    for (const a of adapters.values()) releaseLora(rt, a)
+    throw e
   }
+  const m: TrainModel = { rt, c, options, ...weights, adapters, trainable: new Set(params.map((p) => p.name)), dropoutP, disposed: false }
+  return {
+    config: c,
+    params,
+    param(name) {
+      const t = base.byName.get(name)
+      if (t === undefined) throw new Error(`trainable llama: no tensor "${name}"`)
+      return t
+    },
+    lossAndGrad: (batch, grad) => lossAndGrad(m, batch, grad),
+    hfTensors: () => hfTensors(m, base),
+    trainedTensors: () => trainedTensors(rt, params),
+    dispose() {
+      if (m.disposed) return
+      m.disposed = true
+      rt.flush()
+      rt.release(...base.owned)
+      for (const a of adapters.values()) releaseLora(rt, a)
+    },
+  }
+}
 
+/** Uploads every base weight as f32 from a model folder, an opened checkpoint or host tensors by HF name. */
+function uploadWeights(base: BaseWeights, c: LlamaConfig, source: string | TensorSource | HostWeights): ModelWeights {
   let read: (name: string) => Float32Array
   let layerOf: (i: number) => HostLayer
   if (typeof source === "string" || isTensorSource(source)) {
@@ -235,415 +288,448 @@ export function createTrainableLlama(rt: GpuRuntime, config: LlamaConfig, source
       if (t === undefined) throw inputError("host weights", `missing tensor "${name}"`)
       return t
     }
-    const opt = (name: string, present: boolean): Float32Array | undefined => (present ? read(name) : undefined)
-    layerOf = (i) => {
-      const p = layerPrefix(i)
-      return {
-        inputNorm: read(`${p}input_layernorm.weight`),
-        q: read(`${p}self_attn.q_proj.weight`),
-        k: read(`${p}self_attn.k_proj.weight`),
-        v: read(`${p}self_attn.v_proj.weight`),
-        o: read(`${p}self_attn.o_proj.weight`),
-        qBias: opt(`${p}self_attn.q_proj.bias`, c.qkvBias),
-        kBias: opt(`${p}self_attn.k_proj.bias`, c.qkvBias),
-        vBias: opt(`${p}self_attn.v_proj.bias`, c.qkvBias),
-        oBias: opt(`${p}self_attn.o_proj.bias`, c.oBias),
-        postNorm: read(`${p}post_attention_layernorm.weight`),
-        gate: read(`${p}mlp.gate_proj.weight`),
-        up: read(`${p}mlp.up_proj.weight`),
-        down: read(`${p}mlp.down_proj.weight`),
-        gateBias: opt(`${p}mlp.gate_proj.bias`, c.mlpBias),
-        upBias: opt(`${p}mlp.up_proj.bias`, c.mlpBias),
-        downBias: opt(`${p}mlp.down_proj.bias`, c.mlpBias),
-      }
-    }
+    layerOf = (i) => unfusedLayer(c, i, read)
   }
-
-  let embedTable: Tensor, finalNorm: Tensor, head: Tensor
+  const [V, D] = [c.vocabSize, c.hiddenSize]
+  const embedTable = base.put("model.embed_tokens.weight", read("model.embed_tokens.weight"), [V, D], true)
   const layers: LayerParams[] = []
-  try {
-    embedTable = put("model.embed_tokens.weight", read("model.embed_tokens.weight"), [V, D], true)
-    for (let i = 0; i < L; i++) {
-      const h = layerOf(i)
-      const p = layerPrefix(i)
-      const b = (field: keyof LayerParams, data: Float32Array | undefined, n: number): Tensor | undefined =>
-        data === undefined ? undefined : put(p + LAYER_NAMES[field], data, [n], false)
-      layers.push({
-        inputNorm: put(p + LAYER_NAMES.inputNorm, h.inputNorm, [D], false),
-        q: put(p + LAYER_NAMES.q, h.q, [qDim, D], true),
-        k: put(p + LAYER_NAMES.k, h.k, [kvDim, D], true),
-        v: put(p + LAYER_NAMES.v, h.v, [kvDim, D], true),
-        o: put(p + LAYER_NAMES.o, h.o, [D, qDim], true),
-        qBias: b("qBias", h.qBias, qDim),
-        kBias: b("kBias", h.kBias, kvDim),
-        vBias: b("vBias", h.vBias, kvDim),
-        oBias: b("oBias", h.oBias, D),
-        postNorm: put(p + LAYER_NAMES.postNorm, h.postNorm, [D], false),
-        gate: put(p + LAYER_NAMES.gate, h.gate, [I, D], true),
-        up: put(p + LAYER_NAMES.up, h.up, [I, D], true),
-        down: put(p + LAYER_NAMES.down, h.down, [D, I], true),
-        gateBias: b("gateBias", h.gateBias, I),
-        upBias: b("upBias", h.upBias, I),
-        downBias: b("downBias", h.downBias, D),
-      })
-    }
-    finalNorm = put("model.norm.weight", read("model.norm.weight"), [D], false)
-    head = c.tieWordEmbeddings ? embedTable : put("lm_head.weight", read("lm_head.weight"), [V, D], true)
-  } catch (e) {
-    rt.release(...owned)
-    throw e
-  }
-  const headName = c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"
+  for (let i = 0; i < c.numLayers; i++) layers.push(uploadLayer(base, c, i, layerOf(i)))
+  const finalNorm = base.put("model.norm.weight", read("model.norm.weight"), [D], false)
+  const head = c.tieWordEmbeddings ? embedTable : base.put("lm_head.weight", read("lm_head.weight"), [V, D], true)
+  return { embedTable, layers, finalNorm, head }
+}
 
-  let params: ParamInit[]
-  if (lora === undefined) params = base
-  else {
-    params = []
-    const isNorm = (n: string): boolean => n.endsWith("layernorm.weight") || n === "model.norm.weight"
-    for (const p of base) {
-      if ((lora.trainNorms === true && isNorm(p.name)) || (lora.trainEmbeddings === true && p.name === "model.embed_tokens.weight")) params.push(p)
-    }
-    try {
-      for (let i = 0; i < L; i++) {
-        for (const target of new Set(lora.targets as readonly LoraTarget[])) {
-          const f = LIN_FIELDS[target]
-          const module = layerPrefix(i) + LAYER_NAMES[f].slice(0, -".weight".length)
-          const [outF, inF] = layers[i]![f].shape as [number, number]
-          const a = createLora(rt, module, inF, outF, lora.config)
-          adapters.set(module, a)
-          for (const q of loraParams(a)) {
-            params.push(q)
-            byName.set(q.name, q.value)
-          }
-        }
-      }
-    } catch (e) {
-      rt.release(...owned)
-      for (const a of adapters.values()) releaseLora(rt, a)
-      throw e
-    }
-  }
-  const trainable = new Set(params.map((p) => p.name))
-  const moduleOf = (l: number, f: LinField): string => layerPrefix(l) + LAYER_NAMES[f].slice(0, -".weight".length)
-  const adapterOf = (l: number, f: LinField): LoraAdapter | undefined => (adapters.size === 0 ? undefined : adapters.get(moduleOf(l, f)))
-
-  let disposed = false
-  const eps = c.rmsNormEps
-
-  async function lossAndGrad(batch: TrainBatch, grad?: GradOptions): Promise<LossResult> {
-    if (disposed) throw new Error("trainable llama: used after dispose()")
-    const { inputs, targets } = splitTokens(batch)
-    const T = inputs.length
-    checkTokens(inputs, V, "inputs")
-    checkTokens(targets, V, "targets")
-    if (T === 0) return { loss: 0, tokens: 0 }
-    if (c.slidingWindow !== undefined && T > c.slidingWindow) {
-      throw inputError(c.file, `sliding_window ${c.slidingWindow} is shorter than the ${T}-token sequence; sliding-window attention is not implemented`)
-    }
-    const positions = hostU32("positions", batch.positions ?? Uint32Array.from({ length: T }, (_, i) => i), T)
-    const segments = batch.segments === undefined ? undefined : hostU32("segments", batch.segments, T)
-    const mask = batch.labelMask
-    if (mask !== undefined && mask.length !== T) throw new Error(`lossAndGrad: labelMask has ${mask.length} values, expected ${T}`)
-    const w = (t: number): number => (mask === undefined ? 1 : mask[t]!)
-    let scored = 0
-    let weightSum = 0
-    for (let t = 0; t < T; t++) {
-      const x = w(t)
-      if (!(x >= 0 && Number.isFinite(x))) throw new Error(`lossAndGrad: labelMask[${t}] is ${x}; weights must be finite and ≥ 0`)
-      if (x !== 0) scored++
-      weightSum += x
-    }
-    const scale = grad?.scale ?? 1
-    // The loss's weighted mean, the mask and the accumulation scale all become per-row weights of the CE backward.
-    const rowWeights = new Float32Array(T)
-    for (let t = 0; t < T; t++) rowWeights[t] = weightSum > 0 ? (scale * w(t)) / weightSum : 0
-    /** The gradient sink of a trainable tensor; undefined for frozen ones (or forward only). */
-    const gradOf = (name: string): Tensor | undefined => (grad !== undefined && trainable.has(name) ? grad.grads(name) : undefined)
-
-    const temps: Tensor[] = []
-    const keep = <X extends Tensor>(t: X): X => {
-      temps.push(t)
-      return t
-    }
-    const ids = keep(rt.upload(inputs))
-    const posT = keep(rt.upload(positions))
-    const segT = segments === undefined ? undefined : keep(rt.upload(segments))
-    const table = uploadRopeTable(rt, batch.rope, L)
-    const inv = grad === undefined ? undefined : inverseRopeTable(rt, table)
-    // Bias broadcasts and column sums are rank-1 matmuls against this column of ones.
-    const ones = keep(rt.tensor([T, 1]))
-    fill(rt, ones, 1)
-    const saved: Tensor[] = []
-    /** Layers' internals kept from the forward for the backward (the last `keepLayers` layers). */
-    const kept: (LayerActs | undefined)[] = []
-    const actBytes = 4 * T * (3 * D + 2 * qDim + 2 * kvDim + 3 * I + c.numHeads)
-    const keepLayers = grad === undefined ? 0 : Math.max(1, Math.min(L, Math.floor((options.keepActivationBytes ?? KEEP_ACTIVATION_BYTES) / actBytes)))
-    const attnOpts = segT === undefined
-      ? { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim }
-      : { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, segments: segT }
-
-    /**
-     * The adapter's input: x, or while training with lora dropout, x with this call's mask for (layer,
-     * module) applied; the same mask every time it is asked (the recomputed forward, the backward).
-     */
-    const dropSeed = (l: number, f: LinField): number => mixSeed(batch.dropoutSeed ?? 0, l, LIN_ORDER.indexOf(f))
-    const dropping = grad !== undefined && dropoutP > 0
-    const adapterInput = (x: Tensor, l: number, f: LinField): Tensor => (dropping ? dropout(rt, x, dropoutP, dropSeed(l, f)) : x)
-
-    /** y = x·Wᵀ (+ b) (+ the LoRA term) for layer l's projection f. */
-    const lin = (x: Tensor, l: number, f: LinField): Tensor => {
-      const w = layers[l]!
-      const y = matmul(rt, x, w[f], { transB: true })
-      const b = w[BIAS_OF[f]]
-      if (b !== undefined) {
-        const bb = matmul(rt, ones, { buffer: b.buffer, shape: [1, b.shape[0]!], dtype: "f32" })
-        addInPlace(rt, y, bb)
-        rt.release(bb)
-      }
-      const adapter = adapterOf(l, f)
-      if (adapter !== undefined) {
-        const xa = adapterInput(x, l, f)
-        addLoraForward(rt, y, xa, adapter)
-        if (xa !== x) rt.release(xa)
-      }
-      return y
-    }
-
-    /**
-     * Backward of y = lin(x, l, f) given dy: accumulates dW += dyᵀ·x, db += Σ_rows dy and the adapter's
-     * dB += s·dyᵀ·(x·Aᵀ), dA += (s·dy·B)ᵀ·x where trainable; returns dx = dy·W (+ s·dy·B·A).
-     */
-    const linBack = (dy: Tensor, x: Tensor, l: number, f: LinField): Tensor => {
-      const w = layers[l]!
-      const gw = gradOf(moduleOf(l, f) + ".weight")
-      if (gw !== undefined) accumulate(gw, matmul(rt, dy, x, { transA: true }))
-      const b = w[BIAS_OF[f]]
-      const gb = b === undefined ? undefined : gradOf(moduleOf(l, f) + ".bias")
-      if (b !== undefined && gb !== undefined) {
-        const db = matmul(rt, ones, dy, { transA: true })
-        accumulate(gb, { buffer: db.buffer, shape: b.shape, dtype: "f32" })
-      }
-      const dx = matmul(rt, dy, w[f])
-      const adapter = adapterOf(l, f)
-      if (adapter !== undefined) {
-        // with dropout the adapter saw xa = mask ⊙ x/(1−p): its weights' gradients use xa, and dx takes the mask again
-        const s = adapter.scaling
-        const xa = adapterInput(x, l, f)
-        const gB = gradOf(`${adapter.name}.lora_B.weight`)
-        if (gB !== undefined) {
-          const h = matmul(rt, xa, adapter.a, { transB: true })
-          accumulate(gB, matmul(rt, dy, h, { transA: true }), s)
-          rt.release(h)
-        }
-        const dh = matmul(rt, dy, adapter.b)
-        const gA = gradOf(`${adapter.name}.lora_A.weight`)
-        if (gA !== undefined) accumulate(gA, matmul(rt, dh, xa, { transA: true }), s)
-        if (xa !== x) rt.release(xa)
-        const dxa = matmul(rt, dh, adapter.a)
-        const dxm = dropping ? dropout(rt, dxa, dropoutP, dropSeed(l, f)) : dxa
-        axpyInPlace(rt, dx, dxm, s)
-        rt.release(dh, dxa)
-        if (dxm !== dxa) rt.release(dxm)
-      }
-      return dx
-    }
-
-    /** One layer's internals from its input x. */
-    const recompute = (l: number, x: Tensor): LayerActs => {
-      const w = layers[l]!
-      const h1 = rmsnorm(rt, x, w.inputNorm, eps)
-      const q = lin(h1, l, "q")
-      const k = lin(h1, l, "k")
-      const v = lin(h1, l, "v")
-      applyRope(rt, q, posT, table, { heads: c.numHeads, headDim: c.headDim, layer: l })
-      applyRope(rt, k, posT, table, { heads: c.numKvHeads, headDim: c.headDim, layer: l })
-      const { o, lse } = attentionTrain(rt, q, k, v, attnOpts)
-      const x1 = lin(o, l, "o")
-      addInPlace(rt, x1, x)
-      const h2 = rmsnorm(rt, x1, w.postNorm, eps)
-      const g = lin(h2, l, "gate")
-      const u = lin(h2, l, "up")
-      const m = swiglu(rt, g, u)
-      return { h1, q, k, v, o, lse, x1, h2, g, u, m }
-    }
-    const releaseActs = (a: LayerActs): void => rt.release(a.h1, a.q, a.k, a.v, a.o, a.lse, a.x1, a.h2, a.g, a.u, a.m)
-
-    try {
-      // ---- forward: keep each layer's input, and the last keepLayers layers' internals for the backward ----
-      saved.push(embed(rt, embedTable, ids))
-      for (let l = 0; l < L; l++) {
-        const a = recompute(l, saved[l]!)
-        const out = lin(a.m, l, "down")
-        addInPlace(rt, out, a.x1)
-        if (l >= L - keepLayers) kept[l] = a
-        else releaseActs(a)
-        saved.push(out)
-      }
-      const xL = saved[L]!
-      const normed = keep(rmsnorm(rt, xL, finalNorm, eps))
-
-      // ---- head and loss, in row chunks ----
-      const lpAll = keep(rt.tensor([T]))
-      const dNormed = grad === undefined ? undefined : keep(rt.tensor([T, D]))
-      const gHead = gradOf(headName)
-      const chunkRows = Math.max(1, Math.min(T, Math.floor(options.logitRows ?? LOGIT_FLOATS / V)))
-      // Uploaded once (an upload flushes the batch); chunks copy their rows in batch order.
-      const tgtAll = keep(rt.upload(targets))
-      const rwAll = grad === undefined ? undefined : keep(rt.upload(rowWeights))
-      for (let r = 0; r < T; r += chunkRows) {
-        const rows = Math.min(chunkRows, T - r)
-        const whole = rows === T
-        const tgt = whole ? tgtAll : sliceRows(rt, tgtAll, r, rows, 1, "u32")
-        const rw = rwAll === undefined ? undefined : whole ? rwAll : sliceRows(rt, rwAll, r, rows, 1)
-        const part = whole ? normed : sliceRows(rt, normed, r, rows, D)
-        const logits = matmul(rt, part, head, { transB: true })
-        const lp = logprobsFromLogits(rt, logits, tgt)
-        rt.copy(lp.buffer, 0, lpAll.buffer, r * 4, rows * 4)
-        rt.release(lp)
-        if (dNormed !== undefined && rw !== undefined) {
-          const dl = crossEntropyBackward(rt, logits, tgt, rw)
-          const dPart = matmul(rt, dl, head)
-          rt.copy(dPart.buffer, 0, dNormed.buffer, r * D * 4, rows * D * 4)
-          if (gHead !== undefined) accumulate(gHead, matmul(rt, dl, part, { transA: true }))
-          rt.release(dl, dPart)
-        }
-        rt.release(logits)
-        if (!whole) rt.release(part, tgt, rw)
-      }
-
-      if (dNormed !== undefined && inv !== undefined) {
-        // ---- backward ----
-        const fin = rmsnormBackward(rt, xL, finalNorm, dNormed, eps)
-        const gFinal = gradOf("model.norm.weight")
-        if (gFinal !== undefined) accumulate(gFinal, fin.dw)
-        else rt.release(fin.dw)
-        const dx = keep(fin.dx)
-        rt.release(saved.pop())
-        for (let l = L - 1; l >= 0; l--) {
-          const w = layers[l]!
-          const p = layerPrefix(l)
-          const xin = saved[l]!
-          const a = kept[l] ?? recompute(l, xin)
-          kept[l] = undefined
-
-          // MLP: out = x1 + down(swiglu(gate(h2), up(h2)))
-          // Each activation is released after its last use, so the pool can hand its buffer to the next temporary.
-          const dm = linBack(dx, a.m, l, "down")
-          rt.release(a.m)
-          const { dgate, dup } = swigluBackward(rt, a.g, a.u, dm)
-          rt.release(dm, a.g, a.u)
-          const dh2 = linBack(dgate, a.h2, l, "gate")
-          const dh2u = linBack(dup, a.h2, l, "up")
-          addInPlace(rt, dh2, dh2u)
-          rt.release(dgate, dup, dh2u, a.h2)
-          const post = rmsnormBackward(rt, a.x1, w.postNorm, dh2, eps)
-          rt.release(dh2, a.x1)
-          const gPost = gradOf(p + LAYER_NAMES.postNorm)
-          if (gPost !== undefined) accumulate(gPost, post.dw)
-          else rt.release(post.dw)
-          addInPlace(rt, dx, post.dx) // dx is now ∂loss/∂x1
-          rt.release(post.dx)
-
-          // Attention: x1 = x + o_proj(attn(rope(q(h1)), rope(k(h1)), v(h1)))
-          const dO = linBack(dx, a.o, l, "o")
-          const { dq, dk, dv } = attentionBackward(rt, a.q, a.k, a.v, a.o, a.lse, dO, attnOpts)
-          rt.release(dO, a.q, a.k, a.v, a.o, a.lse)
-          applyRopeBackward(rt, dq, posT, table, { heads: c.numHeads, headDim: c.headDim, layer: l }, inv)
-          applyRopeBackward(rt, dk, posT, table, { heads: c.numKvHeads, headDim: c.headDim, layer: l }, inv)
-          const dh1 = linBack(dq, a.h1, l, "q")
-          const dh1k = linBack(dk, a.h1, l, "k")
-          const dh1v = linBack(dv, a.h1, l, "v")
-          addInPlace(rt, dh1, dh1k)
-          addInPlace(rt, dh1, dh1v)
-          rt.release(dq, dk, dv, dh1k, dh1v, a.h1)
-          const pre = rmsnormBackward(rt, xin, w.inputNorm, dh1, eps)
-          rt.release(dh1)
-          const gIn = gradOf(p + LAYER_NAMES.inputNorm)
-          if (gIn !== undefined) accumulate(gIn, pre.dw)
-          else rt.release(pre.dw)
-          addInPlace(rt, dx, pre.dx) // ∂loss/∂x, the previous layer's output
-          rt.release(pre.dx)
-          rt.release(saved.pop())
-        }
-        const gEmbed = gradOf("model.embed_tokens.weight")
-        if (gEmbed !== undefined) embeddingBackward(rt, gEmbed, ids, dx)
-      }
-
-      const lp = await rt.read(lpAll)
-      let sum = 0
-      for (let t = 0; t < T; t++) sum += w(t) * lp[t]!
-      await settleTuning(rt) // shapes seen for the first time on this machine: time their variants now
-      return { loss: weightSum > 0 ? -sum / weightSum : 0, tokens: scored, logprobs: lp }
-    } finally {
-      for (const a of kept) if (a !== undefined) releaseActs(a)
-      rt.release(...saved.splice(0), ...temps)
-      releaseRopeTable(rt, table)
-      if (inv !== undefined) rt.releaseBuffer(inv.buffer)
-    }
-  }
-
-  /** grad += s·delta (delta, a fresh temporary, is released; a [1, N] bias sum lands on its [N] gradient). */
-  function accumulate(g: Tensor, delta: Tensor, s = 1): void {
-    if (numel(g.shape) !== numel(delta.shape)) throw new Error(`trainable llama: gradient ${shapeString(delta.shape)} does not fit ${shapeString(g.shape)}`)
-    axpyInPlace(rt, g, { buffer: delta.buffer, shape: g.shape, dtype: "f32" }, s)
-    rt.release(delta)
-  }
-
-  /** The trainable parameters as they are now (LoRA: the adapters and any norms / embeddings trained), F32. */
-  async function trainedTensors(): Promise<TensorToWrite[]> {
-    const out: TensorToWrite[] = []
-    for (const p of params) out.push({ name: p.name, dtype: "F32", shape: p.value.shape, data: await rt.read(p.value) })
-    return out
-  }
-
-  async function hfTensors(): Promise<TensorToWrite[]> {
-    const out: TensorToWrite[] = []
-    /** A base weight with its adapter (if any) merged in, W + s·B·A rounded once to f32. */
-    const f32 = async (name: string): Promise<Float32Array> => {
-      const w = await rt.read(byName.get(name)!)
-      const adapter = adapters.get(name.slice(0, -".weight".length))
-      if (adapter === undefined) return w
-      const a = await rt.read(adapter.a)
-      const b = await rt.read(adapter.b)
-      return mergeLoraHost(w, a, b, adapter.outFeatures, adapter.inFeatures, adapter.rank, adapter.scaling)
-    }
-    const emit = (name: string, shape: readonly number[], data: Float32Array): void => {
-      out.push({ name, dtype: "F32", shape, data })
-    }
-    for (const p of base) {
-      const name = p.name
-      if (c.fused && /\.self_attn\.[kv]_proj\.weight$|\.mlp\.up_proj\.weight$/.test(name)) continue
-      if (c.fused && name.endsWith(".self_attn.q_proj.weight")) {
-        const pre = name.slice(0, -"q_proj.weight".length)
-        const parts = [await f32(name), await f32(`${pre}k_proj.weight`), await f32(`${pre}v_proj.weight`)]
-        emit(`${pre}qkv_proj.weight`, [qDim + 2 * kvDim, D], concat(parts))
-      } else if (c.fused && name.endsWith(".mlp.gate_proj.weight")) {
-        const pre = name.slice(0, -"gate_proj.weight".length)
-        emit(`${pre}gate_up_proj.weight`, [2 * I, D], concat([await f32(name), await f32(`${pre}up_proj.weight`)]))
-      } else emit(name, p.value.shape, await f32(name))
-    }
-    return out
-  }
-
+function uploadLayer(base: BaseWeights, c: LlamaConfig, i: number, h: HostLayer): LayerParams {
+  const D = c.hiddenSize
+  const qDim = c.numHeads * c.headDim
+  const kvDim = c.numKvHeads * c.headDim
+  const I = c.intermediateSize
+  const p = layerPrefix(i)
+  const put = (field: keyof LayerParams, data: Float32Array, shape: readonly number[], weightDecay: boolean): Tensor =>
+    base.put(p + LAYER_NAMES[field], data, shape, weightDecay)
+  const b = (field: keyof LayerParams, data: Float32Array | undefined, n: number): Tensor | undefined =>
+    data === undefined ? undefined : put(field, data, [n], false)
   return {
-    config: c,
-    params,
-    param(name) {
-      const t = byName.get(name)
-      if (t === undefined) throw new Error(`trainable llama: no tensor "${name}"`)
-      return t
-    },
-    lossAndGrad,
-    hfTensors,
-    trainedTensors,
-    dispose() {
-      if (disposed) return
-      disposed = true
-      rt.flush()
-      rt.release(...owned)
-      for (const a of adapters.values()) releaseLora(rt, a)
-    },
+    inputNorm: put("inputNorm", h.inputNorm, [D], false),
+    q: put("q", h.q, [qDim, D], true),
+    k: put("k", h.k, [kvDim, D], true),
+    v: put("v", h.v, [kvDim, D], true),
+    o: put("o", h.o, [D, qDim], true),
+    qBias: b("qBias", h.qBias, qDim),
+    kBias: b("kBias", h.kBias, kvDim),
+    vBias: b("vBias", h.vBias, kvDim),
+    oBias: b("oBias", h.oBias, D),
+    postNorm: put("postNorm", h.postNorm, [D], false),
+    gate: put("gate", h.gate, [I, D], true),
+    up: put("up", h.up, [I, D], true),
+    down: put("down", h.down, [D, I], true),
+    gateBias: b("gateBias", h.gateBias, I),
+    upBias: b("upBias", h.upBias, I),
+    downBias: b("downBias", h.downBias, D),
   }
+}
+
+/** LoRA adapters on the targets of every layer (into `adapters`); returns the trainable parameters: the adapters and the norms / embeddings asked for. */
+function addAdapters(rt: GpuRuntime, lora: NonNullable<TrainableOptions["lora"]>, layers: readonly LayerParams[], base: BaseWeights, adapters: Map<string, LoraAdapter>): ParamInit[] {
+  const params: ParamInit[] = []
+  const isNorm = (n: string): boolean => n.endsWith("layernorm.weight") || n === "model.norm.weight"
+  for (const p of base.params) {
+    if ((lora.trainNorms === true && isNorm(p.name)) || (lora.trainEmbeddings === true && p.name === "model.embed_tokens.weight")) params.push(p)
+  }
+  for (let i = 0; i < layers.length; i++) {
+    for (const target of new Set(lora.targets as readonly LoraTarget[])) {
+      const f = LIN_FIELDS[target]
+      const module = moduleOf(i, f)
+      const [outF, inF] = layers[i]![f].shape as [number, number]
+      const a = createLora(rt, module, inF, outF, lora.config)
+      adapters.set(module, a)
+      for (const q of loraParams(a)) {
+        params.push(q)
+        base.byName.set(q.name, q.value)
+      }
+    }
+  }
+  return params
+}
+
+const moduleOf = (l: number, f: LinField): string => layerPrefix(l) + LAYER_NAMES[f].slice(0, -".weight".length)
+const adapterOf = (m: TrainModel, l: number, f: LinField): LoraAdapter | undefined => (m.adapters.size === 0 ? undefined : m.adapters.get(moduleOf(l, f)))
+const headName = (c: LlamaConfig): string => (c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight")
+
+/** One lossAndGrad call's device state: its inputs, RoPE tables, gradient sinks, and the activations it holds. */
+interface Step {
+  readonly m: TrainModel
+  readonly rt: GpuRuntime
+  readonly T: number
+  readonly ids: Tensor
+  readonly posT: Tensor
+  readonly table: GpuRopeTable
+  /** The inverse table, for the backward (undefined for a forward only). */
+  readonly inv: GpuRopeTable | undefined
+  /** A [T, 1] column of ones: bias broadcasts and column sums are rank-1 matmuls against it. */
+  readonly ones: Tensor
+  readonly attnOpts: TrainAttentionOptions
+  /** How many of the last layers keep their internals from the forward for the backward. */
+  readonly keepLayers: number
+  /** The gradient sink of a trainable tensor; undefined for frozen ones (or forward only). */
+  readonly gradOf: (name: string) => Tensor | undefined
+  /** Whether the adapters' inputs are dropped out (training with lora dropout). */
+  readonly dropping: boolean
+  readonly dropoutSeed: number
+  /** Tensors released when the step ends. */
+  readonly temps: Tensor[]
+  /** Each layer's input (the residual stream), then the last layer's output. */
+  readonly saved: Tensor[]
+  /** Layers' internals kept from the forward for the backward (the last `keepLayers` layers). */
+  readonly kept: (LayerActs | undefined)[]
+}
+
+/** Per-row weights of the loss: the label mask checked, the scored count and weight sum, and the CE backward's row weights. */
+function lossWeights(mask: ArrayLike<number> | undefined, T: number, scale: number): { w: (t: number) => number; scored: number; weightSum: number; rowWeights: Float32Array } {
+  if (mask !== undefined && mask.length !== T) throw new Error(`lossAndGrad: labelMask has ${mask.length} values, expected ${T}`)
+  const w = (t: number): number => (mask === undefined ? 1 : mask[t]!)
+  let scored = 0
+  let weightSum = 0
+  for (let t = 0; t < T; t++) {
+    const x = w(t)
+    if (!(x >= 0 && Number.isFinite(x))) throw new Error(`lossAndGrad: labelMask[${t}] is ${x}; weights must be finite and ≥ 0`)
+    if (x !== 0) scored++
+    weightSum += x
+  }
+  // The loss's weighted mean, the mask and the accumulation scale all become per-row weights of the CE backward.
+  const rowWeights = new Float32Array(T)
+  for (let t = 0; t < T; t++) rowWeights[t] = weightSum > 0 ? (scale * w(t)) / weightSum : 0
+  return { w, scored, weightSum, rowWeights }
+}
+
+async function lossAndGrad(m: TrainModel, batch: TrainBatch, grad?: GradOptions): Promise<LossResult> {
+  if (m.disposed) throw new Error("trainable llama: used after dispose()")
+  const { rt, c } = m
+  const { inputs, targets } = splitTokens(batch)
+  const T = inputs.length
+  checkTokens(inputs, c.vocabSize, "inputs")
+  checkTokens(targets, c.vocabSize, "targets")
+  if (T === 0) return { loss: 0, tokens: 0 }
+  if (c.slidingWindow !== undefined && T > c.slidingWindow) {
+    throw inputError(c.file, `sliding_window ${c.slidingWindow} is shorter than the ${T}-token sequence; sliding-window attention is not implemented`)
+  }
+  const positions = hostU32("positions", batch.positions ?? Uint32Array.from({ length: T }, (_, i) => i), T)
+  const segments = batch.segments === undefined ? undefined : hostU32("segments", batch.segments, T)
+  const { w, scored, weightSum, rowWeights } = lossWeights(batch.labelMask, T, grad?.scale ?? 1)
+  const s = beginStep(m, batch, grad, inputs, positions, segments)
+  try {
+    const normed = forward(s)
+    const { lpAll, dNormed } = headAndLoss(s, normed, targets, grad === undefined ? undefined : rowWeights)
+    if (dNormed !== undefined) backward(s, dNormed)
+    const lp = await rt.read(lpAll)
+    let sum = 0
+    for (let t = 0; t < T; t++) sum += w(t) * lp[t]!
+    await settleTuning(rt) // shapes seen for the first time on this machine: time their variants now
+    return { loss: weightSum > 0 ? -sum / weightSum : 0, tokens: scored, logprobs: lp }
+  } finally {
+    for (const a of s.kept) if (a !== undefined) releaseActs(rt, a)
+    rt.release(...s.saved.splice(0), ...s.temps)
+    releaseRopeTable(rt, s.table)
+    if (s.inv !== undefined) rt.releaseBuffer(s.inv.buffer)
+  }
+}
+
+/** Uploads a step's inputs and tables and sizes what it keeps. */
+function beginStep(m: TrainModel, batch: TrainBatch, grad: GradOptions | undefined, inputs: Uint32Array, positions: Uint32Array, segments: Uint32Array | undefined): Step {
+  const { rt, c } = m
+  const T = inputs.length
+  const temps: Tensor[] = []
+  const keep = <X extends Tensor>(t: X): X => {
+    temps.push(t)
+    return t
+  }
+  const ids = keep(rt.upload(inputs))
+  const posT = keep(rt.upload(positions))
+  const segT = segments === undefined ? undefined : keep(rt.upload(segments))
+  const table = uploadRopeTable(rt, batch.rope, c.numLayers)
+  const inv = grad === undefined ? undefined : inverseRopeTable(rt, table)
+  const ones = keep(rt.tensor([T, 1]))
+  fill(rt, ones, 1)
+  const [D, I, qDim, kvDim] = [c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim, c.numKvHeads * c.headDim]
+  const actBytes = 4 * T * (3 * D + 2 * qDim + 2 * kvDim + 3 * I + c.numHeads)
+  const keepLayers = grad === undefined ? 0 : Math.max(1, Math.min(c.numLayers, Math.floor((m.options.keepActivationBytes ?? KEEP_ACTIVATION_BYTES) / actBytes)))
+  const attnOpts = segT === undefined
+    ? { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim }
+    : { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, segments: segT }
+  return {
+    m, rt, T, ids, posT, table, inv, ones, attnOpts, keepLayers,
+    gradOf: (name) => (grad !== undefined && m.trainable.has(name) ? grad.grads(name) : undefined),
+    dropping: grad !== undefined && m.dropoutP > 0,
+    dropoutSeed: batch.dropoutSeed ?? 0,
+    temps, saved: [], kept: [],
+  }
+}
+
+const keep = <X extends Tensor>(s: Step, t: X): X => {
+  s.temps.push(t)
+  return t
+}
+
+/** The dropout stream of (layer, module): the same mask every time it is asked (the recomputed forward, the backward). */
+const dropSeed = (s: Step, l: number, f: LinField): number => mixSeed(s.dropoutSeed, l, LIN_ORDER.indexOf(f))
+
+/** The adapter's input: x, or while training with lora dropout, x with this step's mask for (layer, module) applied. */
+const adapterInput = (s: Step, x: Tensor, l: number, f: LinField): Tensor => (s.dropping ? dropout(s.rt, x, s.m.dropoutP, dropSeed(s, l, f)) : x)
+
+/** y = x·Wᵀ (+ b) (+ the LoRA term) for layer l's projection f. */
+function lin(s: Step, x: Tensor, l: number, f: LinField): Tensor {
+  const { rt } = s
+  const w = s.m.layers[l]!
+  const y = matmul(rt, x, w[f], { transB: true })
+  const b = w[BIAS_OF[f]]
+  if (b !== undefined) {
+    const bb = matmul(rt, s.ones, { buffer: b.buffer, shape: [1, b.shape[0]!], dtype: "f32" })
+    addInPlace(rt, y, bb)
+    rt.release(bb)
+  }
+  const adapter = adapterOf(s.m, l, f)
+  if (adapter !== undefined) {
+    const xa = adapterInput(s, x, l, f)
+    addLoraForward(rt, y, xa, adapter)
+    if (xa !== x) rt.release(xa)
+  }
+  return y
+}
+
+/**
+ * Backward of y = lin(x, l, f) given dy: accumulates dW += dyᵀ·x, db += Σ_rows dy and the adapter's
+ * dB += s·dyᵀ·(x·Aᵀ), dA += (s·dy·B)ᵀ·x where trainable; returns dx = dy·W (+ s·dy·B·A).
+ */
+function linBack(s: Step, dy: Tensor, x: Tensor, l: number, f: LinField): Tensor {
+  const { rt } = s
+  const w = s.m.layers[l]!
+  const gw = s.gradOf(moduleOf(l, f) + ".weight")
+  if (gw !== undefined) accumulate(rt, gw, matmul(rt, dy, x, { transA: true }))
+  const b = w[BIAS_OF[f]]
+  const gb = b === undefined ? undefined : s.gradOf(moduleOf(l, f) + ".bias")
+  if (b !== undefined && gb !== undefined) {
+    const db = matmul(rt, s.ones, dy, { transA: true })
+    accumulate(rt, gb, { buffer: db.buffer, shape: b.shape, dtype: "f32" })
+  }
+  const dx = matmul(rt, dy, w[f])
+  const adapter = adapterOf(s.m, l, f)
+  if (adapter !== undefined) loraBack(s, adapter, dy, x, dx, l, f)
+  return dx
+}
+
+/** The adapter's part of linBack: dB and dA accumulated, dx += s·dy·B·A. */
+function loraBack(s: Step, adapter: LoraAdapter, dy: Tensor, x: Tensor, dx: Tensor, l: number, f: LinField): void {
+  const { rt } = s
+  // with dropout the adapter saw xa = mask ⊙ x/(1−p): its weights' gradients use xa, and dx takes the mask again
+  const scaling = adapter.scaling
+  const xa = adapterInput(s, x, l, f)
+  const gB = s.gradOf(`${adapter.name}.lora_B.weight`)
+  if (gB !== undefined) {
+    const h = matmul(rt, xa, adapter.a, { transB: true })
+    accumulate(rt, gB, matmul(rt, dy, h, { transA: true }), scaling)
+    rt.release(h)
+  }
+  const dh = matmul(rt, dy, adapter.b)
+  const gA = s.gradOf(`${adapter.name}.lora_A.weight`)
+  if (gA !== undefined) accumulate(rt, gA, matmul(rt, dh, xa, { transA: true }), scaling)
+  if (xa !== x) rt.release(xa)
+  const dxa = matmul(rt, dh, adapter.a)
+  const dxm = s.dropping ? dropout(rt, dxa, s.m.dropoutP, dropSeed(s, l, f)) : dxa
+  axpyInPlace(rt, dx, dxm, scaling)
+  rt.release(dh, dxa)
+  if (dxm !== dxa) rt.release(dxm)
+}
+
+/** One layer's internals from its input x (up to the MLP's down projection). */
+function layerForward(s: Step, l: number, x: Tensor): LayerActs {
+  const { rt, m } = s
+  const c = m.c
+  const w = m.layers[l]!
+  const eps = c.rmsNormEps
+  const h1 = rmsnorm(rt, x, w.inputNorm, eps)
+  const q = lin(s, h1, l, "q")
+  const k = lin(s, h1, l, "k")
+  const v = lin(s, h1, l, "v")
+  applyRope(rt, q, s.posT, s.table, { heads: c.numHeads, headDim: c.headDim, layer: l })
+  applyRope(rt, k, s.posT, s.table, { heads: c.numKvHeads, headDim: c.headDim, layer: l })
+  const { o, lse } = attentionTrain(rt, q, k, v, s.attnOpts)
+  const x1 = lin(s, o, l, "o")
+  addInPlace(rt, x1, x)
+  const h2 = rmsnorm(rt, x1, w.postNorm, eps)
+  const g = lin(s, h2, l, "gate")
+  const u = lin(s, h2, l, "up")
+  const mlp = swiglu(rt, g, u)
+  return { h1, q, k, v, o, lse, x1, h2, g, u, m: mlp }
+}
+
+const releaseActs = (rt: GpuRuntime, a: LayerActs): void => rt.release(a.h1, a.q, a.k, a.v, a.o, a.lse, a.x1, a.h2, a.g, a.u, a.m)
+
+/** Every layer, keeping each layer's input and the last keepLayers layers' internals; returns the final-normed hidden states. */
+function forward(s: Step): Tensor {
+  const { rt, m } = s
+  const L = m.layers.length
+  s.saved.push(embed(rt, m.embedTable, s.ids))
+  for (let l = 0; l < L; l++) {
+    const a = layerForward(s, l, s.saved[l]!)
+    const out = lin(s, a.m, l, "down")
+    addInPlace(rt, out, a.x1)
+    if (l >= L - s.keepLayers) s.kept[l] = a
+    else releaseActs(rt, a)
+    s.saved.push(out)
+  }
+  return keep(s, rmsnorm(rt, s.saved[L]!, m.finalNorm, m.c.rmsNormEps))
+}
+
+/**
+ * The lm_head and the targets' log-probabilities, in row chunks (never the whole T×V logits); with row
+ * weights also the loss's gradient with respect to the normed hidden states, and the head's.
+ */
+function headAndLoss(s: Step, normed: Tensor, targets: Uint32Array, rowWeights: Float32Array | undefined): { lpAll: Tensor; dNormed: Tensor | undefined } {
+  const { rt, m, T } = s
+  const [D, V] = [m.c.hiddenSize, m.c.vocabSize]
+  const lpAll = keep(s, rt.tensor([T]))
+  const dNormed = rowWeights === undefined ? undefined : keep(s, rt.tensor([T, D]))
+  const gHead = s.gradOf(headName(m.c))
+  const chunkRows = Math.max(1, Math.min(T, Math.floor(m.options.logitRows ?? LOGIT_FLOATS / V)))
+  // Uploaded once (an upload flushes the batch); chunks copy their rows in batch order.
+  const tgtAll = keep(s, rt.upload(targets))
+  const rwAll = rowWeights === undefined ? undefined : keep(s, rt.upload(rowWeights))
+  for (let r = 0; r < T; r += chunkRows) {
+    const rows = Math.min(chunkRows, T - r)
+    const whole = rows === T
+    const tgt = whole ? tgtAll : sliceRows(rt, tgtAll, r, rows, 1, "u32")
+    const rw = rwAll === undefined ? undefined : whole ? rwAll : sliceRows(rt, rwAll, r, rows, 1)
+    const part = whole ? normed : sliceRows(rt, normed, r, rows, D)
+    const logits = matmul(rt, part, m.head, { transB: true })
+    const lp = logprobsFromLogits(rt, logits, tgt)
+    rt.copy(lp.buffer, 0, lpAll.buffer, r * 4, rows * 4)
+    rt.release(lp)
+    if (dNormed !== undefined && rw !== undefined) {
+      const dl = crossEntropyBackward(rt, logits, tgt, rw)
+      const dPart = matmul(rt, dl, m.head)
+      rt.copy(dPart.buffer, 0, dNormed.buffer, r * D * 4, rows * D * 4)
+      if (gHead !== undefined) accumulate(rt, gHead, matmul(rt, dl, part, { transA: true }))
+      rt.release(dl, dPart)
+    }
+    rt.release(logits)
+    if (!whole) rt.release(part, tgt, rw)
+  }
+  return { lpAll, dNormed }
+}
+
+/** From ∂loss/∂normed back through the final norm and every layer (last first) to the embeddings, accumulating gradients. */
+function backward(s: Step, dNormed: Tensor): void {
+  const { rt, m } = s
+  const fin = rmsnormBackward(rt, s.saved[m.layers.length]!, m.finalNorm, dNormed, m.c.rmsNormEps)
+  accumulateOrRelease(s, "model.norm.weight", fin.dw)
+  const dx = keep(s, fin.dx)
+  rt.release(s.saved.pop())
+  for (let l = m.layers.length - 1; l >= 0; l--) {
+    const xin = s.saved[l]!
+    const a = s.kept[l] ?? layerForward(s, l, xin)
+    s.kept[l] = undefined
+    layerBackward(s, l, a, xin, dx)
+    rt.release(s.saved.pop())
+  }
+  const gEmbed = s.gradOf("model.embed_tokens.weight")
+  if (gEmbed !== undefined) embeddingBackward(rt, gEmbed, s.ids, dx)
+}
+
+/**
+ * Layer l's backward, from dx = ∂loss/∂(its output) to ∂loss/∂(its input x), in place in dx. Each of
+ * the internals `a` is released after its last use, so the pool can hand its buffer to the next temporary.
+ */
+function layerBackward(s: Step, l: number, a: LayerActs, x: Tensor, dx: Tensor): void {
+  const { rt, m } = s
+  const c = m.c
+  const w = m.layers[l]!
+  const p = layerPrefix(l)
+  const eps = c.rmsNormEps
+  // MLP: out = x1 + down(swiglu(gate(h2), up(h2)))
+  const dm = linBack(s, dx, a.m, l, "down")
+  rt.release(a.m)
+  const { dgate, dup } = swigluBackward(rt, a.g, a.u, dm)
+  rt.release(dm, a.g, a.u)
+  const dh2 = linBack(s, dgate, a.h2, l, "gate")
+  const dh2u = linBack(s, dup, a.h2, l, "up")
+  addInPlace(rt, dh2, dh2u)
+  rt.release(dgate, dup, dh2u, a.h2)
+  const post = rmsnormBackward(rt, a.x1, w.postNorm, dh2, eps)
+  rt.release(dh2, a.x1)
+  accumulateOrRelease(s, p + LAYER_NAMES.postNorm, post.dw)
+  addInPlace(rt, dx, post.dx) // dx is now ∂loss/∂x1
+  rt.release(post.dx)
+
+  // Attention: x1 = x + o_proj(attn(rope(q(h1)), rope(k(h1)), v(h1)))
+  const dO = linBack(s, dx, a.o, l, "o")
+  const { dq, dk, dv } = attentionBackward(rt, a.q, a.k, a.v, a.o, a.lse, dO, s.attnOpts)
+  rt.release(dO, a.q, a.k, a.v, a.o, a.lse)
+  applyRopeBackward(rt, dq, s.posT, s.table, { heads: c.numHeads, headDim: c.headDim, layer: l }, s.inv)
+  applyRopeBackward(rt, dk, s.posT, s.table, { heads: c.numKvHeads, headDim: c.headDim, layer: l }, s.inv)
+  const dh1 = linBack(s, dq, a.h1, l, "q")
+  const dh1k = linBack(s, dk, a.h1, l, "k")
+  const dh1v = linBack(s, dv, a.h1, l, "v")
+  addInPlace(rt, dh1, dh1k)
+  addInPlace(rt, dh1, dh1v)
+  rt.release(dq, dk, dv, dh1k, dh1v, a.h1)
+  const pre = rmsnormBackward(rt, x, w.inputNorm, dh1, eps)
+  rt.release(dh1)
+  accumulateOrRelease(s, p + LAYER_NAMES.inputNorm, pre.dw)
+  addInPlace(rt, dx, pre.dx) // ∂loss/∂x, the previous layer's output
+  rt.release(pre.dx)
+}
+
+/** grad += s·delta (delta, a fresh temporary, is released; a [1, N] bias sum lands on its [N] gradient). */
+function accumulate(rt: GpuRuntime, g: Tensor, delta: Tensor, s = 1): void {
+  if (numel(g.shape) !== numel(delta.shape)) throw new Error(`trainable llama: gradient ${shapeString(delta.shape)} does not fit ${shapeString(g.shape)}`)
+  axpyInPlace(rt, g, { buffer: delta.buffer, shape: g.shape, dtype: "f32" }, s)
+  rt.release(delta)
+}
+
+/** A norm weight's gradient added to its sink, or released where the weight is frozen. */
+function accumulateOrRelease(s: Step, name: string, dw: Tensor): void {
+  const g = s.gradOf(name)
+  if (g !== undefined) accumulate(s.rt, g, dw)
+  else s.rt.release(dw)
+}
+
+/** The trainable parameters as they are now (LoRA: the adapters and any norms / embeddings trained), F32. */
+async function trainedTensors(rt: GpuRuntime, params: readonly ParamInit[]): Promise<TensorToWrite[]> {
+  const out: TensorToWrite[] = []
+  for (const p of params) out.push({ name: p.name, dtype: "F32", shape: p.value.shape, data: await rt.read(p.value) })
+  return out
+}
+
+/** The weights in the checkpoint's own layout (Phi-3's projections fused again, LoRA merged in), F32. */
+async function hfTensors(m: TrainModel, base: BaseWeights): Promise<TensorToWrite[]> {
+  const { rt, c } = m
+  const out: TensorToWrite[] = []
+  /** A base weight with its adapter (if any) merged in, W + s·B·A rounded once to f32. */
+  const f32 = async (name: string): Promise<Float32Array> => {
+    const w = await rt.read(base.byName.get(name)!)
+    const adapter = m.adapters.get(name.slice(0, -".weight".length))
+    if (adapter === undefined) return w
+    const a = await rt.read(adapter.a)
+    const b = await rt.read(adapter.b)
+    return mergeLoraHost(w, a, b, adapter.outFeatures, adapter.inFeatures, adapter.rank, adapter.scaling)
+  }
+  const emit = (name: string, shape: readonly number[], data: Float32Array): void => {
+    out.push({ name, dtype: "F32", shape, data })
+  }
+  const [D, I, qDim, kvDim] = [c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim, c.numKvHeads * c.headDim]
+  for (const p of base.params) {
+    const name = p.name
+    if (c.fused && /\.self_attn\.[kv]_proj\.weight$|\.mlp\.up_proj\.weight$/.test(name)) continue
+    if (c.fused && name.endsWith(".self_attn.q_proj.weight")) {
+      const pre = name.slice(0, -"q_proj.weight".length)
+      const parts = [await f32(name), await f32(`${pre}k_proj.weight`), await f32(`${pre}v_proj.weight`)]
+      emit(`${pre}qkv_proj.weight`, [qDim + 2 * kvDim, D], concat(parts))
+    } else if (c.fused && name.endsWith(".mlp.gate_proj.weight")) {
+      const pre = name.slice(0, -"gate_proj.weight".length)
+      emit(`${pre}gate_up_proj.weight`, [2 * I, D], concat([await f32(name), await f32(`${pre}up_proj.weight`)]))
+    } else emit(name, p.value.shape, await f32(name))
+  }
+  return out
 }
 
 const isTensorSource = (s: TensorSource | HostWeights): s is TensorSource => s instanceof Checkpoint || "source" in s

@@ -104,6 +104,10 @@ export const readLayer = (c: LlamaConfig, ckpt: TensorSource, i: number): HostLa
 export const readRawLayer = (c: LlamaConfig, ckpt: TensorSource, i: number): RawLayer =>
   layerFrom(c, i, (name) => ckpt.readRaw(name), (t, from, to) => (t.dtype === "F32" ? { dtype: "F32", data: t.data.slice(from, to) } : { dtype: t.dtype, data: t.data.slice(from, to) }))
 
+/** Layer i from f32 tensors by HF name, unfused (q/k/v and gate/up apart, as the trainer's host weights keep them even for Phi-3). */
+export const unfusedLayer = (c: LlamaConfig, i: number, read: (name: string) => Float32Array): HostLayer =>
+  layerFrom({ ...c, fused: false }, i, read, (t, from, to) => t.slice(from, to))
+
 function layerFrom<T>(c: LlamaConfig, i: number, read: (name: string) => T, slice: (t: T, from: number, to: number) => T): LayerOf<T> {
   const p = layerPrefix(i)
   const D = c.hiddenSize
