@@ -93,7 +93,7 @@ export function runFinetune(ctx: StageContext<FinetuneParams, string, "model">) 
     const s = yield* setUp(ctx, modelDir)
     const batch = p.batch ?? 1
     const mixed = p.mixedContext ?? FINETUNE_DEFAULTS.mixedContext
-    const runConfig: Json = { stage: STAGE, seed: ctx.seed, params: p as unknown as Json, rope: s.choice.source }
+    const runConfig: Json = { stage: STAGE, seed: ctx.seed, params: p as unknown as Json, rope: s.choice.recorded }
     yield* ctx.progress.log(`${STAGE}: RoPE from ${s.choice.source}${mixed ? ", mixed context window" : ""}`)
     const result = yield* runTraining(ctx as StageContext<unknown, string, string>, {
       stage: STAGE, family: s.family, config: s.config, weights: modelDir, tableFor: s.tableFor, seqLen: s.seqLen, mixed, positionSkip: s.positionSkip,
