@@ -56,6 +56,7 @@ function runExportStage(ctx: StageContext<ExportParams, string, "export">) {
       runExport(rt, {
         model,
         ...(factors === undefined ? {} : { factors }),
+        sourceNames: { model: "inputs.model", factors: "inputs.factors" },
         out: ctx.outputs.export,
         formats: ctx.params.formats,
         dtype: ctx.params.dtype,

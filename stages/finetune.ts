@@ -141,7 +141,7 @@ export function runFinetune(ctx: StageContext<FinetuneParams, string, "model">) 
     const s = yield* setUp(ctx, modelDir)
     const batch = p.batch ?? 1
     const mixed = p.mixedContext ?? FINETUNE_DEFAULTS.mixedContext
-    const runConfig: Json = { stage: STAGE, seed: ctx.seed, params: p as unknown as Json, rope: s.choice.source }
+    const runConfig: Json = { stage: STAGE, seed: ctx.seed, params: p as unknown as Json, rope: s.choice.recorded }
     const lora = s.lora
     const how = lora === undefined ? "" : `, LoRA r=${lora.rank} alpha=${lora.alpha} on ${lora.targets.join(", ")}${lora.trainNorms ? " + norms" : ""}${lora.trainEmbeddings ? " + embeddings" : ""}`
     yield* ctx.progress.log(`${STAGE}: RoPE from ${s.choice.source}${mixed ? ", mixed context window" : ""}${how}`)

@@ -64,6 +64,11 @@ export interface ExportOptions {
   readonly threads?: number
   /** Token counts scored by the checks (default: one at or below L0 and one past it, where the model extends). */
   readonly checkLengths?: readonly number[]
+  /**
+   * How checks.json names the sources (default: their absolute paths). A workflow step names its inputs
+   * instead, so its artifact's bytes do not depend on where the store is.
+   */
+  readonly sourceNames?: { readonly model: string; readonly factors?: string }
   readonly log?: (line: string) => void
 }
 
@@ -398,7 +403,10 @@ export async function runExport(rt: GpuRuntime, o: ExportOptions): Promise<Expor
   }
   const checks = await writeAndCheck(r, out, formats, sourceConfig)
   const result: ExportChecks = {
-    source: { model: resolve(o.model), factors: o.factors === undefined ? null : resolve(o.factors) },
+    source: {
+      model: o.sourceNames?.model ?? resolve(o.model),
+      factors: o.factors === undefined ? null : (o.sourceNames?.factors ?? resolve(o.factors)),
+    },
     formats: [...formats],
     checks,
     notes,

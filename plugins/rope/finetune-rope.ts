@@ -14,7 +14,10 @@ type Config = Record<string, unknown>
 export interface RopeChoice {
   readonly scaling: Config | undefined
   readonly written: Config | undefined
+  /** Where it came from, for messages: a param name or a file path. */
   readonly source: string
+  /** The same without paths, for artifacts (their bytes must not depend on where the store is). */
+  readonly recorded: string
 }
 
 /** A fine-tune's RoPE params: an HF rope_scaling to train at, and how a factor set is written. */
@@ -32,7 +35,7 @@ export function chooseRope(p: RopeParams, config: Config, configFile: string, fa
     if (p.scalingFormat !== undefined) throw inputError("finetune.scalingFormat", "applies to a factor set (the `factors` input), not to ropeScaling")
     // `{}` is plain RoPE: trained without scaling, so the output must not keep the input's.
     const s = Object.keys(p.ropeScaling).length === 0 ? undefined : { ...p.ropeScaling }
-    return { scaling: s, written: s ?? { rope_type: "default" }, source: "finetune.ropeScaling" }
+    return { scaling: s, written: s ?? { rope_type: "default" }, source: "finetune.ropeScaling", recorded: "finetune.ropeScaling" }
   }
   if (factorsPath !== undefined) {
     const file = parseFactorSetFile(readText(factorsPath), factorsPath)
@@ -42,11 +45,12 @@ export function chooseRope(p: RopeParams, config: Config, configFile: string, fa
     }
     const scaling = factorSetToScaling(file) as Config
     const written = p.scalingFormat === "longrope" ? (factorSetToHfLongrope(file, factorsPath) as Config) : scaling
-    return { scaling, written, source: factorsPath }
+    const run = file.provenance.run_id
+    return { scaling, written, source: factorsPath, recorded: `the factors input${run === null || run === undefined ? "" : ` (search run ${run})`}` }
   }
   if (p.scalingFormat !== undefined) throw inputError("finetune.scalingFormat", "applies to a factor set: wire a `factors` input (stage finetune-factors)")
   const spec = ropeSpecFromConfig(config, configFile)
-  return { scaling: spec.scaling === undefined ? undefined : { ...spec.scaling }, written: undefined, source: configFile }
+  return { scaling: spec.scaling === undefined ? undefined : { ...spec.scaling }, written: undefined, source: configFile, recorded: "the model's config.json" }
 }
 
 /**

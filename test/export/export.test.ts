@@ -143,6 +143,9 @@ describe("the export-model stage in a workflow", () => {
     const out = step.outputs["export"]!.path
     const checks = JSON.parse(readFileSync(join(out, "checks.json"), "utf8")) as ExportChecks
     expect(checks.ok).toBe(true)
+    // a workflow's artifact names its inputs: its bytes must not depend on where the store is
+    expect(checks.source).toEqual({ model: "inputs.model", factors: null })
+    expect(readFileSync(join(out, "checks.json"), "utf8")).not.toContain(root)
     const g = ggufCheck(checks)
     expect(g.rope.map((r) => [r.llamaCppFactors, r.matchesHf])).toEqual([["rope_factors_short", true], ["rope_factors_long", true]])
     expect(existsSync(join(out, "csv", "0.25k.csv"))).toBe(true)
