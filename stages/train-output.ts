@@ -3,7 +3,7 @@
  * fine-tuning), or the base's weights linked with a LoRA adapter beside them in PEFT's layout.
  */
 import { copyFileSync, existsSync, mkdirSync } from "node:fs"
-import { join, resolve } from "node:path"
+import { join } from "node:path"
 import { linkOrCopy, writeFileAtomic } from "../common/files.ts"
 import { Checkpoint, writeCheckpoint } from "../common/safetensors.ts"
 import type { LoraSpec, TrainableModel } from "../training/model.ts"
@@ -21,9 +21,20 @@ export async function writeAdaptedFolder(dir: string, base: string, model: Train
   const tensors = await model.trainedTensors()
   // what trains besides the adapters is saved whole, as PEFT's modules_to_save (named by their last part)
   const saved = [...new Set(tensors.filter((t) => !/\.lora_[AB]\.weight$/.test(t.name)).map((t) => t.name.replace(/\.weight$/, "").split(".").at(-1)!))]
-  writePeftAdapter(dir, { rank: lora.rank, alpha: lora.alpha, dropout: lora.dropout, targets: lora.targets, modulesToSave: saved, base: resolve(base) }, tensors)
+  const name = baseName(configJson)
+  writePeftAdapter(dir, { rank: lora.rank, alpha: lora.alpha, dropout: lora.dropout, targets: lora.targets, modulesToSave: saved, ...(name === undefined ? {} : { base: name }) }, tensors)
   writeFileAtomic(join(dir, "config.json"), `${JSON.stringify(configJson, null, 2)}\n`)
   for (const f of copy) if (existsSync(join(base, f))) copyFileSync(join(base, f), join(dir, f))
+}
+
+/**
+ * The adapter's base_model_name_or_path: the config's `_name_or_path` (the hub id transformers records), or
+ * null. Not the base folder's path: the base weights sit in this folder, and a path would make the
+ * artifact's bytes depend on where the store is.
+ */
+const baseName = (configJson: unknown): string | undefined => {
+  const n = (configJson as Record<string, unknown> | null)?.["_name_or_path"]
+  return typeof n === "string" && n !== "" ? n : undefined
 }
 
 /** Files of an HF tokenizer folder carried into the model folder. */
