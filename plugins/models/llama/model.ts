@@ -6,7 +6,7 @@
  * T·V. Semantics are transformers' (rotate_half RoPE, GQA, RMSNorm, SwiGLU, tied head).
  */
 import { type KvCache, type KvCacheOptions, appendKv, attention, createKvCache, kvRows, kvScratch, releaseKvCache, storeKvRows } from "../../../kernels/attention.ts"
-import { embed } from "../../../kernels/embedding.ts"
+import { embed, embedFromWeight } from "../../../kernels/embedding.ts"
 import { logprobsFromLogits } from "../../../kernels/logprobs.ts"
 import { type Weight, linear, linearMany, prepareWeight, prepareWeight16, releaseWeight } from "../../../kernels/matmul.ts"
 import { uploadHalf } from "../../../kernels/pack16.ts"
@@ -239,13 +239,21 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     dtype: o.kvCache ?? kvDtype,
     ...(o.pageRows === undefined ? {} : { pageRows: Math.min(o.pageRows, Math.ceil(capacity / 4) * 4) }),
   })
-  let embedTable: Tensor | HalfTensor, lmHead: Weight, finalNorm: Tensor
+  let embedLookup: (ids: Tensor) => Tensor, lmHead: Weight, finalNorm: Tensor
   const layers: GpuLayer[] = []
   try {
     {
       const embedRaw = checkpoint.readRaw("model.embed_tokens.weight")
-      embedTable = table(embedRaw)
-      lmHead = weight(c.tieWordEmbeddings ? embedRaw : checkpoint.readRaw("lm_head.weight"), c.vocabSize, D)
+      if (c.tieWordEmbeddings) {
+        // one copy on the device: the head's prepared weight holds the table's values, and the lookup reads them there
+        const head = weight(embedRaw, c.vocabSize, D)
+        lmHead = head
+        embedLookup = (ids) => embedFromWeight(rt, head, ids)
+      } else {
+        const embedTable = table(embedRaw)
+        embedLookup = (ids) => embed(rt, embedTable, ids)
+        lmHead = weight(checkpoint.readRaw("lm_head.weight"), c.vocabSize, D)
+      }
     }
     await settle(rt)
     finalNorm = up(checkpoint.readRaw("model.norm.weight"))
@@ -380,7 +388,7 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     const positions = new Uint32Array(len)
     for (let i = 0; i < len; i++) positions[i] = start + i
     const posT = rt.upload(positions)
-    const x = embed(rt, embedTable, idT)
+    const x = embedLookup(idT)
 
     for (let l = 0; l < layers.length; l++) {
       const w = layers[l]!
