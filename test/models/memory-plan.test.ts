@@ -124,7 +124,7 @@ describe("refused before loading", () => {
   test("score: one line, exit ≠ 0, naming need and availability", async () => {
     const tokens = join(root, "tokens.json")
     writeFileSync(tokens, JSON.stringify(randomTokens(2000, 3000, 4)))
-    process.env.ROPEWAY_MEMORY = "4M"
+    process.env.ROPEWAY_MEMORY = "2M"
     let r
     try {
       r = await runCli(["score", "--model", dirs.tied, "--tokens", tokens])
@@ -135,7 +135,7 @@ describe("refused before loading", () => {
     expect(r.code).not.toBe(0)
     expect(err.split("\n")).toHaveLength(1)
     expect(err).toContain(`error: ${dirs.tied}: does not fit at 2000 tokens: needs`)
-    expect(err).toContain("ROPEWAY_MEMORY is 4.00 MiB; not even 1 token fits")
+    expect(err).toContain("ROPEWAY_MEMORY is 2.00 MiB; not even 1 token fits")
   })
 
   test("finetune: the plan of a training step is checked before any weight is read", async () => {
