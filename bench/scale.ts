@@ -15,9 +15,18 @@
  * A shape whose plan does not fit this device is reported with the plan's one-line reason instead.
  * `--score=2048` and `--memory=4096,8192` choose the lengths timed and measured (`--memory=` none), for
  * machines where the 1B shape at 8k–16k would take hours.
+ *
+ * `--check` measures instead what a real model at a real length needs: a child process loads the shape and
+ * scores 512 tokens, twice (the first run finds the Mesa shader cache as it is, or with `--cold` empty,
+ * and fills it; the second finds it warm), each reporting its peak resident memory (VmHWM) against the
+ * weight files, and the log-probs are compared with the float64 reference (plugins/models/llama/model.ref.ts,
+ * one layer's weights in float64 at a time) on the first `--reference=N` tokens (default all 512): a causal
+ * prefix, whose log-probs do not depend on later tokens (the shapes' RoPE tables do not depend on length),
+ * scored with the default (16-bit) KV cache and again with an f32 one. `--once` does only the first run;
+ * `--dir=PATH` makes the model there once and keeps it for later runs.
  */
 import { spawnSync } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { writeGgufLazy } from "../common/gguf.ts"
@@ -26,6 +35,7 @@ import { Checkpoint } from "../common/safetensors.ts"
 import { llamaFamily } from "../plugins/models/llama/family.ts"
 import { llamaGgufFromFolder } from "../plugins/models/llama/gguf-export.ts"
 import { inspectLlamaModel } from "../plugins/models/llama/family.ts"
+import { randomTokens, referenceLogprobs, referenceModelFromFolder } from "../plugins/models/llama/model.ref.ts"
 import { type PublishedShape, PUBLISHED_SHAPES, writePublishedShape } from "../plugins/models/llama/random.ts"
 import { deviceBudget, formatBytes, longestFit } from "../plugins/models/memory.ts"
 import { report } from "./harness.ts"
@@ -58,34 +68,90 @@ interface ChildResult {
 }
 
 /** Runs a child measurement (this file, `child <task> <json>`) and returns its last JSON line. */
-function child(task: string, args: Record<string, unknown>): ChildResult {
-  const r = spawnSync(BUN, [import.meta.filename, "child", task, JSON.stringify(args)], { env: { ...process.env, EGL_PLATFORM: "surfaceless" }, encoding: "utf8", maxBuffer: 1 << 26 })
+function child(task: string, args: Record<string, unknown>, env: Readonly<Record<string, string>> = {}): ChildResult {
+  const r = spawnSync(BUN, [import.meta.filename, "child", task, JSON.stringify(args)], { env: { ...process.env, EGL_PLATFORM: "surfaceless", ...env }, encoding: "utf8", maxBuffer: 1 << 26 })
   const lines = (r.stdout ?? "").split("\n").filter((l) => l.startsWith("{"))
   if (r.status !== 0 || lines.length === 0) return { error: (r.stderr ?? "").split("\n").filter((l) => l.startsWith("error") || l.includes("Error")).slice(0, 2).join(" ") || `exit ${r.status}` }
   return JSON.parse(lines.at(-1)!) as ChildResult
 }
 
+const CHECK = process.argv.includes("--check")
+const CHECK_LENGTH = 512
+const REFERENCE = lengthsFlag("reference", [CHECK_LENGTH])[0] ?? 0
+const KEEP = process.argv.find((a) => a.startsWith("--dir="))?.slice("--dir=".length)
+
 export async function run(rt: GpuRuntime): Promise<void> {
   const flag = process.argv.find((a) => a.startsWith("--shapes="))
   const shapes = (flag === undefined ? ["smollm2-135m", "llama-3.2-1b"] : flag.slice("--shapes=".length).split(",")) as PublishedShape[]
+  if (REFERENCE > CHECK_LENGTH) throw new Error(`bench scale: --reference=${REFERENCE} exceeds the ${CHECK_LENGTH} tokens --check scores`)
   for (const shape of shapes) {
     if (!(shape in PUBLISHED_SHAPES)) throw new Error(`bench scale: unknown shape "${shape}"; known: ${Object.keys(PUBLISHED_SHAPES).join(", ")}`)
-    const dir = mkdtempSync(join(tmpdir(), `ropeway-scale-${shape}-`))
+    const dir = KEEP === undefined ? mkdtempSync(join(tmpdir(), `ropeway-scale-${shape}-`)) : join(KEEP, shape)
     try {
-      await runShape(rt, shape, dir)
+      await (CHECK ? checkShape : runShape)(rt, shape, dir)
     } finally {
-      rmSync(dir, { recursive: true, force: true })
+      if (KEEP === undefined) rmSync(dir, { recursive: true, force: true })
     }
   }
 }
 
-async function runShape(rt: GpuRuntime, shape: PublishedShape, dir: string): Promise<void> {
-  const b = `scale ${shape}`
+/** Makes the shape in `dir` (unless a kept one is there) and reports its weight files' size. */
+function makeShape(shape: PublishedShape, dir: string): number {
   const t0 = performance.now()
-  writePublishedShape(dir, shape)
+  const made = existsSync(join(dir, "config.json"))
+  if (!made) {
+    mkdirSync(dir, { recursive: true })
+    writePublishedShape(dir, shape)
+  }
   const files = Checkpoint.open(dir).files().filter((f) => f.endsWith(".safetensors"))
   const fileBytes = files.reduce((a, f) => a + statSync(join(dir, f)).size, 0)
-  report({ bench: "scale", case: `${shape}: weight files`, value: fileBytes / 2 ** 20, unit: "MiB", note: `${files.length} bf16 shards, made in ${((performance.now() - t0) / 1000).toFixed(1)} s` })
+  report({ bench: "scale", case: `${shape}: weight files`, value: fileBytes / 2 ** 20, unit: "MiB", note: `${files.length} bf16 shards, ${made ? `kept in ${dir}` : `made in ${((performance.now() - t0) / 1000).toFixed(1)} s`}` })
+  return fileBytes
+}
+
+/** `--check`: peak process memory of scoring 512 tokens (shader cache as found or cold, then warm) and agreement with float64. */
+async function checkShape(_rt: GpuRuntime, shape: PublishedShape, dir: string): Promise<void> {
+  const fileBytes = makeShape(shape, dir)
+  const tokens = randomTokens(CHECK_LENGTH, PUBLISHED_SHAPES[shape].vocab, 9)
+  const cold = process.argv.includes("--cold")
+  const cache = cold ? mkdtempSync(join(tmpdir(), "ropeway-shader-cache-")) : undefined
+  const env: Record<string, string> = cache === undefined ? {} : { MESA_SHADER_CACHE_DIR: cache }
+  const runs: ChildResult[] = []
+  try {
+    const order = [cold ? "cold shader cache" : "shader cache as found", "warm shader cache"]
+    for (const which of process.argv.includes("--once") ? order.slice(0, 1) : order) {
+      const r = child("check", { dir, tokens }, env)
+      if (typeof r.error === "string") {
+        report({ bench: "scale", case: `${shape}: score ${CHECK_LENGTH} (${which})`, value: Number.NaN, unit: "", note: r.error })
+        return
+      }
+      runs.push(r)
+      const mib = (b: number) => b / 2 ** 20
+      report({ bench: "scale", case: `${shape}: peak process memory, load + score ${CHECK_LENGTH} (${which})`, value: mib(r.rss as number), unit: "MiB", baseline: mib(fileBytes), ratio: (r.rss as number) / fileBytes, note: `VmHWM (after load ${mib(r.rssLoad as number).toFixed(0)} MiB); baseline: the weight files` })
+      report({ bench: "scale", case: `${shape}: score ${CHECK_LENGTH} (${which})`, value: r.seconds as number, unit: "s", note: `load ${(r.loadSeconds as number).toFixed(1)} s; device bytes ${mib(r.weightBytes as number).toFixed(0)} MiB after load, peak ${mib(r.peakDeviceBytes as number).toFixed(0)} MiB` })
+    }
+  } finally {
+    if (cache !== undefined) rmSync(cache, { recursive: true, force: true })
+  }
+  if (REFERENCE < 2) return
+  const t0 = performance.now()
+  const want = referenceLogprobs(referenceModelFromFolder(dir), tokens.slice(0, REFERENCE))
+  const seconds = (performance.now() - t0) / 1000
+  const prefix = REFERENCE < CHECK_LENGTH ? `the first ${REFERENCE} of ${CHECK_LENGTH} tokens (a causal prefix)` : `all ${CHECK_LENGTH} tokens`
+  const last = runs.at(-1)!
+  for (const [cache, got] of [["f32", last.logprobsF32], ["default (the weights' 16-bit)", last.logprobs]] as const) {
+    let worst = 0
+    let at = 0
+    for (let i = 0; i < want.length; i++) {
+      const d = Math.abs((got as number[])[i]! - want[i]!)
+      if (d > worst) [worst, at] = [d, i]
+    }
+    report({ bench: "scale", case: `${shape}: max |Δ log p| vs float64, ${cache} KV cache`, value: worst, unit: "nats", note: `${want.length} positions of ${prefix}, worst at ${at}; float64 reference ${seconds.toFixed(0)} s` })
+  }
+}
+
+async function runShape(rt: GpuRuntime, shape: PublishedShape, dir: string): Promise<void> {
+  const fileBytes = makeShape(shape, dir)
 
   const m = inspectLlamaModel(dir)
   const longest = longestFit(llamaFamily, m, deviceBudget(rt))
@@ -174,6 +240,23 @@ async function childMain(task: string, args: Record<string, unknown>): Promise<v
       peaks[n] = rt.stats.peakBytes - base
     }
     out.peakBytes = peaks
+    model.dispose()
+  } else if (task === "check") {
+    const tokens = args.tokens as number[]
+    checkFits(llamaFamily, m, tokens.length, deviceBudget(rt))
+    const t0 = performance.now()
+    const model = await llamaFamily.load(rt, m)
+    await rt.sync()
+    out.loadSeconds = (performance.now() - t0) / 1000
+    out.weightBytes = rt.stats.liveBytes
+    out.rssLoad = peakRss()
+    const t1 = performance.now()
+    out.logprobs = Array.from(await model.logprobs(tokens, { rope: m.rope(tokens.length) }))
+    out.seconds = (performance.now() - t1) / 1000
+    out.rss = peakRss()
+    out.peakDeviceBytes = rt.stats.peakBytes
+    // the 16-bit cache rounds K and V (~1e-2 in log p); the float64 agreement is stated with an f32 one too
+    out.logprobsF32 = Array.from(await model.logprobs(tokens, { rope: m.rope(tokens.length), kvCache: "f32" }))
     model.dispose()
   } else if (task === "train") {
     const T = args.length as number

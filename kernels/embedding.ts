@@ -1,5 +1,9 @@
-/** Token embedding lookup from an f32 table or a 16-bit one (the weights' file dtype, widened exactly). */
+/**
+ * Token embedding lookup from an f32 table or a 16-bit one (the weights' file dtype, widened exactly), or
+ * from a linear layer's prepared weight (a head tied to the embeddings, so the table is held once).
+ */
 import { strideGroups } from "./add.ts"
+import type { Weight } from "./matmul.ts"
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type HalfTensor, type Tensor, shapeString } from "./tensor.ts"
@@ -69,5 +73,39 @@ export function embed(rt: GpuRuntime, table: Tensor | HalfTensor, ids: Tensor, o
     ])
     rt.dispatch(pipe, [ids, binding, out], [strideGroups(rt, n, 64)], params)
   }
+  return out
+}
+
+/**
+ * The rows of a prepared weight W [V, D] (`prepareWeight` / `prepareWeight16`, texture or buffer, in parts
+ * or whole): ids u32 [T] → [T, D] f32, the same bits `embed` gives from the table W itself; ids ≥ V give
+ * zero rows. A model whose head is tied to its embeddings looks tokens up here instead of keeping a copy.
+ */
+export function embedFromWeight(rt: GpuRuntime, w: Weight, ids: Tensor): Tensor {
+  const [V, D] = w.shape
+  if (ids.shape.length !== 1) throw new Error(`embedFromWeight: ids has shape ${shapeString(ids.shape)}, expected [T]`)
+  if (ids.dtype !== "u32") throw new Error(`embedFromWeight: ids must be u32, got ${ids.dtype}`)
+  const T = ids.shape[0]!
+  const out = rt.tensor([T, D])
+  const entry =
+    w.storage === "texture" ? (w.dtype === "bf16" ? "weight_texture_bf16" : "weight_texture4") : `weight_buffer_${w.dtype}`
+  const pipe = rt.pipeline("embedding", src, entry)
+  const blocks = Math.ceil(D / 8) // BLOCK in embedding.wgsl
+  const n = T * blocks
+  w.parts.forEach((part, i) => {
+    const table = part.view ?? part.tensor
+    if (table === undefined) throw new Error(`embedFromWeight: part ${i} of the ${V}×${D} weight holds neither a texture nor a buffer`)
+    const params = uniforms([
+      ["u32", n],
+      ["u32", D],
+      ["u32", blocks],
+      ["u32", part.n0],
+      ["u32", part.n0 + part.cols],
+      ["u32", V],
+      ["u32", i === w.parts.length - 1 ? 1 : 0],
+      ["u32", part.c4 * 4],
+    ])
+    rt.dispatch(pipe, [ids, table, out], [strideGroups(rt, n, 64)], params)
+  })
   return out
 }

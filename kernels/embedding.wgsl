@@ -92,3 +92,95 @@ fn main_f16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) 
     }
   }
 }
+
+// The lookup from a linear layer's prepared weight W [V, D] (kernels/matmul.ts), for a head tied to the
+// embeddings: the table is then held once, as the head. A weight is stored transposed, Wᵀ [Kpadded, width]
+// per part of vocabulary rows [n0, n1), so token t's row is column id - n0 of its part, read down D rows:
+// a texture (f32 and f16: 4 values a texel, the f16 ones widened by the texture unit; bf16: rgba32uint,
+// 8 values a texel) or a buffer (f32, or u32 words of two 16-bit values, the even column in the low half).
+// One dispatch per part, as for the row ranges above; every value is widened exactly, so the rows are the
+// bits `embed` gives from the table itself.
+struct WeightParams {
+  n: u32,      // T·blocks
+  d: u32,      // D
+  blocks: u32, // ceil(D / BLOCK)
+  n0: u32,
+  n1: u32,
+  vocab: u32,
+  last: u32,   // 1 on the dispatch that zeroes out-of-vocabulary rows
+  width: u32,  // values per stored row of a buffer part
+}
+
+@group(0) @binding(0) var<uniform> q: WeightParams;
+@group(0) @binding(2) var texF: texture_2d<f32>;
+@group(0) @binding(2) var texU: texture_2d<u32>;
+
+// An invocation's token, its block of D, and the column of its id in this part (-1: another part's).
+struct Job { t: u32, d0: u32, d1: u32, col: i32 }
+
+fn job(e: u32) -> Job {
+  let t = e / q.blocks;
+  let d0 = (e - t * q.blocks) * BLOCK;
+  let d1 = min(d0 + BLOCK, q.d);
+  let id = ids[t];
+  if (id >= q.n0 && id < q.n1) { return Job(t, d0, d1, i32(id - q.n0)); }
+  if (id >= q.vocab && q.last == 1u) {
+    for (var d = d0; d < d1; d++) { out1[t * q.d + d] = 0.0; }
+  }
+  return Job(t, d0, d1, -1);
+}
+
+fn bf16Half(w: u32, second: bool) -> f32 { return bitcast<f32>(select(w << 16u, w & 0xffff0000u, second)); }
+
+@compute @workgroup_size(64)
+fn weight_texture4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  for (var e = gid.x; e < q.n; e += nwg.x * 64u) {
+    let j = job(e);
+    if (j.col < 0) { continue; }
+    let c = u32(j.col);
+    for (var d = j.d0; d < j.d1; d++) { out1[j.t * q.d + d] = textureLoad(texF, vec2u(c >> 2u, d), 0)[c & 3u]; }
+  }
+}
+
+@compute @workgroup_size(64)
+fn weight_texture_bf16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  for (var e = gid.x; e < q.n; e += nwg.x * 64u) {
+    let j = job(e);
+    if (j.col < 0) { continue; }
+    let c = u32(j.col);
+    for (var d = j.d0; d < j.d1; d++) {
+      let w = textureLoad(texU, vec2u(c >> 3u, d), 0)[(c >> 1u) & 3u];
+      out1[j.t * q.d + d] = bf16Half(w, (c & 1u) == 1u);
+    }
+  }
+}
+
+@compute @workgroup_size(64)
+fn weight_buffer_f32(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  for (var e = gid.x; e < q.n; e += nwg.x * 64u) {
+    let j = job(e);
+    if (j.col < 0) { continue; }
+    let c = u32(j.col);
+    for (var d = j.d0; d < j.d1; d++) { out1[j.t * q.d + d] = table1[d * q.width + c]; }
+  }
+}
+
+@compute @workgroup_size(64)
+fn weight_buffer_bf16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  for (var e = gid.x; e < q.n; e += nwg.x * 64u) {
+    let j = job(e);
+    if (j.col < 0) { continue; }
+    let c = u32(j.col);
+    for (var d = j.d0; d < j.d1; d++) { out1[j.t * q.d + d] = bf16Half(tableH[(d * q.width + c) >> 1u], (c & 1u) == 1u); }
+  }
+}
+
+@compute @workgroup_size(64)
+fn weight_buffer_f16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  for (var e = gid.x; e < q.n; e += nwg.x * 64u) {
+    let j = job(e);
+    if (j.col < 0) { continue; }
+    let c = u32(j.col);
+    for (var d = j.d0; d < j.d1; d++) { out1[j.t * q.d + d] = unpack2x16float(tableH[(d * q.width + c) >> 1u])[c & 1u]; }
+  }
+}

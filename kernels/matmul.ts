@@ -372,7 +372,14 @@ export function matmulCandidates(m: number): readonly string[] {
 /** Rows bucketed to a power of two (≥ 16) for the tuning key: 1000 and 1024 rows share a choice. */
 const rowBucket = (m: number): number => 2 ** Math.max(4, Math.ceil(Math.log2(Math.max(1, m))))
 
-/** The tuned variant for this product (see kernels/tuning.ts); probes time it on operands of this shape. */
+/**
+ * Columns the tuner's probe times at most: a wider product (a 128k-vocabulary head) would need a random
+ * operand of gigabytes, past the binding limit, while its prepared weight is split into parts anyway; the
+ * tilings' cost per 16-column block does not depend on N.
+ */
+const PROBE_MAX_N = 4096
+
+/** The tuned variant for this product (see kernels/tuning.ts); probes time it on operands of this shape (N capped). */
 function cpuVariantFor(rt: GpuRuntime, op: "linear" | "matmul", transA: boolean, transB: boolean, m: number, n: number, k: number, bFixed?: OperandSource): CpuVariant {
   const all = matmulCandidates(m)
   const candidates = bFixed === undefined ? all : all.filter((c) => parseCpuVariant(c).b === bFixed)
@@ -382,7 +389,7 @@ function cpuVariantFor(rt: GpuRuntime, op: "linear" | "matmul", transA: boolean,
     op: `matmul-cpu`,
     shape: `${op} ${shape}`,
     candidates: list,
-    probe: (rt2, candidate) => probeMatmul(rt2, parseCpuVariant(candidate), transA, transB, rowBucket(m), n, k),
+    probe: (rt2, candidate) => probeMatmul(rt2, parseCpuVariant(candidate), transA, transB, rowBucket(m), Math.min(n, PROBE_MAX_N), k),
   })
   return parseCpuVariant(name)
 }

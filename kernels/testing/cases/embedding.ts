@@ -1,6 +1,7 @@
 /** Table cases of the token embedding lookup (exact: a copy of rows, zeros for out-of-vocabulary ids). */
-import { embed } from "../../embedding.ts"
+import { embed, embedFromWeight } from "../../embedding.ts"
 import { embedRef } from "../../embedding.ref.ts"
+import { type Weight, prepareWeight, prepareWeight16, releaseWeight } from "../../matmul.ts"
 import { uploadHalf } from "../../pack16.ts"
 import { unpackHalfRef } from "../../pack16.ref.ts"
 import type { Half, Tensor } from "../../tensor.ts"
@@ -16,6 +17,11 @@ export interface EmbeddingParams {
   readonly maxBindingBytes?: number
   /** A 16-bit table (as a file stores it). */
   readonly half?: Half
+  /**
+   * Looks rows up from the table prepared as a linear layer's weight (a tied head), in this storage and
+   * in parts of `partCols` rows (default: as the limits allow): the same bits as the table itself.
+   */
+  readonly weight?: { readonly storage: "texture" | "buffer"; readonly partCols?: number }
   readonly note?: string
 }
 
@@ -26,10 +32,21 @@ export function embeddingCase(c: EmbeddingParams): KernelCase {
     ids: Uint32Array.from({ length: c.T }, (_, t) => (t === 0 ? c.V - 1 : t === 1 ? c.V : t === 2 ? 0xffffffff : (t * 7919) % c.V)),
   }))
   return {
-    name: `V ${c.V} D ${c.D} T ${c.T}${c.half === undefined ? "" : `, ${c.half} table`}${c.maxBindingBytes === undefined ? "" : `, chunks ≤ ${c.maxBindingBytes} B`}${c.note === undefined ? "" : ` (${c.note})`}`,
+    name: `V ${c.V} D ${c.D} T ${c.T}${c.half === undefined ? "" : `, ${c.half} table`}${c.maxBindingBytes === undefined ? "" : `, chunks ≤ ${c.maxBindingBytes} B`}${weightLabel(c.weight)}${c.note === undefined ? "" : ` (${c.note})`}`,
     dtype: "f32",
+    // the table's lookup and the weight's read the same values
+    sameBits: `V ${c.V} D ${c.D} T ${c.T} ${c.half ?? "f32"}`,
+    applies: (_v, rt) => c.weight?.storage !== "texture" || Math.ceil(c.D / 4) * 4 + 1 <= rt.limits.maxTextureDimension2D,
     setup(rt) {
       const { table, ids } = host()
+      if (c.weight !== undefined) {
+        const opts = { storage: c.weight.storage, ...(c.weight.partCols === undefined ? {} : { partCols: c.weight.partCols }) }
+        const w: Weight = c.half === undefined ? prepareWeight(rt, table, c.V, c.D, opts) : prepareWeight16(rt, bitsOf(table, c.half), c.half, c.V, c.D, opts)
+        if (c.weight.partCols !== undefined && w.parts.length < 2) throw new Error(`embedding case: ${c.V} rows in parts of ${c.weight.partCols} gave ${w.parts.length} part`)
+        const ti = rt.upload(ids)
+        rt.release(rt.upload(new Float32Array(c.T * c.D).fill(9), [c.T, c.D]))
+        return launcher(rt, [ti], () => ({ rows: expectShapeOf("embedFromWeight", "output", embedFromWeight(rt, w, ti), [c.T, c.D]) }), { cleanup: () => releaseWeight(rt, w) })
+      }
       const tt = c.half === undefined ? rt.upload(table, [c.V, c.D]) : uploadHalf(rt, bitsOf(table, c.half), [c.V, c.D], c.half)
       const ti = rt.upload(ids)
       // Pre-fill the pooled output buffer with garbage so the zero rows are really written.
@@ -48,7 +65,12 @@ export function embeddingCase(c: EmbeddingParams): KernelCase {
   }
 }
 
+const weightLabel = (w: EmbeddingParams["weight"]): string =>
+  w === undefined ? "" : `, from a ${w.storage} weight${w.partCols === undefined ? "" : ` in parts of ${w.partCols} rows`}`
+
 const bitsOf = (table: Float32Array, half: Half): Uint16Array => (half === "bf16" ? f32ToBf16(table) : f32ToF16(table))
+
+const halfOf = (h: string | undefined): { readonly half?: Half } => (h === undefined ? {} : { half: h as Half })
 
 export const embeddingOp: KernelOp = {
   op: "embedding",
@@ -62,5 +84,17 @@ export const embeddingOp: KernelOp = {
     embeddingCase({ V: 50, D: 64, T: 13, half: "bf16" }),
     embeddingCase({ V: 37, D: 6, T: 70, half: "f16" }),
     embeddingCase({ V: 100, D: 12, T: 30, maxBindingBytes: 1024, half: "bf16", note: "24-byte rows: 4 chunks of 32 rows" }),
+    // from a prepared weight (a tied head), each against the table case of the same values above, bit for bit
+    ...(["texture", "buffer"] as const).flatMap((storage) =>
+      [undefined, "bf16", "f16"].flatMap((half) => [
+        ...(half === "f16" ? [] : [embeddingCase({ V: 50, D: 64, T: 13, ...halfOf(half), weight: { storage } })]),
+        embeddingCase({ V: 37, D: 6, T: 70, ...halfOf(half), weight: { storage } }),
+        embeddingCase({ V: 37, D: 6, T: 70, ...halfOf(half), weight: { storage, partCols: 16 }, note: "3 parts, the last 5 rows wide" }),
+      ]),
+    ),
+    embeddingCase({ V: 37, D: 6, T: 70, note: "the table whose weight cases follow" }),
+    embeddingCase({ V: 37, D: 6, T: 70, half: "bf16", note: "the table whose weight cases follow" }),
+    embeddingCase({ V: 11, D: 7, T: 9, weight: { storage: "buffer" }, note: "odd width" }),
+    embeddingCase({ V: 11, D: 7, T: 9, weight: { storage: "texture" }, note: "odd width" }),
   ],
 }

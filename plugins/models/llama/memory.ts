@@ -61,9 +61,10 @@ function scoringPlan(c: LlamaConfig, bytes: (name: string) => number, length: nu
       layerWeights += preparedElements(n, k) * bytes(name)
     }
   }
-  // the embedding table is a storage buffer in the file's dtype; the head a prepared weight (a second
-  // copy when tied); norms and biases f32
-  const weights = V * D * embedBytes + preparedElements(V, D) * headBytes + layerWeights + F32 * (D + L * (2 * D + biases))
+  // the embedding table is a storage buffer in the file's dtype and the head a prepared weight; a tied
+  // head is the only copy (the lookup reads its rows); norms and biases f32
+  const table = c.tieWordEmbeddings ? 0 : V * D * embedBytes
+  const weights = table + preparedElements(V, D) * headBytes + layerWeights + F32 * (D + L * (2 * D + biases))
   // The cache keeps the weights' precision unless asked; its rows come in pages (each one allocated
   // whole); a 16-bit page is widened into an f32 scratch page of K and of V while attended.
   const kvBytes = o.kvCache === undefined ? (embedBytes === 2 ? 2 : F32) : o.kvCache === "f32" ? F32 : 2
@@ -86,6 +87,10 @@ function scoringPlan(c: LlamaConfig, bytes: (name: string) => number, length: nu
   const layerHost = wBytes * Object.values(linears).reduce((a, [n, k]) => a + n * k, 0) + F32 * (2 * D + biases)
   const largestLinear = wBytes * Math.max(...Object.values(linears).map(([n, k]) => preparedElements(n, k)))
   const hostStaging = Math.max(layerHost + largestLinear, embedBytes * V * D + headBytes * preparedElements(V, D))
+  const largestBinding = largest(
+    { bytes: F32 * rows * V, what: `one block of logits (${rows} rows × ${V} f32)` },
+    { bytes: F32 * chunk * Math.max(I, qDim), what: `one chunk's MLP activations (${chunk} tokens × ${Math.max(I, qDim)} f32)` },
+  )
   return {
     length,
     weights,
@@ -95,11 +100,9 @@ function scoringPlan(c: LlamaConfig, bytes: (name: string) => number, length: nu
     hostStaging,
     // weights are split into parts and the table and caches bound in windows, each within the binding
     // limit; what a kernel binds whole is an activation of one chunk
-    largestBinding: largest(
-      { bytes: F32 * rows * V, what: `one block of logits (${rows} rows × ${V} f32)` },
-      { bytes: F32 * chunk * Math.max(I, qDim), what: `one chunk's MLP activations (${chunk} tokens × ${Math.max(I, qDim)} f32)` },
-    ),
-    largestBuffer: { bytes: embedBytes * V * D, what: `the embedding table (${V} × ${D}, ${embedBytes === 2 ? "16-bit" : "f32"})` },
+    largestBinding,
+    // prepared weights come in parts that fit; a table of its own is one buffer
+    largestBuffer: c.tieWordEmbeddings ? largestBinding : { bytes: table, what: `the embedding table (${V} × ${D}, ${embedBytes === 2 ? "16-bit" : "f32"})` },
   }
 }
 

@@ -3,7 +3,7 @@
  * tested against (test/models/) and the baseline bench/scoring.ts measures.
  *
  * Plain loops over Float64Array, whole sequence at once (no chunks, no KV cache), its own RoPE from the
- * config (default and linear scaling only) or from explicit inverse frequencies + attention factor (+ start
+ * config (default, linear and llama3 scaling only) or from explicit inverse frequencies + attention factor (+ start
  * tokens, per layer) that a test computes itself; rotate_half, repeat_kv for GQA, RMSNorm, SwiGLU, tied
  * head, log_softmax. It shares nothing with the GPU path or plugins/rope: it reads the config object and the
  * HF-named tensors directly, splitting Phi-3's fused projections itself.
@@ -104,14 +104,32 @@ function ropeTables(config: Readonly<Record<string, unknown>>, scaling: Readonly
   const theta = num(config, "rope_theta", 10000)
   const rd = Math.floor(headDim * num(config, "partial_rotary_factor", 1))
   let factor = 1
-  if (scaling !== null) {
-    const type = scaling["rope_type"] ?? scaling["type"]
-    if (type === "linear") factor = scaling["factor"] as number
-    else if (type !== "default") throw new Error(`reference: rope type ${String(type)} not implemented`)
-  }
+  const type = scaling === null ? "default" : (scaling["rope_type"] ?? scaling["type"])
+  if (type === "llama3") return explicitTables(config, headDim, T, { invFreq: llama3InvFreq(rd, theta, scaling!) })
+  if (type === "linear") factor = scaling!["factor"] as number
+  else if (type !== "default") throw new Error(`reference: rope type ${String(type)} not implemented`)
   const inv = new Float64Array(rd / 2)
   for (let i = 0; i < rd / 2; i++) inv[i] = 1 / theta ** ((2 * i) / rd) / factor
   return explicitTables(config, headDim, T, { invFreq: inv })
+}
+
+/** transformers' _compute_llama3_parameters (the same at every length), in float64. */
+function llama3InvFreq(rd: number, theta: number, s: Readonly<Record<string, unknown>>): Float64Array {
+  const [factor, low, high, original] = ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"].map((k) => num(s, k))
+  const out = new Float64Array(rd / 2)
+  const lowWave = original! / low!
+  const highWave = original! / high!
+  for (let i = 0; i < rd / 2; i++) {
+    const f = 1 / theta ** ((2 * i) / rd)
+    const wave = (2 * Math.PI) / f
+    if (wave < highWave) out[i] = f
+    else if (wave > lowWave) out[i] = f / factor!
+    else {
+      const smooth = (original! / wave - low!) / (high! - low!)
+      out[i] = (1 - smooth) * (f / factor!) + smooth * f
+    }
+  }
+  return out
 }
 
 /**

@@ -6,7 +6,7 @@
  * T·V. Semantics are transformers' (rotate_half RoPE, GQA, RMSNorm, SwiGLU, tied head).
  */
 import { type KvCache, type KvCacheOptions, appendKv, attention, createKvCache, kvRows, kvScratch, releaseKvCache, storeKvRows } from "../../../kernels/attention.ts"
-import { embed } from "../../../kernels/embedding.ts"
+import { embed, embedFromWeight } from "../../../kernels/embedding.ts"
 import { logprobsFromLogits } from "../../../kernels/logprobs.ts"
 import { type Weight, linear, linearMany, prepareWeight, prepareWeight16, releaseWeight } from "../../../kernels/matmul.ts"
 import { uploadHalf } from "../../../kernels/pack16.ts"
@@ -239,7 +239,8 @@ class Uploads {
 
 /** The weights on the device. */
 interface DeviceWeights {
-  readonly embedTable: Tensor | HalfTensor
+  /** The embedding table; undefined when tied: the lookup reads the head's prepared weight (one copy on the device). */
+  readonly embedTable: Tensor | HalfTensor | undefined
   readonly lmHead: Weight
   readonly finalNorm: Tensor
   readonly layers: readonly GpuLayer[]
@@ -258,7 +259,7 @@ interface DeviceLlama extends DeviceWeights {
 async function uploadWeights(u: Uploads, c: LlamaConfig, checkpoint: TensorSource): Promise<DeviceWeights> {
   const D = c.hiddenSize
   const embedRaw = checkpoint.readRaw("model.embed_tokens.weight")
-  const embedTable = u.table(embedRaw, [c.vocabSize, D])
+  const embedTable = c.tieWordEmbeddings ? undefined : u.table(embedRaw, [c.vocabSize, D])
   const lmHead = u.weight(c.tieWordEmbeddings ? embedRaw : checkpoint.readRaw("lm_head.weight"), c.vocabSize, D)
   await settle(u.rt)
   const finalNorm = u.f32(checkpoint.readRaw("model.norm.weight"))
@@ -445,7 +446,7 @@ function forwardChunk(m: DeviceLlama, ids: Uint32Array, start: number, table: Gp
   const positions = new Uint32Array(len)
   for (let i = 0; i < len; i++) positions[i] = start + i
   const posT = rt.upload(positions)
-  const x = embed(rt, m.embedTable, idT)
+  const x = m.embedTable === undefined ? embedFromWeight(rt, m.lmHead, idT) : embed(rt, m.embedTable, idT)
 
   for (let l = 0; l < m.layers.length; l++) {
     const w = m.layers[l]!
