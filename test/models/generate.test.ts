@@ -315,8 +315,14 @@ describe("the session's re-rotation", () => {
         results.push(await s.feed(tokens.slice(29), long))
         s.dispose()
       }
-      expect(maxAbsDiff(results[0]!, results[1]!)).toBe(0)
-      expect(maxAbsDiff(results[0]!, results[2]!)).toBe(0)
+      // The cpu kernel carries its running softmax across pages in one order: bit for bit. The gpu kernel
+      // attends a tile of keys at a time and a page shorter than its tile (64 rows here) ends one early, so
+      // the sums are ordered differently: the same keys give log-probs within f32 rounding.
+      const exact = (await gpu()).adapter.profile === "cpu"
+      for (const r of [results[1]!, results[2]!]) {
+        if (exact) expect(maxAbsDiff(results[0]!, r)).toBe(0)
+        else expect(maxAbsDiff(results[0]!, r)).toBeLessThan(1e-5)
+      }
       // And rotating back restores the original keys (up to f32 rounding).
       const s = model.session(40)
       await s.feed(tokens.slice(0, 29), short)
