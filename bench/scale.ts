@@ -37,7 +37,7 @@ import { llamaGgufFromFolder } from "../plugins/models/llama/gguf-export.ts"
 import { inspectLlamaModel } from "../plugins/models/llama/family.ts"
 import { randomTokens, referenceLogprobs, referenceModelFromFolder } from "../plugins/models/llama/model.ref.ts"
 import { type PublishedShape, PUBLISHED_SHAPES, writePublishedShape } from "../plugins/models/llama/random.ts"
-import { deviceBudget, formatBytes, longestFit } from "../plugins/models/memory.ts"
+import { checkFits, deviceBudget, formatBytes, longestFit } from "../plugins/models/memory.ts"
 import { report } from "./harness.ts"
 
 const BUN = resolve(import.meta.dirname, "../node_modules/.bin/bun")
@@ -202,100 +202,123 @@ async function runShape(rt: GpuRuntime, shape: PublishedShape, dir: string): Pro
 
 // ---- child measurements ---------------------------------------------------------------------------
 
-async function childMain(task: string, args: Record<string, unknown>): Promise<void> {
-  const { acquireRuntime } = await import("../kernels/device.ts")
-  const { checkFits } = await import("../plugins/models/memory.ts")
-  const rt = await acquireRuntime()
-  const dir = args.dir as string
-  const m = inspectLlamaModel(dir)
+/** Load time and bytes, peak RSS after 512 tokens, tokens/s at the timed lengths, device peaks at the memory lengths. */
+async function scoreTask(rt: GpuRuntime, m: ReturnType<typeof inspectLlamaModel>, dir: string, args: Record<string, unknown>): Promise<Record<string, unknown>> {
   const vocab = m.config.vocabSize
   const out: Record<string, unknown> = {}
-  if (task === "score") {
-    const timed = args.timed as number[]
-    const memory = args.memory as number[]
-    checkFits(llamaFamily, m, Math.max(...timed, ...memory), deviceBudget(rt))
-    const t0 = performance.now()
-    const model = await llamaFamily.load(rt, m)
-    await rt.sync()
-    out.loadSeconds = (performance.now() - t0) / 1000
-    out.weightBytes = rt.stats.liveBytes
-    await model.logprobs(tokensOf(512, vocab), { rope: m.rope(512) })
-    out.rss512 = peakRss()
-    const tps: Record<number, number> = {}
-    for (const n of timed) {
-      const toks = tokensOf(n, vocab)
-      await model.logprobs(toks.slice(0, 600), { rope: m.rope(n) }) // compiles what this length uses
-      const s = performance.now()
-      await model.logprobs(toks, { rope: m.rope(n) })
-      tps[n] = n / ((performance.now() - s) / 1000)
-    }
-    out.tokensPerSecond = tps
-    const peaks: Record<number, number> = {}
-    for (const n of memory) {
-      rt.flush()
-      rt.trim()
-      rt.resetPeak()
-      const base = rt.stats.liveBytes
-      await model.logprobs(tokensOf(n, vocab), { rope: m.rope(n) })
-      peaks[n] = rt.stats.peakBytes - base
-    }
-    out.peakBytes = peaks
-    model.dispose()
-  } else if (task === "check") {
-    const tokens = args.tokens as number[]
-    checkFits(llamaFamily, m, tokens.length, deviceBudget(rt))
-    const t0 = performance.now()
-    const model = await llamaFamily.load(rt, m)
-    await rt.sync()
-    out.loadSeconds = (performance.now() - t0) / 1000
-    out.weightBytes = rt.stats.liveBytes
-    out.rssLoad = peakRss()
-    const t1 = performance.now()
-    out.logprobs = Array.from(await model.logprobs(tokens, { rope: m.rope(tokens.length) }))
-    out.seconds = (performance.now() - t1) / 1000
-    out.rss = peakRss()
-    out.peakDeviceBytes = rt.stats.peakBytes
-    // the 16-bit cache rounds K and V (~1e-2 in log p); the float64 agreement is stated with an f32 one too
-    out.logprobsF32 = Array.from(await model.logprobs(tokens, { rope: m.rope(tokens.length), kvCache: "f32" }))
-    model.dispose()
-  } else if (task === "train") {
-    const T = args.length as number
-    const { Optimizer } = await import("../training/optimizer.ts")
-    const { resolveRope } = await import("../plugins/rope/index.ts")
-    const lora = { rank: 8, alpha: 16, dropout: 0.05, targets: ["q_proj", "k_proj", "v_proj", "o_proj"], seed: 1 }
-    checkFits(llamaFamily, m, T, deviceBudget(rt), { train: { mode: "lora", rank: 8, targets: lora.targets } })
-    const model = llamaFamily.trainable!(rt, m.config, dir, { lora })
-    const opt = new Optimizer(rt, model.params, {})
-    const rope = resolveRope(m.config.rope)(T)
-    const step = async (i: number) => {
-      opt.zeroGrad()
-      await model.lossAndGrad({ tokens: tokensOf(T + 1 + i, vocab).slice(i), rope, dropoutSeed: i }, { grads: (n) => opt.grad(n) })
-      await opt.step(1e-4)
-    }
-    await step(0) // compiles
+  const timed = args.timed as number[]
+  const memory = args.memory as number[]
+  checkFits(llamaFamily, m, Math.max(...timed, ...memory), deviceBudget(rt))
+  const t0 = performance.now()
+  const model = await llamaFamily.load(rt, m)
+  await rt.sync()
+  out.loadSeconds = (performance.now() - t0) / 1000
+  out.weightBytes = rt.stats.liveBytes
+  await model.logprobs(tokensOf(512, vocab), { rope: m.rope(512) })
+  out.rss512 = peakRss()
+  const tps: Record<number, number> = {}
+  for (const n of timed) {
+    const toks = tokensOf(n, vocab)
+    await model.logprobs(toks.slice(0, 600), { rope: m.rope(n) }) // compiles what this length uses
     const s = performance.now()
-    await step(1)
-    await step(2)
-    out.tokensPerSecond = (2 * T) / ((performance.now() - s) / 1000)
-    opt.dispose()
-    model.dispose()
-  } else if (task === "search") {
-    const n = args.length as number
-    const population = args.population as number
-    const { perplexity } = await import("../plugins/search/fitness.ts")
-    const { resolveRope } = await import("../plugins/rope/index.ts")
-    checkFits(llamaFamily, m, n, deviceBudget(rt))
-    const model = await llamaFamily.load(rt, m)
-    const sample = { tokens: Uint32Array.from(tokensOf(n, vocab)), targets: undefined }
-    const scalings = [{ rope_type: "linear", factor: 4 }, { rope_type: "dynamic", factor: 4 }, { rope_type: "yarn", factor: 4 }, { rope_type: "yarn", factor: 6 }].slice(0, population)
-    const tables = scalings.map((sc) => resolveRope({ ...m.config.rope, scaling: sc, scalingKey: "bench" })(n))
-    await model.logprobs(sample.tokens.subarray(0, 600), { rope: tables[0]! })
-    const s = performance.now()
-    for (const t of tables) await perplexity(model, [sample], t)
-    out.seconds = (performance.now() - s) / 1000
-    model.dispose()
+    await model.logprobs(toks, { rope: m.rope(n) })
+    tps[n] = n / ((performance.now() - s) / 1000)
   }
-  console.log(JSON.stringify(out))
+  out.tokensPerSecond = tps
+  const peaks: Record<number, number> = {}
+  for (const n of memory) {
+    rt.flush()
+    rt.trim()
+    rt.resetPeak()
+    const base = rt.stats.liveBytes
+    await model.logprobs(tokensOf(n, vocab), { rope: m.rope(n) })
+    peaks[n] = rt.stats.peakBytes - base
+  }
+  out.peakBytes = peaks
+  model.dispose()
+  return out
+}
+
+/** Peak RSS of load + scoring the given tokens, with their log-probs on the default cache and an f32 one (for the float64 agreement). */
+async function checkTask(rt: GpuRuntime, m: ReturnType<typeof inspectLlamaModel>, dir: string, args: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const vocab = m.config.vocabSize
+  const out: Record<string, unknown> = {}
+  const tokens = args.tokens as number[]
+  checkFits(llamaFamily, m, tokens.length, deviceBudget(rt))
+  const t0 = performance.now()
+  const model = await llamaFamily.load(rt, m)
+  await rt.sync()
+  out.loadSeconds = (performance.now() - t0) / 1000
+  out.weightBytes = rt.stats.liveBytes
+  out.rssLoad = peakRss()
+  const t1 = performance.now()
+  out.logprobs = Array.from(await model.logprobs(tokens, { rope: m.rope(tokens.length) }))
+  out.seconds = (performance.now() - t1) / 1000
+  out.rss = peakRss()
+  out.peakDeviceBytes = rt.stats.peakBytes
+  // the 16-bit cache rounds K and V (~1e-2 in log p); the float64 agreement is stated with an f32 one too
+  out.logprobsF32 = Array.from(await model.logprobs(tokens, { rope: m.rope(tokens.length), kvCache: "f32" }))
+  model.dispose()
+  return out
+}
+
+/** LoRA training tokens/s at the given length (r 8 on q/k/v/o). */
+async function trainTask(rt: GpuRuntime, m: ReturnType<typeof inspectLlamaModel>, dir: string, args: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const vocab = m.config.vocabSize
+  const out: Record<string, unknown> = {}
+  const T = args.length as number
+  const { Optimizer } = await import("../training/optimizer.ts")
+  const { resolveRope } = await import("../plugins/rope/index.ts")
+  const lora = { rank: 8, alpha: 16, dropout: 0.05, targets: ["q_proj", "k_proj", "v_proj", "o_proj"], seed: 1 }
+  checkFits(llamaFamily, m, T, deviceBudget(rt), { train: { mode: "lora", rank: 8, targets: lora.targets } })
+  const model = llamaFamily.trainable!(rt, m.config, dir, { lora })
+  const opt = new Optimizer(rt, model.params, {})
+  const rope = resolveRope(m.config.rope)(T)
+  const step = async (i: number) => {
+    opt.zeroGrad()
+    await model.lossAndGrad({ tokens: tokensOf(T + 1 + i, vocab).slice(i), rope, dropoutSeed: i }, { grads: (n) => opt.grad(n) })
+    await opt.step(1e-4)
+  }
+  await step(0) // compiles
+  const s = performance.now()
+  await step(1)
+  await step(2)
+  out.tokensPerSecond = (2 * T) / ((performance.now() - s) / 1000)
+  opt.dispose()
+  model.dispose()
+  return out
+}
+
+/** Seconds of one search generation: `population` candidate tables scored on one sample. */
+async function searchTask(rt: GpuRuntime, m: ReturnType<typeof inspectLlamaModel>, dir: string, args: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const vocab = m.config.vocabSize
+  const out: Record<string, unknown> = {}
+  const n = args.length as number
+  const population = args.population as number
+  const { perplexity } = await import("../plugins/search/fitness.ts")
+  const { resolveRope } = await import("../plugins/rope/index.ts")
+  checkFits(llamaFamily, m, n, deviceBudget(rt))
+  const model = await llamaFamily.load(rt, m)
+  const sample = { tokens: Uint32Array.from(tokensOf(n, vocab)), targets: undefined }
+  const scalings = [{ rope_type: "linear", factor: 4 }, { rope_type: "dynamic", factor: 4 }, { rope_type: "yarn", factor: 4 }, { rope_type: "yarn", factor: 6 }].slice(0, population)
+  const tables = scalings.map((sc) => resolveRope({ ...m.config.rope, scaling: sc, scalingKey: "bench" })(n))
+  await model.logprobs(sample.tokens.subarray(0, 600), { rope: tables[0]! })
+  const s = performance.now()
+  for (const t of tables) await perplexity(model, [sample], t)
+  out.seconds = (performance.now() - s) / 1000
+  model.dispose()
+  return out
+}
+
+const CHILD_TASKS: Record<string, typeof scoreTask> = { score: scoreTask, check: checkTask, train: trainTask, search: searchTask }
+
+async function childMain(task: string, args: Record<string, unknown>): Promise<void> {
+  const { acquireRuntime } = await import("../kernels/device.ts")
+  const run = CHILD_TASKS[task]
+  if (run === undefined) throw new Error(`bench scale child: unknown task ${task}`)
+  const rt = await acquireRuntime()
+  const dir = args.dir as string
+  console.log(JSON.stringify(await run(rt, inspectLlamaModel(dir), dir, args)))
   rt.destroy()
 }
 
