@@ -244,6 +244,7 @@ export function runTraining(ctx: StageContext<unknown, string, string>, s: Train
         source: s.data.source, seqLen: s.seqLen + 1, bos: s.tokenizer.bos, eos: s.tokenizer.eos, seed: s.data.seed,
         restartPositions: s.mixed, ...(resumed === undefined ? {} : { cursor: resumed.cursor }),
         ...(s.data.answerWeight === undefined ? {} : { answerWeight: s.data.answerWeight }),
+        ...(s.data.answerStop === undefined ? {} : { answerStop: s.data.answerStop }),
       }))
     const { microStep, stepLoss } = microSteps(s, model, optimizer, packer)
     const t0 = performance.now()

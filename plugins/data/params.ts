@@ -53,7 +53,7 @@ export type SearchDataParams = typeof SearchDataParams.Type
 /** Tokens per synthetic document: an integer, or [min, max] drawn per document. */
 const DocLength = Schema.Union([PosInt, Schema.Tuple([PosInt, PosInt]).check(Schema.makeFilter(([a, b]: readonly [number, number]) => a <= b || { path: [1], issue: `expected ≥ min (${a})` }))])
 
-const TRAIN_SYNTHETIC = ["tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries", "copies", "keys", "answerWeight"] as const
+const TRAIN_SYNTHETIC = ["tasks", "docLength", "documents", "filler", "kvPairs", "kvQueries", "copies", "keys", "answerWeight", "answerStop"] as const
 
 /** The training documents (see plugins/data/training.ts): synthetic (default) or a corpus. */
 export const TrainDataParams = Schema.Struct({
@@ -67,5 +67,6 @@ export const TrainDataParams = Schema.Struct({
   copies: Schema.optionalKey(PosInt.pipe(doc("passkey lines per copy drill (default 4)"))),
   keys: Schema.optionalKey(Schema.Literals(KEY_DRAWS).pipe(doc('"uniform" (1..50000, §5.2) or "digits" (digit count uniform in 1..5)'))),
   answerWeight: Schema.optionalKey(Schema.Finite.check(Schema.isGreaterThan(0)).pipe(doc("loss weight of the answer tokens (default 1)"))),
+  answerStop: Schema.optionalKey(Schema.Boolean.pipe(doc("the token right after each answer (where it stops) weighs answerWeight too (default false)"))),
 }).check(bySource(TRAIN_SYNTHETIC))
 export type TrainDataParams = typeof TrainDataParams.Type

@@ -7,7 +7,7 @@
  *   `copies` passkey lines per `copy` drill document (default 4), `keys` "uniform" (1..50000, default) |
  *   "digits" (see SyntheticOptions.keys), `answerWeight` (loss weight of the answer tokens, default 1:
  *   retrieval is a few tokens per document, and weighting them is what taught the tiny model to copy; see
- *   workflows/tiny-pretrain.yaml).
+ *   workflows/tiny-pretrain.yaml), `answerStop` (the token after each answer weighs as much: where it ends).
  * - corpus: `path` (a folder of .txt/.jsonl or one such file), JSONL `field` (default "text").
  * `seed` (default the step's) seeds the synthetic documents and the shuffle. The params' shapes are
  * checked by their schema (params.ts); what is left here is whether every task fits the length.
@@ -28,6 +28,8 @@ export interface TrainData {
   readonly describe: string
   /** Loss weight of answer tokens (synthetic documents); undefined: every token weighs 1. */
   readonly answerWeight?: number
+  /** The token after each answer weighs answerWeight too. */
+  readonly answerStop?: boolean
 }
 
 export function trainingData(stage: string, data: TrainDataParams | undefined, tokenizer: TextTokenizer, seqLen: number, stepSeed: number): TrainData {
@@ -63,7 +65,8 @@ export function trainingData(stage: string, data: TrainDataParams | undefined, t
   return {
     source, seed,
     describe: `synthetic seed ${seed}, ${documents} documents of ${JSON.stringify(length)} tokens, tasks ${JSON.stringify(o.tasks ?? "all")}` +
-      (o.answerWeight === undefined ? "" : `, answer tokens weigh ${o.answerWeight}`),
+      (o.answerWeight === undefined ? "" : `, answer tokens${o.answerStop === true ? " and the token after each" : ""} weigh ${o.answerWeight}`),
     ...(o.answerWeight === undefined ? {} : { answerWeight: o.answerWeight }),
+    ...(o.answerStop === undefined ? {} : { answerStop: o.answerStop }),
   }
 }

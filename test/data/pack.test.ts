@@ -138,4 +138,15 @@ describe("answer weights", () => {
     expect(tok.decode([...seq.tokens.subarray(a.start + 1, a.end + 1)])).toBe(a.answer)
     expect(() => new Packer({ source, seqLen: 8, bos: BYTE_BOS, eos: BYTE_EOS, seed: 1, answerWeight: 2 })).toThrow(/no answer spans/)
   })
+
+  test("answerStop weighs the token after each answer too: the one that ends the key", async () => {
+    const { syntheticSource, syntheticDocument } = await import("../../plugins/data/synthetic.ts")
+    const opts = { tokenizer: tok, seed: 3, length: 300, tasks: { passkey: 1 } }
+    const p = new Packer({ source: syntheticSource(opts, 4), seqLen: 302, bos: BYTE_BOS, eos: BYTE_EOS, seed: 1, shuffle: false, answerWeight: 7, answerStop: true })
+    const seq = p.next()
+    const a = syntheticDocument(opts, 0).answers[0]!
+    for (let k = 0; k < 302; k++) expect(seq.weights![k]).toBe(k >= a.start + 1 && k < a.end + 2 ? 7 : 1)
+    expect(tok.decode([seq.tokens[a.end + 1]!])).toBe(".")
+    expect(() => new Packer({ source: syntheticSource(opts, 4), seqLen: 8, bos: BYTE_BOS, eos: BYTE_EOS, seed: 1, answerStop: true })).toThrow(/data.answerStop.*answerWeight/)
+  })
 })
