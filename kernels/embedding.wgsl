@@ -115,7 +115,8 @@ struct WeightParams {
 @group(0) @binding(2) var texF: texture_2d<f32>;
 @group(0) @binding(2) var texU: texture_2d<u32>;
 
-// An invocation's token, its block of D, and the column of its id in this part (-1: another part's).
+// An invocation's token, its block of D, and the column of its id in this part (-1: another part's, or
+// out of vocabulary: then the dispatch marked `last` has zeroed the block already).
 struct Job { t: u32, d0: u32, d1: u32, col: i32 }
 
 fn job(e: u32) -> Job {
@@ -129,8 +130,6 @@ fn job(e: u32) -> Job {
   }
   return Job(t, d0, d1, -1);
 }
-
-fn bf16Half(w: u32, second: bool) -> f32 { return bitcast<f32>(select(w << 16u, w & 0xffff0000u, second)); }
 
 @compute @workgroup_size(64)
 fn weight_texture4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -150,7 +149,7 @@ fn weight_texture_bf16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_w
     let c = u32(j.col);
     for (var d = j.d0; d < j.d1; d++) {
       let w = textureLoad(texU, vec2u(c >> 3u, d), 0)[(c >> 1u) & 3u];
-      out1[j.t * q.d + d] = bf16Half(w, (c & 1u) == 1u);
+      out1[j.t * q.d + d] = bf16x2(w)[c & 1u];
     }
   }
 }
@@ -171,7 +170,7 @@ fn weight_buffer_bf16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_wo
     let j = job(e);
     if (j.col < 0) { continue; }
     let c = u32(j.col);
-    for (var d = j.d0; d < j.d1; d++) { out1[j.t * q.d + d] = bf16Half(tableH[(d * q.width + c) >> 1u], (c & 1u) == 1u); }
+    for (var d = j.d0; d < j.d1; d++) { out1[j.t * q.d + d] = bf16x2(tableH[(d * q.width + c) >> 1u])[c & 1u]; }
   }
 }
 
@@ -181,6 +180,6 @@ fn weight_buffer_f16(@builtin(global_invocation_id) gid: vec3u, @builtin(num_wor
     let j = job(e);
     if (j.col < 0) { continue; }
     let c = u32(j.col);
-    for (var d = j.d0; d < j.d1; d++) { out1[j.t * q.d + d] = unpack2x16float(tableH[(d * q.width + c) >> 1u])[c & 1u]; }
+    for (var d = j.d0; d < j.d1; d++) { out1[j.t * q.d + d] = f16x2(tableH[(d * q.width + c) >> 1u])[c & 1u]; }
   }
 }
