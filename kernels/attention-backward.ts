@@ -11,7 +11,7 @@
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { type Tensor, expectShape } from "./tensor.ts"
-import { chooseVariant, probeTime } from "./tuning.ts"
+import { chooseVariant, probeTime, sizeBucket } from "./tuning.ts"
 import { type Operand, textureOperand } from "./matmul.ts"
 import { wgsl } from "./wgsl.ts"
 
@@ -271,13 +271,10 @@ function prepare(op: string, rt: GpuRuntime, q: Tensor, k: Tensor, v: Tensor, op
   return { T, params, seg: opts.segments ?? q, stream, kernel }
 }
 
-/** Sequence lengths bucketed to a power of two (≥ 256) for the tuning key. */
-const lengthBucket = (T: number): number => 2 ** Math.max(8, Math.ceil(Math.log2(Math.max(1, T))))
-
 /** The tuned rows per invocation of one kernel for this head shape and length. */
 function rowsFor(rt: GpuRuntime, kind: TrainKernel, heads: number, kvHeads: number, headDim: number, T: number): number {
   const candidates = trainRowCandidates(headDim)
-  const Tb = lengthBucket(T)
+  const Tb = sizeBucket(T, 256)
   const name = chooseVariant(rt, {
     op: `attention-train-${kind}`,
     shape: `d${headDim} h${heads}/${kvHeads} T${Tb}`,

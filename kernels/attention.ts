@@ -20,7 +20,7 @@ import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { packHalf, unpackHalf } from "./pack16.ts"
 import { type Half, type Tensor, expectShape } from "./tensor.ts"
-import { chooseVariant, probeTime } from "./tuning.ts"
+import { chooseVariant, probeTime, sizeBucket } from "./tuning.ts"
 import { type Operand, textureOperand } from "./matmul.ts"
 import { wgsl } from "./wgsl.ts"
 
@@ -187,12 +187,10 @@ export function cpuRowCandidates(headDim: number): readonly number[] {
   return [2]
 }
 
-/** Query rows bucketed to a power of two (≥ 64) for the tuning key. */
-const queryBucket = (tq: number): number => 2 ** Math.max(6, Math.ceil(Math.log2(Math.max(1, tq))))
 
 /** The tuned rows per invocation for this head shape and chunk length. */
 function rowsFor(rt: GpuRuntime, heads: number, kvHeads: number, headDim: number, tq: number): number {
-  const tb = queryBucket(tq)
+  const tb = sizeBucket(tq, 64)
   const name = chooseVariant(rt, {
     op: "attention-cpu",
     shape: `d${headDim} h${heads}/${kvHeads} q${tb}`,

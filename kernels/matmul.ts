@@ -19,7 +19,7 @@
  */
 import { type Binding, type GpuRuntime, uniforms } from "./runtime.ts"
 import { type Half, type Tensor, expectShape, numel, shapeString } from "./tensor.ts"
-import { chooseVariant, probeTime } from "./tuning.ts"
+import { chooseVariant, probeTime, sizeBucket } from "./tuning.ts"
 import { wgsl } from "./wgsl.ts"
 
 const cpuTemplate = wgsl("./matmul-cpu.wgsl", import.meta.url)
@@ -369,8 +369,6 @@ export function matmulCandidates(m: number): readonly string[] {
   return ["tt-64x16-8x1", "tt-32x16-8x1", "tt-16x16-8x1"]
 }
 
-/** Rows bucketed to a power of two (≥ 16) for the tuning key: 1000 and 1024 rows share a choice. */
-const rowBucket = (m: number): number => 2 ** Math.max(4, Math.ceil(Math.log2(Math.max(1, m))))
 
 /**
  * Columns the tuner's probe times at most: a wider product (a 128k-vocabulary head) would need a random
@@ -384,12 +382,14 @@ function cpuVariantFor(rt: GpuRuntime, op: "linear" | "matmul", transA: boolean,
   const all = matmulCandidates(m)
   const candidates = bFixed === undefined ? all : all.filter((c) => parseCpuVariant(c).b === bFixed)
   const list = candidates.length > 0 ? candidates : [bFixed === "buffer" ? "bb-16x16-8x2" : "bt-8x16-8x1"]
-  const shape = `${transA ? "t" : "n"}${transB ? "t" : "n"} m${rowBucket(m)} n${n} k${k}${bFixed === undefined ? "" : ` w${bFixed[0]}`}`
+  // Rows and the summed dimension are bucketed (either can be a token count); columns are a weight's.
+  const [mb, kb] = [sizeBucket(m, 16), sizeBucket(k, 16)]
+  const shape = `${transA ? "t" : "n"}${transB ? "t" : "n"} m${mb} n${n} k${kb}${bFixed === undefined ? "" : ` w${bFixed[0]}`}`
   const name = chooseVariant(rt, {
     op: `matmul-cpu`,
     shape: `${op} ${shape}`,
     candidates: list,
-    probe: (rt2, candidate) => probeMatmul(rt2, parseCpuVariant(candidate), transA, transB, rowBucket(m), Math.min(n, PROBE_MAX_N), k),
+    probe: (rt2, candidate) => probeMatmul(rt2, parseCpuVariant(candidate), transA, transB, mb, Math.min(n, PROBE_MAX_N), kb),
   })
   return parseCpuVariant(name)
 }

@@ -206,6 +206,12 @@ const tunerOf = (rt: GpuRuntime): Tuner => {
 }
 
 /** The variant to use for this (op, shape) now: forced, pinned, cached, or the default while a probe is queued. */
+/**
+ * A size rounded up to a power of two (at least `min`) for a tuning key: 1000 and 1024 rows share a choice,
+ * so data whose lengths vary (documents cut to fit a sequence) probes a handful of shapes, not one per length.
+ */
+export const sizeBucket = (n: number, min: number): number => Math.max(min, 2 ** Math.ceil(Math.log2(Math.max(1, n))))
+
 export const chooseVariant = (rt: GpuRuntime, req: TuneRequest): string => tunerOf(rt).choose(req)
 
 /** Runs the probes queued since the last call (a no-op when none are); call between batches of work. */
