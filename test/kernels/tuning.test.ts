@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { type TuneRequest, Tuner, type TunerConfig, machineKey, parsePins, probeTime } from "../../kernels/tuning.ts"
+import { type TuneRequest, Tuner, type TunerConfig, machineKey, parsePins, probeTime, sizeBucket } from "../../kernels/tuning.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-tuning-"))
@@ -93,6 +93,12 @@ describe("tuner", () => {
     expect(t.choose(request({ a: 2, b: 1 }))).toBe("a")
     await t.settle(rt)
     expect(JSON.parse(readFileSync(file, "utf8")).machines["test machine"]["op|s1"].choice).toBe("b")
+  })
+
+  test("sizes share a key by power of two, at least the minimum (documents of every length probe a few shapes)", () => {
+    expect([1, 16, 17, 218, 256, 257, 1023, 1024].map((n) => sizeBucket(n, 16))).toEqual([16, 16, 32, 256, 256, 512, 1024, 1024])
+    expect(sizeBucket(100, 256)).toBe(256)
+    expect(sizeBucket(0, 64)).toBe(64)
   })
 
   test("bad pins are rejected with the expected form", () => {
