@@ -113,11 +113,13 @@ export function trainSource(kernel: TrainKernel, d4: number, rows: number, from:
   return dkdvCode(R, C, fill)
 }
 
+/** Streamed rows per loop iteration of every kernel. */
+const U = [0, 1, 2, 3]
+
 type Fill = (load: readonly string[], block: readonly string[], store: readonly string[]) => string
 
 /** Online softmax over 4 keys per update (rows past the last key are clamped in the template and masked). */
 function forwardCode(R: readonly number[], C: readonly number[], fill: Fill): string {
-  const U = [0, 1, 2, 3]
 
   const fl: string[] = []
   for (const t of R) {
@@ -153,6 +155,7 @@ function forwardCode(R: readonly number[], C: readonly number[], fill: Fill): st
   return fill(fl, fb, fs)
 }
 
+/** Keys streamed 4 per iteration: every query row's q, dO and dQ partials loaded once feed 4 keys. */
 function dqCode(R: readonly number[], C: readonly number[], fill: Fill): string {
   const ql: string[] = []
   for (const t of R) {
@@ -167,12 +170,15 @@ function dqCode(R: readonly number[], C: readonly number[], fill: Fill): string 
     for (const c of C) ql.push(`var g${t}_${c} = vec4f(0.0);`)
   }
   const qb: string[] = []
-  for (const c of C) qb.push(`let k${c} = ldK(j, kvCol + ${c}u);`)
-  for (const c of C) qb.push(`let v${c} = ldV(j, kvCol + ${c}u);`)
+  for (const u of U) for (const c of C) qb.push(`let k${u}_${c} = ldK(j${u}, kvCol + ${c}u);`)
+  for (const u of U) for (const c of C) qb.push(`let v${u}_${c} = ldV(j${u}, kvCol + ${c}u);`)
   for (const t of R) {
-    qb.push(`let p${t} = select(0.0, exp2(${dots((c) => `q${t}_${c}`, (c) => `k${c}`, C)} - lse${t}), (j <= qi${t}) & (sj == sq${t}));`)
-    qb.push(`let ds${t} = p${t} * ((${dots((c) => `do${t}_${c}`, (c) => `v${c}`, C)}) - dd${t});`)
-    for (const c of C) qb.push(`g${t}_${c} += ds${t} * k${c};`)
+    for (const u of U) {
+      qb.push(`let p${t}_${u} = select(0.0, exp2(${dots((c) => `q${t}_${c}`, (c) => `k${u}_${c}`, C)} - lse${t}), (j + ${u}u <= qi${t}) & (s${u} == sq${t}));`)
+      qb.push(`let ds${t}_${u} = p${t}_${u} * ((${dots((c) => `do${t}_${c}`, (c) => `v${u}_${c}`, C)}) - dd${t});`)
+    }
+    // One key at a time, in key order: the same sums as streaming single keys.
+    for (const c of C) qb.push(`g${t}_${c} = (((g${t}_${c} + ds${t}_0 * k0_${c}) + ds${t}_1 * k1_${c}) + ds${t}_2 * k2_${c}) + ds${t}_3 * k3_${c};`)
   }
   const qs: string[] = []
   for (const t of R) {
@@ -183,7 +189,7 @@ function dqCode(R: readonly number[], C: readonly number[], fill: Fill): string 
   return fill(ql, qb, qs)
 }
 
-/** Queries of every head in the group streamed past the invocation's key rows. */
+/** Queries of every head in the group streamed past the invocation's key rows, 4 per iteration. */
 function dkdvCode(R: readonly number[], C: readonly number[], fill: Fill): string {
   const kl: string[] = []
   for (const t of R) {
@@ -196,12 +202,18 @@ function dkdvCode(R: readonly number[], C: readonly number[], fill: Fill): strin
     for (const c of C) kl.push(`var gk${t}_${c} = vec4f(0.0);`, `var gv${t}_${c} = vec4f(0.0);`)
   }
   const kb: string[] = []
-  for (const c of C) kb.push(`let q${c} = ldQ(i, qCol + ${c}u);`)
-  for (const c of C) kb.push(`let do${c} = ldDO(i, qCol + ${c}u);`)
+  for (const u of U) for (const c of C) kb.push(`let q${u}_${c} = ldQ(i${u}, qCol + ${c}u);`)
+  for (const u of U) for (const c of C) kb.push(`let do${u}_${c} = ldDO(i${u}, qCol + ${c}u);`)
   for (const t of R) {
-    kb.push(`let p${t} = select(0.0, exp2(${dots((c) => `q${c}`, (c) => `k${t}_${c}`, C)} - lse2), (kj${t} <= i) & (si == sk${t}));`)
-    kb.push(`let ds${t} = p${t} * ((${dots((c) => `do${c}`, (c) => `v${t}_${c}`, C)}) - dd);`)
-    for (const c of C) kb.push(`gv${t}_${c} += p${t} * do${c};`, `gk${t}_${c} += ds${t} * q${c};`)
+    for (const u of U) {
+      kb.push(`let p${t}_${u} = select(0.0, exp2(${dots((c) => `q${u}_${c}`, (c) => `k${t}_${c}`, C)} - lse${u}), ok${u} & (kj${t} <= i + ${u}u) & (s${u} == sk${t}));`)
+      kb.push(`let ds${t}_${u} = p${t}_${u} * ((${dots((c) => `do${u}_${c}`, (c) => `v${t}_${c}`, C)}) - dd${u});`)
+    }
+    // One query at a time, in query order: the same sums as streaming single queries.
+    for (const c of C) {
+      kb.push(`gv${t}_${c} = (((gv${t}_${c} + p${t}_0 * do0_${c}) + p${t}_1 * do1_${c}) + p${t}_2 * do2_${c}) + p${t}_3 * do3_${c};`)
+      kb.push(`gk${t}_${c} = (((gk${t}_${c} + ds${t}_0 * q0_${c}) + ds${t}_1 * q1_${c}) + ds${t}_2 * q2_${c}) + ds${t}_3 * q3_${c};`)
+    }
   }
   const ks: string[] = []
   for (const t of R) {

@@ -124,8 +124,17 @@ fn dq(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u
   let kvCol = (h / P.group) * D4;
   let kEnd = min(q0 + 8u * ROWS, P.T);
   //% DQ_LOAD
-  for (var j = docStart(q0); j < kEnd; j++) {
-    let sj = seg(j);
+  let kLast = kEnd - 1u;
+  // 4 keys per iteration; keys past kLast are masked for every query by causality (clamped reads stay in bounds).
+  for (var j = docStart(q0); j < kEnd; j += 4u) {
+    let j0 = j;
+    let j1 = min(j + 1u, kLast);
+    let j2 = min(j + 2u, kLast);
+    let j3 = min(j + 3u, kLast);
+    let s0 = seg(j0);
+    let s1 = seg(j1);
+    let s2 = seg(j2);
+    let s3 = seg(j3);
     //% DQ_BLOCK
   }
   //% DQ_STORE
@@ -141,10 +150,28 @@ fn dkdv(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   for (var g = 0u; g < P.group; g++) {
     let h = hk * P.group + g;
     let qCol = h * D4;
-    for (var i = j0; i < iEnd; i++) {
-      let si = seg(i);
-      let lse2 = LSE[i * P.heads + h] * LOG2E;
-      let dd = DD[i * P.heads + h];
+    // 4 queries per iteration; those past iEnd are masked by ok* (clamped reads stay in bounds).
+    for (var i = j0; i < iEnd; i += 4u) {
+      let i0 = i;
+      let i1 = min(i + 1u, iEnd - 1u);
+      let i2 = min(i + 2u, iEnd - 1u);
+      let i3 = min(i + 3u, iEnd - 1u);
+      let ok0 = true;
+      let ok1 = i + 1u < iEnd;
+      let ok2 = i + 2u < iEnd;
+      let ok3 = i + 3u < iEnd;
+      let s0 = seg(i0);
+      let s1 = seg(i1);
+      let s2 = seg(i2);
+      let s3 = seg(i3);
+      let lse0 = LSE[i0 * P.heads + h] * LOG2E;
+      let lse1 = LSE[i1 * P.heads + h] * LOG2E;
+      let lse2 = LSE[i2 * P.heads + h] * LOG2E;
+      let lse3 = LSE[i3 * P.heads + h] * LOG2E;
+      let dd0 = DD[i0 * P.heads + h];
+      let dd1 = DD[i1 * P.heads + h];
+      let dd2 = DD[i2 * P.heads + h];
+      let dd3 = DD[i3 * P.heads + h];
       //% DKV_BLOCK
     }
   }
