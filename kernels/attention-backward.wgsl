@@ -10,8 +10,10 @@
 //
 // Template: attention-backward.ts fills in the //% lines with unrolled code (llvmpipe keeps only named
 // locals in registers). An invocation owns ROWS rows (base + lane + 8·t, so neighbouring lanes have
-// neighbouring causal limits) and streams the other side's rows straight from storage; every component
-// loaded feeds ROWS rows. Scores are in base 2 (q scaled by scale·log2 e), lse is stored in natural log.
+// neighbouring causal limits) and streams the other side's rows straight from storage, STEP per loop
+// iteration: every streamed component loaded feeds ROWS rows, and every row's state
+// (spilled past the registers) loaded feeds STEP streamed rows. Scores are in base 2 (q scaled by
+// scale·log2 e), lse is stored in natural log.
 
 struct Params {
   T: u32,
@@ -50,6 +52,7 @@ struct Params {
 
 const D4: u32 = 0u;   //% D4
 const ROWS: u32 = 0u; //% ROWS
+const STEP: u32 = 0u; //% STEP
 const NEG: f32 = -3.0e38; // masked score: finite, so max/sub never meet inf − inf
 const LN2: f32 = 0.6931471805599453;
 const LOG2E: f32 = 1.4426950408889634;
@@ -89,16 +92,9 @@ fn forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: 
   //% FWD_LOAD
   // Blocks of 4 keys start at multiples of 4 (keys before the document are masked), so every query's
   // keys are grouped the same way whatever the rows per invocation: results do not depend on it.
-  for (var j = docStart(q0) & ~3u; j < kEnd; j += 4u) {
-    // 4 keys per softmax update; keys past kLast are masked for every query (clamped reads stay in bounds).
-    let j0 = j;
-    let j1 = min(j + 1u, kLast);
-    let j2 = min(j + 2u, kLast);
-    let j3 = min(j + 3u, kLast);
-    let s0 = seg(j0);
-    let s1 = seg(j1);
-    let s2 = seg(j2);
-    let s3 = seg(j3);
+  for (var j = docStart(q0) & ~3u; j < kEnd; j += STEP) {
+    // STEP keys (j0, j1, …, clamped to kLast, with segment ids s0, s1, …), in softmax updates of 4; keys
+    // past kLast are masked for every query.
     //% FWD_BLOCK
   }
   //% FWD_STORE
@@ -125,16 +121,9 @@ fn dq(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u
   let kEnd = min(q0 + 8u * ROWS, P.T);
   //% DQ_LOAD
   let kLast = kEnd - 1u;
-  // 4 keys per iteration; keys past kLast are masked for every query by causality (clamped reads stay in bounds).
-  for (var j = docStart(q0); j < kEnd; j += 4u) {
-    let j0 = j;
-    let j1 = min(j + 1u, kLast);
-    let j2 = min(j + 2u, kLast);
-    let j3 = min(j + 3u, kLast);
-    let s0 = seg(j0);
-    let s1 = seg(j1);
-    let s2 = seg(j2);
-    let s3 = seg(j3);
+  // STEP keys per iteration (j0, j1, …, clamped to kLast, with their segment ids s0, s1, …); keys past kLast
+  // are masked for every query by causality.
+  for (var j = docStart(q0); j < kEnd; j += STEP) {
     //% DQ_BLOCK
   }
   //% DQ_STORE
@@ -150,28 +139,9 @@ fn dkdv(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   for (var g = 0u; g < P.group; g++) {
     let h = hk * P.group + g;
     let qCol = h * D4;
-    // 4 queries per iteration; those past iEnd are masked by ok* (clamped reads stay in bounds).
-    for (var i = j0; i < iEnd; i += 4u) {
-      let i0 = i;
-      let i1 = min(i + 1u, iEnd - 1u);
-      let i2 = min(i + 2u, iEnd - 1u);
-      let i3 = min(i + 3u, iEnd - 1u);
-      let ok0 = true;
-      let ok1 = i + 1u < iEnd;
-      let ok2 = i + 2u < iEnd;
-      let ok3 = i + 3u < iEnd;
-      let s0 = seg(i0);
-      let s1 = seg(i1);
-      let s2 = seg(i2);
-      let s3 = seg(i3);
-      let lse0 = LSE[i0 * P.heads + h] * LOG2E;
-      let lse1 = LSE[i1 * P.heads + h] * LOG2E;
-      let lse2 = LSE[i2 * P.heads + h] * LOG2E;
-      let lse3 = LSE[i3 * P.heads + h] * LOG2E;
-      let dd0 = DD[i0 * P.heads + h];
-      let dd1 = DD[i1 * P.heads + h];
-      let dd2 = DD[i2 * P.heads + h];
-      let dd3 = DD[i3 * P.heads + h];
+    // STEP queries per iteration (i0, i1, …, clamped to iEnd − 1, with ok0, ok1, … false past it, and
+    // their segment ids, scaled lse and D_i); the clamped ones are masked.
+    for (var i = j0; i < iEnd; i += STEP) {
       //% DKV_BLOCK
     }
   }
