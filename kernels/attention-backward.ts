@@ -61,14 +61,15 @@ export const tilingName = (t: TrainTiling): string => `r${t.rows}s${t.step}`
  * rows'). Measured at d 32 (AMD EPYC, llvmpipe, T 1024, CPU time per call; compile in CPU seconds, cold):
  * forward r16s4 18.8 ms (42 s compile), r12s4 21.4 (21 s), r8s8 24.6 (12 s); dq r16s1 28.9 (93 s),
  * r8s4 29.2 (23 s), r8s1 33.2 (18 s), r4s4 40.7 (7 s); dkdv r16s1 37.5 (148 s), r8s4 36.6 (39 s),
- * r6s4 39.7 (20 s), r4s4 46.7 (11 s). So the lists hold tilings that compile in about 20 s at most,
- * rows scaled down for wider heads to keep the same live state.
+ * r6s4 39.7 (20 s), r4s4 46.7 (11 s). So the lists hold tilings that compile in about 20 s at most:
+ * rows scaled down for wider heads (d 64: 10–22 s; d 128: forward r3s4 took 35 s, so wide heads stream
+ * 8 keys per iteration with fewer rows there instead, r2s8 10 s).
  * Results do not depend on the choice: each row's sums run over the same keys in the same order.
  */
 export function trainCandidates(kernel: TrainKernel, headDim: number): readonly TrainTiling[] {
   const rows = (at32: number): number => Math.max(1, Math.floor((at32 * 32) / Math.max(32, headDim)))
   const pairs: readonly (readonly [number, number])[] =
-    kernel === "forward" ? [[rows(12), 4], [rows(8), 8]]
+    kernel === "forward" ? (headDim <= 64 ? [[rows(12), 4], [rows(8), 8]] : [[rows(8), 8], [rows(4), 8]])
     : kernel === "dq" ? [[rows(8), 4], [rows(4), 4]]
     : [[rows(6), 4], [rows(4), 4]]
   const out: TrainTiling[] = []
