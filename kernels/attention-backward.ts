@@ -6,7 +6,8 @@
  * the query's own packed document. Memory O(T·d); deterministic (no atomics).
  *
  * One variant for every adapter, shaped for llvmpipe (see attention-backward.wgsl): several rows per
- * invocation, unrolled with named locals, the other side's rows streamed from storage.
+ * invocation, unrolled with named locals, the other side's rows streamed from storage several per loop
+ * iteration; the tiling is tuned per machine (trainCandidates).
  */
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
