@@ -6,7 +6,8 @@
  * the query's own packed document. Memory O(T·d); deterministic (no atomics).
  *
  * One variant for every adapter, shaped for llvmpipe (see attention-backward.wgsl): several rows per
- * invocation, unrolled with named locals, the other side's rows streamed from storage.
+ * invocation, unrolled with named locals, the other side's rows streamed from storage several per loop
+ * iteration; the tiling is tuned per machine (trainCandidates).
  */
 import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
@@ -28,8 +29,11 @@ export interface TrainAttentionOptions {
    * only to keys of its own document, and the kernels skip the other documents' rows entirely.
    */
   readonly segments?: Tensor
-  /** Rows per invocation of every kernel instead of the tuned choice (tests). */
-  readonly rows?: number
+  /**
+   * Index into each kernel's tiling candidates (trainCandidates; the last where a list is shorter)
+   * instead of the tuned choice (tests).
+   */
+  readonly candidate?: number
   /** Where the streamed operands are read from (default: textures when T fits one; tests force either). */
   readonly stream?: StreamSource
 }
@@ -39,20 +43,39 @@ export const MAX_TRAIN_HEAD_DIM = 256
 export type TrainKernel = "forward" | "dq" | "dkdv"
 
 /**
- * Rows per invocation of each kernel, the candidates timed per machine (kernels/tuning.ts; the first is
- * the default). Every K/V (or Q/dO) component loaded feeds that many rows, but the live state
- * (rows·headDim·2 for the forward, ·3 for dq, ·4 for dkdv) spills past the registers into L1, whose
- * size differs between CPUs (32 KiB on AMD Zen 2, 48 KiB on Intel Sapphire Rapids). Measured on a Sapphire
- * Rapids (T 1024, H 4, 2 shared cores): d 64 forward r4 94 ms → r8 57; dq r2 139, r4 69–102, r8 53; dkdv
- * r2 176, r4 136, r8 63–93; d 128 every kernel r4 ≈ 1.7× faster than r2. Cold LLVM compile grows with
- * rows·headDim (d 16 ~2 s for all three kernels, d 64 ~20 s), hence short lists for wide heads.
+ * How a kernel is tiled: `rows` rows per invocation, the other side's rows streamed `step` per loop
+ * iteration (the forward: a multiple of 4, as its online softmax updates once per 4 keys).
+ */
+export interface TrainTiling {
+  readonly rows: number
+  readonly step: number
+}
+
+/** The tuner's name of a tiling (what ROPEWAY_TUNING_PINS takes), e.g. "r8s4". */
+export const tilingName = (t: TrainTiling): string => `r${t.rows}s${t.step}`
+
+/**
+ * Each kernel's tilings, the candidates timed per machine (kernels/tuning.ts; the first is the default).
+ * Every streamed K/V (or Q/dO) component loaded feeds `rows` rows, and every row's state loaded feeds
+ * `step` streamed rows; but LLVM compiles the unrolled loop body as one block whose cold compile time grows
+ * steeply with the live state (rows·headDim·2 for the forward, ·3 for dq, ·4 for dkdv, plus the streamed
+ * rows'). Measured at d 32 (AMD EPYC, llvmpipe, T 1024, CPU time per call; compile in CPU seconds, cold):
+ * forward r16s4 18.8 ms (42 s compile), r12s4 21.4 (21 s), r8s8 24.6 (12 s); dq r16s1 28.9 (93 s),
+ * r8s4 29.2 (23 s), r8s1 33.2 (18 s), r4s4 40.7 (7 s); dkdv r16s1 37.5 (148 s), r8s4 36.6 (39 s),
+ * r6s4 39.7 (20 s), r4s4 46.7 (11 s). So the lists hold tilings that compile in about 20 s at most:
+ * rows scaled down for wider heads (d 64: 10–22 s; d 128: forward r3s4 took 35 s, so wide heads stream
+ * 8 keys per iteration with fewer rows there instead, r2s8 10 s).
  * Results do not depend on the choice: each row's sums run over the same keys in the same order.
  */
-export function trainRowCandidates(headDim: number): readonly number[] {
-  if (headDim <= 32) return [8, 16]
-  if (headDim <= 64) return [8, 4]
-  if (headDim <= 128) return [4, 2]
-  return [2]
+export function trainCandidates(kernel: TrainKernel, headDim: number): readonly TrainTiling[] {
+  const rows = (at32: number): number => Math.max(1, Math.floor((at32 * 32) / Math.max(32, headDim)))
+  const pairs: readonly (readonly [number, number])[] =
+    kernel === "forward" ? (headDim <= 64 ? [[rows(12), 4], [rows(8), 8]] : [[rows(8), 8], [rows(4), 8]])
+    : kernel === "dq" ? [[rows(8), 4], [rows(4), 4]]
+    : [[rows(6), 4], [rows(4), 4]]
+  const out: TrainTiling[] = []
+  for (const [r, step] of pairs) if (!out.some((t) => t.rows === r && t.step === step)) out.push({ rows: r, step })
+  return out
 }
 
 const setConst = (src: string, name: string, value: number): string => {
@@ -87,12 +110,15 @@ function streamCode(kernel: TrainKernel, from: StreamSource): string[] {
   )
 }
 
-/** The template with `kernel` unrolled for headDim/4 = d4 and `rows` rows per invocation (the other
- *  kernels' sections left empty), its streamed operands read from `from`. */
-export function trainSource(kernel: TrainKernel, d4: number, rows: number, from: StreamSource = "buffer"): string {
-  const R = [...Array(rows).keys()]
+/** The template with `kernel` unrolled for headDim/4 = d4 and `tiling` (the other kernels' sections left
+ *  empty), its streamed operands read from `from`. */
+export function trainSource(kernel: TrainKernel, d4: number, tiling: TrainTiling, from: StreamSource = "buffer"): string {
+  if (kernel === "forward" && tiling.step % 4 !== 0) throw new Error(`attention-train forward: step ${tiling.step} is not a multiple of 4`)
+  const R = [...Array(tiling.rows).keys()]
   const C = [...Array(d4).keys()]
-  const src = setBlock(setConst(setConst(template, "D4", d4), "ROWS", rows), "STREAM", streamCode(kernel, from))
+  const U = [...Array(tiling.step).keys()]
+  const consts = setConst(setConst(setConst(template, "D4", d4), "ROWS", tiling.rows), "STEP", tiling.step)
+  const src = setBlock(consts, "STREAM", streamCode(kernel, from))
   const sections: Record<TrainKernel, readonly [string, string, string]> = {
     forward: ["FWD_LOAD", "FWD_BLOCK", "FWD_STORE"],
     dq: ["DQ_LOAD", "DQ_BLOCK", "DQ_STORE"],
@@ -108,17 +134,27 @@ export function trainSource(kernel: TrainKernel, d4: number, rows: number, from:
     }
     return out
   }
-  if (kernel === "forward") return forwardCode(R, C, fill)
-  if (kernel === "dq") return dqCode(R, C, fill)
-  return dkdvCode(R, C, fill)
+  if (kernel === "forward") return forwardCode(R, C, U, fill)
+  if (kernel === "dq") return dqCode(R, C, U, fill)
+  return dkdvCode(R, C, U, fill)
 }
+
+/** `acc + term(0) + term(1) + …`, added one at a time in order: the sums of streaming one row per iteration. */
+const chain = (acc: string, U: readonly number[], term: (u: number) => string): string =>
+  U.reduce((sum, u) => `(${sum} + ${term(u)})`, acc)
 
 type Fill = (load: readonly string[], block: readonly string[], store: readonly string[]) => string
 
-/** Online softmax over 4 keys per update (rows past the last key are clamped in the template and masked). */
-function forwardCode(R: readonly number[], C: readonly number[], fill: Fill): string {
-  const U = [0, 1, 2, 3]
+/** The loop's streamed rows: `${v}0 = ${v}`, then `${v}u` clamped to `last`, with their segment ids in s0, s1, …. */
+const streamedRows = (v: string, last: string, U: readonly number[]): string[] =>
+  U.flatMap((u) => [u === 0 ? `let ${v}0 = ${v};` : `let ${v}${u} = min(${v} + ${u}u, ${last});`, `let s${u} = seg(${v}${u});`])
 
+/**
+ * Online softmax over 4 keys per update, U.length/4 updates per iteration (each the same update as one
+ * per iteration). Keys past the last are clamped and masked.
+ */
+function forwardCode(R: readonly number[], C: readonly number[], U: readonly number[], fill: Fill): string {
+  const blocks = [...Array(U.length / 4).keys()].map((b) => [0, 1, 2, 3].map((u) => 4 * b + u))
   const fl: string[] = []
   for (const t of R) {
     fl.push(`let qi${t} = q0 + lid.x + ${8 * t}u;`)
@@ -128,21 +164,26 @@ function forwardCode(R: readonly number[], C: readonly number[], fill: Fill): st
     fl.push(`var m${t} = NEG;`, `var l${t} = 0.0;`)
     for (const c of C) fl.push(`var a${t}_${c} = vec4f(0.0);`)
   }
-  const fb: string[] = []
+  const fb: string[] = streamedRows("j", "kLast", U)
   for (const c of C) for (const u of U) fb.push(`let k${u}_${c} = ldK(j${u}, kvCol + ${c}u);`)
   for (const t of R) {
-    for (const u of U) {
-      fb.push(`let ok${t}_${u} = (j + ${u}u <= qi${t}) & (s${u} == sq${t});`)
-      fb.push(`let x${t}_${u} = select(NEG, ${dots((c) => `q${t}_${c}`, (c) => `k${u}_${c}`, C)}, ok${t}_${u});`)
+    for (const [b, B] of blocks.entries()) {
+      for (const u of B) {
+        fb.push(`let ok${t}_${u} = (j + ${u}u <= qi${t}) & (s${u} == sq${t});`)
+        fb.push(`let x${t}_${u} = select(NEG, ${dots((c) => `q${t}_${c}`, (c) => `k${u}_${c}`, C)}, ok${t}_${u});`)
+      }
+      const [u0, u1, u2, u3] = B as [number, number, number, number]
+      fb.push(`let mn${t}_${b} = max(m${t}, max(max(x${t}_${u0}, x${t}_${u1}), max(x${t}_${u2}, x${t}_${u3})));`)
+      fb.push(`let al${t}_${b} = exp2(m${t} - mn${t}_${b});`)
+      for (const u of B) fb.push(`let p${t}_${u} = select(0.0, exp2(x${t}_${u} - mn${t}_${b}), ok${t}_${u});`)
+      fb.push(`l${t} = l${t} * al${t}_${b} + ((p${t}_${u0} + p${t}_${u1}) + (p${t}_${u2} + p${t}_${u3}));`, `m${t} = mn${t}_${b};`)
     }
-    fb.push(`let mn${t} = max(m${t}, max(max(x${t}_0, x${t}_1), max(x${t}_2, x${t}_3)));`)
-    fb.push(`let al${t} = exp2(m${t} - mn${t});`)
-    for (const u of U) fb.push(`let p${t}_${u} = select(0.0, exp2(x${t}_${u} - mn${t}), ok${t}_${u});`)
-    fb.push(`l${t} = l${t} * al${t} + ((p${t}_0 + p${t}_1) + (p${t}_2 + p${t}_3));`, `m${t} = mn${t};`)
   }
   for (const c of C) {
     for (const u of U) fb.push(`let v${u}_${c} = ldV(j${u}, kvCol + ${c}u);`)
-    for (const t of R) fb.push(`a${t}_${c} = a${t}_${c} * al${t} + p${t}_0 * v0_${c} + p${t}_1 * v1_${c} + p${t}_2 * v2_${c} + p${t}_3 * v3_${c};`)
+    for (const t of R) {
+      for (const [b, B] of blocks.entries()) fb.push(`a${t}_${c} = a${t}_${c} * al${t}_${b} + ${B.map((u) => `p${t}_${u} * v${u}_${c}`).join(" + ")};`)
+    }
   }
   const fs: string[] = []
   for (const t of R) {
@@ -153,7 +194,8 @@ function forwardCode(R: readonly number[], C: readonly number[], fill: Fill): st
   return fill(fl, fb, fs)
 }
 
-function dqCode(R: readonly number[], C: readonly number[], fill: Fill): string {
+/** Keys streamed U.length per iteration: every query row's q, dO and dQ partials loaded once feed them all. */
+function dqCode(R: readonly number[], C: readonly number[], U: readonly number[], fill: Fill): string {
   const ql: string[] = []
   for (const t of R) {
     ql.push(`let qi${t} = q0 + lid.x + ${8 * t}u;`)
@@ -167,12 +209,15 @@ function dqCode(R: readonly number[], C: readonly number[], fill: Fill): string 
     for (const c of C) ql.push(`var g${t}_${c} = vec4f(0.0);`)
   }
   const qb: string[] = []
-  for (const c of C) qb.push(`let k${c} = ldK(j, kvCol + ${c}u);`)
-  for (const c of C) qb.push(`let v${c} = ldV(j, kvCol + ${c}u);`)
+  qb.push(...streamedRows("j", "kLast", U))
+  for (const u of U) for (const c of C) qb.push(`let k${u}_${c} = ldK(j${u}, kvCol + ${c}u);`)
+  for (const u of U) for (const c of C) qb.push(`let v${u}_${c} = ldV(j${u}, kvCol + ${c}u);`)
   for (const t of R) {
-    qb.push(`let p${t} = select(0.0, exp2(${dots((c) => `q${t}_${c}`, (c) => `k${c}`, C)} - lse${t}), (j <= qi${t}) & (sj == sq${t}));`)
-    qb.push(`let ds${t} = p${t} * ((${dots((c) => `do${t}_${c}`, (c) => `v${c}`, C)}) - dd${t});`)
-    for (const c of C) qb.push(`g${t}_${c} += ds${t} * k${c};`)
+    for (const u of U) {
+      qb.push(`let p${t}_${u} = select(0.0, exp2(${dots((c) => `q${t}_${c}`, (c) => `k${u}_${c}`, C)} - lse${t}), (j + ${u}u <= qi${t}) & (s${u} == sq${t}));`)
+      qb.push(`let ds${t}_${u} = p${t}_${u} * ((${dots((c) => `do${t}_${c}`, (c) => `v${u}_${c}`, C)}) - dd${t});`)
+    }
+    for (const c of C) qb.push(`g${t}_${c} = ${chain(`g${t}_${c}`, U, (u) => `ds${t}_${u} * k${u}_${c}`)};`)
   }
   const qs: string[] = []
   for (const t of R) {
@@ -183,8 +228,8 @@ function dqCode(R: readonly number[], C: readonly number[], fill: Fill): string 
   return fill(ql, qb, qs)
 }
 
-/** Queries of every head in the group streamed past the invocation's key rows. */
-function dkdvCode(R: readonly number[], C: readonly number[], fill: Fill): string {
+/** Queries of every head in the group streamed past the invocation's key rows, U.length per iteration. */
+function dkdvCode(R: readonly number[], C: readonly number[], U: readonly number[], fill: Fill): string {
   const kl: string[] = []
   for (const t of R) {
     kl.push(`let kj${t} = j0 + lid.x + ${8 * t}u;`)
@@ -195,13 +240,21 @@ function dkdvCode(R: readonly number[], C: readonly number[], fill: Fill): strin
     for (const c of C) kl.push(`let v${t}_${c} = V[kb${t} + ${c}u];`)
     for (const c of C) kl.push(`var gk${t}_${c} = vec4f(0.0);`, `var gv${t}_${c} = vec4f(0.0);`)
   }
-  const kb: string[] = []
-  for (const c of C) kb.push(`let q${c} = ldQ(i, qCol + ${c}u);`)
-  for (const c of C) kb.push(`let do${c} = ldDO(i, qCol + ${c}u);`)
+  const kb: string[] = streamedRows("i", "iEnd - 1u", U)
+  for (const u of U) {
+    kb.push(u === 0 ? "let ok0 = true;" : `let ok${u} = i + ${u}u < iEnd;`, `let lse${u} = LSE[i${u} * P.heads + h] * LOG2E;`, `let dd${u} = DD[i${u} * P.heads + h];`)
+  }
+  for (const u of U) for (const c of C) kb.push(`let q${u}_${c} = ldQ(i${u}, qCol + ${c}u);`)
+  for (const u of U) for (const c of C) kb.push(`let do${u}_${c} = ldDO(i${u}, qCol + ${c}u);`)
   for (const t of R) {
-    kb.push(`let p${t} = select(0.0, exp2(${dots((c) => `q${c}`, (c) => `k${t}_${c}`, C)} - lse2), (kj${t} <= i) & (si == sk${t}));`)
-    kb.push(`let ds${t} = p${t} * ((${dots((c) => `do${c}`, (c) => `v${t}_${c}`, C)}) - dd);`)
-    for (const c of C) kb.push(`gv${t}_${c} += p${t} * do${c};`, `gk${t}_${c} += ds${t} * q${c};`)
+    for (const u of U) {
+      kb.push(`let p${t}_${u} = select(0.0, exp2(${dots((c) => `q${u}_${c}`, (c) => `k${t}_${c}`, C)} - lse${u}), ok${u} & (kj${t} <= i + ${u}u) & (s${u} == sk${t}));`)
+      kb.push(`let ds${t}_${u} = p${t}_${u} * ((${dots((c) => `do${u}_${c}`, (c) => `v${t}_${c}`, C)}) - dd${u});`)
+    }
+    for (const c of C) {
+      kb.push(`gv${t}_${c} = ${chain(`gv${t}_${c}`, U, (u) => `p${t}_${u} * do${u}_${c}`)};`)
+      kb.push(`gk${t}_${c} = ${chain(`gk${t}_${c}`, U, (u) => `ds${t}_${u} * q${u}_${c}`)};`)
+    }
   }
   const ks: string[] = []
   for (const t of R) {
@@ -260,28 +313,30 @@ function prepare(op: string, rt: GpuRuntime, q: Tensor, k: Tensor, v: Tensor, op
   const kernel = (name: TrainKernel | "rowDot"): { pipeline: GPUComputePipeline; blocks: number } => {
     // rowDot has no unrolled section: any kernel's source carries it, the dq one is as good as any.
     const kind: TrainKernel = name === "rowDot" ? "dq" : name
-    const rows = opts.rows ?? rowsFor(rt, kind, heads, kvHeads, headDim, T)
-    const label = `attention-train-${kind}-d${headDim}-r${rows}${stream === "texture" ? "-tex" : ""}`
+    const candidates = trainCandidates(kind, headDim)
+    const tiling = opts.candidate !== undefined ? candidates[Math.min(opts.candidate, candidates.length - 1)]! : tilingFor(rt, kind, heads, kvHeads, headDim, T)
+    const label = `attention-train-${kind}-d${headDim}-${tilingName(tiling)}${stream === "texture" ? "-tex" : ""}`
     let code = sources.get(label)
-    if (code === undefined) sources.set(label, (code = trainSource(kind, d4, rows, stream)))
-    const blocks = name === "rowDot" ? Math.ceil(T / 64) : Math.ceil(T / (8 * rows))
+    if (code === undefined) sources.set(label, (code = trainSource(kind, d4, tiling, stream)))
+    const blocks = name === "rowDot" ? Math.ceil(T / 64) : Math.ceil(T / (8 * tiling.rows))
     return { pipeline: rt.pipeline(label, code, name), blocks }
   }
   // Unsegmented: q stands in for SEG (read-only everywhere, ≥ T words); its values are never used.
   return { T, params, seg: opts.segments ?? q, stream, kernel }
 }
 
-/** The tuned rows per invocation of one kernel for this head shape and length. */
-function rowsFor(rt: GpuRuntime, kind: TrainKernel, heads: number, kvHeads: number, headDim: number, T: number): number {
-  const candidates = trainRowCandidates(headDim)
+/** The tuned tiling of one kernel for this head shape and length. */
+function tilingFor(rt: GpuRuntime, kind: TrainKernel, heads: number, kvHeads: number, headDim: number, T: number): TrainTiling {
+  const candidates = trainCandidates(kind, headDim)
+  const names = candidates.map(tilingName)
   const Tb = sizeBucket(T, 256)
   const name = chooseVariant(rt, {
     op: `attention-train-${kind}`,
     shape: `d${headDim} h${heads}/${kvHeads} T${Tb}`,
-    candidates: candidates.map((r) => `r${r}`),
-    probe: (rt2, c) => probeTrainKernel(rt2, kind, { heads, kvHeads, headDim, rows: Number(c.slice(1)) }, Tb),
+    candidates: names,
+    probe: (rt2, c) => probeTrainKernel(rt2, kind, { heads, kvHeads, headDim, candidate: names.indexOf(c) }, Tb),
   })
-  return Number(name.slice(1))
+  return candidates[names.indexOf(name)]!
 }
 
 /** ms per call of one kernel on random data of length T (the tuner's probe). */

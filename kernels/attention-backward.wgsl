@@ -10,8 +10,10 @@
 //
 // Template: attention-backward.ts fills in the //% lines with unrolled code (llvmpipe keeps only named
 // locals in registers). An invocation owns ROWS rows (base + lane + 8·t, so neighbouring lanes have
-// neighbouring causal limits) and streams the other side's rows straight from storage; every component
-// loaded feeds ROWS rows. Scores are in base 2 (q scaled by scale·log2 e), lse is stored in natural log.
+// neighbouring causal limits) and streams the other side's rows straight from storage, STEP per loop
+// iteration: every streamed component loaded feeds ROWS rows, and every row's state
+// (spilled past the registers) loaded feeds STEP streamed rows. Scores are in base 2 (q scaled by
+// scale·log2 e), lse is stored in natural log.
 
 struct Params {
   T: u32,
@@ -50,6 +52,7 @@ struct Params {
 
 const D4: u32 = 0u;   //% D4
 const ROWS: u32 = 0u; //% ROWS
+const STEP: u32 = 0u; //% STEP
 const NEG: f32 = -3.0e38; // masked score: finite, so max/sub never meet inf − inf
 const LN2: f32 = 0.6931471805599453;
 const LOG2E: f32 = 1.4426950408889634;
@@ -89,16 +92,9 @@ fn forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: 
   //% FWD_LOAD
   // Blocks of 4 keys start at multiples of 4 (keys before the document are masked), so every query's
   // keys are grouped the same way whatever the rows per invocation: results do not depend on it.
-  for (var j = docStart(q0) & ~3u; j < kEnd; j += 4u) {
-    // 4 keys per softmax update; keys past kLast are masked for every query (clamped reads stay in bounds).
-    let j0 = j;
-    let j1 = min(j + 1u, kLast);
-    let j2 = min(j + 2u, kLast);
-    let j3 = min(j + 3u, kLast);
-    let s0 = seg(j0);
-    let s1 = seg(j1);
-    let s2 = seg(j2);
-    let s3 = seg(j3);
+  for (var j = docStart(q0) & ~3u; j < kEnd; j += STEP) {
+    // STEP keys (j0, j1, …, clamped to kLast, with segment ids s0, s1, …), in softmax updates of 4; keys
+    // past kLast are masked for every query.
     //% FWD_BLOCK
   }
   //% FWD_STORE
@@ -124,8 +120,10 @@ fn dq(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u
   let kvCol = (h / P.group) * D4;
   let kEnd = min(q0 + 8u * ROWS, P.T);
   //% DQ_LOAD
-  for (var j = docStart(q0); j < kEnd; j++) {
-    let sj = seg(j);
+  let kLast = kEnd - 1u;
+  // STEP keys per iteration (j0, j1, …, clamped to kLast, with their segment ids s0, s1, …); keys past kLast
+  // are masked for every query by causality.
+  for (var j = docStart(q0); j < kEnd; j += STEP) {
     //% DQ_BLOCK
   }
   //% DQ_STORE
@@ -141,10 +139,9 @@ fn dkdv(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   for (var g = 0u; g < P.group; g++) {
     let h = hk * P.group + g;
     let qCol = h * D4;
-    for (var i = j0; i < iEnd; i++) {
-      let si = seg(i);
-      let lse2 = LSE[i * P.heads + h] * LOG2E;
-      let dd = DD[i * P.heads + h];
+    // STEP queries per iteration (i0, i1, …, clamped to iEnd − 1, with ok0, ok1, … false past it, and
+    // their segment ids, scaled lse and D_i); the clamped ones are masked.
+    for (var i = j0; i < iEnd; i += STEP) {
       //% DKV_BLOCK
     }
   }

@@ -6,7 +6,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test"
 import { cpuRowCandidates } from "../../kernels/attention.ts"
-import { trainRowCandidates } from "../../kernels/attention-backward.ts"
+import { tilingName, trainCandidates } from "../../kernels/attention-backward.ts"
 import { matmulCandidates, setMatmulVariant } from "../../kernels/matmul.ts"
 import { defaultInvFreq } from "../../kernels/rope-table.ts"
 import type { GpuRuntime } from "../../kernels/runtime.ts"
@@ -78,9 +78,9 @@ describe("kernel variants give bit-identical results", () => {
   const ops: readonly (readonly [string, readonly string[]])[] = [
     ["matmul-cpu", [...new Set([...matmulCandidates(T), ...matmulCandidates(64), ...matmulCandidates(16)])]],
     ["attention-cpu", cpuRowCandidates(HEAD_DIM).map((r) => `r${r}`)],
-    ["attention-train-forward", trainRowCandidates(HEAD_DIM).map((r) => `r${r}`)],
-    ["attention-train-dq", trainRowCandidates(HEAD_DIM).map((r) => `r${r}`)],
-    ["attention-train-dkdv", trainRowCandidates(HEAD_DIM).map((r) => `r${r}`)],
+    ["attention-train-forward", trainCandidates("forward", HEAD_DIM).map(tilingName)],
+    ["attention-train-dq", trainCandidates("dq", HEAD_DIM).map(tilingName)],
+    ["attention-train-dkdv", trainCandidates("dkdv", HEAD_DIM).map(tilingName)],
   ]
   let dir = ""
   let baseline: Outputs | undefined

@@ -1,5 +1,5 @@
 /** Table cases of training attention: the forward with logsumexp, and its backward (dq, dk, dv). */
-import { type StreamSource, attentionBackward, attentionTrain, trainRowCandidates } from "../../attention-backward.ts"
+import { type StreamSource, attentionBackward, attentionTrain, trainCandidates } from "../../attention-backward.ts"
 import { type TrainAttentionRefOptions, attentionBackwardRef, attentionTrainRef } from "../../attention-backward.ref.ts"
 import { attentionRef } from "../../attention.ref.ts"
 import type { Tolerance } from "../compare.ts"
@@ -12,25 +12,25 @@ const docs = (lengths: readonly number[]): Uint32Array => Uint32Array.from(lengt
 
 type Output = "o" | "lse" | "dq" | "dk" | "dv"
 
-/** Where the streamed operands come from and which of the tuner's rows-per-invocation candidates runs (default: the kernel's choice). */
+/** Where the streamed operands come from and which of the tuner's tiling candidates runs (default: the kernel's choice). */
 export interface TrainAttentionVariant extends Variant {
   readonly stream?: StreamSource
-  /** Index into trainRowCandidates(headDim). */
+  /** Index into each kernel's trainCandidates(kernel, headDim). */
   readonly candidate?: number
 }
 
 export const TRAIN_ATTENTION_VARIANTS: readonly TrainAttentionVariant[] = [
   { name: "default" },
   ...(["buffer", "texture"] as const).flatMap((stream) =>
-    [0, 1].map((candidate): TrainAttentionVariant => ({ name: `streamed from ${stream === "buffer" ? "storage" : "textures"}, rows candidate ${candidate + 1}`, stream, candidate })),
+    [0, 1].map((candidate): TrainAttentionVariant => ({ name: `streamed from ${stream === "buffer" ? "storage" : "textures"}, tiling candidate ${candidate + 1}`, stream, candidate })),
   ),
 ]
 
-/** The options a variant forces for a head size (undefined: the variant has no such rows candidate). */
-function forced(v: TrainAttentionVariant, headDim: number): { stream?: StreamSource; rows?: number } | undefined {
-  const rows = v.candidate === undefined ? undefined : trainRowCandidates(headDim)[v.candidate]
-  if (v.candidate !== undefined && rows === undefined) return undefined
-  return { ...(v.stream === undefined ? {} : { stream: v.stream }), ...(rows === undefined ? {} : { rows }) }
+/** The options a variant forces for a head size (undefined: no kernel has that many candidates). */
+function forced(v: TrainAttentionVariant, headDim: number): { stream?: StreamSource; candidate?: number } | undefined {
+  const most = Math.max(...(["forward", "dq", "dkdv"] as const).map((k) => trainCandidates(k, headDim).length))
+  if (v.candidate !== undefined && v.candidate >= most) return undefined
+  return { ...(v.stream === undefined ? {} : { stream: v.stream }), ...(v.candidate === undefined ? {} : { candidate: v.candidate }) }
 }
 
 export interface TrainAttentionParams {
@@ -62,7 +62,7 @@ export function trainAttentionCase(p: TrainAttentionParams): KernelCase<TrainAtt
     dtype: "f32",
     ...(p.slow === true ? { slow: true } : {}),
     ...(p.deterministic === true ? { deterministic: true } : {}),
-    // Each head size, rows and source is a new set of shaders: the forced variants are compared at d 16,
+    // Each head size, tiling and source is a new set of shaders: the forced variants are compared at d 16,
     // where they compile in seconds (wider heads take minutes cold on a busy machine).
     applies: (variant) => variant.name === "default" || (headDim <= 16 && forced(variant, headDim) !== undefined),
     setup(rt, variant) {
