@@ -14,8 +14,9 @@
  * - the memory plan's longest scoring length on this machine.
  *
  * A shape whose plan does not fit this device is reported with the plan's one-line reason instead.
- * `--score=2048` and `--memory=4096,8192` choose the lengths timed and measured (`--memory=` none), for
- * machines where the 1B shape at 8k–16k would take hours.
+ * `--score=2048` and `--memory=4096,8192` choose the lengths timed and measured (`--memory=` none), and
+ * `--skip=train,search` leaves those out, for machines where the 1B shape at 8k–16k, or the gpu kernels
+ * on a software adapter, would take hours.
  *
  * `--check` measures instead what a real model at a real length needs: a child process loads the shape and
  * scores 512 tokens, twice (the first run finds the Mesa shader cache as it is, or with `--cold` empty,
@@ -52,6 +53,9 @@ function lengthsFlag(name: string, fallback: readonly number[]): readonly number
 }
 const SCORE_LENGTHS = lengthsFlag("score", [2048, 8192])
 const MEMORY_LENGTHS = lengthsFlag("memory", [4096, 8192, 16384])
+/** `--skip=train,search`: measurements left out. */
+const SKIP = new Set(process.argv.find((a) => a.startsWith("--skip="))?.slice("--skip=".length).split(",") ?? [])
+for (const s of SKIP) if (s !== "train" && s !== "search") throw new Error(`bench scale: --skip takes train and search, got "${s}"`)
 
 function tokensOf(n: number, vocab: number): number[] {
   let s = 12345
@@ -195,12 +199,12 @@ async function runShape(rt: GpuRuntime, shape: PublishedShape, dir: string): Pro
   }
 
   if (shape !== "smollm2-135m") return
-  const train = child("train", { dir, length: 2048 })
   const score2k = (score.tokensPerSecond as Record<string, number>)[2048] ?? Number.NaN
+  const train = SKIP.has("train") ? { error: "skipped" } : child("train", { dir, length: 2048 })
   if (typeof train.error === "string") report({ bench: "scale", case: `${shape}: LoRA training 2048`, value: Number.NaN, unit: "", note: train.error })
   else report({ bench: "scale", case: `${shape}: LoRA training 2048 tokens`, value: train.tokensPerSecond as number, unit: "tok/s", baseline: score2k, ratio: (train.tokensPerSecond as number) / score2k, note: "r 8 on q/k/v/o; baseline: scoring 2048 tokens" })
   const n = SCORE_LENGTHS.at(-1) ?? 8192
-  const search = child("search", { dir, length: n, population: 4 })
+  const search = SKIP.has("search") ? { error: "skipped" } : child("search", { dir, length: n, population: 4 })
   const once = n / ((score.tokensPerSecond as Record<string, number>)[n] ?? Number.NaN)
   if (typeof search.error === "string") report({ bench: "scale", case: `${shape}: search generation ${n}`, value: Number.NaN, unit: "", note: search.error })
   else report({ bench: "scale", case: `${shape}: search generation at ${n}`, value: search.seconds as number, unit: "s", baseline: once, ratio: (search.seconds as number) / once, note: `4 candidates × one ${n}-token sample; baseline: one ${n}-token scoring` })
