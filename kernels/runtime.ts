@@ -151,12 +151,16 @@ export class GpuRuntime {
       b.destroy()
     }
     this.pool.clear()
-    if (this.texturePool.size > 0) {
-      this.flush() // recorded work may still read them
-      for (const free of this.texturePool.values()) for (const t of free) this.destroyTexture(t)
-      this.texturePool.clear()
-      this.texturePoolBytes = 0
-    }
+    this.releaseIdleTextures()
+  }
+
+  /** Destroys the pooled textures not in use (work recorded so far is submitted first: it may still read them). */
+  releaseIdleTextures(): void {
+    if (this.texturePool.size === 0) return
+    this.flush()
+    for (const free of this.texturePool.values()) for (const t of free) this.destroyTexture(t)
+    this.texturePool.clear()
+    this.texturePoolBytes = 0
   }
 
   /**

@@ -10,7 +10,6 @@ import { DEFAULT_CHUNK, type InspectedLlama, LOGIT_FLOATS } from "./model.ts"
 import { layerPrefix } from "./weights.ts"
 import { attentionWindows, defaultPageRows, textureWindowRows } from "../../../kernels/attention.ts"
 import { defaultWeightStorage, operandTextureSize, weightLayout } from "../../../kernels/matmul.ts"
-import { TEXTURE_POOL_BYTES } from "../../../kernels/runtime.ts"
 import { KEEP_ACTIVATION_BYTES, LOGIT_FLOATS as TRAIN_LOGIT_FLOATS } from "./train.ts"
 
 const F32 = 4
@@ -164,10 +163,10 @@ function chunkBytes(c: LlamaConfig, chunk: number, cpu: boolean, maxTex: number)
 }
 
 /**
- * The cpu kernels' texture copies over a whole run (kernels/matmul.ts textureOperand: pooled by size, idle
- * ones kept up to TEXTURE_POOL_BYTES): each chunk's input to the linears (a texture per input width, and per
- * block of logits), and attention's K and V, a pair per size of window of keys (kernels/attention.ts), sizes
- * that grow chunk by chunk. K/V rows not a multiple of 64 floats are repacked first, into pooled buffers.
+ * The cpu kernels' texture copies (kernels/matmul.ts textureOperand), which model.ts lets go after each
+ * chunk's layers: a chunk's input to the linears (a texture per input width, and per block of logits), and
+ * attention's K and V, a pair per size of window of keys (kernels/attention.ts), the most in the last chunk.
+ * K/V rows not a multiple of 64 floats are repacked first, into pooled buffers (kept: one per size seen).
  */
 function textureBytes(c: LlamaConfig, length: number, chunk: number, pageRows: number, maxTex: number): number {
   const { D, qDim, kvDim, I } = shapes(c)
@@ -175,27 +174,27 @@ function textureBytes(c: LlamaConfig, length: number, chunk: number, pageRows: n
     const [w, h] = operandTextureSize(rows, cols, maxTex)
     return w * h * 16
   }
-  const sets = length - 1 > chunk ? 2 : 1
   const blocks = logitBlocks(c, chunk)
-  const inputs = [...new Set([D, qDim, I])].reduce((a, w) => a + tex(chunk, w), 0) + (blocks.length > 1 ? blocks.reduce((a, b) => a + tex(b, D), 0) : 0)
-  const largestInput = Math.max(tex(chunk, Math.max(D, qDim, I)), tex(blocks[0]!, D))
+  const heads = blocks.length > 1 ? blocks.reduce((a, b) => a + tex(b, D), 0) : 0
+  // (the lm_head's input textures are made after a chunk's release, so a chunk's stay into the next one)
+  const inputs = [...new Set([D, qDim, I])].reduce((a, w) => a + tex(chunk, w), 0) + heads + (length - 1 > chunk ? heads || tex(chunk, D) : 0)
   const step = Math.min(pageRows, textureWindowRows(maxTex))
-  // the windows' texture heights over the run: each chunk's, exactly, or past MAX_CHUNKS_WALKED chunks
-  // every height up to the tallest window (a bound that still grows with length)
-  const heights = new Set<number>()
-  const chunks = Math.ceil(length / chunk)
-  if (chunks <= MAX_CHUNKS_WALKED) {
-    for (let i = 1; i <= chunks; i++) {
-      for (const w of attentionWindows(pageRows, Math.min(length, i * chunk), step)) heights.add(operandTextureSize(w.kStop - w.kStart, kvDim, maxTex)[1])
-    }
-  } else {
-    for (let rows = 64; rows < Math.min(length, step) + 512; rows += rows < 512 ? 64 : 512) heights.add(operandTextureSize(Math.min(rows, step), kvDim, maxTex)[1])
-  }
+  const heights = new Set(attentionWindows(pageRows, length, step).map((w) => operandTextureSize(w.kStop - w.kStart, kvDim, maxTex)[1]))
   const texelsPerRow = operandTextureSize(1, kvDim, maxTex)[0]
   const kv = [...heights].reduce((a, h) => a + 2 * texelsPerRow * h * 16, 0)
-  const repacks = kvDim % 64 === 0 ? 0 : [...heights].reduce((a, h) => a + 2 * F32 * (h - 1) * ceil64(kvDim), 0)
-  const cap = TEXTURE_POOL_BYTES + 2 * (largestInput + 2 * tex(step, kvDim))
-  return Math.min(sets * inputs + kv, cap) + repacks
+  // repack buffers stay pooled, one per texture height any chunk's windows had: walked chunk by chunk, or
+  // past MAX_CHUNKS_WALKED chunks every height up to the tallest window (a bound that still grows with length)
+  const seen = new Set<number>()
+  if (kvDim % 64 !== 0) {
+    const chunks = Math.ceil(length / chunk)
+    if (chunks <= MAX_CHUNKS_WALKED) {
+      for (let i = 1; i <= chunks; i++) for (const w of attentionWindows(pageRows, Math.min(length, i * chunk), step)) seen.add(operandTextureSize(w.kStop - w.kStart, kvDim, maxTex)[1])
+    } else {
+      for (let rows = 64; rows < Math.min(length, step) + 512; rows += rows < 512 ? 64 : 512) seen.add(operandTextureSize(Math.min(rows, step), kvDim, maxTex)[1])
+    }
+  }
+  const repacks = [...seen].reduce((a, h) => a + 2 * F32 * (h - 1) * ceil64(kvDim), 0)
+  return inputs + kv + repacks
 }
 
 /** Chunks whose attention windows the plan walks one by one (beyond, it bounds them). */

@@ -475,6 +475,9 @@ function forwardChunk(m: DeviceLlama, ids: Uint32Array, start: number, table: Gp
   }
   const normed = rmsnorm(rt, x, m.finalNorm, c.rmsNormEps)
   rt.release(x, idT, posT)
+  // The cpu kernels' texture copies of K/V have a size per window of keys, which grows chunk by chunk:
+  // kept, every chunk's would add up (quadratic in length); so the idle ones go after each chunk.
+  rt.releaseIdleTextures()
   return normed
 }
 
