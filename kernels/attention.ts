@@ -52,7 +52,11 @@ export interface KvCache {
 export interface KvCacheOptions {
   /** Element type of the cached rows; default f32. */
   readonly dtype?: "f32" | Half
-  /** Rows per page (a multiple of 4); default `defaultPageRows`: the capacity, up to 128 MiB of f32 rows. */
+  /**
+   * Rows per page; default `defaultPageRows`: the capacity, up to 128 MiB of f32 rows. A size asked for is
+   * cut to the capacity and rounded up to a multiple of `pageQuantum` (the key tile of the attention kernel
+   * the adapter's profile runs), so that page boundaries never change the order of its sums.
+   */
   readonly pageRows?: number
 }
 
@@ -86,6 +90,14 @@ const valueBytes = (dtype: "f32" | Half): number => (dtype === "f32" ? 4 : 2)
 /** Bytes a default page's f32 rows fill at most: WebGPU's default maxStorageBufferBindingSize, the same on every device so memory plans can say it. */
 export const PAGE_BYTES = 2 ** 27
 
+/**
+ * Rows every page is a multiple of for the attention kernel `variant`, so that a sequence attended page
+ * by page gives the bits it gives in one page: the gpu kernel updates its running softmax once per tile of
+ * keys (a tile cut by a page end would be summed in another order), the cpu kernel once per 4 keys.
+ * Both divide 64, which default pages are multiples of.
+ */
+export const pageQuantum = (variant: AttentionVariant, headDim: number): number => (variant === "gpu" ? gpuTileKeys(headDim) : 4)
+
 /** The default rows per page for a cache of `capacity` rows: all of them (rounded up to 64), up to PAGE_BYTES of f32 rows. */
 export function defaultPageRows(capacity: number, kvHeads: number, headDim: number): number {
   return Math.max(64, Math.min(Math.ceil(capacity / 64) * 64, Math.floor(PAGE_BYTES / (kvHeads * headDim * 4) / 64) * 64))
@@ -95,8 +107,10 @@ export function createKvCache(rt: GpuRuntime, capacity: number, kvHeads: number,
   checkHeadDim("createKvCache", headDim)
   if (!Number.isInteger(capacity) || capacity <= 0) throw new Error(`createKvCache: capacity ${capacity} must be a positive integer`)
   if (!Number.isInteger(kvHeads) || kvHeads <= 0) throw new Error(`createKvCache: kvHeads ${kvHeads} must be a positive integer`)
-  const pageRows = options.pageRows ?? defaultPageRows(capacity, kvHeads, headDim)
-  if (!Number.isInteger(pageRows) || pageRows < 4 || pageRows % 4 !== 0) throw new Error(`createKvCache: pageRows ${pageRows} must be a multiple of 4`)
+  const asked = options.pageRows
+  if (asked !== undefined && (!Number.isInteger(asked) || asked < 1)) throw new Error(`createKvCache: pageRows ${asked} must be a positive integer`)
+  const quantum = pageQuantum(rt.adapter.profile, headDim)
+  const pageRows = asked === undefined ? defaultPageRows(capacity, kvHeads, headDim) : Math.ceil(Math.min(asked, capacity) / quantum) * quantum
   // an f32 page, or the f32 scratch a 16-bit page is widened into, is bound whole
   if (pageRows * kvHeads * headDim * 4 > rt.limits.maxStorageBufferBindingSize) {
     throw new Error(`createKvCache: pages of ${pageRows} rows exceed one storage binding (at most ${maxPageRows(rt, kvHeads, headDim)} rows)`)
@@ -227,10 +241,10 @@ function maxPageRows(rt: GpuRuntime, kvHeads: number, headDim: number): number {
 }
 
 /** Cache rows per window when K/V go through textures (at most maxTextureDimension2D − 1 rows, a multiple of 64). */
-export const textureWindowRows = (rt: GpuRuntime): number => Math.floor((rt.limits.maxTextureDimension2D - 65) / 64) * 64
+export const textureWindowRows = (maxTextureDimension2D: number): number => Math.floor((maxTextureDimension2D - 65) / 64) * 64
 
-/** Keys per workgroup-memory tile of the gpu variant: K and V tiles together within 32 KiB. */
-export const gpuTileKeys = (headDim: number): number => Math.min(64, Math.floor(4096 / headDim / 4) * 4)
+/** Keys per workgroup-memory tile of the gpu variant: K and V tiles together within 32 KiB, a power of two up to 64 (so it divides every default page). */
+export const gpuTileKeys = (headDim: number): number => Math.min(64, 2 ** Math.floor(Math.log2(4096 / headDim)))
 
 const setConst = (src: string, name: string, value: number): string => {
   const line = new RegExp(`const ${name}: u32 = 0u; *//% ${name}`)
@@ -345,9 +359,10 @@ export function attention(rt: GpuRuntime, q: Tensor, cache: KvCache, opts: Atten
   // One dispatch per window of rows: a page (the binding covers only rows in use), or for texture copies
   // a texture's worth of it. Each continues the running softmax state the one before left in `out` and
   // `ml`: the same arithmetic, in the same order, as one pass over all keys, so paging changes no bit
-  // (where windows are whole tiles of the gpu kernel: multiples of 64 rows). A 16-bit page is widened into
-  // an f32 scratch page first.
-  const step = from === "texture" ? Math.min(cache.pageRows, textureWindowRows(rt)) : cache.pageRows
+  // (pages are whole tiles of the kernel: see pageQuantum; a cache made for the cpu kernel and attended by
+  // the gpu one, as tests force, agrees within f32 rounding). A 16-bit page is widened into an f32 scratch
+  // page first.
+  const step = from === "texture" ? Math.min(cache.pageRows, textureWindowRows(rt.limits.maxTextureDimension2D)) : cache.pageRows
   const width = kvHeads * headDim
   const windows = attentionWindows(cache.pageRows, keys, step)
   const ml = rt.tensor(windows.length > 1 ? [tq * heads, 2] : [4])
@@ -410,7 +425,7 @@ function attentionKernel(rt: GpuRuntime, opts: AttentionOptions, tq: number, kvH
 }
 
 /** Keys 0..keys-1 cut into windows of at most `step` rows, none crossing a page. */
-function attentionWindows(pageRows: number, keys: number, step: number): { readonly page: number; readonly kStart: number; readonly kStop: number }[] {
+export function attentionWindows(pageRows: number, keys: number, step: number): { readonly page: number; readonly kStart: number; readonly kStop: number }[] {
   const windows: { readonly page: number; readonly kStart: number; readonly kStop: number }[] = []
   for (let p = 0; p * pageRows < keys; p++) {
     const pageStop = Math.min(keys, (p + 1) * pageRows)

@@ -93,33 +93,64 @@ const TEXEL: Readonly<Record<"f32" | Half, { readonly format: GPUTextureFormat; 
   bf16: { format: "rgba32uint", values: 8, bytes: 16 },
 }
 
+/** The device limits a weight's layout and the operand textures depend on. */
+export type LayoutLimits = Pick<GPUSupportedLimits, "maxTextureDimension2D" | "maxStorageBufferBindingSize" | "maxBufferSize">
+
+/** One column part of a prepared weight as laid out: a texture of texW × texH texels, or a buffer of kp rows of `width` values. */
+export interface PartLayout {
+  readonly n0: number
+  readonly cols: number
+  /** cols rounded up to 16 */
+  readonly width: number
+  readonly texW: number
+  readonly texH: number
+  /** Bytes on the device. */
+  readonly bytes: number
+}
+
+/** Where a weight [n, k] goes by default: a texture for the "cpu" variant when K fits the texture limit, else a buffer. */
+export const defaultWeightStorage = (variant: MatmulVariant, k: number, limits: LayoutLimits): "texture" | "buffer" =>
+  variant === "cpu" && ceil4(k) + 1 <= limits.maxTextureDimension2D ? "texture" : "buffer"
+
+/**
+ * How a weight W [n, k] of `dtype` is laid out (`prepareWeight`; memory plans count the same): Wᵀ with K
+ * padded to 4, in column parts of at most `partCols` (default: what one texture or binding holds), each 16-column aligned.
+ */
+export function weightLayout(n: number, k: number, dtype: "f32" | Half, storage: "texture" | "buffer", limits: LayoutLimits, partCols?: number): { readonly kp: number; readonly parts: readonly PartLayout[] } {
+  const texel = TEXEL[dtype]
+  const valueBytes = dtype === "f32" ? 4 : 2
+  const kp = ceil4(k)
+  const maxTex = limits.maxTextureDimension2D
+  if (storage === "texture" && kp + 1 > maxTex) throw new Error(`prepareWeight: K=${k} exceeds the texture limit ${maxTex}`)
+  const maxBytes = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize)
+  const limitCols = Math.floor((storage === "texture" ? texel.values * (maxTex - 1) : maxBytes / (kp * valueBytes)) / 16) * 16
+  const cols = Math.min(limitCols, partCols ?? limitCols)
+  if (cols < 16 || cols % 16 !== 0) throw new Error(`prepareWeight: part width ${cols} must be a positive multiple of 16`)
+  const parts: PartLayout[] = []
+  for (let n0 = 0; n0 < n; n0 += cols) {
+    const width = ceil16(Math.min(cols, n - n0))
+    // llvmpipe compiles a shader variant per texture state, which includes whether each dimension is a
+    // power of two: one spare texel column / row when it is keeps every weight on the same variant.
+    const texels = width / texel.values
+    const texW = storage === "texture" ? texels + (isPow2(texels) ? 1 : 0) : 0
+    const texH = storage === "texture" ? kp + (isPow2(kp) ? 1 : 0) : 0
+    parts.push({ n0, cols: Math.min(cols, n - n0), width, texW, texH, bytes: storage === "texture" ? texW * texH * texel.bytes : kp * width * valueBytes })
+  }
+  return { kp, parts }
+}
+
 function prepare(rt: GpuRuntime, host: HostValues, n: number, k: number, opts: PrepareWeightOptions): Weight {
   const data = host.data
   if (!(n > 0 && k > 0 && Number.isInteger(n) && Number.isInteger(k))) throw new Error(`prepareWeight: bad shape [${n}×${k}]`)
   if (data.length !== n * k) throw new Error(`prepareWeight: ${data.length} values do not fill [${n}×${k}]`)
   const texel = TEXEL[host.dtype]
-  const valueBytes = host.dtype === "f32" ? 4 : 2
-  const kp = ceil4(k)
-  const maxTex = rt.limits.maxTextureDimension2D
-  const textureFits = kp + 1 <= maxTex // + a spare row, see below
-  const storage = opts.storage ?? (variantOf(rt, opts.variant) === "cpu" && textureFits ? "texture" : "buffer")
-  if (storage === "texture" && !textureFits) throw new Error(`prepareWeight: K=${k} exceeds the texture limit ${maxTex}`)
-  const maxBytes = Math.min(rt.limits.maxStorageBufferBindingSize, rt.limits.maxBufferSize)
-  const limitCols = Math.floor((storage === "texture" ? texel.values * (maxTex - 1) : maxBytes / (kp * valueBytes)) / 16) * 16
-  const partCols = Math.min(limitCols, opts.partCols ?? limitCols)
-  if (partCols < 16 || partCols % 16 !== 0) throw new Error(`prepareWeight: part width ${partCols} must be a positive multiple of 16`)
+  const storage = opts.storage ?? defaultWeightStorage(variantOf(rt, opts.variant), k, rt.limits)
+  const { kp, parts: layout } = weightLayout(n, k, host.dtype, storage, rt.limits, opts.partCols)
   const parts: WeightPart[] = []
   rt.flush() // queue writes bypass the batch order
-  for (let n0 = 0; n0 < n; n0 += partCols) {
-    const cols = Math.min(partCols, n - n0)
-    const width = ceil16(cols)
+  for (const { n0, cols, width, texW, texH } of layout) {
     const c4 = width / 4
     if (storage === "texture") {
-      // llvmpipe compiles a shader variant per texture state, which includes whether each dimension is a
-      // power of two: one spare texel column / row when it is keeps every weight on the same variant.
-      const texels = width / texel.values
-      const texW = texels + (isPow2(texels) ? 1 : 0)
-      const texH = kp + (isPow2(kp) ? 1 : 0)
       const texture = rt.createTexture({
         label: `weight ${n}×${k} part ${n0}`,
         size: [texW, texH],
@@ -417,16 +448,21 @@ async function probeMatmul(rt: GpuRuntime, v: CpuVariant, transA: boolean, trans
  */
 export function textureOperand(rt: GpuRuntime, src: Tensor, rows: number, cols: number, ld: number, off: number, rowsTo: number): Operand {
   const cw = ceil64(cols)
-  const width = cw / 4 + 1
-  const rounded = rowsTo <= 512 ? ceil64(rowsTo) : Math.ceil(rowsTo / 512) * 512
-  const height = (rounded < rt.limits.maxTextureDimension2D ? rounded : ceil64(rowsTo)) + 1
+  const [width, height] = operandTextureSize(rowsTo, cols, rt.limits.maxTextureDimension2D)
   const texture = rt.pooledTexture(width, height, `operand ${width}x${height}`)
-  // A row-aligned source is copied as it is, from its offset (16-byte aligned: whole texels).
+  // A row-aligned source is copied as it is, from its offset (16-byte aligned: whole texels); another is
+  // repacked first, into a buffer as tall as the texture (so the pool sees as few sizes as textures).
   const direct = cw === cols && ld === cols && off % 4 === 0 && rowsTo === rows
-  const packed = direct ? src : repack(rt, src, rowsTo, rows, cols, cw / 4, ld, 1, off)
+  const packed = direct ? src : repack(rt, src, height - 1, rows, cols, cw / 4, ld, 1, off)
   rt.copyToTexture(packed.buffer, cw * 4, texture, cw / 4, rowsTo, direct ? off * 4 : 0)
   if (packed !== src) rt.release(packed)
   return { binding: rt.textureView(texture), ld4: 0, release: () => rt.releaseTexture(texture) }
+}
+
+/** Texels [width, height] of the texture `textureOperand` copies `rows` × `cols` floats into (memory plans count the same). */
+export function operandTextureSize(rows: number, cols: number, maxTextureDimension2D: number): readonly [number, number] {
+  const rounded = rows <= 512 ? ceil64(rows) : Math.ceil(rows / 512) * 512
+  return [ceil64(cols) / 4 + 1, (rounded < maxTextureDimension2D ? rounded : ceil64(rows)) + 1]
 }
 
 /** rows × cols of `src` as a storage operand with vec4 rows: as it is when that is already so, else repacked. */

@@ -33,7 +33,7 @@ export type Binding = Tensor | GPUBuffer | GPUTextureView | { readonly buffer: G
 const UNIFORM_SLOT = 256
 const UNIFORM_SLOTS = 512
 /** Idle pooled textures past this many bytes are destroyed at the next miss. */
-const TEXTURE_POOL_BYTES = 128 * 1024 * 1024
+export const TEXTURE_POOL_BYTES = 128 * 1024 * 1024
 
 export interface MemoryStats {
   /** Bytes in buffers that exist now (in use or pooled). */
@@ -151,12 +151,16 @@ export class GpuRuntime {
       b.destroy()
     }
     this.pool.clear()
-    if (this.texturePool.size > 0) {
-      this.flush() // recorded work may still read them
-      for (const free of this.texturePool.values()) for (const t of free) this.destroyTexture(t)
-      this.texturePool.clear()
-      this.texturePoolBytes = 0
-    }
+    this.releaseIdleTextures()
+  }
+
+  /** Destroys the pooled textures not in use (work recorded so far is submitted first: it may still read them). */
+  releaseIdleTextures(): void {
+    if (this.texturePool.size === 0) return
+    this.flush()
+    for (const free of this.texturePool.values()) for (const t of free) this.destroyTexture(t)
+    this.texturePool.clear()
+    this.texturePoolBytes = 0
   }
 
   /**
@@ -193,10 +197,11 @@ export class GpuRuntime {
     buffer.destroy()
   }
 
-  /** A texture counted in the memory stats (rgba32float/rgba32uint: 16 bytes a texel, else 4). */
+  /** A texture counted in the memory stats (rgba32float/rgba32uint: 16 bytes a texel, rgba16float 8, else 4). */
   createTexture(desc: GPUTextureDescriptor & { size: readonly [number, number] }): GPUTexture {
     const texture = this.device.createTexture(desc)
-    const bytes = desc.size[0] * desc.size[1] * (String(desc.format).startsWith("rgba32") ? 16 : 4)
+    const format = String(desc.format)
+    const bytes = desc.size[0] * desc.size[1] * (format.startsWith("rgba32") ? 16 : format.startsWith("rgba16") ? 8 : 4)
     this.sizes.set(texture, bytes)
     this.live += bytes
     if (this.live > this.peak) this.peak = this.live

@@ -45,7 +45,7 @@ export type { Tensor } from "../kernels/tensor.ts"
 
 // ---- the library: model families, RoPE, search, evaluation ----
 export type {
-  DecodeSession, DistributionRows, InspectedModel, InspectOptions, LoadedModel, LogprobsOptions, MemoryOptions, MemoryPlan, ModelConfig, ModelFamily, PlannedModel, TrainPlan,
+  DecodeSession, DistributionRows, InspectedModel, InspectOptions, LoadedModel, LogprobsOptions, MemoryOptions, MemoryPlan, ModelConfig, ModelFamily, PlanKernels, PlannedModel, TrainPlan,
 } from "./models/family.ts"
 export { checkFits, deviceBudget, familiesOf, familyFor, inspectModel, longestFit, readConfigJson } from "./models/registry.ts"
 export { methodScaling } from "./eval/protocols.ts"

@@ -11,7 +11,7 @@ import { inputError } from "../../common/errors.ts"
 import { Checkpoint } from "../../common/safetensors.ts"
 import { describeAdapter, Gpu } from "../../kernels/device.ts"
 import type { MemoryOptions, MemoryPlan, TrainPlan } from "../../plugins/models/family.ts"
-import { type DeviceBudget, deviceBudget, describeParts, formatBytes, LONGEST_SEARCHED, longestFit, whyNotFits } from "../../plugins/models/memory.ts"
+import { type DeviceBudget, deviceBudget, describeParts, formatBytes, LONGEST_SEARCHED, longestFit, whyNotFits, withKernels } from "../../plugins/models/memory.ts"
 import { familiesOf, inspectModel } from "../../plugins/models/registry.ts"
 import { LORA_DEFAULTS } from "../../stages/finetune.ts"
 import { registryFromFlags } from "../workflow.ts"
@@ -88,10 +88,11 @@ export const inspect = Command.make(
     const options: MemoryOptions = train === undefined ? { chunk: f.chunk, ...(Option.isSome(f.kvCache) ? { kvCache: f.kvCache.value } : {}) } : { train }
     const rt = yield* Gpu
     const budget = deviceBudget(rt)
-    const plan = family.memory(model, length, options)
+    const plan = family.memory(model, length, withKernels(options, budget))
     const why = whyNotFits(plan, budget)
     const longest = longestFit(family, model, budget, options)
-    const doing = train === undefined ? `scoring ${length} tokens in chunks of ${Math.min(f.chunk, length)}` : `one ${train.mode === "lora" ? `LoRA (r=${train.rank}, ${train.targets.join(", ")})` : "full"} training step of ${length} tokens`
+    const task = train === undefined ? `scoring ${length} tokens in chunks of ${Math.min(f.chunk, length)}` : `one ${train.mode === "lora" ? `LoRA (r=${train.rank}, ${train.targets.join(", ")})` : "full"} training step of ${length} tokens`
+    const doing = `${task} on the ${rt.adapter.profile} kernels`
     if (f.json) {
       yield* Console.log(JSON.stringify({
         model: f.model, family: family.name, architecture: c.architecture, layers: c.numLayers, hidden: c.hiddenSize, vocab: c.vocabSize,

@@ -64,9 +64,23 @@ export type TrainPlan =
       readonly trainEmbeddings?: boolean
     }
 
+/**
+ * The kernels a plan counts the layouts of: the adapter profile's (the cpu kernels copy operands and K/V
+ * into textures, pad outputs and keep weights as textures; the gpu kernels read storage in place), and the
+ * device limits that shape those layouts (texture heights, weights' column parts).
+ */
+export interface PlanKernels {
+  readonly profile: "cpu" | "gpu"
+  readonly maxTextureDimension2D: number
+  readonly maxStorageBufferBindingSize: number
+  readonly maxBufferSize: number
+}
+
 export interface MemoryOptions {
   /** Tokens per forward chunk (inference). */
   readonly chunk?: number
+  /** The kernels that will run (checkFits and longestFit take them from the device budget); default: the cpu kernels, whose layouts are the larger, at WebGPU's default limits. */
+  readonly kernels?: PlanKernels
   /** The KV cache's element type (default: the family's, e.g. the weights' precision). */
   readonly kvCache?: "f32" | "f16" | "bf16"
   /** Plan a training step of `length` tokens instead of scoring. */
@@ -109,7 +123,7 @@ export interface MemoryPlan {
 export interface KvOptions {
   /** The cache's element type: f32, or f16 / bf16 (a family's default: its weights' precision). */
   readonly kvCache?: "f32" | "f16" | "bf16"
-  /** Rows per cache page (tests force small pages). */
+  /** Rows per cache page (tests force small pages; a family may round it up to what its kernels need). */
   readonly pageRows?: number
 }
 

@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs"
 import { freemem } from "node:os"
 import { DoesNotFit, inputError } from "../../common/errors.ts"
 import type { GpuRuntime } from "../../kernels/runtime.ts"
-import type { MemoryOptions, MemoryPlan, ModelFamily, PlanPart, PlannedModel } from "./family.ts"
+import type { MemoryOptions, MemoryPlan, ModelFamily, PlanKernels, PlanPart, PlannedModel } from "./family.ts"
 
 /** The device limits a memory plan is checked against (GPUSupportedLimits has both). */
 export interface DeviceLimits {
@@ -28,6 +28,8 @@ export interface DeviceBudget extends DeviceLimits {
   readonly host: PlanPart
   /** Device buffers live in host memory (a software adapter): device total and host staging share one budget. */
   readonly shared: boolean
+  /** The kernels the device runs, whose layouts plans count (absent: the family's default). */
+  readonly kernels?: PlanKernels
 }
 
 /** Host memory available now: MemAvailable on Linux, else what the OS reports free. */
@@ -58,8 +60,13 @@ const isSoftware = (rt: GpuRuntime): boolean => {
 
 /** What `rt` allows: its limits, and the memory from the host (software adapters) or ROPEWAY_MEMORY. */
 export function deviceBudget(rt: GpuRuntime, env: NodeJS.ProcessEnv = process.env): DeviceBudget {
-  return budgetOf(rt.limits, isSoftware(rt), env)
+  const { maxTextureDimension2D, maxStorageBufferBindingSize, maxBufferSize } = rt.limits
+  return { ...budgetOf(rt.limits, isSoftware(rt), env), kernels: { profile: rt.adapter.profile, maxTextureDimension2D, maxStorageBufferBindingSize, maxBufferSize } }
 }
+
+/** `options` with the budget's kernels where they name none. */
+export const withKernels = (options: MemoryOptions, budget: DeviceBudget | DeviceLimits): MemoryOptions =>
+  options.kernels === undefined && "kernels" in budget && budget.kernels !== undefined ? { ...options, kernels: budget.kernels } : options
 
 export function budgetOf(limits: DeviceLimits, software: boolean, env: NodeJS.ProcessEnv = process.env): DeviceBudget {
   const stated = env.ROPEWAY_MEMORY === undefined || env.ROPEWAY_MEMORY === "" ? undefined : parseMemory(env.ROPEWAY_MEMORY)
@@ -120,7 +127,8 @@ export const LONGEST_SEARCHED = 2 ** 24
 
 /** The longest length (≤ LONGEST_SEARCHED) whose plan fits `budget`; 0 when not even one token does. The plan grows with length. */
 export function longestFit(family: ModelFamily, model: PlannedModel, budget: DeviceBudget | DeviceLimits, options: MemoryOptions = {}): number {
-  const fits = (n: number): boolean => whyNotFits(family.memory(model, n, options), budget) === undefined
+  const planned = withKernels(options, budget)
+  const fits = (n: number): boolean => whyNotFits(family.memory(model, n, planned), budget) === undefined
   if (!fits(1)) return 0
   if (fits(LONGEST_SEARCHED)) return LONGEST_SEARCHED
   let lo = 1
@@ -138,7 +146,7 @@ export function longestFit(family: ModelFamily, model: PlannedModel, budget: Dev
  * and what there is, and the longest length that would fit.
  */
 export function checkFits(family: ModelFamily, model: PlannedModel, length: number, budget: DeviceBudget | DeviceLimits, options: MemoryOptions = {}): MemoryPlan {
-  const plan = family.memory(model, length, options)
+  const plan = family.memory(model, length, withKernels(options, budget))
   const why = whyNotFits(plan, budget)
   if (why === undefined) return plan
   const longest = longestFit(family, model, budget, options)

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, test } from "bun:test"
 import { ADAMW_DEFAULTS, adamwStep, adamwUniforms } from "../../kernels/adamw.ts"
 import { add } from "../../kernels/add.ts"
 import { attentionTrain } from "../../kernels/attention-backward.ts"
-import { appendKv, attention, createKvCache, releaseKvCache } from "../../kernels/attention.ts"
+import { appendKv, attention, createKvCache, pageQuantum, releaseKvCache } from "../../kernels/attention.ts"
 import { embed } from "../../kernels/embedding.ts"
 import { logprobsFromLogits } from "../../kernels/logprobs.ts"
 import { cpuVariantName, linear, matmul, parseCpuVariant, prepareWeight, releaseWeight, setMatmulVariant } from "../../kernels/matmul.ts"
@@ -111,7 +111,12 @@ describe("bad input is rejected with a clear message", () => {
     expect(() => appendKv(rt, cache, q4, q4, 0)).toThrow(/shape/)
     const q2 = rt.tensor([4, 2 * 16])
     expect(() => attention(rt, q2, cache, { heads: 2, queryOffset: 0 })).toThrow(/append them first/)
-    expect(() => createKvCache(rt, 8, 1, 16, { pageRows: 6 })).toThrow(/multiple of 4/)
+    expect(() => createKvCache(rt, 8, 1, 16, { pageRows: 0 })).toThrow(/positive integer/)
+    // a page size asked for is cut to the capacity and rounded up to the kernel's key tile
+    const tile = pageQuantum(rt.adapter.profile, 16)
+    expect(createKvCache(rt, 200, 1, 16, { pageRows: 6 }).pageRows).toBe(Math.ceil(6 / tile) * tile)
+    expect(createKvCache(rt, 8, 1, 16, { pageRows: 100 }).pageRows).toBe(Math.ceil(8 / tile) * tile)
+    expect([pageQuantum("cpu", 64), pageQuantum("gpu", 64), pageQuantum("gpu", 96), pageQuantum("gpu", 128), pageQuantum("gpu", 256)]).toEqual([4, 64, 32, 32, 16])
     expect(() => createKvCache(rt, 2 ** 26, 8, 128, { pageRows: 2 ** 26 })).toThrow(/exceed one storage binding/)
     // a capacity past one buffer is fine: pages are allocated as rows arrive
     const huge = createKvCache(rt, 2 ** 26, 8, 128)

@@ -3,11 +3,13 @@
  * and the tensor headers before anything is read, mirroring what model.ts (scoring) and train.ts (training)
  * allocate. test/models/memory-plan.test.ts holds the plan against the bytes measured on the device.
  */
-import type { MemoryOptions, MemoryPlan, PlanPart, PlannedModel, TrainPlan } from "../family.ts"
+import type { Half } from "../../../kernels/tensor.ts"
+import type { MemoryOptions, MemoryPlan, PlanKernels, PlanPart, PlannedModel, TrainPlan } from "../family.ts"
 import type { LlamaConfig } from "./config.ts"
 import { DEFAULT_CHUNK, type InspectedLlama, LOGIT_FLOATS } from "./model.ts"
 import { layerPrefix } from "./weights.ts"
-import { defaultPageRows } from "../../../kernels/attention.ts"
+import { attentionWindows, defaultPageRows, textureWindowRows } from "../../../kernels/attention.ts"
+import { defaultWeightStorage, operandTextureSize, weightLayout } from "../../../kernels/matmul.ts"
 import { KEEP_ACTIVATION_BYTES, LOGIT_FLOATS as TRAIN_LOGIT_FLOATS } from "./train.ts"
 
 const F32 = 4
@@ -26,21 +28,30 @@ function shapes(c: LlamaConfig) {
   return { D, qDim, kvDim, I, V: c.vocabSize, L: c.numLayers, linears, biases }
 }
 
-/** Elements of a prepared weight W [n, k]: stored transposed, K padded to 4, N to a 16-column block. */
+/** Elements of a prepared weight W [n, k] in storage: stored transposed, K padded to 4, N to a 16-column block. */
 const preparedElements = (n: number, k: number): number => Math.ceil(k / 4) * 4 * Math.ceil(n / 16) * 16
 
+/** The kernels a plan counts when none are named: the cpu kernels (the larger layouts) at WebGPU's default limits. */
+const DEFAULT_KERNELS: PlanKernels = { profile: "cpu", maxTextureDimension2D: 8192, maxStorageBufferBindingSize: 2 ** 27, maxBufferSize: 2 ** 28 }
 
 /** The plan at `length` tokens: scoring (chunks of `chunk`, a KV cache) or, with `train`, one training step of `length` tokens. */
 export function llamaMemory(model: PlannedModel, length: number, options: MemoryOptions = {}): MemoryPlan {
   const c = model.config as LlamaConfig
-  return options.train === undefined ? scoringPlan(c, fileBytes(model), length, options) : trainingPlan(c, length, options.train)
+  return options.train === undefined ? scoringPlan(c, fileDtype(model), length, options) : trainingPlan(c, length, options.train)
 }
 
-/** Bytes per value of a tensor in the folder (its file dtype: 16-bit weights stay 16-bit); 4 without a folder. */
-function fileBytes(model: PlannedModel): (name: string) => number {
+type Dtype = "f32" | Half
+
+/** A tensor's dtype in the folder (16-bit weights stay 16-bit on the device); f32 without a folder. */
+function fileDtype(model: PlannedModel): (name: string) => Dtype {
   const ckpt = "checkpoint" in model ? (model as InspectedLlama).checkpoint : undefined
-  return (name) => (ckpt?.get(name)?.dtype === "F16" || ckpt?.get(name)?.dtype === "BF16" ? 2 : F32)
+  return (name) => {
+    const d = ckpt?.get(name)?.dtype
+    return d === "F16" ? "f16" : d === "BF16" ? "bf16" : "f32"
+  }
 }
+
+const bytesOf = (d: Dtype): number => (d === "f32" ? F32 : 2)
 
 /** HF names of a layer's linears, by the module names `shapes` uses (Phi-3's fused ones split alike). */
 const MODULE_TENSORS: Readonly<Record<string, string>> = {
@@ -49,22 +60,31 @@ const MODULE_TENSORS: Readonly<Record<string, string>> = {
 }
 const FUSED: Readonly<Record<string, string>> = { q_proj: "self_attn.qkv_proj.weight", k_proj: "self_attn.qkv_proj.weight", v_proj: "self_attn.qkv_proj.weight", gate_proj: "mlp.gate_up_proj.weight", up_proj: "mlp.gate_up_proj.weight" }
 
-/** Scoring (model.ts): weights in their file dtype, a paged K and V cache per layer, one chunk's working buffers. */
-function scoringPlan(c: LlamaConfig, bytes: (name: string) => number, length: number, o: MemoryOptions): MemoryPlan {
+const ceil16 = (v: number): number => Math.ceil(v / 16) * 16
+const ceil64 = (v: number): number => Math.ceil(v / 64) * 64
+
+/**
+ * Scoring (model.ts): weights in their file dtype, a paged K and V cache per layer, one chunk's working
+ * buffers, in the layouts of the kernels that will run (`options.kernels`).
+ */
+function scoringPlan(c: LlamaConfig, dtype: (name: string) => Dtype, length: number, o: MemoryOptions): MemoryPlan {
   const { D, qDim, kvDim, I, V, L, linears, biases } = shapes(c)
-  const embedBytes = bytes("model.embed_tokens.weight")
-  const headBytes = c.tieWordEmbeddings ? embedBytes : bytes("lm_head.weight")
+  const k = o.kernels ?? DEFAULT_KERNELS
+  const cpu = k.profile === "cpu"
+  /** A prepared weight's bytes as the kernels lay it out: textures (spare texels included) or storage. */
+  const prepared = (n: number, kk: number, d: Dtype): number =>
+    weightLayout(n, kk, d, defaultWeightStorage(k.profile, kk, k), k).parts.reduce((a, p) => a + p.bytes, 0)
+  const embedDtype = dtype("model.embed_tokens.weight")
+  const headDtype = c.tieWordEmbeddings ? embedDtype : dtype("lm_head.weight")
   let layerWeights = 0
   for (let l = 0; l < L; l++) {
-    for (const [m, [n, k]] of Object.entries(linears)) {
-      const name = layerPrefix(l) + (c.fused ? FUSED[m] ?? MODULE_TENSORS[m]! : MODULE_TENSORS[m]!)
-      layerWeights += preparedElements(n, k) * bytes(name)
-    }
+    for (const [m, [n, kk]] of Object.entries(linears)) layerWeights += prepared(n, kk, dtype(layerPrefix(l) + (c.fused ? FUSED[m] ?? MODULE_TENSORS[m]! : MODULE_TENSORS[m]!)))
   }
   // the embedding table is a storage buffer in the file's dtype and the head a prepared weight; a tied
   // head is the only copy (the lookup reads its rows); norms and biases f32
+  const embedBytes = bytesOf(embedDtype)
   const table = c.tieWordEmbeddings ? 0 : V * D * embedBytes
-  const weights = table + preparedElements(V, D) * headBytes + layerWeights + F32 * (D + L * (2 * D + biases))
+  const weights = table + prepared(V, D, headDtype) + layerWeights + F32 * (D + L * (2 * D + biases))
   // The cache keeps the weights' precision unless asked; its rows come in pages (each one allocated
   // whole); a 16-bit page is widened into an f32 scratch page of K and of V while attended.
   const kvBytes = o.kvCache === undefined ? (embedBytes === 2 ? 2 : F32) : o.kvCache === "f32" ? F32 : 2
@@ -72,21 +92,19 @@ function scoringPlan(c: LlamaConfig, bytes: (name: string) => number, length: nu
   const pages = Math.ceil(length / pageRows)
   const kvCache = 2 * L * pages * pageRows * kvDim * kvBytes + (kvBytes === 2 ? 2 * pageRows * kvDim * F32 : 0)
   const chunk = Math.max(1, Math.min(length, o.chunk ?? DEFAULT_CHUNK))
-  const rows = Math.max(1, Math.min(chunk, Math.floor(LOGIT_FLOATS / V)))
-  // One chunk's buffers: residual, norm, q, k, v, attention output, gate, up, swiglu, the two residual
-  // updates' scratch outputs; x copied into a texture for the matmul; a block of logits (and its padded
-  // scratch when the vocabulary is not a multiple of 16). The pool keeps what a chunk released for the next,
-  // and a last, shorter chunk allocates a second set of sizes.
-  const xTexture = (Math.ceil(chunk / 64) * 64 + 1) * (Math.ceil(Math.max(D, I, qDim) / 64) * 64 + 4)
-  const logits = rows * V + (V % 16 === 0 ? 0 : rows * Math.ceil(V / 16) * 16)
-  const sets = length - 1 > chunk ? 2 : 1 // (not 1 again at exact multiples: the plan must grow with length)
-  const activations = sets * F32 * (chunk * (5 * D + 2 * qDim + 2 * kvDim + 3 * I) + xTexture + logits)
+  // The runtime pools buffers by size and keeps them: what one chunk allocates stays for the next, and a
+  // last, shorter chunk allocates a second set of sizes (counted as a full one: the plan must grow with
+  // length, and is not 1 again at exact multiples).
+  const sets = length - 1 > chunk ? 2 : 1
+  const activations = sets * chunkBytes(c, chunk, cpu, k.maxTextureDimension2D) + (cpu ? textureBytes(c, length, chunk, pageRows, k.maxTextureDimension2D) : 0) +
+    L * Math.ceil(c.headDim / 8) * 64 // the RoPE table
   // loading reads one layer at a time (in the file's dtype) and transposes one matrix beside it; the
   // embedding is read whole and the head transposed from it
-  const wBytes = Math.max(embedBytes, bytes(`${layerPrefix(0)}mlp.down_proj.weight`))
-  const layerHost = wBytes * Object.values(linears).reduce((a, [n, k]) => a + n * k, 0) + F32 * (2 * D + biases)
-  const largestLinear = wBytes * Math.max(...Object.values(linears).map(([n, k]) => preparedElements(n, k)))
-  const hostStaging = Math.max(layerHost + largestLinear, embedBytes * V * D + headBytes * preparedElements(V, D))
+  const wBytes = Math.max(embedBytes, bytesOf(dtype(`${layerPrefix(0)}mlp.down_proj.weight`)))
+  const layerHost = wBytes * Object.values(linears).reduce((a, [n, kk]) => a + n * kk, 0) + F32 * (2 * D + biases)
+  const largestLinear = wBytes * Math.max(...Object.values(linears).map(([n, kk]) => preparedElements(n, kk)))
+  const hostStaging = Math.max(layerHost + largestLinear, embedBytes * V * D + bytesOf(headDtype) * preparedElements(V, D))
+  const rows = logitRows(c, chunk)
   const largestBinding = largest(
     { bytes: F32 * rows * V, what: `one block of logits (${rows} rows × ${V} f32)` },
     { bytes: F32 * chunk * Math.max(I, qDim), what: `one chunk's MLP activations (${chunk} tokens × ${Math.max(I, qDim)} f32)` },
@@ -105,6 +123,82 @@ function scoringPlan(c: LlamaConfig, bytes: (name: string) => number, length: nu
     largestBuffer: c.tieWordEmbeddings ? largestBinding : { bytes: table, what: `the embedding table (${V} × ${D}, ${embedBytes === 2 ? "16-bit" : "f32"})` },
   }
 }
+
+/** Rows of logits per lm_head product (model.ts: rows × vocab stays under LOGIT_FLOATS). */
+const logitRows = (c: LlamaConfig, chunk: number): number => Math.max(1, Math.min(chunk, Math.floor(LOGIT_FLOATS / c.vocabSize)))
+
+/**
+ * Rows of the logit blocks of a chunk, by distinct size: one block, or blocks of `rows` and a remainder
+ * (bounded by rows − 1, so that the figure grows with the chunk).
+ */
+function logitBlocks(c: LlamaConfig, chunk: number): readonly number[] {
+  const rows = logitRows(c, chunk)
+  return rows >= chunk ? [chunk] : [rows, Math.min(rows - 1, chunk - rows)]
+}
+
+/**
+ * Device buffers one chunk of `chunk` tokens allocates (model.ts forwardChunk and the logits after it),
+ * each size counted once as the pool reuses it: the residual, the norm's output, q, k, v, attention's
+ * output and (max, sum) state, gate, up, SwiGLU's output, token ids and positions; per block of logits
+ * its hidden rows, the logits, targets and log-probs (and their readback). The cpu kernels also write whole
+ * 16-column blocks (a padded scratch output where a width is not a multiple of 16, and for the residual
+ * updates one to add from), repack an operand whose rows are not a multiple of 64 floats before its texture
+ * copy, and bind a zero bias as wide as the head.
+ */
+function chunkBytes(c: LlamaConfig, chunk: number, cpu: boolean, maxTex: number): number {
+  const { D, qDim, kvDim, I, V } = shapes(c)
+  const blocks = logitBlocks(c, chunk)
+  const blockRows = blocks.reduce((a, b) => a + b, 0)
+  let floats = chunk * (2 * D + 2 * qDim + 2 * kvDim + 3 * I + 2 + 2 * c.numHeads) + blockRows * (V + 3) + (blocks.length > 1 ? blockRows * D : 0)
+  if (cpu) {
+    floats += chunk * ceil16(D) + ceil16(V)
+    for (const n of [qDim, kvDim, kvDim, I, I]) if (n % 16 !== 0) floats += chunk * ceil16(n)
+    if (V % 16 !== 0) floats += blockRows * ceil16(V)
+    // (repacked into buffers as tall as the texture)
+    const texRows = (rows: number): number => operandTextureSize(rows, 4, maxTex)[1] - 1
+    for (const w of new Set([D, qDim, I])) if (w % 64 !== 0) floats += texRows(chunk) * ceil64(w)
+    if (D % 64 !== 0 && blocks.length > 1) floats += blocks.reduce((a, b) => a + texRows(b), 0) * ceil64(D)
+  }
+  return F32 * floats
+}
+
+/**
+ * The cpu kernels' texture copies (kernels/matmul.ts textureOperand), which model.ts lets go after each
+ * chunk's layers: a chunk's input to the linears (a texture per input width, and per block of logits), and
+ * attention's K and V, a pair per size of window of keys (kernels/attention.ts), the most in the last chunk.
+ * K/V rows not a multiple of 64 floats are repacked first, into pooled buffers (kept: one per size seen).
+ */
+function textureBytes(c: LlamaConfig, length: number, chunk: number, pageRows: number, maxTex: number): number {
+  const { D, qDim, kvDim, I } = shapes(c)
+  const tex = (rows: number, cols: number): number => {
+    const [w, h] = operandTextureSize(rows, cols, maxTex)
+    return w * h * 16
+  }
+  const blocks = logitBlocks(c, chunk)
+  const heads = blocks.length > 1 ? blocks.reduce((a, b) => a + tex(b, D), 0) : 0
+  // (the lm_head's input textures are made after a chunk's release, so a chunk's stay into the next one)
+  const inputs = [...new Set([D, qDim, I])].reduce((a, w) => a + tex(chunk, w), 0) + heads + (length - 1 > chunk ? heads || tex(chunk, D) : 0)
+  const step = Math.min(pageRows, textureWindowRows(maxTex))
+  const heights = new Set(attentionWindows(pageRows, length, step).map((w) => operandTextureSize(w.kStop - w.kStart, kvDim, maxTex)[1]))
+  const texelsPerRow = operandTextureSize(1, kvDim, maxTex)[0]
+  const kv = [...heights].reduce((a, h) => a + 2 * texelsPerRow * h * 16, 0)
+  // repack buffers stay pooled, one per texture height any chunk's windows had: walked chunk by chunk, or
+  // past MAX_CHUNKS_WALKED chunks every height up to the tallest window (a bound that still grows with length)
+  const seen = new Set<number>()
+  if (kvDim % 64 !== 0) {
+    const chunks = Math.ceil(length / chunk)
+    if (chunks <= MAX_CHUNKS_WALKED) {
+      for (let i = 1; i <= chunks; i++) for (const w of attentionWindows(pageRows, Math.min(length, i * chunk), step)) seen.add(operandTextureSize(w.kStop - w.kStart, kvDim, maxTex)[1])
+    } else {
+      for (let rows = 64; rows < Math.min(length, step) + 512; rows += rows < 512 ? 64 : 512) seen.add(operandTextureSize(Math.min(rows, step), kvDim, maxTex)[1])
+    }
+  }
+  const repacks = [...seen].reduce((a, h) => a + 2 * F32 * (h - 1) * ceil64(kvDim), 0)
+  return inputs + kv + repacks
+}
+
+/** Chunks whose attention windows the plan walks one by one (beyond, it bounds them). */
+const MAX_CHUNKS_WALKED = 2048
 
 /** One training step (train.ts): f32 parameters; gradients and AdamW moments for what trains; saved layer inputs. */
 function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan): MemoryPlan {

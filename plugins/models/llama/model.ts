@@ -69,7 +69,7 @@ export function inspectLlama(dir: string, options: InspectOptions = {}): Inspect
 export interface KvOptions {
   /** f32, or f16 / bf16 (half the memory; each cached row rounded once). */
   readonly kvCache?: "f32" | Half
-  /** Rows per cache page (a multiple of 4; default: as many as one storage binding holds). Tests force small pages. */
+  /** Rows per cache page (default: as many as one storage binding holds; one asked for is rounded up to the attention kernel's key tile, kernels/attention.ts pageQuantum). Tests force small pages. */
   readonly pageRows?: number
 }
 
@@ -302,10 +302,10 @@ function weightsDtype(checkpoint: TensorSource): "f32" | Half {
   return dtypes.includes("BF16") ? "bf16" : dtypes.includes("F16") ? "f16" : "f32"
 }
 
-function kvOptions(m: DeviceLlama, o: KvOptions, capacity: number): KvCacheOptions {
+function kvOptions(m: DeviceLlama, o: KvOptions): KvCacheOptions {
   return {
     dtype: o.kvCache ?? m.kvDtype,
-    ...(o.pageRows === undefined ? {} : { pageRows: Math.min(o.pageRows, Math.ceil(capacity / 4) * 4) }),
+    ...(o.pageRows === undefined ? {} : { pageRows: o.pageRows }),
   }
 }
 
@@ -355,7 +355,7 @@ async function logprobs(m: DeviceLlama, ropeFor: (length: number) => RopeTable, 
   // positions 0..n-2 go through the model. The table is still the one for length n (HF semantics).
   const len1 = n - 1
   const table = uploadRopeTable(rt, options.rope ?? ropeFor(n), c.numLayers)
-  const caches: KvCache[] = m.layers.map(() => createKvCache(rt, len1, c.numKvHeads, c.headDim, kvOptions(m, options, len1)))
+  const caches: KvCache[] = m.layers.map(() => createKvCache(rt, len1, c.numKvHeads, c.headDim, kvOptions(m, options)))
   const logitRows = Math.max(1, Math.min(chunk, Math.floor(options.logitRows ?? LOGIT_FLOATS / c.vocabSize)))
   try {
     for (let start = 0; start < len1; start += chunk) {
@@ -402,7 +402,7 @@ async function distributions(m: DeviceLlama, tokens: Uint32Array | readonly numb
   try {
     for (const t of tables) {
       gpuTables.push(uploadRopeTable(rt, t, c.numLayers))
-      caches.push(m.layers.map(() => createKvCache(rt, len1, c.numKvHeads, c.headDim, kvOptions(m, options, len1))))
+      caches.push(m.layers.map(() => createKvCache(rt, len1, c.numKvHeads, c.headDim, kvOptions(m, options))))
     }
     for (let start = 0; start < len1; start += chunk) {
       const len = Math.min(chunk, len1 - start)
@@ -475,6 +475,9 @@ function forwardChunk(m: DeviceLlama, ids: Uint32Array, start: number, table: Gp
   }
   const normed = rmsnorm(rt, x, m.finalNorm, c.rmsNormEps)
   rt.release(x, idT, posT)
+  // The cpu kernels' texture copies of K/V have a size per window of keys, which grows chunk by chunk:
+  // kept, every chunk's would add up (quadratic in length); so the idle ones go after each chunk.
+  rt.releaseIdleTextures()
   return normed
 }
 
@@ -501,7 +504,7 @@ function openSession(m: DeviceLlama, capacity: number, options: KvOptions): Llam
   if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`llama session: capacity ${capacity} must be an integer ≥ 1`)
   const caches: KvCache[] = []
   try {
-    for (let l = 0; l < m.layers.length; l++) caches.push(createKvCache(rt, capacity, c.numKvHeads, c.headDim, kvOptions(m, options, capacity)))
+    for (let l = 0; l < m.layers.length; l++) caches.push(createKvCache(rt, capacity, c.numKvHeads, c.headDim, kvOptions(m, options)))
   } catch (e) {
     for (const cache of caches) releaseKvCache(rt, cache)
     throw e
