@@ -28,9 +28,17 @@ export const makeConsoleProgress = (
 ): Context.Service.Shape<typeof Progress> => {
   const tty = out.isTTY === true
   let stepStart = 0
+  // The step's first report anchors the rate: the time before it is set-up (loading, first kernel compiles)
+  // that later fractions do not repeat, e.g. a fine-tune's first step compiles every training kernel.
+  let first: { t: number; f: number } | undefined
   let header = ""
   let lastPlain = -Infinity
   let drawn = false
+  /** From the rate since the first report; at the first, from the step's start once 5% is done (else none). */
+  const etaSeconds = (t: number, f: number): number | undefined =>
+    first !== undefined
+      ? f > first.f ? ((t - first.t) / 1000) * ((1 - f) / (f - first.f)) : undefined
+      : f >= 0.05 ? ((t - stepStart) / 1000) * ((1 - f) / f) : undefined
   const clear = () => {
     if (drawn) out.write("\r\x1b[K")
     drawn = false
@@ -55,6 +63,7 @@ export const makeConsoleProgress = (
         switch (e._tag) {
           case "StepStart":
             stepStart = now()
+            first = undefined
             header = `[${e.index + 1}/${e.total}] ${e.step} (${e.stage})`
             lastPlain = -Infinity
             if (tty) status(`${header} ...`)
@@ -66,8 +75,10 @@ export const makeConsoleProgress = (
             break
           case "StepProgress": {
             const f = Math.min(1, Math.max(0, e.fraction))
-            const elapsed = (now() - stepStart) / 1000
-            const eta = f > 0 && f < 1 ? ` ETA ${fmtDuration((elapsed * (1 - f)) / f)}` : ""
+            const t = now()
+            const secs = etaSeconds(t, f)
+            first ??= { t, f }
+            const eta = secs !== undefined && f < 1 ? ` ETA ${fmtDuration(secs)}` : ""
             const bar = tty ? ` ${"#".repeat(Math.round(f * 20)).padEnd(20, ".")}` : ""
             status(`${header}${bar} ${(f * 100).toFixed(0)}%${eta}${e.note !== undefined ? ` ${e.note}` : ""}`)
             break

@@ -70,6 +70,19 @@ describe("progress reporter", () => {
     await Effect.runPromise(p.emit({ _tag: "StepDone", index: 1, total: 3, step: "search", seconds: 75 }))
     expect(chunks.join("")).toBe("[2/3] search (search) running\n[2/3] search (search) 25% ETA 30s gen 1/4\n[2/3] search: done in 1m15s\n")
   })
+  test("the ETA leaves out the time before the first report (a first training step that compiles kernels)", async () => {
+    const { out, chunks } = sink(false)
+    let t = 0
+    const p = makeConsoleProgress(out, () => t)
+    const report = async (at: number, fraction: number) => {
+      t = at
+      await Effect.runPromise(p.emit({ _tag: "StepProgress", step: "finetune", fraction, note: undefined }))
+    }
+    await Effect.runPromise(p.emit({ _tag: "StepStart", index: 0, total: 1, step: "finetune", stage: "finetune" }))
+    await report(160_000, 1 / 600) // 160 s of compiling: too early for an estimate
+    await report(170_000, 21 / 600) // 20 steps in 10 s since: 579 left ≈ 289 s (from the start it would be ~1h18m)
+    expect(chunks.join("")).toBe("[1/1] finetune (finetune) running\n[1/1] finetune (finetune) 0%\n[1/1] finetune (finetune) 4% ETA 4m49s\n")
+  })
   test("one updating line on a TTY", async () => {
     const { out, chunks } = sink(true)
     let t = 0
