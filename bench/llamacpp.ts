@@ -18,6 +18,9 @@ export interface LlamaCppScore {
   readonly seconds: number
 }
 
+/** Tokens per evaluation call (scoreWithLlamaCpp). */
+const EVALUATE_BLOCK = 1024
+
 /** Scores `tokens` with probabilities at every position, as `ropeway score` does. */
 export async function scoreWithLlamaCpp(ggufPath: string, tokens: readonly number[], options: LlamaCppOptions): Promise<LlamaCppScore> {
   // Imported here, not at the top: benches that do not compare with llama.cpp run where it is not installed
@@ -36,15 +39,20 @@ export async function scoreWithLlamaCpp(ggufPath: string, tokens: readonly numbe
   })
   try {
     const sequence = context.getSequence()
-    const input = tokens.map((t) => [t, { generateNext: { probabilities: true } }] as [number, { generateNext: { probabilities: true } }])
-    const t0 = performance.now()
-    const out = await sequence.controlledEvaluate(input as never)
-    const seconds = (performance.now() - t0) / 1000
+    // In blocks, each continuing the sequence: every position's probabilities come back as a Map over the
+    // vocabulary, and a whole 8k sequence's over a 49k vocabulary would not fit in memory.
     const logprobs = new Float64Array(tokens.length - 1)
-    for (let i = 0; i + 1 < tokens.length; i++) {
-      const p = out[i]?.next.probabilities?.get(tokens[i + 1] as never)
-      if (p === undefined) throw new Error(`llama.cpp gave no probability for position ${i}`)
-      logprobs[i] = Math.log(p)
+    let seconds = 0
+    for (let from = 0; from < tokens.length; from += EVALUATE_BLOCK) {
+      const input = tokens.slice(from, from + EVALUATE_BLOCK).map((t) => [t, { generateNext: { probabilities: true } }] as [number, { generateNext: { probabilities: true } }])
+      const t0 = performance.now()
+      const out = await sequence.controlledEvaluate(input as never)
+      seconds += (performance.now() - t0) / 1000
+      for (let j = 0; j < input.length && from + j + 1 < tokens.length; j++) {
+        const p = out[j]?.next.probabilities?.get(tokens[from + j + 1] as never)
+        if (p === undefined) throw new Error(`llama.cpp gave no probability for position ${from + j}`)
+        logprobs[from + j] = Math.log(p)
+      }
     }
     return { logprobs, seconds }
   } finally {

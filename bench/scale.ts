@@ -9,14 +9,17 @@
  *   every bf16 value of these weights exactly; f16 KV cache, flash attention, 2 threads);
  * - peak device bytes of scoring at 4k, 8k and 16k, each against the memory plan's KV cache and activations
  *   on this device's kernels (the plan must hold it), and its growth against the KV cache's (linear in length);
- * - LoRA training tokens/s at 2k (r 8 on q/k/v/o) against scoring tokens/s at 2k;
- * - one search generation at 8k (4 candidate tables, one 8k-token sample each, perplexity fitness);
+ * - LoRA training tokens/s at 2k (r 8 on q/k/v/o) against scoring tokens/s at the same length, and its
+ *   peak device bytes against the training plan;
+ * - one search generation at 8k (4 candidate tables, one 8k-token sample each, perplexity fitness) against
+ *   one scoring at that length;
  * - the memory plan's longest scoring length on this machine.
  *
  * A shape whose plan does not fit this device is reported with the plan's one-line reason instead.
- * `--score=2048` and `--memory=4096,8192` choose the lengths timed and measured (`--memory=` none), and
- * `--skip=train,search` leaves those out, for machines where the 1B shape at 8k–16k, or the gpu kernels
- * on a software adapter, would take hours.
+ * `--score=2048` and `--memory=4096,8192` choose the lengths timed and measured (`--memory=` none; a length
+ * in both is measured in its timed run), `--train=2048` and `--search=8192` the training and search lengths
+ * (defaults: 2048 and the longest scoring length), and `--skip=train,search` leaves those out, for machines
+ * where the 1B shape at 8k–16k, or the gpu kernels on a software adapter, would take hours.
  *
  * `--check` measures instead what a real model at a real length needs: a child process loads the shape and
  * scores 512 tokens, twice (the first run finds the Mesa shader cache as it is, or with `--cold` empty,
@@ -53,6 +56,8 @@ function lengthsFlag(name: string, fallback: readonly number[]): readonly number
 }
 const SCORE_LENGTHS = lengthsFlag("score", [2048, 8192])
 const MEMORY_LENGTHS = lengthsFlag("memory", [4096, 8192, 16384])
+const TRAIN_LENGTH = lengthsFlag("train", [2048])[0] ?? 2048
+const SEARCH_LENGTH = lengthsFlag("search", [SCORE_LENGTHS.at(-1) ?? 8192])[0] ?? 8192
 /** `--skip=train,search`: measurements left out. */
 const SKIP = new Set(process.argv.find((a) => a.startsWith("--skip="))?.slice("--skip=".length).split(",") ?? [])
 for (const s of SKIP) if (s !== "train" && s !== "search") throw new Error(`bench scale: --skip takes train and search, got "${s}"`)
@@ -202,11 +207,16 @@ async function runShape(rt: GpuRuntime, shape: PublishedShape, dir: string): Pro
   }
 
   if (shape !== "smollm2-135m") return
-  const score2k = (score.tokensPerSecond as Record<string, number>)[2048] ?? Number.NaN
-  const train = SKIP.has("train") ? { error: "skipped" } : child("train", { dir, length: 2048 })
-  if (typeof train.error === "string") report({ bench: "scale", case: `${shape}: LoRA training 2048`, value: Number.NaN, unit: "", note: train.error })
-  else report({ bench: "scale", case: `${shape}: LoRA training 2048 tokens`, value: train.tokensPerSecond as number, unit: "tok/s", baseline: score2k, ratio: (train.tokensPerSecond as number) / score2k, note: "r 8 on q/k/v/o; baseline: scoring 2048 tokens" })
-  const n = SCORE_LENGTHS.at(-1) ?? 8192
+  const tn = TRAIN_LENGTH
+  const scored = (score.tokensPerSecond as Record<string, number>)[tn] ?? Number.NaN
+  const train = SKIP.has("train") ? { error: "skipped" } : child("train", { dir, length: tn })
+  if (typeof train.error === "string") report({ bench: "scale", case: `${shape}: LoRA training ${tn}`, value: Number.NaN, unit: "", note: train.error })
+  else {
+    report({ bench: "scale", case: `${shape}: LoRA training ${tn} tokens`, value: train.tokensPerSecond as number, unit: "tok/s", baseline: scored, ratio: (train.tokensPerSecond as number) / scored, note: `r 8 on q/k/v/o; baseline: scoring ${tn} tokens` })
+    const [peak, planned] = [(train.peakBytes as number) / 2 ** 20, (train.planBytes as number) / 2 ** 20]
+    report({ bench: "scale", case: `${shape}: LoRA training ${tn} peak device bytes`, value: peak, unit: "MiB", baseline: planned, ratio: peak / planned, note: "weights, adapters, optimizer state and activations; baseline: the training plan on this device's kernels (≤ 1: the plan holds it)" })
+  }
+  const n = SEARCH_LENGTH
   const search = SKIP.has("search") ? { error: "skipped" } : child("search", { dir, length: n, population: 4 })
   const once = n / ((score.tokensPerSecond as Record<string, number>)[n] ?? Number.NaN)
   if (typeof search.error === "string") report({ bench: "scale", case: `${shape}: search generation ${n}`, value: Number.NaN, unit: "", note: search.error })
@@ -230,23 +240,26 @@ async function scoreTask(rt: GpuRuntime, m: ReturnType<typeof inspectLlamaModel>
   await model.logprobs(tokensOf(512, vocab), { rope: m.rope(512) })
   out.rss512 = peakRss()
   const tps: Record<number, number> = {}
-  for (const n of timed) {
-    const toks = tokensOf(n, vocab)
-    await model.logprobs(toks.slice(0, 600), { rope: m.rope(n) }) // compiles what this length uses
-    const s = performance.now()
-    await model.logprobs(toks, { rope: m.rope(n) })
-    tps[n] = n / ((performance.now() - s) / 1000)
-  }
-  out.tokensPerSecond = tps
   const peaks: Record<number, number> = {}
-  for (const n of memory) {
+  /** Scores n tokens from a trimmed pool, so the device's peak above the weights is this run's. */
+  const measured = async (n: number, tokens: number[]): Promise<void> => {
     rt.flush()
     rt.trim()
     rt.resetPeak()
     const base = rt.stats.liveBytes
-    await model.logprobs(tokensOf(n, vocab), { rope: m.rope(n) })
+    await model.logprobs(tokens, { rope: m.rope(n) })
     peaks[n] = rt.stats.peakBytes - base
   }
+  for (const n of timed) {
+    const toks = tokensOf(n, vocab)
+    await model.logprobs(toks.slice(0, 600), { rope: m.rope(n) }) // compiles what this length uses
+    const s = performance.now()
+    if (memory.includes(n)) await measured(n, toks) // (its buffers allocated inside the timing: a small share)
+    else await model.logprobs(toks, { rope: m.rope(n) })
+    tps[n] = n / ((performance.now() - s) / 1000)
+  }
+  out.tokensPerSecond = tps
+  for (const n of memory) if (peaks[n] === undefined) await measured(n, tokensOf(n, vocab))
   out.peakBytes = peaks
   model.dispose()
   return out
@@ -283,7 +296,7 @@ async function trainTask(rt: GpuRuntime, m: ReturnType<typeof inspectLlamaModel>
   const { Optimizer } = await import("../training/optimizer.ts")
   const { resolveRope } = await import("../plugins/rope/index.ts")
   const lora = { rank: 8, alpha: 16, dropout: 0.05, targets: ["q_proj", "k_proj", "v_proj", "o_proj"], seed: 1 }
-  checkFits(llamaFamily, m, T, deviceBudget(rt), { train: { mode: "lora", rank: 8, targets: lora.targets } })
+  const plan = checkFits(llamaFamily, m, T, deviceBudget(rt), { train: { mode: "lora", rank: 8, targets: lora.targets } })
   const model = llamaFamily.trainable!(rt, m.config, dir, { lora })
   const opt = new Optimizer(rt, model.params, {})
   const rope = resolveRope(m.config.rope)(T)
@@ -292,11 +305,16 @@ async function trainTask(rt: GpuRuntime, m: ReturnType<typeof inspectLlamaModel>
     await model.lossAndGrad({ tokens: tokensOf(T + 1 + i, vocab).slice(i), rope, dropoutSeed: i }, { grads: (n) => opt.grad(n) })
     await opt.step(1e-4)
   }
-  await step(0) // compiles
+  await step(0) // compiles (and times variants: what their probes left pooled goes)
+  rt.flush()
+  rt.trim()
+  rt.resetPeak()
   const s = performance.now()
   await step(1)
   await step(2)
   out.tokensPerSecond = (2 * T) / ((performance.now() - s) / 1000)
+  out.peakBytes = rt.stats.peakBytes
+  out.planBytes = plan.total
   opt.dispose()
   model.dispose()
   return out

@@ -420,10 +420,21 @@ function cpuVariantFor(rt: GpuRuntime, op: "linear" | "matmul", transA: boolean,
     op: `matmul-cpu`,
     shape: `${op} ${shape}`,
     candidates: list,
-    probe: (rt2, candidate) => probeMatmul(rt2, parseCpuVariant(candidate), transA, transB, mb, Math.min(n, PROBE_MAX_N), kb),
+    probe: (rt2, candidate) => {
+      const np = Math.min(n, PROBE_MAX_N)
+      return probeMatmul(rt2, parseCpuVariant(candidate), transA, transB, mb, np, probeK(rt2, kb, Math.max(mb, np)))
+    },
   })
   return parseCpuVariant(name)
 }
+
+/**
+ * The summed dimension a probe times: the bucket's, cut so that no random operand (K × `width` floats)
+ * exceeds one storage binding (a head's gradient product, K = a 49k vocabulary rounded up to 64k, would);
+ * the tilings' cost per step of K does not depend on K.
+ */
+export const probeK = (rt: Pick<GpuRuntime, "limits">, k: number, width: number): number =>
+  Math.max(4, Math.min(k, Math.floor(rt.limits.maxStorageBufferBindingSize / (4 * width) / 4) * 4))
 
 /** ms per call of one candidate on random operands of the given shape (the tuner's probe). */
 async function probeMatmul(rt: GpuRuntime, v: CpuVariant, transA: boolean, transB: boolean, m: number, n: number, k: number): Promise<number> {

@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { type TuneRequest, Tuner, type TunerConfig, machineKey, parsePins, probeTime, sizeBucket } from "../../kernels/tuning.ts"
+import { probeK } from "../../kernels/matmul.ts"
 import { gpu } from "../gpu-shared.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "ropeway-tuning-"))
@@ -99,6 +100,15 @@ describe("tuner", () => {
     expect([1, 16, 17, 218, 256, 257, 1023, 1024].map((n) => sizeBucket(n, 16))).toEqual([16, 16, 32, 256, 256, 512, 1024, 1024])
     expect(sizeBucket(100, 256)).toBe(256)
     expect(sizeBucket(0, 64)).toBe(64)
+  })
+
+  test("a matmul probe's operands fit one storage binding: a head's K (a 49k vocabulary, bucketed to 64k) is cut", () => {
+    const rt = { limits: { maxStorageBufferBindingSize: 2 ** 27 } } as Parameters<typeof probeK>[0]
+    const k = probeK(rt, sizeBucket(49152, 16), 576)
+    expect(k * 576 * 4).toBeLessThanOrEqual(2 ** 27)
+    expect(k % 4).toBe(0)
+    expect(k).toBeGreaterThan(49152 / 2)
+    expect(probeK(rt, 1024, 576)).toBe(1024) // small products as bucketed
   })
 
   test("bad pins are rejected with the expected form", () => {

@@ -26,13 +26,15 @@ afterAll(() => removeDir(root))
 const SHAPES = {
   tied: { vocab: 3000, hidden: 128, layers: 3, heads: 4, kvHeads: 2, intermediate: 384, maxPositions: 4096, tied: true, seed: 1 },
   wide: { vocab: 512, hidden: 256, layers: 2, heads: 4, kvHeads: 4, intermediate: 512, maxPositions: 4096, seed: 2 },
+  // (the KV cache outweighs the rest: what a length holds beyond another shows)
+  deep: { vocab: 512, hidden: 128, layers: 8, heads: 4, kvHeads: 4, intermediate: 256, maxPositions: 4096, seed: 3 },
 } as const
 const dirOf = (name: keyof typeof SHAPES): string => {
   const dir = join(root, name)
   writeRandomLlama(dir, SHAPES[name], { dtype: "BF16" })
   return dir
 }
-const dirs = { tied: dirOf("tied"), wide: dirOf("wide") }
+const dirs = { tied: dirOf("tied"), wide: dirOf("wide"), deep: dirOf("deep") }
 
 /** Peak device bytes of `work`, above what was live before it. */
 async function peakOf(rt: GpuRuntime, work: () => Promise<void>): Promise<number> {
@@ -63,24 +65,44 @@ describe("the plan holds what the device held", () => {
         expect(plan.total).toBeLessThanOrEqual(1.5 * peak)
       })
     }
-    for (const mode of ["full", "lora"] as const) {
-      test(`${name}: one ${mode} training step of 512 tokens: measured ≤ plan ≤ 2.5× measured`, async () => {
+    // (2000 tokens: the tied head's logits come in two blocks, two sets of sizes the pool keeps)
+    for (const [mode, T] of [["full", 512], ["lora", 512], ["lora", 2000]] as const) {
+      test(`${name}: one ${mode} training step of ${T} tokens: measured ≤ plan ≤ 1.5× measured`, async () => {
         const rt = await gpu()
         const m = llamaFamily.inspect(dirs[name])
         const lora = { rank: 8, alpha: 16, dropout: 0.1, targets: ["q_proj", "v_proj"], seed: 1 }
         const peak = await peakOf(rt, async () => {
           const model = llamaFamily.trainable!(rt, m.config, dirs[name], mode === "lora" ? { lora } : {})
           const opt = new Optimizer(rt, model.params, {})
-          await model.lossAndGrad({ tokens: randomTokens(513, SHAPES[name].vocab, 2), rope: resolveRope(m.config.rope)(512) }, { grads: (n) => opt.grad(n) })
+          await model.lossAndGrad({ tokens: randomTokens(T + 1, SHAPES[name].vocab, 2), rope: resolveRope(m.config.rope)(T) }, { grads: (n) => opt.grad(n) })
           await opt.step(1e-3)
           opt.dispose()
           model.dispose()
         })
-        const plan = llamaFamily.memory(m, 512, { train: mode === "full" ? { mode } : { mode, rank: 8, targets: lora.targets } })
+        // the plan of the kernels this device runs (the cpu kernels' copies of weights and activations, or storage read in place)
+        const train = mode === "full" ? { mode } as const : { mode, rank: 8, targets: lora.targets }
+        const plan = llamaFamily.memory(m, T, withKernels({ train }, deviceBudget(rt)))
         expect(plan.total).toBeGreaterThanOrEqual(peak)
-        expect(plan.total).toBeLessThanOrEqual(2.5 * peak)
+        expect(plan.total).toBeLessThanOrEqual(1.5 * peak)
       }, 900_000) // the first training step compiles its kernels cold: 460 s once on a loaded 2-core machine
     }
+  }
+})
+
+test("scoring at several lengths (a search's fidelities, its penalty at L0) holds one length's buffers at a time: the plan at the longest holds them", async () => {
+  const rt = await gpu()
+  const m = llamaFamily.inspect(dirs.deep)
+  const chunk = 256
+  const model = await llamaFamily.load(rt, m)
+  try {
+    const peak = await peakOf(rt, async () => {
+      for (const n of [1024, 2048, 1536]) await model.logprobs(randomTokens(n, SHAPES.deep.vocab, n), { rope: m.rope(n), chunk })
+    })
+    const plan = llamaFamily.memory(m, 2048, withKernels({ chunk }, deviceBudget(rt)))
+    // (when the pool kept every length's pages and buffers, they peaked at 1.6× this on llvmpipe)
+    expect(plan.kvCache + plan.activations).toBeGreaterThanOrEqual(peak)
+  } finally {
+    model.dispose()
   }
 })
 
@@ -123,6 +145,13 @@ describe("fitting", () => {
     expect(cpu.activations).toBeGreaterThan(gpuPlan.activations)
     // with no kernels named, the cpu kernels' (the larger) at WebGPU's default limits
     expect(llamaFamily.memory(m, 4096)).toEqual(llamaFamily.memory(m, 4096, { kernels: { profile: "cpu", maxTextureDimension2D: 8192, maxStorageBufferBindingSize: 2 ** 27, maxBufferSize: 2 ** 28 } }))
+    // a training step: the cpu matmul's copies of every weight and activation it reads, not the gpu one's
+    const train = { mode: "lora", rank: 8, targets: ["q_proj", "v_proj"] } as const
+    const step = (profile: "cpu" | "gpu") => llamaFamily.memory(m, 1024, { train, kernels: { profile, maxTextureDimension2D: 8192, ...limits } })
+    const [cpuStep, gpuStep] = [step("cpu"), step("gpu")]
+    expect([gpuStep.weights, gpuStep.gradients, gpuStep.optimizer]).toEqual([cpuStep.weights, cpuStep.gradients, cpuStep.optimizer])
+    expect(cpuStep.activations).toBeGreaterThan(gpuStep.activations)
+    expect(llamaFamily.memory(m, 1024, { train })).toEqual(cpuStep)
   })
 
   test("a GPU's memory is unknown unless stated; ROPEWAY_MEMORY takes K/M/G suffixes and refuses nonsense", () => {

@@ -37,7 +37,7 @@ const DEFAULT_KERNELS: PlanKernels = { profile: "cpu", maxTextureDimension2D: 81
 /** The plan at `length` tokens: scoring (chunks of `chunk`, a KV cache) or, with `train`, one training step of `length` tokens. */
 export function llamaMemory(model: PlannedModel, length: number, options: MemoryOptions = {}): MemoryPlan {
   const c = model.config as LlamaConfig
-  return options.train === undefined ? scoringPlan(c, fileDtype(model), length, options) : trainingPlan(c, length, options.train)
+  return options.train === undefined ? scoringPlan(c, fileDtype(model), length, options) : trainingPlan(c, length, options.train, options.kernels ?? DEFAULT_KERNELS)
 }
 
 type Dtype = "f32" | Half
@@ -200,11 +200,15 @@ function textureBytes(c: LlamaConfig, length: number, chunk: number, pageRows: n
 /** Chunks whose attention windows the plan walks one by one (beyond, it bounds them). */
 const MAX_CHUNKS_WALKED = 2048
 
-/** One training step (train.ts): f32 parameters; gradients and AdamW moments for what trains; saved layer inputs. */
-function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan): MemoryPlan {
+/**
+ * One training step (train.ts): f32 parameters; gradients and AdamW moments for what trains; saved layer
+ * inputs; in the layouts of the kernels that will run (`k`).
+ */
+function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan, k: PlanKernels): MemoryPlan {
   const { D, qDim, kvDim, I, V, L, linears, biases } = shapes(c)
   const H = c.numHeads
-  const layerParams = Object.values(linears).reduce((a, [n, k]) => a + n * k, 0) + 2 * D + biases
+  const cpu = k.profile === "cpu"
+  const layerParams = Object.values(linears).reduce((a, [n, kk]) => a + n * kk, 0) + 2 * D + biases
   const all = V * D * (c.tieWordEmbeddings ? 1 : 2) + D + L * layerParams
   let trained: number
   let loraValues = 0
@@ -221,25 +225,24 @@ function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan): MemoryPlan {
   const gradients = F32 * trained
   const optimizer = 2 * F32 * trained
   const rows = Math.max(1, Math.min(T, Math.floor(TRAIN_LOGIT_FLOATS / V)))
-  // Every layer's input is kept; one layer's internals (recomputed) live beside the backward's temporaries,
-  // and the pool keeps every size it saw: ~3 sets of a layer's internals. The storage matmul transposes
-  // each weight it multiplies by (a layer's worth, and the head), and with every weight training, each
-  // weight gradient's product is a temporary too. A block of logits, their gradient and its transpose (a
-  // fourth for the head's gradient when the embeddings train). Measured against this: test/models/memory-plan.
+  // Every layer's input is kept, and the internals of the last layers, as many as KEEP_ACTIVATION_BYTES
+  // holds (train.ts; a recomputed layer's reuse the pooled buffers of one let go); the backward's
+  // temporaries take at most one layer's internals besides. With every weight training, each weight
+  // gradient's product is a temporary too. The blocks of logits and their gradients (`trainLogits`).
+  // Measured against this: test/models/memory-plan.
   const headTrains = train.mode === "full" || train.trainEmbeddings === true
   const saved = (L + 1) * T * D
-  const internals = T * (4 * D + 2 * qDim + 2 * kvDim + H + 3 * I)
-  // the last layers' internals are kept from the forward, as many as KEEP_ACTIVATION_BYTES holds (train.ts)
   const layerActs = T * (3 * D + 2 * qDim + 2 * kvDim + 3 * I + H)
+  const internals = layerActs + T * D
   const keptLayers = Math.max(1, Math.min(L, Math.floor(KEEP_ACTIVATION_BYTES / (F32 * layerActs))))
-  const repacks = layerParams + preparedElements(V, D) + (train.mode === "full" ? layerParams : 0) + (headTrains ? V * D : 0)
-  // The training attention kernels and the llvmpipe matmul read activations through pooled texture copies
-  // (kernels/matmul.ts textureOperand: rows padded to 64 floats, a spare texel column and row); the pool
-  // keeps each size it saw: up to four at the widest activation.
-  const texRows = (T <= 512 ? Math.ceil(T / 64) * 64 : Math.ceil(T / 512) * 512) + 1
-  const textureCopies = 4 * texRows * (Math.ceil(Math.max(I, qDim, D) / 64) * 64 + 4)
-  const activations = F32 * (saved + 3 * internals + (keptLayers - 1) * layerActs + repacks + textureCopies + (headTrains ? 4 : 3) * rows * V)
-  const largestLinear = Math.max(...Object.values(linears).map(([n, k]) => n * k))
+  const products = (train.mode === "full" ? layerParams : 0) + (headTrains ? V * D : 0)
+  const logits = trainLogits(V, T, rows, headTrains, cpu, k.maxTextureDimension2D)
+  // The training attention kernels (both profiles) read K, V, Q and dO through pooled texture copies
+  // (kernels/matmul.ts textureOperand) while a sequence fits a texture; the cpu matmul also copies every
+  // operand it multiplies (a layer's weights and the head; activations up to the widest).
+  const copies = cpu ? cpuTrainCopies(c, T, layerParams) : gpuTrainCopies(c, T, k.maxTextureDimension2D)
+  const activations = F32 * (saved + keptLayers * layerActs + internals + products + logits + copies)
+  const largestLinear = Math.max(...Object.values(linears).map(([n, kk]) => n * kk))
   const hostStaging = F32 * Math.max(layerParams, V * D, largestLinear)
   return {
     length: T,
@@ -258,6 +261,44 @@ function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan): MemoryPlan {
       { bytes: F32 * T * Math.max(I, qDim), what: `one layer's MLP activations (${T} tokens × ${Math.max(I, qDim)} f32)` },
     ),
   }
+}
+
+/**
+ * Floats of a training step's logit blocks (train.ts headAndLoss: `rows` at a time, a shorter last block a
+ * second set of sizes the pool keeps): each block's logits and their gradient; the cpu kernels also pad
+ * the logits to 16 columns, copy the gradient into a texture (after repacking rows not a multiple of 64
+ * floats), and once more when the head trains.
+ */
+function trainLogits(V: number, T: number, rows: number, headTrains: boolean, cpu: boolean, maxTex: number): number {
+  const blocks = rows >= T ? [T] : [rows, Math.min(rows - 1, T - rows)]
+  return blocks.reduce((a, b) => {
+    if (!cpu) return a + 2 * b * V
+    const [w, h] = operandTextureSize(b, V, maxTex)
+    return a + (headTrains ? 3 : 2) * b * V + (V % 16 === 0 ? 0 : b * ceil16(V)) + w * h * 4 + (V % 64 === 0 ? 0 : (h - 1) * ceil64(V))
+  }, 0)
+}
+
+/** Floats of the cpu kernels' copies in a training step: the weights of a layer and the head, and four texture copies of the widest activation. */
+function cpuTrainCopies(c: LlamaConfig, T: number, layerParams: number): number {
+  const { D, qDim, I, V } = shapes(c)
+  const texRows = (T <= 512 ? Math.ceil(T / 64) * 64 : Math.ceil(T / 512) * 512) + 1
+  return layerParams + preparedElements(V, D) + 4 * texRows * (ceil64(Math.max(I, qDim, D)) + 4)
+}
+
+/**
+ * Floats of the gpu kernels' copies in a training step: only attention's streamed K, V, Q and dO, while T
+ * fits a texture (kernels/attention-backward.ts), each width not a multiple of 64 floats repacked first
+ * into a pooled buffer (one per width).
+ */
+function gpuTrainCopies(c: LlamaConfig, T: number, maxTex: number): number {
+  const { qDim, kvDim } = shapes(c)
+  if (T >= maxTex - 64) return 0
+  const copy = (cols: number): number => {
+    const [w, h] = operandTextureSize(T, cols, maxTex)
+    return 2 * w * h * 4
+  }
+  const repacks = [...new Set([qDim, kvDim])].reduce((a, cols) => a + (cols % 64 === 0 ? 0 : (operandTextureSize(T, cols, maxTex)[1] - 1) * ceil64(cols)), 0)
+  return copy(kvDim) + copy(qDim) + repacks
 }
 
 const largest = (a: PlanPart, b: PlanPart): PlanPart => (a.bytes >= b.bytes ? a : b)

@@ -252,6 +252,8 @@ interface DeviceLlama extends DeviceWeights {
   readonly c: LlamaConfig
   /** The KV cache's element type when none is asked for. */
   readonly kvDtype: "f32" | Half
+  /** Rows per page of the caches made last (`layerCaches`): the size the runtime's pool holds pages of. */
+  pageRows: number | undefined
   disposed: boolean
 }
 
@@ -309,6 +311,25 @@ function kvOptions(m: DeviceLlama, o: KvOptions): KvCacheOptions {
   }
 }
 
+/**
+ * One KV cache per layer for `capacity` rows (no page allocated yet). Pages are sized by the capacity, so
+ * pages pooled by a call at another length (and the scratch pages and last chunk's buffers sized alike)
+ * would never be reused, only kept: when the page size changes, the runtime's pooled buffers are let go
+ * first. Scoring at several lengths (a search's fidelities and its penalty at L0, evaluate's lengths) then
+ * holds one length's buffers at a time, as the memory plan at the longest counts.
+ */
+function layerCaches(m: DeviceLlama, capacity: number, options: KvOptions): KvCache[] {
+  const { rt, c } = m
+  const caches = m.layers.map(() => createKvCache(rt, capacity, c.numKvHeads, c.headDim, kvOptions(m, options)))
+  const pageRows = caches[0]?.pageRows
+  if (m.pageRows !== undefined && pageRows !== m.pageRows) {
+    rt.flush() // recorded work may still use pooled buffers
+    rt.trim()
+  }
+  m.pageRows = pageRows
+  return caches
+}
+
 function checkAlive(m: DeviceLlama): void {
   if (m.disposed) throw new Error("llama: model used after dispose()")
 }
@@ -325,7 +346,7 @@ export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama,
     uploads.release()
     throw e
   }
-  const m: DeviceLlama = { rt, c, ...weights, kvDtype: weightsDtype(checkpoint), disposed: false }
+  const m: DeviceLlama = { rt, c, ...weights, kvDtype: weightsDtype(checkpoint), pageRows: undefined, disposed: false }
   return {
     config: c,
     rope: inspected.rope,
@@ -355,7 +376,7 @@ async function logprobs(m: DeviceLlama, ropeFor: (length: number) => RopeTable, 
   // positions 0..n-2 go through the model. The table is still the one for length n (HF semantics).
   const len1 = n - 1
   const table = uploadRopeTable(rt, options.rope ?? ropeFor(n), c.numLayers)
-  const caches: KvCache[] = m.layers.map(() => createKvCache(rt, len1, c.numKvHeads, c.headDim, kvOptions(m, options)))
+  const caches = layerCaches(m, len1, options)
   const logitRows = Math.max(1, Math.min(chunk, Math.floor(options.logitRows ?? LOGIT_FLOATS / c.vocabSize)))
   try {
     for (let start = 0; start < len1; start += chunk) {
@@ -402,7 +423,7 @@ async function distributions(m: DeviceLlama, tokens: Uint32Array | readonly numb
   try {
     for (const t of tables) {
       gpuTables.push(uploadRopeTable(rt, t, c.numLayers))
-      caches.push(m.layers.map(() => createKvCache(rt, len1, c.numKvHeads, c.headDim, kvOptions(m, options))))
+      caches.push(layerCaches(m, len1, options))
     }
     for (let start = 0; start < len1; start += chunk) {
       const len = Math.min(chunk, len1 - start)
@@ -500,15 +521,9 @@ interface Session {
 
 function openSession(m: DeviceLlama, capacity: number, options: KvOptions): LlamaSession {
   checkAlive(m)
-  const { rt, c } = m
+  const { rt } = m
   if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`llama session: capacity ${capacity} must be an integer ≥ 1`)
-  const caches: KvCache[] = []
-  try {
-    for (let l = 0; l < m.layers.length; l++) caches.push(createKvCache(rt, capacity, c.numKvHeads, c.headDim, kvOptions(m, options)))
-  } catch (e) {
-    for (const cache of caches) releaseKvCache(rt, cache)
-    throw e
-  }
+  const caches = layerCaches(m, capacity, options)
   const s: Session = { caches, capacity, length: 0, table: undefined, gpuTable: undefined, closed: false }
   return {
     get length() {
