@@ -202,13 +202,13 @@ const MAX_CHUNKS_WALKED = 2048
 
 /**
  * One training step (train.ts): f32 parameters; gradients and AdamW moments for what trains; saved layer
- * inputs; in the layouts of the kernels that will run (`k`).
+ * inputs; in the layouts of the kernels that will run.
  */
-function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan, k: PlanKernels): MemoryPlan {
+function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan, kernels: PlanKernels): MemoryPlan {
   const { D, qDim, kvDim, I, V, L, linears, biases } = shapes(c)
   const H = c.numHeads
-  const cpu = k.profile === "cpu"
-  const layerParams = Object.values(linears).reduce((a, [n, kk]) => a + n * kk, 0) + 2 * D + biases
+  const cpu = kernels.profile === "cpu"
+  const layerParams = Object.values(linears).reduce((a, [n, k]) => a + n * k, 0) + 2 * D + biases
   const all = V * D * (c.tieWordEmbeddings ? 1 : 2) + D + L * layerParams
   let trained: number
   let loraValues = 0
@@ -236,13 +236,13 @@ function trainingPlan(c: LlamaConfig, T: number, train: TrainPlan, k: PlanKernel
   const internals = layerActs + T * D
   const keptLayers = Math.max(1, Math.min(L, Math.floor(KEEP_ACTIVATION_BYTES / (F32 * layerActs))))
   const products = (train.mode === "full" ? layerParams : 0) + (headTrains ? V * D : 0)
-  const logits = trainLogits(V, T, rows, headTrains, cpu, k.maxTextureDimension2D)
+  const logits = trainLogits(V, T, rows, headTrains, cpu, kernels.maxTextureDimension2D)
   // The training attention kernels (both profiles) read K, V, Q and dO through pooled texture copies
   // (kernels/matmul.ts textureOperand) while a sequence fits a texture; the cpu matmul also copies every
   // operand it multiplies (a layer's weights and the head; activations up to the widest).
-  const copies = cpu ? cpuTrainCopies(c, T, layerParams) : gpuTrainCopies(c, T, k.maxTextureDimension2D)
+  const copies = cpu ? cpuTrainCopies(c, T, layerParams) : gpuTrainCopies(c, T, kernels.maxTextureDimension2D)
   const activations = F32 * (saved + keptLayers * layerActs + internals + products + logits + copies)
-  const largestLinear = Math.max(...Object.values(linears).map(([n, kk]) => n * kk))
+  const largestLinear = Math.max(...Object.values(linears).map(([n, k]) => n * k))
   const hostStaging = F32 * Math.max(layerParams, V * D, largestLinear)
   return {
     length: T,
