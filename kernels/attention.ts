@@ -20,7 +20,7 @@ import type { GpuRuntime } from "./runtime.ts"
 import { uniforms } from "./runtime.ts"
 import { packHalf, unpackHalf } from "./pack16.ts"
 import { type Half, type Tensor, expectShape } from "./tensor.ts"
-import { chooseVariant, probeTime, sizeBucket } from "./tuning.ts"
+import { chooseVariant, probeTime, settleTuning, sizeBucket } from "./tuning.ts"
 import { type Operand, textureOperand } from "./matmul.ts"
 import { wgsl } from "./wgsl.ts"
 
@@ -212,6 +212,30 @@ function rowsFor(rt: GpuRuntime, heads: number, kvHeads: number, headDim: number
     probe: (rt2, c) => probeRows(rt2, heads, kvHeads, headDim, tb, Number(c.slice(1))),
   })
   return Number(name.slice(1))
+}
+
+/**
+ * Compiles the cpu variant that chunks of `chunk` queries will run with this head shape (timing the
+ * candidates first where this machine has not), on one workgroup's operands; other profiles have nothing
+ * to prepare. The first compile of the unrolled kernel on a machine is LLVM's largest by far: at d 64
+ * (AMD EPYC, OpenGL ES llvmpipe, cold cache) 4 rows take 21 s and 0.2 GiB of host memory, 8 rows 70 s and
+ * 0.5 GiB, 12 rows 163 s and 1.0 GiB, 16 rows 297 s and 1.7 GiB. Models call this before loading their
+ * weights, then hand that memory back (kernels/host-memory.ts), so it is never held beside them.
+ */
+export async function prepareAttention(rt: GpuRuntime, heads: number, kvHeads: number, headDim: number, chunk: number): Promise<void> {
+  if (rt.adapter.profile !== "cpu" || chunk <= 8) return
+  checkHeadDim("prepareAttention", headDim)
+  rowsFor(rt, heads, kvHeads, headDim, chunk) // a shape new to this machine is queued for timing
+  await settleTuning(rt)
+  const rows = rowsFor(rt, heads, kvHeads, headDim, chunk)
+  const n = 8 * rows
+  const cache = createKvCache(rt, n, kvHeads, headDim)
+  const q = rt.tensor([n, heads * headDim])
+  const kv = rt.tensor([n, kvHeads * headDim])
+  appendKv(rt, cache, kv, kv, 0)
+  rt.release(attention(rt, q, cache, { heads, queryOffset: 0, rows }), q, kv)
+  await rt.sync()
+  releaseKvCache(rt, cache)
 }
 
 /** ms per call of the cpu variant with `rows` rows per invocation, tq queries over as many keys (the tuner's probe). */

@@ -113,9 +113,13 @@ export function sharedLibraryPresent(name: string, env: NodeJS.ProcessEnv = proc
   } catch {
     // no cache: the default folders below
   }
-  const multiarch = { x64: "x86_64-linux-gnu", arm64: "aarch64-linux-gnu" }[process.arch as string] ?? ""
-  return ["/lib64", "/usr/lib64", "/lib", "/usr/lib", `/lib/${multiarch}`, `/usr/lib/${multiarch}`].some((d) => existsSync(join(d, name)))
+  return SYSTEM_LIBRARY_DIRS.some((d) => existsSync(join(d, name)))
 }
+
+const MULTIARCH = { x64: "x86_64-linux-gnu", arm64: "aarch64-linux-gnu" }[process.arch as string] ?? ""
+
+/** The folders Linux's loader searches by default. */
+export const SYSTEM_LIBRARY_DIRS: readonly string[] = [`/lib/${MULTIARCH}`, `/usr/lib/${MULTIARCH}`, "/lib64", "/usr/lib64", "/lib", "/usr/lib"]
 
 /** Dawn's Vulkan backend (the native one on Linux) needs the Vulkan loader. */
 const needsVulkanLoader = (backend: Backend): boolean =>

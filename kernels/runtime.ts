@@ -35,13 +35,15 @@ const UNIFORM_SLOTS = 512
 /** Idle pooled textures past this many bytes are destroyed at the next miss. */
 export const TEXTURE_POOL_BYTES = 128 * 1024 * 1024
 
-export interface MemoryStats {
+export interface RuntimeStats {
   /** Bytes in buffers that exist now (in use or pooled). */
   readonly liveBytes: number
   /** The most `liveBytes` has been since the last `resetPeak`. */
   readonly peakBytes: number
   readonly dispatches: number
   readonly submits: number
+  /** Pipelines compiled by this runtime (each (label, source) once). */
+  readonly pipelines: number
 }
 
 export class GpuRuntime {
@@ -224,8 +226,8 @@ export class GpuRuntime {
     this.peak = this.live
   }
 
-  get stats(): MemoryStats {
-    return { liveBytes: this.live, peakBytes: this.peak, dispatches: this.dispatchCount, submits: this.submitCount }
+  get stats(): RuntimeStats {
+    return { liveBytes: this.live, peakBytes: this.peak, dispatches: this.dispatchCount, submits: this.submitCount, pipelines: this.pipelines.size }
   }
 
   // ---- dispatch -----------------------------------------------------------------------------

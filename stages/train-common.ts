@@ -260,7 +260,7 @@ export function runTraining(ctx: StageContext<unknown, string, string>, s: Train
           onStep: () => void losses.push(stepLoss()),
         })).pipe(Effect.uninterruptible)
       const done = step + 1
-      // the rate counts from the run's first step on: that step compiles and tunes the kernels
+      // the rate counts from the end of the run's first step: that step compiles and tunes the kernels
       if (step === start) t1 = performance.now()
       const rate = done - start > 1 ? ((done - start - 1) * s.batch * s.seqLen) / ((performance.now() - t1) / 1000) : undefined
       yield* ctx.progress.report(done / s.steps, `step ${done}/${s.steps}, loss ${losses[losses.length - 1]!.toFixed(4)}${rate === undefined ? "" : `, ${Math.round(rate)} tok/s`}`)

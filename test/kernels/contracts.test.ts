@@ -8,7 +8,7 @@ import { afterEach, describe, expect, test } from "bun:test"
 import { ADAMW_DEFAULTS, adamwStep, adamwUniforms } from "../../kernels/adamw.ts"
 import { add } from "../../kernels/add.ts"
 import { attentionTrain } from "../../kernels/attention-backward.ts"
-import { appendKv, attention, createKvCache, pageQuantum, releaseKvCache } from "../../kernels/attention.ts"
+import { appendKv, attention, createKvCache, pageQuantum, prepareAttention, releaseKvCache } from "../../kernels/attention.ts"
 import { embed } from "../../kernels/embedding.ts"
 import { logprobsFromLogits } from "../../kernels/logprobs.ts"
 import { cpuVariantName, linear, matmul, parseCpuVariant, prepareWeight, releaseWeight, setMatmulVariant } from "../../kernels/matmul.ts"
@@ -22,6 +22,7 @@ import { START_TOKEN_POSITIONS, startTokensInput, startTokensTable, wrapAngle } 
 import { compare, describeComparison, expectClose } from "../../kernels/testing/compare.ts"
 import { type KernelCase, type Variant, checkCase, checkOutputs, expectSameOutputs, withProfile } from "../../kernels/testing/kernel-case.ts"
 import { rand } from "../../kernels/testing/random.ts"
+import { GpuRuntime } from "../../kernels/runtime.ts"
 import { gpu } from "../gpu-shared.ts"
 
 afterEach(() => setMatmulVariant(undefined))
@@ -269,6 +270,33 @@ describe("attention memory", () => {
       releaseKvCache(rt, cache)
     })
   }
+})
+
+describe("attention prepared before a model's weights", () => {
+  test("prepareAttention compiles what a chunk's attention runs on the cpu profile (a chunk then compiles nothing), nothing on the gpu profile", async () => {
+    const rt = await gpu()
+    for (const profile of ["cpu", "gpu"] as const) {
+      // a runtime of its own: its pipeline count starts at zero
+      rt.flush()
+      const view = new GpuRuntime(rt.device, { ...rt.adapter, profile }, rt.instance)
+      const t = 512, heads = 2, d = 4
+      await prepareAttention(view, heads, 1, d, t)
+      const prepared = view.stats.pipelines
+      if (profile === "gpu") expect(prepared).toBe(0)
+      else expect(prepared).toBeGreaterThan(0)
+      const cache = createKvCache(view, t, 1, d)
+      const kv = view.upload(rand(t * d, 8), [t, d])
+      appendKv(view, cache, kv, kv, 0)
+      const compiledBefore = view.stats.pipelines
+      const q = view.upload(rand(t * heads * d, 7), [t, heads * d])
+      const out = attention(view, q, cache, { heads, queryOffset: 0 })
+      await view.sync()
+      if (profile === "cpu") expect(view.stats.pipelines).toBe(compiledBefore)
+      view.release(q, out, kv)
+      releaseKvCache(view, cache)
+      view.flush()
+    }
+  })
 })
 
 describe("rope precision helpers", () => {
