@@ -190,8 +190,11 @@ export const kvScratch = (rt: GpuRuntime, cache: KvCache): Tensor | undefined =>
  * unrolled code grows as rows·headDim and llvmpipe's cold compile faster still (Mesa's disk cache makes
  * later runs instant). Measured on an Intel Sapphire Rapids (H=4, T=2048–4096, GFLOP/s, cold compile):
  * d=64: 8 rows 33 (4 s), 12 rows 41 (7.6 s), 16 rows 47 (12 s); d=96: 5 rows 23 (5 s), 10 rows 35 (14 s);
- * d=128: 4 rows 18.6 (7 s), 8 rows 15 (22 s). Every choice gives the same result: rows only decide which
- * queries share an invocation, and keys past a query are exact no-ops in its online softmax.
+ * d=128: 4 rows 18.6 (7 s), 8 rows 15 (22 s). On an AMD EPYC (AVX2, LLVM 15; H=9/3 at d=64, 4/2 at d=32,
+ * T=2048) the compiles are far slower (prepareAttention) and more rows still pay: d=64: 16 rows 31.5, 12
+ * rows 27.0, 8 rows 24.5, 6 rows 21.3, 4 rows 16.4; d=32: 16 rows 31.7, 8 rows 24.5. A long context is
+ * mostly attention, so the once-per-machine compile is worth it. Every choice gives the same result: rows
+ * only decide which queries share an invocation, and keys past a query are exact no-ops in its online softmax.
  */
 export function cpuRowCandidates(headDim: number): readonly number[] {
   if (headDim <= 32) return [16, 8]
