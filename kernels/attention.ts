@@ -21,6 +21,7 @@ import { uniforms } from "./runtime.ts"
 import { packHalf, unpackHalf } from "./pack16.ts"
 import { type Half, type Tensor, expectShape } from "./tensor.ts"
 import { chooseVariant, probeTime, settleTuning, sizeBucket } from "./tuning.ts"
+import { releaseFreedHostMemory } from "./host-memory.ts"
 import { type Operand, textureOperand } from "./matmul.ts"
 import { wgsl } from "./wgsl.ts"
 
@@ -219,11 +220,12 @@ function rowsFor(rt: GpuRuntime, heads: number, kvHeads: number, headDim: number
 
 /**
  * Compiles the cpu variant that chunks of `chunk` queries will run with this head shape (timing the
- * candidates first where this machine has not), on one workgroup's operands; other profiles have nothing
- * to prepare. The first compile of the unrolled kernel on a machine is LLVM's largest by far: at d 64
- * (AMD EPYC, OpenGL ES llvmpipe, cold cache) 4 rows take 21 s and 0.2 GiB of host memory, 8 rows 70 s and
- * 0.5 GiB, 12 rows 163 s and 1.0 GiB, 16 rows 297 s and 1.7 GiB. Models call this before loading their
- * weights, then hand that memory back (kernels/host-memory.ts), so it is never held beside them.
+ * candidates first where this machine has not), on one workgroup's operands, then hands the compiler's
+ * freed memory back to the system (kernels/host-memory.ts); other profiles have nothing to prepare. The
+ * first compile of the unrolled kernel on a machine is LLVM's largest by far: at d 64 (AMD EPYC, OpenGL ES
+ * llvmpipe, cold cache) 4 rows take 21 s and 0.2 GiB of host memory, 8 rows 70 s and 0.5 GiB, 12 rows
+ * 163 s and 1.0 GiB, 16 rows 297 s and 1.7 GiB. Models call this before loading their weights, so that
+ * memory is never held beside them.
  */
 export async function prepareAttention(rt: GpuRuntime, heads: number, kvHeads: number, headDim: number, chunk: number): Promise<void> {
   if (rt.adapter.profile !== "cpu" || chunk <= 8) return
@@ -231,25 +233,27 @@ export async function prepareAttention(rt: GpuRuntime, heads: number, kvHeads: n
   rowsFor(rt, heads, kvHeads, headDim, chunk) // a shape new to this machine is queued for timing
   await settleTuning(rt)
   const rows = rowsFor(rt, heads, kvHeads, headDim, chunk)
-  const n = 8 * rows
-  const cache = createKvCache(rt, n, kvHeads, headDim)
-  const q = rt.tensor([n, heads * headDim])
-  const kv = rt.tensor([n, kvHeads * headDim])
-  appendKv(rt, cache, kv, kv, 0)
-  rt.release(attention(rt, q, cache, { heads, queryOffset: 0, rows }), q, kv)
-  await rt.sync()
-  releaseKvCache(rt, cache)
+  await withOperands(rt, heads, kvHeads, headDim, 8 * rows, async (q, cache) => {
+    rt.release(attention(rt, q, cache, { heads, queryOffset: 0, rows }))
+    await rt.sync()
+  })
+  await releaseFreedHostMemory()
 }
 
 /** ms per call of the cpu variant with `rows` rows per invocation, tq queries over as many keys (the tuner's probe). */
-async function probeRows(rt: GpuRuntime, heads: number, kvHeads: number, headDim: number, tq: number, rows: number): Promise<number> {
-  const rand = (n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => ((i * 2654435761) % 2001) / 1000 - 1)
-  const cache = createKvCache(rt, tq, kvHeads, headDim)
-  const q = rt.upload(rand(tq * heads * headDim), [tq, heads * headDim])
-  const kv = rt.upload(rand(tq * kvHeads * headDim), [tq, kvHeads * headDim])
+const probeRows = (rt: GpuRuntime, heads: number, kvHeads: number, headDim: number, tq: number, rows: number): Promise<number> =>
+  withOperands(rt, heads, kvHeads, headDim, tq, (q, cache) =>
+    probeTime(rt, () => rt.release(attention(rt, q, cache, { heads, queryOffset: 0, variant: "cpu", rows }))))
+
+/** Runs `use` on n query rows over a cache of n rows (fixed pseudo-random values), then frees them. */
+async function withOperands<T>(rt: GpuRuntime, heads: number, kvHeads: number, headDim: number, n: number, use: (q: Tensor, cache: KvCache) => Promise<T>): Promise<T> {
+  const rand = (count: number): Float32Array => Float32Array.from({ length: count }, (_, i) => ((i * 2654435761) % 2001) / 1000 - 1)
+  const cache = createKvCache(rt, n, kvHeads, headDim)
+  const q = rt.upload(rand(n * heads * headDim), [n, heads * headDim])
+  const kv = rt.upload(rand(n * kvHeads * headDim), [n, kvHeads * headDim])
   appendKv(rt, cache, kv, kv, 0)
   try {
-    return await probeTime(rt, () => rt.release(attention(rt, q, cache, { heads, queryOffset: 0, variant: "cpu", rows })))
+    return await use(q, cache)
   } finally {
     rt.release(q, kv)
     releaseKvCache(rt, cache)

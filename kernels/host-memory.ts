@@ -2,9 +2,9 @@
  * Hands the C heap's free pages back to the system (glibc's `malloc_trim`).
  *
  * The first compile of an unrolled llvmpipe kernel on a machine makes LLVM allocate up to ~1.7 GiB, which
- * glibc keeps in its heap once freed; only an explicit trim returns it. Models compile their largest
- * kernel before loading weights and trim after (kernels/attention.ts prepareAttention), so the two are
- * never resident together. Linux with glibc only, through the runtime's FFI (Bun's `bun:ffi`,
+ * glibc keeps in its heap once freed; only an explicit trim returns it. kernels/attention.ts
+ * prepareAttention trims after compiling, and models call it before loading weights, so the compile's
+ * memory and the weights are never resident together. Linux with glibc only, through the runtime's FFI (Bun's `bun:ffi`,
  * `Deno.dlopen`); elsewhere, or where FFI is not allowed, it does nothing and says so by returning false.
  */
 import { existsSync } from "node:fs"

@@ -6,7 +6,6 @@
  * T·V. Semantics are transformers' (rotate_half RoPE, GQA, RMSNorm, SwiGLU, tied head).
  */
 import { type KvCache, type KvCacheOptions, appendKv, attention, createKvCache, kvRows, kvScratch, prepareAttention, releaseKvCache, storeKvRows } from "../../../kernels/attention.ts"
-import { releaseFreedHostMemory } from "../../../kernels/host-memory.ts"
 import { embed, embedFromWeight } from "../../../kernels/embedding.ts"
 import { logprobsFromLogits } from "../../../kernels/logprobs.ts"
 import { type Weight, linear, linearMany, prepareWeight, prepareWeight16, releaseWeight } from "../../../kernels/matmul.ts"
@@ -339,9 +338,8 @@ function checkAlive(m: DeviceLlama): void {
 export async function loadLlama(rt: GpuRuntime, source: string | InspectedLlama, options: InspectOptions = {}): Promise<LlamaModel> {
   const inspected = typeof source === "string" ? inspectLlama(source, options) : source
   const { config: c, checkpoint } = inspected
-  // the scoring attention's first compile on a machine is LLVM's largest; done and handed back before the weights arrive
+  // the scoring attention's first compile on a machine is LLVM's largest: done, and its memory handed back, before the weights arrive
   await prepareAttention(rt, c.numHeads, c.numKvHeads, c.headDim, DEFAULT_CHUNK)
-  await releaseFreedHostMemory()
   const uploads = new Uploads(rt)
   let weights: DeviceWeights
   try {
